@@ -1,0 +1,174 @@
+//! Training-time augmentation of real images: crop jitter (tight to loose), aspect and scale
+//! jitter, small rotation and shear, colour changes (gain, contrast, inversion, greyscale) and
+//! noise. One call makes one normalised strip, deterministic given the [`Rng`].
+
+use image::Rgb32FImage;
+
+use crate::preprocess::{self, Strip, HEIGHT};
+use crate::rng::Rng;
+use crate::svhn::DigitBox;
+
+/// Augmentation strengths.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AugmentConfig {
+    /// Probability of a loose crop (much more background, like the `full` protocol).
+    pub loose_prob: f32,
+    /// Maximum rotation, degrees.
+    pub max_rotation_deg: f32,
+    /// Maximum horizontal shear (x shift per unit of height).
+    pub max_shear: f32,
+    /// Maximum strip width in pixels: training uses bounded sequence lengths.
+    pub max_width: usize,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            loose_prob: 0.25,
+            max_rotation_deg: 6.0,
+            max_shear: 0.25,
+            max_width: 160,
+        }
+    }
+}
+
+fn union(boxes: &[DigitBox]) -> (f32, f32, f32, f32) {
+    let l = boxes.iter().map(|b| b.left).fold(f32::INFINITY, f32::min);
+    let t = boxes.iter().map(|b| b.top).fold(f32::INFINITY, f32::min);
+    let r = boxes.iter().map(|b| b.right()).fold(f32::NEG_INFINITY, f32::max);
+    let b = boxes.iter().map(|b| b.bottom()).fold(f32::NEG_INFINITY, f32::max);
+    (l, t, r, b)
+}
+
+/// The part of an image that augmentation can ever reach: the digit union grown 3.5× in width
+/// and 2.6× in height (so training images can be kept in memory pre-cut). Returns the cut image
+/// and the boxes moved into its coordinates.
+pub fn reachable_part(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Vec<DigitBox>) {
+    let r = preprocess::expand_region(union(boxes), 3.5, 2.6, img.dimensions());
+    let cut = image::imageops::crop_imm(img, r.x0, r.y0, r.width(), r.height()).to_image();
+    let moved = boxes
+        .iter()
+        .map(|b| DigitBox {
+            left: b.left - r.x0 as f32,
+            top: b.top - r.y0 as f32,
+            ..*b
+        })
+        .collect();
+    (cut, moved)
+}
+
+/// Bilinear sample of channel-major `[3, h, w]` data at (x, y) in pixel-centre coordinates,
+/// clamped at the edges.
+fn sample(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
+    let x = x.clamp(0.0, (w - 1) as f32);
+    let y = y.clamp(0.0, (h - 1) as f32);
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    let mut out = [0f32; 3];
+    for (c, o) in out.iter_mut().enumerate() {
+        let p = |yy: usize, xx: usize| src[(c * h + yy) * w + xx];
+        let top = p(y0, x0) * (1.0 - fx) + p(y0, x1) * fx;
+        let bot = p(y1, x0) * (1.0 - fx) + p(y1, x1) * fx;
+        *o = top * (1.0 - fy) + bot * fy;
+    }
+    out
+}
+
+/// One augmented, normalised strip of the number whose digit `boxes` lie in `img`.
+pub fn augment(img: &Rgb32FImage, boxes: &[DigitBox], cfg: &AugmentConfig, rng: &mut Rng) -> Strip {
+    let (iw, ih) = img.dimensions();
+    let (l, t, r, b) = union(boxes);
+    let (bw, bh) = ((r - l).max(1.0), (b - t).max(1.0));
+    let loose = rng.chance(cfg.loose_prob);
+    let (fx, fy) = if loose {
+        (rng.uniform(1.3, 3.2), rng.uniform(1.3, 2.4))
+    } else {
+        (rng.uniform(1.05, 1.6), rng.uniform(1.1, 1.55))
+    };
+    let (cw, ch) = (bw * fx, bh * fy);
+    let cx = (l + r) / 2.0 + rng.uniform(-0.5, 0.5) * (fx - 1.0) / 2.0 * bw;
+    let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0) / 2.0 * bh;
+    let aspect = rng.uniform(0.8, 1.2);
+    let out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
+    let theta = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg).to_radians();
+    let shear = rng.uniform(-cfg.max_shear, cfg.max_shear);
+    // Pre-scale the reachable region with the antialiased resize so that the affine sampling
+    // below works near 1:1 (no aliasing when shrinking large photos).
+    let k = (HEIGHT as f32 / ch).min(1.0);
+    let reach = (cw.max(ch) * 0.75 + ch * cfg.max_shear).max(2.0);
+    let region = preprocess::expand_region((cx - reach, cy - reach, cx + reach, cy + reach), 1.0, 1.0, (iw, ih));
+    let (sw, sh) = (
+        ((region.width() as f32 * k).round() as usize).max(1),
+        ((region.height() as f32 * k).round() as usize).max(1),
+    );
+    let src = preprocess::resize_region(img, region, sw, sh);
+    let (kx, ky) = (sw as f32 / region.width() as f32, sh as f32 / region.height() as f32);
+    let (cs, sn) = (theta.cos(), theta.sin());
+    let mut data = vec![0f32; 3 * HEIGHT * out_w];
+    for v in 0..HEIGHT {
+        let vn = ((v as f32 + 0.5) / HEIGHT as f32 - 0.5) * ch;
+        for u in 0..out_w {
+            let un = ((u as f32 + 0.5) / out_w as f32 - 0.5) * cw + shear * vn;
+            let x = cx + cs * un - sn * vn;
+            let y = cy + sn * un + cs * vn;
+            let sx = (x - region.x0 as f32) * kx - 0.5;
+            let sy = (y - region.y0 as f32) * ky - 0.5;
+            let px = sample(&src, sw, sh, sx, sy);
+            for c in 0..3 {
+                data[(c * HEIGHT + v) * out_w + u] = px[c];
+            }
+        }
+    }
+    colour(&mut data, rng);
+    preprocess::normalize(&mut data);
+    let mut strip = preprocess::pad_to_min_width(data, out_w);
+    if strip.width < crate::window::WINDOW {
+        strip = preprocess::pad_to_min_width(strip.data, strip.width);
+    }
+    strip
+}
+
+fn colour(data: &mut [f32], rng: &mut Rng) {
+    let plane = data.len() / 3;
+    if rng.chance(0.15) {
+        for i in 0..plane {
+            let g = (data[i] + data[plane + i] + data[2 * plane + i]) / 3.0;
+            data[i] = g;
+            data[plane + i] = g;
+            data[2 * plane + i] = g;
+        }
+    }
+    for c in 0..3 {
+        let gain = rng.uniform(0.75, 1.25);
+        let off = rng.uniform(-0.1, 0.1);
+        for v in &mut data[c * plane..(c + 1) * plane] {
+            *v = *v * gain + off;
+        }
+    }
+    if rng.chance(0.15) {
+        data.iter_mut().for_each(|v| *v = 1.0 - *v);
+    }
+    let sigma = rng.uniform(0.0, 0.04);
+    if sigma > 0.0 {
+        data.iter_mut().for_each(|v| *v += sigma * rng.normal());
+    }
+}
+
+/// A batch of strips padded to a common width: zeros are added on both sides, the split drawn
+/// from `rng`.
+///
+/// # Shapes
+/// Returns (`[n, 3, HEIGHT, w]`, `w`).
+pub fn pad_batch(strips: &[Strip], rng: &mut Rng) -> (Vec<f32>, usize) {
+    let w = strips.iter().map(|s| s.width).max().unwrap_or(preprocess::MIN_WIDTH);
+    let per = 3 * HEIGHT * w;
+    let mut out = vec![0f32; strips.len() * per];
+    for (i, s) in strips.iter().enumerate() {
+        let left = rng.below(w - s.width + 1);
+        for row in 0..3 * HEIGHT {
+            out[i * per + row * w + left..][..s.width].copy_from_slice(&s.data[row * s.width..][..s.width]);
+        }
+    }
+    (out, w)
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand.
+#[cfg(feature = "train")]
+pub mod train;

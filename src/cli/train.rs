@@ -1,0 +1,75 @@
+//! `housenum train`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use housenum::model::ModelConfig;
+use housenum::train::{train, TrainConfig};
+
+/// Train (or resume) a model on a folder in the official SVHN layout.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Folder with `N.png` images and `digitStruct.mat`.
+    #[arg(long, default_value = "../shared/svhn/train")]
+    pub data: PathBuf,
+    /// Output folder for `last.safetensors` (resumed from if present), `history.json`, `curve.png`.
+    #[arg(long, default_value = "runs/default")]
+    pub out: PathBuf,
+    /// Epochs over the training split.
+    #[arg(long, default_value_t = 60)]
+    pub epochs: usize,
+    /// Images per optimiser step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Clip the global gradient norm to this value.
+    #[arg(long, default_value_t = 5.0)]
+    pub clip_norm: f32,
+    /// Seed for initialisation, augmentation and data order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of images held out for validation (chosen by a hash of the file name).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Use at most this many training images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Maximum training strip width in pixels (bounded sequence lengths).
+    #[arg(long, default_value_t = 160)]
+    pub max_width: usize,
+    /// LSTM hidden size per direction.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// Hide progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Run the subcommand.
+pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    let mut cfg = TrainConfig {
+        data: a.data,
+        out: a.out,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        clip_norm: a.clip_norm,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+        limit: a.limit,
+        model: ModelConfig {
+            hidden: a.hidden,
+            ..ModelConfig::default()
+        },
+        quiet: a.quiet,
+        ..TrainConfig::default()
+    };
+    cfg.augment.max_width = a.max_width;
+    let state = train(&cfg).with_context(|| format!("training into {}", cfg.out.display()))?;
+    eprintln!("done: {} epochs, {:.0} s", state.epoch, state.seconds);
+    Ok(ExitCode::SUCCESS)
+}

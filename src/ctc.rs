@@ -1,0 +1,250 @@
+//! CTC: the loss with its gradient (log-space forward–backward) and greedy decoding with a
+//! confidence. Class 0 is the blank (see [`crate::alphabet`]).
+
+use crate::alphabet::{digit_of_class, BLANK, NUM_CLASSES};
+
+/// `log(exp(a) + exp(b))` without overflow.
+fn lse(a: f32, b: f32) -> f32 {
+    if a == f32::NEG_INFINITY {
+        return b;
+    }
+    if b == f32::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+/// Negative log-likelihood of `labels` (class indices, no blanks) under one sample's
+/// log-probabilities, and its gradient with respect to the *logits* that produced them through
+/// a log-softmax (`softmax − occupancy`).
+///
+/// # Shapes
+/// `log_probs`: `[t, NUM_CLASSES]` (log-softmax outputs). Returns `(loss, grad [t, NUM_CLASSES])`,
+/// or `None` when no alignment exists (too few steps for the labels).
+pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f32, Vec<f32>)> {
+    let c = NUM_CLASSES;
+    let s_len = 2 * labels.len() + 1;
+    let ext = |s: usize| if s % 2 == 0 { BLANK } else { labels[s / 2] };
+    let lp = |tt: usize, k: usize| log_probs[tt * c + k];
+    let ninf = f32::NEG_INFINITY;
+    let mut alpha = vec![ninf; t * s_len];
+    let mut beta = vec![ninf; t * s_len];
+    if t == 0 {
+        return None;
+    }
+    alpha[0] = lp(0, BLANK);
+    if s_len > 1 {
+        alpha[1] = lp(0, ext(1));
+    }
+    for tt in 1..t {
+        for s in 0..s_len {
+            let mut a = alpha[(tt - 1) * s_len + s];
+            if s >= 1 {
+                a = lse(a, alpha[(tt - 1) * s_len + s - 1]);
+            }
+            if s >= 2 && ext(s) != BLANK && ext(s) != ext(s - 2) {
+                a = lse(a, alpha[(tt - 1) * s_len + s - 2]);
+            }
+            alpha[tt * s_len + s] = if a == ninf { ninf } else { a + lp(tt, ext(s)) };
+        }
+    }
+    let last = (t - 1) * s_len;
+    let log_p = if s_len > 1 {
+        lse(alpha[last + s_len - 1], alpha[last + s_len - 2])
+    } else {
+        alpha[last]
+    };
+    if !log_p.is_finite() {
+        return None;
+    }
+    beta[last + s_len - 1] = lp(t - 1, ext(s_len - 1));
+    if s_len > 1 {
+        beta[last + s_len - 2] = lp(t - 1, ext(s_len - 2));
+    }
+    for tt in (0..t - 1).rev() {
+        for s in 0..s_len {
+            let mut b = beta[(tt + 1) * s_len + s];
+            if s + 1 < s_len {
+                b = lse(b, beta[(tt + 1) * s_len + s + 1]);
+            }
+            if s + 2 < s_len && ext(s) != BLANK && ext(s) != ext(s + 2) {
+                b = lse(b, beta[(tt + 1) * s_len + s + 2]);
+            }
+            beta[tt * s_len + s] = if b == ninf { ninf } else { b + lp(tt, ext(s)) };
+        }
+    }
+    let mut grad = vec![0f32; t * c];
+    for tt in 0..t {
+        let mut occ = [ninf; NUM_CLASSES];
+        for s in 0..s_len {
+            let k = ext(s);
+            occ[k] = lse(occ[k], alpha[tt * s_len + s] + beta[tt * s_len + s]);
+        }
+        for k in 0..c {
+            let y = lp(tt, k).exp();
+            let o = if occ[k] == ninf {
+                0.0
+            } else {
+                (occ[k] - lp(tt, k) - log_p).exp()
+            };
+            grad[tt * c + k] = y - o;
+        }
+    }
+    Some((-log_p, grad))
+}
+
+/// A decoded number.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Decoded {
+    /// The digits, left to right.
+    pub digits: Vec<u8>,
+    /// Probability of the best path: the product over steps of the winning class probability,
+    /// in [0, 1].
+    pub confidence: f32,
+    /// For each digit, the time steps `[first, last]` whose argmax emitted it.
+    pub spans: Vec<(usize, usize)>,
+}
+
+impl Decoded {
+    /// The digits as text.
+    pub fn text(&self) -> String {
+        crate::alphabet::digits_to_string(&self.digits)
+    }
+}
+
+/// Greedy (best-path) CTC decoding of sample `b` of a batch: argmax per step, merge repeats,
+/// drop blanks.
+///
+/// # Shapes
+/// `log_probs`: `[t, n, NUM_CLASSES]` log-probabilities.
+pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded {
+    let c = NUM_CLASSES;
+    let mut digits = Vec::new();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut log_conf = 0f64;
+    let mut prev = BLANK;
+    for tt in 0..t {
+        let row = &log_probs[(tt * n + b) * c..][..c];
+        let (k, v) = row
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc });
+        log_conf += v as f64;
+        if k != BLANK {
+            if k == prev {
+                if let Some(last) = spans.last_mut() {
+                    last.1 = tt;
+                }
+            } else if let Some(d) = digit_of_class(k) {
+                digits.push(d);
+                spans.push((tt, tt));
+            }
+        }
+        prev = k;
+    }
+    Decoded {
+        digits,
+        confidence: log_conf.exp().clamp(0.0, 1.0) as f32,
+        spans,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[t, 1, C]` log-probs that put probability `p` on the given class per step.
+    fn peaked(path: &[usize], p: f32) -> Vec<f32> {
+        let rest = ((1.0 - p) / (NUM_CLASSES - 1) as f32).ln();
+        path.iter()
+            .flat_map(|&k| (0..NUM_CLASSES).map(move |j| if j == k { p.ln() } else { rest }))
+            .collect()
+    }
+
+    #[test]
+    fn greedy_decode_table() {
+        // (best path, expected digits); class d+1 is digit d.
+        let cases: Vec<(Vec<usize>, &str)> = vec![
+            (vec![0, 0, 0], ""),
+            (vec![2, 2, 0, 2], "11"),
+            (vec![2, 2, 2], "1"),
+            (vec![1, 0, 1, 0, 10], "009"),
+            (vec![4, 5, 6], "345"),
+            (vec![0, 3, 0, 3, 3, 0], "22"),
+        ];
+        let mut failures = Vec::new();
+        for (path, want) in &cases {
+            let lp = peaked(path, 0.9);
+            let d = greedy_decode(&lp, path.len(), 1, 0);
+            if d.text() != *want {
+                failures.push(format!("{path:?}: got {} want {want}", d.text()));
+            }
+            let expect_conf = 0.9f32.powi(path.len() as i32);
+            assert!((d.confidence - expect_conf).abs() < 1e-4);
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn decode_spans_follow_the_path() {
+        let lp = peaked(&[0, 2, 2, 0, 3, 0], 0.8);
+        let d = greedy_decode(&lp, 6, 1, 0);
+        assert_eq!(d.spans, vec![(1, 2), (4, 4)]);
+    }
+
+    #[test]
+    fn loss_of_a_certain_path_is_small_and_infeasible_is_none() {
+        let lp = peaked(&[0, 2, 0, 3, 0], 0.999);
+        let (loss, _) = ctc_loss_grad(&lp, 5, &[2, 3]).unwrap();
+        assert!(loss < 0.02, "{loss}");
+        // "11" needs at least 3 steps.
+        assert!(ctc_loss_grad(&peaked(&[2, 2], 0.5), 2, &[2, 2]).is_none());
+    }
+
+    #[test]
+    fn loss_matches_brute_force_enumeration() {
+        // Uniform-ish random log-probs over T=4 and labels [1, 1]: sum over all 11^4 paths.
+        let t = 4;
+        let mut seed = 7u64;
+        let mut logits: Vec<f32> = (0..t * NUM_CLASSES)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        crate::nn::log_softmax_rows(&mut logits, NUM_CLASSES);
+        let labels = [1usize, 1];
+        let mut total = 0f64;
+        for code in 0..NUM_CLASSES.pow(t as u32) {
+            let mut path = Vec::new();
+            let mut c = code;
+            for _ in 0..t {
+                path.push(c % NUM_CLASSES);
+                c /= NUM_CLASSES;
+            }
+            let mut collapsed = Vec::new();
+            let mut prev = BLANK;
+            for &k in &path {
+                if k != BLANK && k != prev {
+                    collapsed.push(k);
+                }
+                prev = k;
+            }
+            if collapsed == labels {
+                total += path
+                    .iter()
+                    .enumerate()
+                    .map(|(tt, &k)| logits[tt * NUM_CLASSES + k] as f64)
+                    .sum::<f64>()
+                    .exp();
+            }
+        }
+        let (loss, grad) = ctc_loss_grad(&logits, t, &labels).unwrap();
+        assert!((loss as f64 + total.ln()).abs() < 1e-4, "{loss} vs {}", -total.ln());
+        // Gradient w.r.t. logits sums to zero on every step.
+        for row in grad.chunks(NUM_CLASSES) {
+            assert!(row.iter().sum::<f32>().abs() < 1e-5);
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! # housenum
+//!
+//! Reads house numbers from street photos. A strip of the image, scaled to 32 pixels high, is cut
+//! into overlapping windows (26 px wide, stride 4); one small CNN embeds every window, a
+//! bidirectional LSTM reads the windows left to right and back, and a CTC head turns the
+//! per-window class scores into digits — of any count.
+//!
+//! ```no_run
+//! use housenum::Protocol;
+//! let reader = Reader::embedded()?;
+//! let read = reader.read_file(std::path::Path::new("data/samples/sample-1.png"))?;
+//! println!("{} ({:.3})", read.text(), read.confidence);
+//! # Ok::<(), housenum::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod alphabet;
+#[cfg(feature = "train")]
+pub mod augment;
+#[cfg(feature = "train")]
+pub mod checkpoint;
+pub mod ctc;
+pub mod error;
+pub mod model;
+pub mod nn;
+#[cfg(feature = "train")]
+pub mod plot;
+pub mod preprocess;
+pub mod progress;
+pub mod rng;
+pub mod svhn;
+#[cfg(feature = "train")]
+pub mod train;
+pub mod window;
+
+pub use error::{Error, Result};
+pub use preprocess::Protocol;

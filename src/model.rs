@@ -1,0 +1,596 @@
+//! The reader's network and its training-side engine: a conv window embedder (the same weights
+//! at every window, computed as one valid convolution over the strip) → bidirectional LSTM →
+//! linear → log-softmax over [`NUM_CLASSES`] (blank = 0).
+//!
+//! Layers, for a strip `[3, 32, W]`:
+//! `conv1 3×3 → ReLU → maxpool 2×2 → conv2 3×3 → ReLU → maxpool 2×2 → conv3 3×3 → ReLU →
+//! conv4 (h×3, collapses the height) → ReLU` gives `[c4, 1, T]` with `T = (W − 26)/4 + 1`: one
+//! embedding per window of 26 columns, stride 4 (see [`crate::window`]). Then the BiLSTM over
+//! the `T` steps and the linear head. Parameters carry PyTorch names (`lstm.weight_ih_l0`, …) and
+//! PyTorch gate order (i, f, g, o); [`crate::export`] maps them to ONNX.
+
+use rayon::prelude::*;
+
+use crate::alphabet::NUM_CLASSES;
+use crate::nn::{self, ConvShape, LstmCache};
+use crate::rng::Rng;
+
+/// Architecture hyper-parameters; saved beside the weights so a checkpoint rebuilds its model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelConfig {
+    /// Strip height in pixels (the conv stack is laid out for 32).
+    pub height: usize,
+    /// Output channels of conv1..conv4.
+    pub channels: [usize; 4],
+    /// LSTM hidden size per direction.
+    pub hidden: usize,
+    /// Whether the LSTM reads in both directions.
+    pub bidirectional: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            height: crate::preprocess::HEIGHT,
+            channels: [32, 64, 128, 128],
+            hidden: 128,
+            bidirectional: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Kernel height of conv4, which collapses what is left of the height to 1.
+    pub fn last_kernel_height(&self) -> usize {
+        ((self.height - 2) / 2 - 2) / 2 - 2
+    }
+    /// Number of LSTM directions.
+    pub fn dirs(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+    /// The four convolutions' shapes.
+    pub fn convs(&self) -> [ConvShape; 4] {
+        let c = self.channels;
+        [
+            ConvShape { ci: 3, co: c[0], kh: 3, kw: 3 },
+            ConvShape { ci: c[0], co: c[1], kh: 3, kw: 3 },
+            ConvShape { ci: c[1], co: c[2], kh: 3, kw: 3 },
+            ConvShape { ci: c[2], co: c[3], kh: self.last_kernel_height(), kw: 3 },
+        ]
+    }
+    /// Parameter names and shapes, in storage order.
+    pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = Vec::new();
+        for (i, s) in self.convs().iter().enumerate() {
+            v.push((format!("conv{}.weight", i + 1), vec![s.co, s.ci, s.kh, s.kw]));
+            v.push((format!("conv{}.bias", i + 1), vec![s.co]));
+        }
+        let (h, f) = (self.hidden, self.channels[3]);
+        for suffix in ["", "_reverse"].iter().take(self.dirs()) {
+            v.push((format!("lstm.weight_ih_l0{suffix}"), vec![4 * h, f]));
+            v.push((format!("lstm.weight_hh_l0{suffix}"), vec![4 * h, h]));
+            v.push((format!("lstm.bias_ih_l0{suffix}"), vec![4 * h]));
+        }
+        v.push(("fc.weight".into(), vec![NUM_CLASSES, self.dirs() * h]));
+        v.push(("fc.bias".into(), vec![NUM_CLASSES]));
+        v
+    }
+}
+
+/// The model: its config and all parameters in one flat buffer (views by name or index).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crnn {
+    /// Architecture.
+    pub config: ModelConfig,
+    /// All parameters, concatenated in [`ModelConfig::param_specs`] order.
+    pub params: Vec<f32>,
+    offsets: Vec<(usize, usize)>,
+}
+
+// Indices into `param_specs`.
+const CONV_W: [usize; 4] = [0, 2, 4, 6];
+const CONV_B: [usize; 4] = [1, 3, 5, 7];
+const LSTM0: usize = 8;
+
+/// Everything the forward pass keeps for the backward pass of one sample's conv stack.
+#[derive(Debug, Clone)]
+struct ConvCache {
+    x: Vec<f32>,
+    acts: [Vec<f32>; 4],
+    cols: [Vec<f32>; 4],
+    pool_idx: [Vec<u32>; 2],
+    pooled: [Vec<f32>; 2],
+}
+
+/// The forward pass of a batch, with what its backward pass needs.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Batch size.
+    pub n: usize,
+    /// Strip width.
+    pub width: usize,
+    /// Time steps.
+    pub t: usize,
+    /// Window embeddings `[t, n, c4]`.
+    pub seq: Vec<f32>,
+    /// LSTM outputs `[t, n, dirs·hidden]`.
+    pub lstm_out: Vec<f32>,
+    /// Log-probabilities `[t, n, NUM_CLASSES]`.
+    pub log_probs: Vec<f32>,
+    convs: Vec<ConvCache>,
+    lstm: Vec<LstmCache>,
+}
+
+impl Crnn {
+    /// A freshly initialised model: He-uniform convolutions, PyTorch-style uniform LSTM and head,
+    /// and the LSTM forget-gate bias set to +1 so that early training keeps memory.
+    pub fn new(config: ModelConfig, seed: u64) -> Crnn {
+        let specs = config.param_specs();
+        let mut rng = Rng::new(seed);
+        let mut params = Vec::new();
+        let h = config.hidden;
+        for (name, shape) in &specs {
+            let len: usize = shape.iter().product();
+            let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+            if name.starts_with("conv") && name.ends_with("weight") {
+                let b = (6.0 / fan_in as f32).sqrt();
+                params.extend((0..len).map(|_| rng.uniform(-b, b)));
+            } else if name.starts_with("conv") || name == "fc.bias" {
+                params.extend(std::iter::repeat_n(0.0, len));
+            } else if name.starts_with("lstm.bias") {
+                params.extend((0..len).map(|i| if (h..2 * h).contains(&i) { 1.0 } else { 0.0 }));
+            } else {
+                let b = 1.0 / (h as f32).sqrt();
+                params.extend((0..len).map(|_| rng.uniform(-b, b)));
+            }
+        }
+        Crnn::from_params(config, params).expect("sizes follow the specs")
+    }
+
+    /// A model from a config and a flat parameter buffer; `None` when the size does not match.
+    pub fn from_params(config: ModelConfig, params: Vec<f32>) -> Option<Crnn> {
+        let mut offsets = Vec::new();
+        let mut off = 0;
+        for (_, shape) in config.param_specs() {
+            let len: usize = shape.iter().product();
+            offsets.push((off, len));
+            off += len;
+        }
+        (off == params.len()).then_some(Crnn {
+            config,
+            params,
+            offsets,
+        })
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Parameter `idx` (in spec order) as a slice.
+    pub fn param(&self, idx: usize) -> &[f32] {
+        let (o, l) = self.offsets[idx];
+        &self.params[o..o + l]
+    }
+
+    /// Parameter by name.
+    pub fn param_by_name(&self, name: &str) -> Option<&[f32]> {
+        let specs = self.config.param_specs();
+        specs.iter().position(|(n, _)| n == name).map(|i| self.param(i))
+    }
+
+    /// Range of parameter `idx` inside the flat buffer.
+    pub fn param_range(&self, idx: usize) -> std::ops::Range<usize> {
+        let (o, l) = self.offsets[idx];
+        o..o + l
+    }
+
+    /// The conv stack on one strip.
+    ///
+    /// # Shapes
+    /// `x`: `[3, height, w]` → returns `[c4, num_steps(w)]` (one column per window) and a cache.
+    fn conv_forward(&self, x: &[f32], w: usize) -> (Vec<f32>, ConvCache) {
+        let s = self.config.convs();
+        let h0 = self.config.height;
+        let (a1, c1) = nn::conv_relu(x, s[0], h0, w, self.param(CONV_W[0]), self.param(CONV_B[0]));
+        let (h1, w1) = (h0 - 2, w - 2);
+        let (p1, i1) = nn::maxpool2(&a1, s[0].co, h1, w1);
+        let (h1p, w1p) = (h1 / 2, w1 / 2);
+        let (a2, c2) = nn::conv_relu(&p1, s[1], h1p, w1p, self.param(CONV_W[1]), self.param(CONV_B[1]));
+        let (h2, w2) = (h1p - 2, w1p - 2);
+        let (p2, i2) = nn::maxpool2(&a2, s[1].co, h2, w2);
+        let (h2p, w2p) = (h2 / 2, w2 / 2);
+        let (a3, c3) = nn::conv_relu(&p2, s[2], h2p, w2p, self.param(CONV_W[2]), self.param(CONV_B[2]));
+        let (h3, w3) = (h2p - 2, w2p - 2);
+        let (a4, c4) = nn::conv_relu(&a3, s[3], h3, w3, self.param(CONV_W[3]), self.param(CONV_B[3]));
+        let out = a4.clone();
+        let cache = ConvCache {
+            x: x.to_vec(),
+            acts: [a1, a2, a3, a4],
+            cols: [c1, c2, c3, c4],
+            pool_idx: [i1, i2],
+            pooled: [p1, p2],
+        };
+        (out, cache)
+    }
+
+    /// Embed each window of one strip: the conv stack applied to the whole strip.
+    ///
+    /// # Shapes
+    /// `x`: `[3, height, w]` with `w ≥ WINDOW` → `[c4, num_steps(w)]`.
+    pub fn embed(&self, x: &[f32], w: usize) -> Vec<f32> {
+        self.conv_forward(x, w).0
+    }
+
+    /// Forward pass of a batch of strips of equal width.
+    ///
+    /// # Shapes
+    /// `x`: `[n, 3, height, w]` with `w ≥ WINDOW` → [`Forward`] with `log_probs`
+    /// `[t, n, NUM_CLASSES]`, `t = num_steps(w)`.
+    pub fn forward(&self, x: &[f32], n: usize, w: usize) -> Forward {
+        let cfg = &self.config;
+        let per = 3 * cfg.height * w;
+        assert_eq!(x.len(), n * per, "input must be [n, 3, height, w]");
+        let t = crate::window::num_steps(w);
+        let f = cfg.channels[3];
+        let (feats, convs): (Vec<Vec<f32>>, Vec<ConvCache>) = (0..n)
+            .map(|b| self.conv_forward(&x[b * per..][..per], w))
+            .unzip();
+        // [c4, t] per sample → [t, n, c4].
+        let mut seq = vec![0f32; t * n * f];
+        for (b, feat) in feats.iter().enumerate() {
+            for c in 0..f {
+                for tt in 0..t {
+                    seq[(tt * n + b) * f + c] = feat[c * t + tt];
+                }
+            }
+        }
+        let hid = cfg.hidden;
+        let dirs = cfg.dirs();
+        let lstm: Vec<LstmCache> = (0..dirs)
+            .map(|d| {
+                let base = LSTM0 + 3 * d;
+                nn::lstm_forward(
+                    &seq,
+                    t,
+                    n,
+                    f,
+                    hid,
+                    self.param(base),
+                    self.param(base + 1),
+                    self.param(base + 2),
+                    d == 1,
+                )
+            })
+            .collect();
+        let dh = dirs * hid;
+        let mut lstm_out = vec![0f32; t * n * dh];
+        for (d, cache) in lstm.iter().enumerate() {
+            for row in 0..t * n {
+                lstm_out[row * dh + d * hid..][..hid].copy_from_slice(&cache.h[row * hid..][..hid]);
+            }
+        }
+        let fc_w = LSTM0 + 3 * dirs;
+        let mut log_probs = vec![0f32; t * n * NUM_CLASSES];
+        for row in log_probs.chunks_exact_mut(NUM_CLASSES) {
+            row.copy_from_slice(self.param(fc_w + 1));
+        }
+        nn::gemm(t * n, dh, NUM_CLASSES, &lstm_out, false, self.param(fc_w), true, &mut log_probs, 1.0);
+        nn::log_softmax_rows(&mut log_probs, NUM_CLASSES);
+        Forward {
+            n,
+            width: w,
+            t,
+            seq,
+            lstm_out,
+            log_probs,
+            convs,
+            lstm,
+        }
+    }
+
+    /// Backward pass: `dlogits` `[t, n, NUM_CLASSES]` is the loss gradient w.r.t. the pre-softmax
+    /// logits. Returns the gradient of every parameter, flat, in storage order.
+    pub fn backward(&self, fwd: &Forward, dlogits: &[f32]) -> Vec<f32> {
+        let cfg = &self.config;
+        let (t, n, w) = (fwd.t, fwd.n, fwd.width);
+        let mut grad = vec![0f32; self.params.len()];
+        let hid = cfg.hidden;
+        let dirs = cfg.dirs();
+        let dh = dirs * hid;
+        let f = cfg.channels[3];
+        let fc_w = LSTM0 + 3 * dirs;
+        // Head.
+        {
+            let r = self.param_range(fc_w);
+            nn::gemm(NUM_CLASSES, t * n, dh, dlogits, true, &fwd.lstm_out, false, &mut grad[r], 1.0);
+            let rb = self.param_range(fc_w + 1);
+            for row in dlogits.chunks_exact(NUM_CLASSES) {
+                for (g, v) in grad[rb.clone()].iter_mut().zip(row) {
+                    *g += v;
+                }
+            }
+        }
+        let mut dlstm_out = vec![0f32; t * n * dh];
+        nn::gemm(t * n, NUM_CLASSES, dh, dlogits, false, self.param(fc_w), false, &mut dlstm_out, 0.0);
+        // LSTM directions.
+        let mut dseq = vec![0f32; t * n * f];
+        for d in 0..dirs {
+            let mut dhd = vec![0f32; t * n * hid];
+            for row in 0..t * n {
+                dhd[row * hid..][..hid].copy_from_slice(&dlstm_out[row * dh + d * hid..][..hid]);
+            }
+            let base = LSTM0 + 3 * d;
+            let (mut gih, mut ghh, mut gb) = (
+                vec![0f32; self.param(base).len()],
+                vec![0f32; self.param(base + 1).len()],
+                vec![0f32; self.param(base + 2).len()],
+            );
+            let dx = nn::lstm_backward(
+                &fwd.lstm[d],
+                &dhd,
+                &fwd.seq,
+                t,
+                n,
+                f,
+                hid,
+                self.param(base),
+                self.param(base + 1),
+                d == 1,
+                &mut gih,
+                &mut ghh,
+                &mut gb,
+            );
+            add_into(&mut grad[self.param_range(base)], &gih);
+            add_into(&mut grad[self.param_range(base + 1)], &ghh);
+            add_into(&mut grad[self.param_range(base + 2)], &gb);
+            add_into(&mut dseq, &dx);
+        }
+        // Conv stacks, one sample at a time.
+        let s = cfg.convs();
+        let h0 = cfg.height;
+        let (h1, w1) = (h0 - 2, w - 2);
+        let (h1p, w1p) = (h1 / 2, w1 / 2);
+        let (h2, w2) = (h1p - 2, w1p - 2);
+        let (h2p, w2p) = (h2 / 2, w2 / 2);
+        let (h3, w3) = (h2p - 2, w2p - 2);
+        let dims = [(h0, w), (h1p, w1p), (h2p, w2p), (h3, w3)];
+        for (b, cache) in fwd.convs.iter().enumerate() {
+            let mut dy = vec![0f32; f * t];
+            for c in 0..f {
+                for tt in 0..t {
+                    dy[c * t + tt] = dseq[(tt * n + b) * f + c];
+                }
+            }
+            for layer in (0..4).rev() {
+                let (hi, wi) = dims[layer];
+                let input: &[f32] = match layer {
+                    0 => &cache.x,
+                    1 => &cache.pooled[0],
+                    2 => &cache.pooled[1],
+                    _ => &cache.acts[2],
+                };
+                let _ = input;
+                let (wr, br) = (self.param_range(CONV_W[layer]), self.param_range(CONV_B[layer]));
+                let (gw, gb) = split_two(&mut grad, wr, br);
+                let dx = nn::conv_relu_backward(
+                    &mut dy,
+                    &cache.acts[layer],
+                    &cache.cols[layer],
+                    s[layer],
+                    hi,
+                    wi,
+                    self.param(CONV_W[layer]),
+                    gw,
+                    gb,
+                    layer > 0,
+                );
+                let Some(dx) = dx else { break };
+                dy = match layer {
+                    1 => nn::maxpool2_backward(&dx, &cache.pool_idx[0], cache.acts[0].len()),
+                    2 => nn::maxpool2_backward(&dx, &cache.pool_idx[1], cache.acts[1].len()),
+                    _ => dx,
+                };
+            }
+        }
+        grad
+    }
+}
+
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+/// Two disjoint mutable ranges of one buffer (`a` before `b`).
+fn split_two(
+    buf: &mut [f32],
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+) -> (&mut [f32], &mut [f32]) {
+    assert!(a.end <= b.start);
+    let (lo, hi) = buf.split_at_mut(b.start);
+    (&mut lo[a], &mut hi[..b.end - b.start])
+}
+
+/// CTC loss of a batch (PyTorch's `mean` reduction: each sample's loss divided by its label
+/// length, averaged over the samples that have an alignment) and the gradient of that loss
+/// w.r.t. every parameter. The batch is split into one chunk per rayon thread; each chunk runs
+/// forward and backward on its own and the gradients are summed.
+///
+/// # Shapes
+/// `x`: `[n, 3, height, w]`; `targets`: `n` digit sequences. Returns
+/// `(mean loss, gradient [num_params], number of samples used)`.
+pub fn loss_and_grad(model: &Crnn, x: &[f32], n: usize, w: usize, targets: &[Vec<u8>]) -> (f32, Vec<f32>, usize) {
+    let per = 3 * model.config.height * w;
+    let chunk = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    // First pass per chunk: forward + per-sample CTC; the normalisation needs the count of
+    // usable samples, so gradients are scaled after the reduction.
+    let parts: Vec<(f32, Vec<f32>, usize)> = (0..n)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let m = chunk.min(n - start);
+            let fwd = model.forward(&x[start * per..][..m * per], m, w);
+            let t = fwd.t;
+            let mut dlogits = vec![0f32; t * m * NUM_CLASSES];
+            let mut loss = 0f32;
+            let mut used = 0;
+            for b in 0..m {
+                let labels: Vec<usize> = targets[start + b]
+                    .iter()
+                    .map(|&d| crate::alphabet::class_of_digit(d))
+                    .collect();
+                let mut lp = vec![0f32; t * NUM_CLASSES];
+                for tt in 0..t {
+                    lp[tt * NUM_CLASSES..][..NUM_CLASSES]
+                        .copy_from_slice(&fwd.log_probs[(tt * m + b) * NUM_CLASSES..][..NUM_CLASSES]);
+                }
+                if let Some((l, g)) = crate::ctc::ctc_loss_grad(&lp, t, &labels) {
+                    let scale = 1.0 / labels.len().max(1) as f32;
+                    loss += l * scale;
+                    used += 1;
+                    for tt in 0..t {
+                        for k in 0..NUM_CLASSES {
+                            dlogits[(tt * m + b) * NUM_CLASSES + k] = g[tt * NUM_CLASSES + k] * scale;
+                        }
+                    }
+                }
+            }
+            let grad = model.backward(&fwd, &dlogits);
+            (loss, grad, used)
+        })
+        .collect();
+    let mut total = 0f32;
+    let mut used = 0;
+    let mut grad = vec![0f32; model.params.len()];
+    for (l, g, u) in parts {
+        total += l;
+        used += u;
+        add_into(&mut grad, &g);
+    }
+    if used == 0 {
+        return (0.0, grad, 0);
+    }
+    let inv = 1.0 / used as f32;
+    grad.iter_mut().for_each(|g| *g *= inv);
+    (total * inv, grad, used)
+}
+
+/// Log-probabilities of a batch of equal-width strips, computed in parallel per sample.
+///
+/// # Shapes
+/// `x`: `[n, 3, height, w]` → `[t, n, NUM_CLASSES]`.
+pub fn log_probs(model: &Crnn, x: &[f32], n: usize, w: usize) -> Vec<f32> {
+    model.forward(x, n, w).log_probs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{cut_window, num_steps, WINDOW};
+
+    fn tiny() -> Crnn {
+        let cfg = ModelConfig {
+            height: 32,
+            channels: [4, 5, 6, 7],
+            hidden: 5,
+            bidirectional: true,
+        };
+        Crnn::new(cfg, 3)
+    }
+
+    fn strip(w: usize, seed: u64) -> Vec<f32> {
+        let mut r = Rng::new(seed);
+        (0..3 * 32 * w).map(|_| r.normal()).collect()
+    }
+
+    #[test]
+    fn step_t_embedding_equals_cnn_on_window_t() {
+        let m = Crnn::new(ModelConfig::default(), 11);
+        for w in [26, 32, 57, 100] {
+            let x = strip(w, w as u64);
+            let full = m.embed(&x, w);
+            let t = num_steps(w);
+            let f = m.config.channels[3];
+            assert_eq!(full.len(), f * t);
+            for step in 0..t {
+                let win = cut_window(&x, 3, 32, w, step);
+                let one = m.embed(&win, WINDOW);
+                assert_eq!(one.len(), f, "a window gives exactly one step");
+                for c in 0..f {
+                    let (a, b) = (full[c * t + step], one[c]);
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "w {w} step {step} ch {c}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forget_gate_bias_starts_positive() {
+        let m = Crnn::new(ModelConfig::default(), 1);
+        let h = m.config.hidden;
+        for name in ["lstm.bias_ih_l0", "lstm.bias_ih_l0_reverse"] {
+            let b = m.param_by_name(name).unwrap();
+            assert!(b[h..2 * h].iter().all(|&v| v > 0.0), "{name}");
+            assert!(b[..h].iter().all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let m = tiny();
+        let (n, w) = (2, 42);
+        let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
+        let targets = vec![vec![1, 2], vec![7]];
+        let (_, grad, used) = loss_and_grad(&m, &x, n, w, &targets);
+        assert_eq!(used, 2);
+        let mut rng = Rng::new(9);
+        let specs = m.config.param_specs();
+        let mut checked = 0;
+        for (idx, (name, _)) in specs.iter().enumerate() {
+            let r = m.param_range(idx);
+            for _ in 0..4 {
+                let p = r.start + rng.below(r.len());
+                let eps = 1e-2f32;
+                let mut plus = m.clone();
+                plus.params[p] += eps;
+                let mut minus = m.clone();
+                minus.params[p] -= eps;
+                let lp = loss_and_grad(&plus, &x, n, w, &targets).0;
+                let lm = loss_and_grad(&minus, &x, n, w, &targets).0;
+                let num = (lp - lm) / (2.0 * eps);
+                let ana = grad[p];
+                let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
+                assert!((num - ana).abs() <= tol, "{name}[{}]: numeric {num} analytic {ana}", p - r.start);
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4 * specs.len());
+    }
+
+    #[test]
+    fn batch_forward_equals_single_forward() {
+        let m = tiny();
+        let w = 40;
+        let (a, b) = (strip(w, 1), strip(w, 2));
+        let both: Vec<f32> = a.iter().chain(&b).cloned().collect();
+        let lb = log_probs(&m, &both, 2, w);
+        let l1 = log_probs(&m, &b, 1, w);
+        let t = num_steps(w);
+        for tt in 0..t {
+            for k in 0..NUM_CLASSES {
+                let x = lb[(tt * 2 + 1) * NUM_CLASSES + k];
+                let y = l1[tt * NUM_CLASSES + k];
+                assert!((x - y).abs() < 1e-5);
+            }
+        }
+    }
+}

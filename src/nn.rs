@@ -1,0 +1,369 @@
+//! Dense kernels of the engine: GEMM, valid 2-D convolution (im2col), ReLU, 2×2 max-pooling,
+//! one LSTM direction, log-softmax — each with its backward pass. All tensors are row-major
+//! `f32` slices; shapes are documented per function.
+
+/// `C[m, n] = op(A)[m, k] · op(B)[k, n] + beta · C`, where `op(A)` is `A` (`[m, k]` stored) or
+/// `Aᵀ` (`[k, m]` stored) when `ta`, likewise `B` (`[k, n]` stored, or `[n, k]` when `tb`).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    c: &mut [f32],
+    beta: f32,
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    // SAFETY: the asserts above guarantee that every index the strides reach is in bounds.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Geometry of one valid (unpadded, stride-1) convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    /// Input channels.
+    pub ci: usize,
+    /// Output channels.
+    pub co: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+}
+
+impl ConvShape {
+    /// Columns of the im2col matrix: `ci · kh · kw`.
+    pub fn k(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+}
+
+/// im2col for a valid convolution.
+///
+/// # Shapes
+/// `x`: `[ci, h, w]` → returns `[ci·kh·kw, ho·wo]` with `ho = h − kh + 1`, `wo = w − kw + 1`.
+pub fn im2col(x: &[f32], s: ConvShape, h: usize, w: usize) -> Vec<f32> {
+    let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
+    let mut cols = vec![0f32; s.k() * ho * wo];
+    let mut row = 0;
+    for c in 0..s.ci {
+        for dy in 0..s.kh {
+            for dx in 0..s.kw {
+                let dst = &mut cols[row * ho * wo..][..ho * wo];
+                for y in 0..ho {
+                    let src = &x[(c * h + y + dy) * w + dx..][..wo];
+                    dst[y * wo..][..wo].copy_from_slice(src);
+                }
+                row += 1;
+            }
+        }
+    }
+    cols
+}
+
+/// Adjoint of [`im2col`]: accumulate `[ci·kh·kw, ho·wo]` columns into `dx` `[ci, h, w]`.
+pub fn col2im(cols: &[f32], s: ConvShape, h: usize, w: usize, dx: &mut [f32]) {
+    let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
+    let mut row = 0;
+    for c in 0..s.ci {
+        for dy in 0..s.kh {
+            for dx_ in 0..s.kw {
+                let src = &cols[row * ho * wo..][..ho * wo];
+                for y in 0..ho {
+                    let dst = &mut dx[(c * h + y + dy) * w + dx_..][..wo];
+                    for (d, s) in dst.iter_mut().zip(&src[y * wo..][..wo]) {
+                        *d += s;
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// Valid convolution + bias + ReLU.
+///
+/// # Shapes
+/// `x`: `[ci, h, w]`, `weight`: `[co, ci, kh, kw]`, `bias`: `[co]` → (`y` `[co, ho, wo]`
+/// after ReLU, `cols` `[ci·kh·kw, ho·wo]` kept for the backward pass).
+pub fn conv_relu(
+    x: &[f32],
+    s: ConvShape,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
+    let cols = im2col(x, s, h, w);
+    let mut y = vec![0f32; s.co * ho * wo];
+    for (c, b) in bias.iter().enumerate() {
+        y[c * ho * wo..][..ho * wo].fill(*b);
+    }
+    gemm(s.co, s.k(), ho * wo, weight, false, &cols, false, &mut y, 1.0);
+    y.iter_mut().for_each(|v| *v = v.max(0.0));
+    (y, cols)
+}
+
+/// Backward of [`conv_relu`]. `dy` is modified in place (ReLU mask applied); gradients are
+/// accumulated into `dweight` `[co, ci·kh·kw]` and `dbias` `[co]`; returns `dx` `[ci, h, w]`
+/// when `want_dx`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_relu_backward(
+    dy: &mut [f32],
+    y: &[f32],
+    cols: &[f32],
+    s: ConvShape,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    dweight: &mut [f32],
+    dbias: &mut [f32],
+    want_dx: bool,
+) -> Option<Vec<f32>> {
+    let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
+    let hw = ho * wo;
+    for (d, v) in dy.iter_mut().zip(y) {
+        if *v <= 0.0 {
+            *d = 0.0;
+        }
+    }
+    for (c, db) in dbias.iter_mut().enumerate() {
+        *db += dy[c * hw..][..hw].iter().sum::<f32>();
+    }
+    gemm(s.co, hw, s.k(), dy, false, cols, true, dweight, 1.0);
+    if !want_dx {
+        return None;
+    }
+    let mut dcols = vec![0f32; s.k() * hw];
+    gemm(s.k(), s.co, hw, weight, true, dy, false, &mut dcols, 0.0);
+    let mut dx = vec![0f32; s.ci * h * w];
+    col2im(&dcols, s, h, w, &mut dx);
+    Some(dx)
+}
+
+/// 2×2 max-pooling, stride 2, floor mode (trailing odd row/column dropped).
+///
+/// # Shapes
+/// `x`: `[c, h, w]` → (`y` `[c, h/2, w/2]`, `argmax` indices into `x`, one per output).
+pub fn maxpool2(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u32>) {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut y = vec![0f32; c * ho * wo];
+    let mut idx = vec![0u32; c * ho * wo];
+    for ch in 0..c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let base = (ch * h + 2 * oy) * w + 2 * ox;
+                let cands = [base, base + 1, base + w, base + w + 1];
+                let mut best = cands[0];
+                for &p in &cands[1..] {
+                    if x[p] > x[best] {
+                        best = p;
+                    }
+                }
+                let o = (ch * ho + oy) * wo + ox;
+                y[o] = x[best];
+                idx[o] = best as u32;
+            }
+        }
+    }
+    (y, idx)
+}
+
+/// Backward of [`maxpool2`]: scatter `dy` to the argmax positions of a `[len]` input.
+pub fn maxpool2_backward(dy: &[f32], idx: &[u32], len: usize) -> Vec<f32> {
+    let mut dx = vec![0f32; len];
+    for (d, &i) in dy.iter().zip(idx) {
+        dx[i as usize] += d;
+    }
+    dx
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// What one LSTM direction keeps for its backward pass.
+#[derive(Debug, Clone)]
+pub struct LstmCache {
+    /// Gate activations `[t, n, 4h]` in PyTorch order i, f, g, o (after sigmoid/tanh).
+    pub gates: Vec<f32>,
+    /// Cell states `[t, n, h]`.
+    pub c: Vec<f32>,
+    /// Hidden states `[t, n, h]`.
+    pub h: Vec<f32>,
+}
+
+/// One LSTM direction over a whole sequence, zero initial state.
+///
+/// Gates in PyTorch order (i, f, g, o): `G = x·W_ihᵀ + b + h_{t−1}·W_hhᵀ`,
+/// `c_t = σ(f)·c_{t−1} + σ(i)·tanh(g)`, `h_t = σ(o)·tanh(c_t)`. The input projection is done
+/// for all steps in one GEMM, then one fused 4-gate GEMM per step. `reverse` runs t = T−1 … 0.
+///
+/// # Shapes
+/// `x`: `[t, n, i]`, `w_ih`: `[4h, i]`, `w_hh`: `[4h, h]`, `bias`: `[4h]` → cache with
+/// `h`: `[t, n, h]` (indexed by the original time step also when `reverse`).
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_forward(
+    x: &[f32],
+    t: usize,
+    n: usize,
+    i: usize,
+    hid: usize,
+    w_ih: &[f32],
+    w_hh: &[f32],
+    bias: &[f32],
+    reverse: bool,
+) -> LstmCache {
+    let g4 = 4 * hid;
+    let mut gates = vec![0f32; t * n * g4];
+    for row in gates.chunks_exact_mut(g4) {
+        row.copy_from_slice(bias);
+    }
+    gemm(t * n, i, g4, x, false, w_ih, true, &mut gates, 1.0);
+    let mut c = vec![0f32; t * n * hid];
+    let mut h = vec![0f32; t * n * hid];
+    let order: Vec<usize> = if reverse {
+        (0..t).rev().collect()
+    } else {
+        (0..t).collect()
+    };
+    let mut prev: Option<usize> = None;
+    for &step in &order {
+        let g = &mut gates[step * n * g4..][..n * g4];
+        if let Some(p) = prev {
+            gemm(n, hid, g4, &h[p * n * hid..][..n * hid], false, w_hh, true, g, 1.0);
+        }
+        for b in 0..n {
+            let gr = &mut g[b * g4..][..g4];
+            for j in 0..hid {
+                let ig = sigmoid(gr[j]);
+                let fg = sigmoid(gr[hid + j]);
+                let gg = gr[2 * hid + j].tanh();
+                let og = sigmoid(gr[3 * hid + j]);
+                gr[j] = ig;
+                gr[hid + j] = fg;
+                gr[2 * hid + j] = gg;
+                gr[3 * hid + j] = og;
+                let cp = prev.map_or(0.0, |p| c[(p * n + b) * hid + j]);
+                let cn = fg * cp + ig * gg;
+                c[(step * n + b) * hid + j] = cn;
+                h[(step * n + b) * hid + j] = og * cn.tanh();
+            }
+        }
+        prev = Some(step);
+    }
+    LstmCache { gates, c, h }
+}
+
+/// Backward of [`lstm_forward`]. `dh`: `[t, n, h]` gradient of the loss w.r.t. the outputs.
+/// Accumulates into `dw_ih` `[4h, i]`, `dw_hh` `[4h, h]`, `dbias` `[4h]`; returns `dx` `[t, n, i]`.
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_backward(
+    cache: &LstmCache,
+    dh: &[f32],
+    x: &[f32],
+    t: usize,
+    n: usize,
+    i: usize,
+    hid: usize,
+    w_ih: &[f32],
+    w_hh: &[f32],
+    reverse: bool,
+    dw_ih: &mut [f32],
+    dw_hh: &mut [f32],
+    dbias: &mut [f32],
+) -> Vec<f32> {
+    let g4 = 4 * hid;
+    let mut dgates = vec![0f32; t * n * g4];
+    let mut dh_next = vec![0f32; n * hid];
+    let mut dc_next = vec![0f32; n * hid];
+    let order: Vec<usize> = if reverse {
+        (0..t).collect()
+    } else {
+        (0..t).rev().collect()
+    };
+    // The step that ran before `step` in the forward pass.
+    let prev_of = |k: usize| -> Option<usize> {
+        if k + 1 < order.len() {
+            Some(order[k + 1])
+        } else {
+            None
+        }
+    };
+    for (k, &step) in order.iter().enumerate() {
+        let prev = prev_of(k);
+        let gr = &cache.gates[step * n * g4..][..n * g4];
+        let dg = &mut dgates[step * n * g4..][..n * g4];
+        for b in 0..n {
+            for j in 0..hid {
+                let o = (step * n + b) * hid + j;
+                let ig = gr[b * g4 + j];
+                let fg = gr[b * g4 + hid + j];
+                let gg = gr[b * g4 + 2 * hid + j];
+                let og = gr[b * g4 + 3 * hid + j];
+                let tc = cache.c[o].tanh();
+                let dhv = dh[o] + dh_next[b * hid + j];
+                let dc = dc_next[b * hid + j] + dhv * og * (1.0 - tc * tc);
+                let cp = prev.map_or(0.0, |p| cache.c[(p * n + b) * hid + j]);
+                dg[b * g4 + j] = dc * gg * ig * (1.0 - ig);
+                dg[b * g4 + hid + j] = dc * cp * fg * (1.0 - fg);
+                dg[b * g4 + 2 * hid + j] = dc * ig * (1.0 - gg * gg);
+                dg[b * g4 + 3 * hid + j] = dhv * tc * og * (1.0 - og);
+                dc_next[b * hid + j] = dc * fg;
+            }
+        }
+        match prev {
+            Some(p) => {
+                let hp = &cache.h[p * n * hid..][..n * hid];
+                gemm(g4, n, hid, dg, true, hp, false, dw_hh, 1.0);
+                gemm(n, g4, hid, dg, false, w_hh, false, &mut dh_next, 0.0);
+            }
+            None => dh_next.fill(0.0),
+        }
+    }
+    for row in dgates.chunks_exact(g4) {
+        for (d, v) in dbias.iter_mut().zip(row) {
+            *d += v;
+        }
+    }
+    gemm(g4, t * n, i, &dgates, true, x, false, dw_ih, 1.0);
+    let mut dx = vec![0f32; t * n * i];
+    gemm(t * n, g4, i, &dgates, false, w_ih, false, &mut dx, 0.0);
+    dx
+}
+
+/// Row-wise log-softmax in place over rows of length `k`.
+pub fn log_softmax_rows(x: &mut [f32], k: usize) {
+    for row in x.chunks_exact_mut(k) {
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let s: f32 = row.iter().map(|v| (v - m).exp()).sum();
+        let l = m + s.ln();
+        row.iter_mut().for_each(|v| *v -= l);
+    }
+}

@@ -1,0 +1,257 @@
+//! Reader for the official SVHN format-1 layout: a folder of `N.png` plus `digitStruct.mat`.
+//!
+//! `digitStruct.mat` is a MATLAB 7.3 file, i.e. HDF5 with a 512-byte user block. Its layout:
+//! `/digitStruct/name` holds (N, 1) object references to uint16 character arrays, and
+//! `/digitStruct/bbox` (N, 1) object references to groups with datasets `height`, `label`,
+//! `left`, `top`, `width`: each a (1, 1) float64 for one-digit numbers, else (n, 1) object
+//! references to (1, 1) float64s. Label 10 means the digit 0. It is read with `hdf5-pure`,
+//! a pure-Rust HDF5 reader, so no system library is needed.
+
+use std::path::{Path, PathBuf};
+
+use hdf5_pure::{DType, Dataset, File, Object};
+use rayon::prelude::*;
+
+use crate::alphabet::digit_from_svhn_label;
+use crate::error::{Error, Result};
+
+/// One digit's box in image pixels (left, top, width, height), clamped to the image when its
+/// size is known.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DigitBox {
+    /// Left edge, pixels.
+    pub left: f32,
+    /// Top edge, pixels.
+    pub top: f32,
+    /// Width, pixels.
+    pub width: f32,
+    /// Height, pixels.
+    pub height: f32,
+}
+
+impl DigitBox {
+    /// Right edge.
+    pub fn right(&self) -> f32 {
+        self.left + self.width
+    }
+    /// Bottom edge.
+    pub fn bottom(&self) -> f32 {
+        self.top + self.height
+    }
+    /// This box clamped to a `width × height` image.
+    pub fn clamped(&self, width: u32, height: u32) -> DigitBox {
+        let (w, h) = (width as f32, height as f32);
+        let l = self.left.clamp(0.0, w);
+        let t = self.top.clamp(0.0, h);
+        let r = self.right().clamp(l, w);
+        let b = self.bottom().clamp(t, h);
+        DigitBox {
+            left: l,
+            top: t,
+            width: r - l,
+            height: b - t,
+        }
+    }
+}
+
+/// One labelled image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// File name as written in `digitStruct.mat`, e.g. `"1.png"`.
+    pub name: String,
+    /// Full path of the image.
+    pub path: PathBuf,
+    /// The number, left to right, digits 0..=9.
+    pub digits: Vec<u8>,
+    /// One box per digit, in the same order, clamped to the image when `image_size` is known.
+    pub boxes: Vec<DigitBox>,
+    /// (width, height) read from the image header; `None` when the header could not be read.
+    pub image_size: Option<(u32, u32)>,
+}
+
+/// A folder in the official layout, read.
+#[derive(Debug, Clone)]
+pub struct SvhnSet {
+    /// Records whose image exists, in `digitStruct.mat` order.
+    pub records: Vec<Record>,
+    /// Names listed in `digitStruct.mat` whose image file is absent.
+    pub missing: Vec<String>,
+}
+
+fn ds_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::DigitStruct {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Read a scalar-or-references field (`label`, `left`, ...) of one bbox group.
+fn read_field(mat: &Path, ds: &Dataset, field: &str, idx: usize) -> Result<Vec<f64>> {
+    let what = |e: &dyn std::fmt::Display| ds_err(mat, format!("entry {idx}, field {field}: {e}"));
+    match ds.dtype().map_err(|e| what(&e))? {
+        DType::ObjectReference => {
+            let objs = ds.dereference().map_err(|e| what(&e))?;
+            objs.into_iter()
+                .map(|o| match o {
+                    Object::Dataset(d) => {
+                        let v = d.read_f64().map_err(|e| what(&e))?;
+                        v.first()
+                            .copied()
+                            .ok_or_else(|| what(&"empty referenced value"))
+                    }
+                    _ => Err(what(&"reference to a group, expected a value")),
+                })
+                .collect()
+        }
+        _ => ds.read_f64().map_err(|e| what(&e)),
+    }
+}
+
+/// Parse `digitStruct.mat` into (name, digits, boxes) triples without touching the images.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read, [`Error::DigitStruct`] when it is not HDF5 or not
+/// in the official layout (the message names the entry and field at fault).
+pub fn read_digit_struct(mat: &Path) -> Result<Vec<(String, Vec<u8>, Vec<DigitBox>)>> {
+    let meta = std::fs::metadata(mat).map_err(|e| Error::io(mat, e))?;
+    if meta.is_dir() {
+        return Err(ds_err(mat, "is a directory"));
+    }
+    let file = File::open(mat).map_err(|e| ds_err(mat, format!("not a readable HDF5 file: {e}")))?;
+    let names = file
+        .dataset("/digitStruct/name")
+        .map_err(|e| ds_err(mat, format!("/digitStruct/name: {e}")))?
+        .dereference()
+        .map_err(|e| ds_err(mat, format!("/digitStruct/name: {e}")))?;
+    let bboxes = file
+        .dataset("/digitStruct/bbox")
+        .map_err(|e| ds_err(mat, format!("/digitStruct/bbox: {e}")))?
+        .dereference()
+        .map_err(|e| ds_err(mat, format!("/digitStruct/bbox: {e}")))?;
+    if names.len() != bboxes.len() {
+        return Err(ds_err(
+            mat,
+            format!("{} names but {} bboxes", names.len(), bboxes.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for (idx, (name, bbox)) in names.into_iter().zip(bboxes).enumerate() {
+        let name = match name {
+            Object::Dataset(d) => {
+                let codes = d
+                    .read_u16()
+                    .map_err(|e| ds_err(mat, format!("entry {idx}, name: {e}")))?;
+                String::from_utf16(&codes)
+                    .map_err(|e| ds_err(mat, format!("entry {idx}, name: {e}")))?
+            }
+            _ => return Err(ds_err(mat, format!("entry {idx}: name is not a dataset"))),
+        };
+        let group = match bbox {
+            Object::Group(g) => g,
+            _ => return Err(ds_err(mat, format!("entry {idx}: bbox is not a group"))),
+        };
+        let mut fields = Vec::with_capacity(5);
+        for field in ["label", "left", "top", "width", "height"] {
+            let ds = group
+                .dataset(field)
+                .map_err(|e| ds_err(mat, format!("entry {idx} ({name}), field {field}: {e}")))?;
+            fields.push(read_field(mat, &ds, field, idx)?);
+        }
+        let n = fields[0].len();
+        if n == 0 || fields.iter().any(|f| f.len() != n) {
+            return Err(ds_err(
+                mat,
+                format!("entry {idx} ({name}): fields have different or zero lengths"),
+            ));
+        }
+        let digits = fields[0]
+            .iter()
+            .map(|&l| {
+                digit_from_svhn_label(l)
+                    .ok_or_else(|| ds_err(mat, format!("entry {idx} ({name}): label {l}")))
+            })
+            .collect::<Result<Vec<u8>>>()?;
+        let boxes = (0..n)
+            .map(|i| DigitBox {
+                left: fields[1][i] as f32,
+                top: fields[2][i] as f32,
+                width: fields[3][i] as f32,
+                height: fields[4][i] as f32,
+            })
+            .collect();
+        out.push((name, digits, boxes));
+    }
+    Ok(out)
+}
+
+impl SvhnSet {
+    /// Read a folder in the official layout: `dir/digitStruct.mat` and the images it names.
+    /// Images listed but absent are counted in [`SvhnSet::missing`] and skipped; boxes are
+    /// clamped to each image (its size read from the header only, in parallel).
+    pub fn open(dir: &Path) -> Result<SvhnSet> {
+        let mat = dir.join("digitStruct.mat");
+        let entries = read_digit_struct(&mat)?;
+        let (present, missing): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(name, _, _)| dir.join(name).is_file());
+        let records = present
+            .into_par_iter()
+            .map(|(name, digits, boxes)| {
+                let path = dir.join(&name);
+                let image_size = image::image_dimensions(&path).ok();
+                let boxes = match image_size {
+                    Some((w, h)) => boxes.iter().map(|b| b.clamped(w, h)).collect(),
+                    None => boxes,
+                };
+                Record {
+                    name,
+                    path,
+                    digits,
+                    boxes,
+                    image_size,
+                }
+            })
+            .collect();
+        Ok(SvhnSet {
+            records,
+            missing: missing.into_iter().map(|(n, _, _)| n).collect(),
+        })
+    }
+
+    /// A one-line human summary of missing images: the count and the first few names.
+    pub fn missing_summary(&self) -> Option<String> {
+        if self.missing.is_empty() {
+            return None;
+        }
+        let first: Vec<&str> = self.missing.iter().take(5).map(String::as_str).collect();
+        Some(format!(
+            "{} image(s) listed in digitStruct.mat are missing and were skipped (first: {})",
+            self.missing.len(),
+            first.join(", ")
+        ))
+    }
+}
+
+/// Split records deterministically into (train, validation): a record goes to validation when
+/// a hash of its file name falls below `val_fraction`. The split depends only on names, so it
+/// is stable however the folder is ordered or extended.
+pub fn split_by_name(records: &[Record], val_fraction: f64) -> (Vec<Record>, Vec<Record>) {
+    records
+        .iter()
+        .cloned()
+        .partition(|r| !is_validation_name(&r.name, val_fraction))
+}
+
+/// Whether `name` belongs to the validation split (FNV-1a hash of the name, see [`split_by_name`]).
+pub fn is_validation_name(name: &str, val_fraction: f64) -> bool {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    // Final avalanche so that similar names spread uniformly.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    (h as f64 / u64::MAX as f64) < val_fraction
+}

@@ -1,0 +1,355 @@
+//! Training: CTC loss, Adam with warm-up and cosine decay, global-norm gradient clipping,
+//! augmentation of real images, a validation split held out by file name, per-epoch
+//! checkpoints (resumable), a JSON history and a PNG training curve.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::Rgb32FImage;
+use rayon::prelude::*;
+
+use crate::augment::{self, AugmentConfig};
+use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::error::{Error, Result};
+use crate::model::{loss_and_grad, Crnn, ModelConfig};
+use crate::preprocess::{self, BatchItem, Protocol, Strip};
+use crate::rng::Rng;
+use crate::svhn::{split_by_name, DigitBox, SvhnSet};
+
+/// Everything that defines a training run; saved in the checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Folder in the official SVHN layout.
+    pub data: PathBuf,
+    /// Output folder: `last.safetensors`, `history.json`, `curve.png`.
+    pub out: PathBuf,
+    /// Epochs over the training split.
+    pub epochs: usize,
+    /// Images per optimiser step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Global gradient-norm clip.
+    pub clip_norm: f32,
+    /// Seed of initialisation, augmentation and order.
+    pub seed: u64,
+    /// Share of images (by file-name hash) held out for validation.
+    pub val_fraction: f64,
+    /// Use at most this many training images (for quick runs).
+    pub limit: Option<usize>,
+    /// Augmentation strengths.
+    pub augment: AugmentConfig,
+    /// Architecture.
+    pub model: ModelConfig,
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: PathBuf::from("../shared/svhn/train"),
+            out: PathBuf::from("runs/default"),
+            epochs: 60,
+            batch_size: 32,
+            lr: 2e-3,
+            clip_norm: 5.0,
+            seed: 1,
+            val_fraction: 0.1,
+            limit: None,
+            augment: AugmentConfig::default(),
+            model: ModelConfig::default(),
+            quiet: false,
+        }
+    }
+}
+
+/// Adam with bias correction.
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+    t: u64,
+}
+
+impl Adam {
+    fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
+        const B1: f32 = 0.9;
+        const B2: f32 = 0.999;
+        const EPS: f32 = 1e-8;
+        self.t += 1;
+        let c1 = 1.0 - B1.powi(self.t as i32);
+        let c2 = 1.0 - B2.powi(self.t as i32);
+        params
+            .par_chunks_mut(4096)
+            .zip(grad.par_chunks(4096))
+            .zip(self.m.par_chunks_mut(4096).zip(self.v.par_chunks_mut(4096)))
+            .for_each(|((p, g), (m, v))| {
+                for i in 0..p.len() {
+                    m[i] = B1 * m[i] + (1.0 - B1) * g[i];
+                    v[i] = B2 * v[i] + (1.0 - B2) * g[i] * g[i];
+                    p[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + EPS);
+                }
+            });
+    }
+}
+
+/// Learning rate at `step` of `total`: linear warm-up over 300 steps, cosine decay to 5 %.
+pub fn lr_at(peak: f32, step: u64, total: u64) -> f32 {
+    let warm = 300u64.min(total / 10).max(1);
+    if step < warm {
+        return peak * (step + 1) as f32 / warm as f32;
+    }
+    let p = (step - warm) as f32 / (total.saturating_sub(warm)).max(1) as f32;
+    peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * p.min(1.0)).cos()))
+}
+
+/// Scale `grad` so its L2 norm is at most `max`; returns the norm before clipping.
+pub fn clip_grad_norm(grad: &mut [f32], max: f32) -> f32 {
+    let norm = grad.iter().map(|g| (*g as f64).powi(2)).sum::<f64>().sqrt() as f32;
+    if norm > max && norm.is_finite() {
+        let s = max / norm;
+        grad.iter_mut().for_each(|g| *g *= s);
+    }
+    norm
+}
+
+/// A training image kept in memory: the reachable part of the photo and its boxes.
+struct Sample {
+    image: Rgb32FImage,
+    boxes: Vec<DigitBox>,
+    digits: Vec<u8>,
+}
+
+/// Sequence accuracy of `model` on preprocessed strips (grouped by width, batched).
+pub fn sequence_accuracy(model: &Crnn, strips: &[Strip], truths: &[Vec<u8>]) -> f64 {
+    let preds = predict_strips(model, strips);
+    let ok = preds.iter().zip(truths).filter(|(p, t)| p == t).count();
+    ok as f64 / truths.len().max(1) as f64
+}
+
+/// Greedy-decoded digits for each strip, in input order (training-side engine).
+pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
+    let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, s) in strips.iter().enumerate() {
+        by_width.entry(s.width).or_default().push(i);
+    }
+    let groups: Vec<(usize, Vec<usize>)> = by_width
+        .into_iter()
+        .flat_map(|(w, idx)| idx.chunks(16).map(|c| (w, c.to_vec())).collect::<Vec<_>>())
+        .collect();
+    let decoded: Vec<(usize, Vec<u8>)> = groups
+        .par_iter()
+        .flat_map_iter(|(w, idx)| {
+            let x: Vec<f32> = idx.iter().flat_map(|&i| strips[i].data.iter().cloned()).collect();
+            let lp = crate::model::log_probs(model, &x, idx.len(), *w);
+            let t = crate::window::num_steps(*w);
+            idx.iter()
+                .enumerate()
+                .map(|(b, &i)| (i, crate::ctc::greedy_decode(&lp, t, idx.len(), b).digits))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut out = vec![Vec::new(); strips.len()];
+    for (i, d) in decoded {
+        out[i] = d;
+    }
+    out
+}
+
+fn load_samples(set: &[crate::svhn::Record], quiet: bool) -> (Vec<Sample>, Vec<String>) {
+    let pb = crate::progress::bar(set.len() as u64, "loading", quiet);
+    let loaded: Vec<std::result::Result<Sample, String>> = set
+        .par_iter()
+        .map(|r| {
+            pb.inc(1);
+            let img = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
+            let (image, boxes) = augment::reachable_part(&img, &r.boxes);
+            Ok(Sample {
+                image,
+                boxes,
+                digits: r.digits.clone(),
+            })
+        })
+        .collect();
+    pb.finish_and_clear();
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for l in loaded {
+        match l {
+            Ok(s) => ok.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    (ok, errors)
+}
+
+fn val_strips(records: &[crate::svhn::Record], protocol: Protocol) -> (Vec<Strip>, Vec<Vec<u8>>) {
+    let items: Vec<BatchItem> = records
+        .iter()
+        .map(|r| BatchItem {
+            path: r.path.clone(),
+            boxes: r.boxes.clone(),
+        })
+        .collect();
+    let res = preprocess::preprocess_batch(&items, protocol, &indicatif::ProgressBar::hidden());
+    let mut strips = Vec::new();
+    let mut truths = Vec::new();
+    for (r, s) in records.iter().zip(res) {
+        if let Ok(s) = s {
+            strips.push(s);
+            truths.push(r.digits.clone());
+        }
+    }
+    (strips, truths)
+}
+
+/// Path of the resumable checkpoint inside an output folder.
+pub fn last_checkpoint(out: &Path) -> PathBuf {
+    out.join("last.safetensors")
+}
+
+/// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
+pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let set = SvhnSet::open(&cfg.data)?;
+    if let Some(m) = set.missing_summary() {
+        eprintln!("warning: {m}");
+    }
+    let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
+    if let Some(l) = cfg.limit {
+        train_recs.truncate(l);
+    }
+    eprintln!(
+        "data: {} training images, {} validation images (held out by name hash, never trained on)",
+        train_recs.len(),
+        val_recs.len()
+    );
+    let (samples, errors) = load_samples(&train_recs, cfg.quiet);
+    for e in errors.iter().take(5) {
+        eprintln!("skipped: {e}");
+    }
+    if samples.is_empty() {
+        return Err(Error::Config(format!("{}: no usable training images", cfg.data.display())));
+    }
+    let (vc, vct) = val_strips(&val_recs, Protocol::Crop);
+    let (vf, vft) = val_strips(&val_recs, Protocol::Full);
+
+    let ck_path = last_checkpoint(&cfg.out);
+    let (mut model, mut adam, mut state) = if ck_path.exists() {
+        let ck = Checkpoint::load(&ck_path)?;
+        eprintln!("resuming from {} (epoch {} done)", ck_path.display(), ck.state.epoch);
+        let n = ck.model.num_params();
+        let (m, v) = if ck.adam_m.len() == n { (ck.adam_m, ck.adam_v) } else { (vec![0.0; n], vec![0.0; n]) };
+        let adam = Adam { m, v, t: ck.state.step };
+        (ck.model, adam, ck.state)
+    } else {
+        let model = Crnn::new(cfg.model.clone(), cfg.seed);
+        let n = model.num_params();
+        let state = TrainState {
+            train_config: serde_json::to_value(cfg).expect("config serialises"),
+            ..Default::default()
+        };
+        (model, Adam { m: vec![0.0; n], v: vec![0.0; n], t: 0 }, state)
+    };
+    eprintln!("model: {} parameters, {:?}", model.num_params(), model.config);
+    let steps_per_epoch = samples.len().div_ceil(cfg.batch_size) as u64;
+    let total_steps = steps_per_epoch * cfg.epochs as u64;
+
+    for epoch in state.epoch..cfg.epochs {
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        Rng::derive(cfg.seed, epoch as u64).shuffle(&mut order);
+        let pb = crate::progress::bar(steps_per_epoch, &format!("epoch {}", epoch + 1), cfg.quiet);
+        let (mut loss_sum, mut loss_n, mut skipped) = (0f64, 0usize, 0usize);
+        // Pools of 16 batches: generated in parallel, sorted by width so batches pad little.
+        for (pool_i, pool) in order.chunks(cfg.batch_size * 16).enumerate() {
+            let mut strips: Vec<(Strip, usize)> = pool
+                .par_iter()
+                .map(|&i| {
+                    let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
+                    (augment::augment(&samples[i].image, &samples[i].boxes, &cfg.augment, &mut rng), i)
+                })
+                .collect();
+            strips.sort_by_key(|(s, _)| s.width);
+            let mut prng = Rng::derive(cfg.seed ^ 0xbad, (epoch as u64) << 32 | pool_i as u64);
+            for batch in strips.chunks(cfg.batch_size) {
+                let (s, idx): (Vec<Strip>, Vec<usize>) = batch.iter().cloned().unzip();
+                let targets: Vec<Vec<u8>> = idx.iter().map(|&i| samples[i].digits.clone()).collect();
+                let (x, w) = augment::pad_batch(&s, &mut prng);
+                let (loss, mut grad, used) = loss_and_grad(&model, &x, s.len(), w, &targets);
+                let norm = clip_grad_norm(&mut grad, cfg.clip_norm);
+                if used == 0 || !loss.is_finite() || !norm.is_finite() {
+                    skipped += 1;
+                    eprintln!("warning: epoch {} step {}: non-finite loss or gradient, step skipped", epoch + 1, state.step);
+                } else {
+                    let lr = lr_at(cfg.lr, state.step, total_steps);
+                    adam.step(&mut model.params, &grad, lr);
+                    loss_sum += loss as f64;
+                    loss_n += 1;
+                }
+                state.step += 1;
+                pb.inc(1);
+                pb.set_prefix(format!("loss {:.3}", loss_sum / loss_n.max(1) as f64));
+            }
+        }
+        pb.finish_and_clear();
+        let val_crop = sequence_accuracy(&model, &vc, &vct);
+        let val_full = sequence_accuracy(&model, &vf, &vft);
+        let secs = started.elapsed().as_secs_f64();
+        state.seconds += secs;
+        state.epoch = epoch + 1;
+        let log = EpochLog {
+            epoch: epoch + 1,
+            loss: (loss_sum / loss_n.max(1) as f64) as f32,
+            skipped_steps: skipped,
+            val_crop,
+            val_full,
+            seconds: secs,
+        };
+        eprintln!(
+            "epoch {:>3}/{}  loss {:.4}  val seq acc crop {:.2}%  full {:.2}%  {:.0}s ({:.0} img/s)",
+            log.epoch,
+            cfg.epochs,
+            log.loss,
+            100.0 * val_crop,
+            100.0 * val_full,
+            secs,
+            samples.len() as f64 / secs
+        );
+        state.history.push(log);
+        let ck = Checkpoint {
+            model: model.clone(),
+            adam_m: adam.m.clone(),
+            adam_v: adam.v.clone(),
+            state: state.clone(),
+        };
+        ck.save(&ck_path)?;
+        let hist = cfg.out.join("history.json");
+        std::fs::write(&hist, serde_json::to_string_pretty(&state.history).expect("history serialises"))
+            .map_err(|e| Error::io(&hist, e))?;
+        crate::plot::training_curve(&state.history, &cfg.out.join("curve.png"))?;
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_schedule_warms_up_and_decays() {
+        assert!(lr_at(1.0, 0, 10_000) < 0.01);
+        assert!((lr_at(1.0, 300, 10_000) - 1.0).abs() < 1e-3);
+        assert!((lr_at(1.0, 10_000, 10_000) - 0.05).abs() < 1e-3);
+    }
+
+    #[test]
+    fn clipping_bounds_the_norm() {
+        let mut g = vec![3.0, 4.0];
+        assert_eq!(clip_grad_norm(&mut g, 1.0), 5.0);
+        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
+        let mut small = vec![0.1, 0.1];
+        clip_grad_norm(&mut small, 1.0);
+        assert_eq!(small, vec![0.1, 0.1]);
+    }
+}
