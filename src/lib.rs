@@ -6,7 +6,7 @@
 //! per-window class scores into digits — of any count.
 //!
 //! ```no_run
-//! use housenum::Protocol;
+//! use housenum::Reader;
 //! let reader = Reader::embedded()?;
 //! let read = reader.read_file(std::path::Path::new("data/samples/sample-1.png"))?;
 //! println!("{} ({:.3})", read.text(), read.confidence);
@@ -21,6 +21,9 @@ pub mod augment;
 pub mod checkpoint;
 pub mod ctc;
 pub mod error;
+pub mod eval;
+pub mod export;
+pub mod infer;
 pub mod model;
 pub mod nn;
 #[cfg(feature = "train")]
@@ -34,4 +37,6 @@ pub mod train;
 pub mod window;
 
 pub use error::{Error, Result};
+pub use ctc::Decoded;
+pub use infer::Reader;
 pub use preprocess::Protocol;

@@ -1,0 +1,105 @@
+//! `housenum read`.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use housenum::{preprocess, Reader};
+
+/// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`.
+///
+/// Exit codes: 0 every image was read; 1 at least one image could not be read (each failure is
+/// reported on stderr, naming the file, and the others are still read); 2 bad arguments or an
+/// unusable model.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP); a directory reads the images in it; `-`
+    /// reads one image from standard input.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Print one JSON object per image (`path`, `digits`, `confidence`, or `error`).
+    #[arg(long)]
+    pub json: bool,
+    /// Use this `.onnx` model instead of the one compiled in.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// The model chosen by `--model`, or the embedded one.
+pub fn load_reader(model: Option<&Path>) -> Result<Reader> {
+    match model {
+        Some(p) => Reader::from_path(p).with_context(|| format!("loading model {}", p.display())),
+        None => Reader::embedded().context("loading the embedded model"),
+    }
+}
+
+const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
+
+/// Expand directories into the image files they hold (sorted); other paths are kept as given.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// Run the subcommand.
+pub fn run(a: ReadArgs) -> Result<ExitCode> {
+    let reader = load_reader(a.model.as_deref())?;
+    let inputs = expand_inputs(&a.images);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    for path in &inputs {
+        let result = if path.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).context("reading standard input")?;
+            preprocess::decode_image(&bytes, Path::new("<stdin>")).map(|img| {
+                let region = preprocess::Region::full(img.width(), img.height());
+                preprocess::strip_from_region(&img, region)
+            })
+        } else {
+            preprocess::preprocess_file(path, housenum::Protocol::Full, &[])
+        }
+        .and_then(|strip| reader.read_strip(&strip));
+        let name = path.display().to_string();
+        match result {
+            Ok(d) => {
+                if a.json {
+                    let v = serde_json::json!({"path": name, "digits": d.text(), "confidence": d.confidence});
+                    writeln!(out, "{v}")?;
+                } else {
+                    writeln!(out, "{name}\t{}\t{:.3}", d.text(), d.confidence)?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                if a.json {
+                    writeln!(out, "{}", serde_json::json!({"path": name, "error": e.to_string()}))?;
+                }
+                eprintln!("error: {e}");
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,222 @@
+//! Batch evaluation over a folder in the official SVHN layout: sequence accuracy, digit accuracy,
+//! edit distance, speed, and the worst misreads. Unreadable images are reported, counted as
+//! misreads, and the run goes on.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::alphabet::digits_to_string;
+use crate::error::Result;
+use crate::infer::Reader;
+use crate::preprocess::{self, BatchItem, Protocol};
+use crate::svhn::Record;
+
+/// Levenshtein distance between two digit sequences.
+pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, x) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(x != y)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// One image's outcome.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// File name.
+    pub name: String,
+    /// Ground truth.
+    pub truth: String,
+    /// What was read (empty on error).
+    pub predicted: String,
+    /// Confidence of the reading (0 on error).
+    pub confidence: f32,
+    /// Edit distance between truth and reading (the truth's length on error).
+    pub edit_distance: usize,
+    /// The error, when the image could not be read.
+    pub error: Option<String>,
+}
+
+/// Summary of an evaluation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    /// Images evaluated (including unreadable ones).
+    pub images: usize,
+    /// Images that could not be decoded or preprocessed.
+    pub unreadable: usize,
+    /// Share of images read exactly.
+    pub sequence_accuracy: f64,
+    /// `1 − Σ edit distance / Σ truth length`, floored at 0: the share of true digits read right.
+    pub digit_accuracy: f64,
+    /// Mean edit distance per image.
+    pub mean_edit_distance: f64,
+    /// Images per second, end to end (decode + preprocess + infer + CTC decode).
+    pub images_per_second: f64,
+    /// `crop` or `full`.
+    pub protocol: Protocol,
+    /// Share of images answered when abstaining on the least confident ones so that the answered
+    /// ones are at least 98 % right (0 if no threshold reaches it).
+    pub coverage_at_98: f64,
+    /// The worst misreads: highest edit distance first, then most confident.
+    pub worst: Vec<Outcome>,
+    /// Every unreadable image and why.
+    pub errors: Vec<Outcome>,
+}
+
+/// Coverage at a target accuracy: sort by confidence, descending, and take the longest prefix
+/// whose accuracy is ≥ `target`.
+pub fn coverage_at(outcomes: &[(f32, bool)], target: f64) -> f64 {
+    let mut v = outcomes.to_vec();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut ok = 0usize;
+    let mut best = 0usize;
+    for (i, (_, right)) in v.iter().enumerate() {
+        ok += usize::from(*right);
+        if ok as f64 >= target * (i + 1) as f64 {
+            best = i + 1;
+        }
+    }
+    best as f64 / v.len().max(1) as f64
+}
+
+/// Evaluate `reader` on `records` under `protocol`, in chunks: each chunk is preprocessed in
+/// parallel and then read in width-grouped batches. `progress` advances once per image.
+pub fn evaluate(
+    reader: &Reader,
+    records: &[Record],
+    protocol: Protocol,
+    progress: &indicatif::ProgressBar,
+) -> Result<EvalReport> {
+    let started = Instant::now();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(records.len());
+    for chunk in records.chunks(256) {
+        let items: Vec<BatchItem> = chunk
+            .iter()
+            .map(|r| BatchItem {
+                path: r.path.clone(),
+                boxes: r.boxes.clone(),
+            })
+            .collect();
+        let strips: Vec<_> = items
+            .par_iter()
+            .map(|it| preprocess::preprocess_file(&it.path, protocol, &it.boxes))
+            .collect();
+        let ok: Vec<&preprocess::Strip> = strips.iter().filter_map(|s| s.as_ref().ok()).collect();
+        let mut decoded = reader.read_strips(&ok)?.into_iter();
+        for (r, s) in chunk.iter().zip(&strips) {
+            let truth = digits_to_string(&r.digits);
+            outcomes.push(match s {
+                Ok(_) => {
+                    let d = decoded.next().expect("one decoding per strip");
+                    Outcome {
+                        name: r.name.clone(),
+                        edit_distance: edit_distance(&r.digits, &d.digits),
+                        predicted: d.text(),
+                        confidence: d.confidence,
+                        truth,
+                        error: None,
+                    }
+                }
+                Err(e) => Outcome {
+                    name: r.name.clone(),
+                    edit_distance: r.digits.len(),
+                    predicted: String::new(),
+                    confidence: 0.0,
+                    truth,
+                    error: Some(e.to_string()),
+                },
+            });
+            progress.inc(1);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(summarise(outcomes, protocol, secs))
+}
+
+/// Turn per-image outcomes into a report.
+pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> EvalReport {
+    let n = outcomes.len();
+    let right = outcomes.iter().filter(|o| o.error.is_none() && o.predicted == o.truth).count();
+    let total_digits: usize = outcomes.iter().map(|o| o.truth.len()).sum();
+    let total_edit: usize = outcomes.iter().map(|o| o.edit_distance).sum();
+    let pairs: Vec<(f32, bool)> = outcomes
+        .iter()
+        .map(|o| (o.confidence, o.error.is_none() && o.predicted == o.truth))
+        .collect();
+    let mut wrong: Vec<Outcome> = outcomes
+        .iter()
+        .filter(|o| o.error.is_none() && o.predicted != o.truth)
+        .cloned()
+        .collect();
+    wrong.sort_by(|a, b| b.edit_distance.cmp(&a.edit_distance).then(b.confidence.total_cmp(&a.confidence)));
+    wrong.truncate(20);
+    let errors: Vec<Outcome> = outcomes.iter().filter(|o| o.error.is_some()).cloned().collect();
+    EvalReport {
+        images: n,
+        unreadable: errors.len(),
+        sequence_accuracy: right as f64 / n.max(1) as f64,
+        digit_accuracy: (1.0 - total_edit as f64 / total_digits.max(1) as f64).max(0.0),
+        mean_edit_distance: total_edit as f64 / n.max(1) as f64,
+        images_per_second: n as f64 / seconds.max(1e-9),
+        protocol,
+        coverage_at_98: coverage_at(&pairs, 0.98),
+        worst: wrong,
+        errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_table() {
+        let cases: [(&[u8], &[u8], usize); 6] = [
+            (&[], &[], 0),
+            (&[1, 2, 3], &[1, 2, 3], 0),
+            (&[1, 2, 3], &[1, 3], 1),
+            (&[1, 2], &[2, 1], 2),
+            (&[], &[5, 5], 2),
+            (&[1, 2, 3, 4], &[9, 2, 3, 4, 5], 2),
+        ];
+        let bad: Vec<_> = cases
+            .iter()
+            .filter(|(a, b, d)| edit_distance(a, b) != *d)
+            .map(|(a, b, d)| format!("{a:?} vs {b:?}: got {} want {d}", edit_distance(a, b)))
+            .collect();
+        assert!(bad.is_empty(), "{bad:?}");
+    }
+
+    #[test]
+    fn coverage_table() {
+        // Confident and right first, then a wrong one.
+        let v = [(0.9, true), (0.8, true), (0.7, false), (0.1, true)];
+        assert_eq!(coverage_at(&v, 0.98), 0.5);
+        assert_eq!(coverage_at(&v, 0.7), 1.0);
+        assert_eq!(coverage_at(&[(0.5, false)], 0.98), 0.0);
+    }
+
+    #[test]
+    fn summary_counts_errors_as_misreads() {
+        let o = |t: &str, p: &str, err: bool| Outcome {
+            name: "x".into(),
+            truth: t.into(),
+            predicted: p.into(),
+            confidence: 0.5,
+            edit_distance: if err { t.len() } else { edit_distance(t.as_bytes(), p.as_bytes()) },
+            error: err.then(|| "bad".to_string()),
+        };
+        let r = summarise(vec![o("12", "12", false), o("34", "35", false), o("5", "", true)], Protocol::Crop, 1.0);
+        assert_eq!(r.images, 3);
+        assert_eq!(r.unreadable, 1);
+        assert!((r.sequence_accuracy - 1.0 / 3.0).abs() < 1e-9);
+        assert!((r.digit_accuracy - (1.0 - 2.0 / 5.0)).abs() < 1e-9);
+        assert_eq!(r.worst.len(), 1);
+    }
+}

@@ -1,0 +1,248 @@
+//! ONNX export of a [`Crnn`], built from the ONNX protobuf types that tract-onnx carries.
+//!
+//! Graph (opset 17, standard operators only):
+//! `strip [N, 3, 32, W]` → Conv/Relu/MaxPool ×2 → Conv/Relu → Conv/Relu (`[N, C, 1, T]`) →
+//! Squeeze → Transpose (`[T, N, C]`) → LSTM (bidirectional) → Transpose + Reshape
+//! (`[T, N, 2H]`) → MatMul + Add → LogSoftmax → `log_probs [T, N, 11]`. The windowing is the
+//! convolution stack itself (valid convolutions, stride 4 overall), so it happens in the graph.
+
+use prost::Message;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use crate::alphabet::NUM_CLASSES;
+use crate::model::Crnn;
+
+/// Name of the graph input.
+pub const INPUT_NAME: &str = "strip";
+/// Name of the graph output.
+pub const OUTPUT_NAME: &str = "log_probs";
+/// ONNX opset the graph uses.
+pub const OPSET: i64 = 17;
+
+/// Reorder one direction's LSTM gate blocks from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c).
+///
+/// # Shapes
+/// `w`: `[4h, k]` (or `[4h]` with `k = 1`) → same shape, blocks reordered.
+pub fn pytorch_to_onnx_gates(w: &[f32], hidden: usize) -> Vec<f32> {
+    let block = w.len() / 4;
+    debug_assert_eq!(block % hidden, 0);
+    let get = |g: usize| &w[g * block..(g + 1) * block];
+    [get(0), get(3), get(1), get(2)].concat()
+}
+
+fn tensor(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.to_string(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn tensor_i64(name: &str, data: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.to_string(),
+        dims: vec![data.len() as i64],
+        data_type: DataType::Int64 as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Ok(v) => tensor_shape_proto::dimension::Value::DimValue(*v),
+                Err(s) => tensor_shape_proto::dimension::Value::DimParam(s.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The model as an ONNX `ModelProto`. `metadata` is written into `metadata_props`.
+pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
+    let cfg = &model.config;
+    let mut nodes = Vec::new();
+    let mut inits = Vec::new();
+    let mut prev = INPUT_NAME.to_string();
+    for (i, s) in cfg.convs().iter().enumerate() {
+        let (wn, bn) = (format!("conv{}.weight", i + 1), format!("conv{}.bias", i + 1));
+        inits.push(tensor(&wn, &[s.co, s.ci, s.kh, s.kw], model.param_by_name(&wn).expect("conv weight")));
+        inits.push(tensor(&bn, &[s.co], model.param_by_name(&bn).expect("conv bias")));
+        let conv_out = format!("conv{}", i + 1);
+        let relu_out = format!("relu{}", i + 1);
+        nodes.push(node(
+            "Conv",
+            &conv_out,
+            &[&prev, &wn, &bn],
+            &[&conv_out],
+            vec![ints("kernel_shape", &[s.kh as i64, s.kw as i64]), ints("strides", &[1, 1]), ints("pads", &[0, 0, 0, 0])],
+        ));
+        nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
+        prev = relu_out;
+        if i < 2 {
+            let pool = format!("pool{}", i + 1);
+            nodes.push(node(
+                "MaxPool",
+                &pool,
+                &[&prev],
+                &[&pool],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ));
+            prev = pool;
+        }
+    }
+    // [N, C, 1, T] → [T, N, C]
+    inits.push(tensor_i64("squeeze_axes", &[2]));
+    nodes.push(node("Squeeze", "squeeze", &[&prev, "squeeze_axes"], &["features_nct"], vec![]));
+    nodes.push(node("Transpose", "to_tnc", &["features_nct"], &["features"], vec![ints("perm", &[2, 0, 1])]));
+    // LSTM: W [dirs, 4H, C], R [dirs, 4H, H], B [dirs, 8H] with ONNX gate order i, o, f, c.
+    let h = cfg.hidden;
+    let dirs = cfg.dirs();
+    let (mut w, mut r, mut b) = (Vec::new(), Vec::new(), Vec::new());
+    for suffix in ["", "_reverse"].iter().take(dirs) {
+        let p = |n: &str| model.param_by_name(&format!("lstm.{n}_l0{suffix}")).expect("lstm parameter");
+        w.extend(pytorch_to_onnx_gates(p("weight_ih"), h));
+        r.extend(pytorch_to_onnx_gates(p("weight_hh"), h));
+        b.extend(pytorch_to_onnx_gates(p("bias_ih"), h));
+        b.extend(std::iter::repeat_n(0.0, 4 * h));
+    }
+    let f = cfg.channels[3];
+    inits.push(tensor("lstm.W", &[dirs, 4 * h, f], &w));
+    inits.push(tensor("lstm.R", &[dirs, 4 * h, h], &r));
+    inits.push(tensor("lstm.B", &[dirs, 8 * h], &b));
+    nodes.push(node(
+        "LSTM",
+        "lstm",
+        &["features", "lstm.W", "lstm.R", "lstm.B"],
+        &["lstm_y"],
+        vec![
+            int("hidden_size", h as i64),
+            string("direction", if dirs == 2 { "bidirectional" } else { "forward" }),
+        ],
+    ));
+    // Y [T, dirs, N, H] → [T, N, dirs·H]
+    nodes.push(node("Transpose", "y_tnd", &["lstm_y"], &["lstm_tndh"], vec![ints("perm", &[0, 2, 1, 3])]));
+    inits.push(tensor_i64("y_shape", &[0, 0, (dirs * h) as i64]));
+    nodes.push(node("Reshape", "y_flat", &["lstm_tndh", "y_shape"], &["lstm_out"], vec![]));
+    // Head: MatMul by fc.weightᵀ [dirs·H, 11], Add bias, LogSoftmax.
+    let fcw = model.param_by_name("fc.weight").expect("fc weight");
+    let k = dirs * h;
+    let mut fcw_t = vec![0f32; k * NUM_CLASSES];
+    for c in 0..NUM_CLASSES {
+        for j in 0..k {
+            fcw_t[j * NUM_CLASSES + c] = fcw[c * k + j];
+        }
+    }
+    inits.push(tensor("fc.weight_t", &[k, NUM_CLASSES], &fcw_t));
+    inits.push(tensor("fc.bias", &[NUM_CLASSES], model.param_by_name("fc.bias").expect("fc bias")));
+    nodes.push(node("MatMul", "fc", &["lstm_out", "fc.weight_t"], &["logits_nb"], vec![]));
+    nodes.push(node("Add", "fc_bias", &["logits_nb", "fc.bias"], &["logits"], vec![]));
+    nodes.push(node("LogSoftmax", "log_softmax", &["logits"], &[OUTPUT_NAME], vec![int("axis", 2)]));
+
+    let graph = GraphProto {
+        name: "housenum".into(),
+        node: nodes,
+        initializer: inits,
+        input: vec![value_info(INPUT_NAME, &[Err("N"), Ok(3), Ok(cfg.height as i64), Err("W")])],
+        output: vec![value_info(OUTPUT_NAME, &[Err("T"), Err("N"), Ok(NUM_CLASSES as i64)])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "housenum".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.to_string(),
+                value: v.clone(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The model as ONNX bytes.
+pub fn to_onnx_bytes(model: &Crnn, metadata: &[(&str, String)]) -> Vec<u8> {
+    to_onnx(model, metadata).encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_reorder_table() {
+        // Blocks i, f, g, o of size 2 become i, o, f, c(=g).
+        let w = [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0];
+        assert_eq!(pytorch_to_onnx_gates(&w, 2), vec![1.0, 1.0, 4.0, 4.0, 2.0, 2.0, 3.0, 3.0]);
+        // With a row length: each block is hidden·k values.
+        let w2: Vec<f32> = (0..8 * 3).map(|i| (i / 6) as f32).collect();
+        let r = pytorch_to_onnx_gates(&w2, 2);
+        let blocks: Vec<f32> = r.chunks(6).map(|c| c[0]).collect();
+        assert_eq!(blocks, vec![0.0, 3.0, 1.0, 2.0]);
+    }
+}

@@ -1,0 +1,173 @@
+//! Inference through tract-onnx: the ONNX model is parsed once; one optimised plan per batch
+//! size (tract's LSTM needs a concrete batch) with a symbolic width is built on first use and
+//! reused for every later call.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tract_onnx::prelude::*;
+
+use crate::alphabet::NUM_CLASSES;
+use crate::ctc::{greedy_decode, Decoded};
+use crate::error::{Error, Result};
+use crate::preprocess::{self, Protocol, Strip, HEIGHT};
+use crate::svhn::DigitBox;
+
+/// The shipped model, compiled into the library.
+pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../onnx/housenum.onnx");
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A loaded model, ready to read strips.
+pub struct Reader {
+    source: PathBuf,
+    model: InferenceModel,
+    plans: Mutex<HashMap<usize, Plan>>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("source", &self.source).finish()
+    }
+}
+
+/// Largest batch given to one plan run.
+pub const MAX_BATCH: usize = 32;
+
+impl Reader {
+    /// The model compiled into the binary.
+    pub fn embedded() -> Result<Reader> {
+        Reader::from_bytes(EMBEDDED_MODEL, Path::new("<embedded model>"))
+    }
+
+    /// A model from an `.onnx` file.
+    pub fn from_path(path: &Path) -> Result<Reader> {
+        if path.is_dir() {
+            return Err(Error::Model {
+                path: path.to_path_buf(),
+                reason: "is a directory".into(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Reader::from_bytes(&bytes, path)
+    }
+
+    /// A model from ONNX bytes; `source` names it in errors. The model is parsed and its
+    /// interface checked here (input `[N, 3, 32, W]`, output `[T, N, 11]`, checked by building the
+    /// batch-1 plan).
+    pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Reader> {
+        let err = |reason: String| Error::Model {
+            path: source.to_path_buf(),
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(err("empty file".into()));
+        }
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| err(format!("cannot parse ONNX: {e}")))?;
+        if model.inputs.len() != 1 || model.outputs.len() != 1 {
+            return Err(err(format!(
+                "expected 1 input and 1 output, found {} and {}",
+                model.inputs.len(),
+                model.outputs.len()
+            )));
+        }
+        let reader = Reader {
+            source: source.to_path_buf(),
+            model,
+            plans: Mutex::new(HashMap::new()),
+        };
+        // Build the batch-1 plan now so that a wrong model fails here, naming the file.
+        let plan = reader.plan(1)?;
+        let probe = Tensor::zero::<f32>(&[1, 3, HEIGHT, preprocess::MIN_WIDTH]).map_err(|e| err(e.to_string()))?;
+        let out = plan.run(tvec!(probe.into_tvalue())).map_err(|e| err(format!("does not run on a [1, 3, 32, 32] strip: {e}")))?;
+        let shape = out[0].shape().to_vec();
+        if shape.len() != 3 || shape[1] != 1 || shape[2] != NUM_CLASSES {
+            return Err(err(format!("output shape {shape:?} is not [T, 1, {NUM_CLASSES}]")));
+        }
+        Ok(reader)
+    }
+
+    /// Where the model came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The optimised plan for batch size `n` (built once, then cached).
+    fn plan(&self, n: usize) -> Result<Plan> {
+        let mut plans = self.plans.lock().expect("plan cache lock");
+        if let Some(p) = plans.get(&n) {
+            return Ok(p.clone());
+        }
+        let err = |e: TractError| Error::Model {
+            path: self.source.clone(),
+            reason: format!("cannot build an inference plan: {e}"),
+        };
+        let mut m = self.model.clone();
+        let w = m.symbols.sym("W");
+        let fact = f32::fact([n.to_dim(), 3.to_dim(), HEIGHT.to_dim(), w.to_dim()]);
+        m.set_input_fact(0, fact.into()).map_err(err)?;
+        let plan = m
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(err)?;
+        plans.insert(n, plan.clone());
+        Ok(plan)
+    }
+
+    /// Log-probabilities of a batch of equal-width strips.
+    ///
+    /// # Shapes
+    /// `x`: `[n, 3, HEIGHT, w]` → `[t, n, NUM_CLASSES]`, `t = num_steps(w)`.
+    pub fn log_probs(&self, x: &[f32], n: usize, w: usize) -> Result<(Vec<f32>, usize)> {
+        let plan = self.plan(n)?;
+        let input = Tensor::from_shape(&[n, 3, HEIGHT, w], x).map_err(|e| Error::Inference(e.to_string()))?;
+        let out = plan
+            .run(tvec!(input.into_tvalue()))
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let view = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| Error::Inference(e.to_string()))?;
+        let t = view.shape()[0];
+        Ok((view.iter().cloned().collect(), t))
+    }
+
+    /// Read many strips: grouped by width into batches of at most [`MAX_BATCH`] (strips of
+    /// one width give the same result batched or alone), decoded greedily, in input order.
+    pub fn read_strips(&self, strips: &[&Strip]) -> Result<Vec<Decoded>> {
+        let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, s) in strips.iter().enumerate() {
+            by_width.entry(s.width).or_default().push(i);
+        }
+        let mut out: Vec<Option<Decoded>> = vec![None; strips.len()];
+        for (w, idx) in by_width {
+            for chunk in idx.chunks(MAX_BATCH) {
+                let x: Vec<f32> = chunk.iter().flat_map(|&i| strips[i].data.iter().cloned()).collect();
+                let (lp, t) = self.log_probs(&x, chunk.len(), w)?;
+                for (b, &i) in chunk.iter().enumerate() {
+                    out[i] = Some(greedy_decode(&lp, t, chunk.len(), b));
+                }
+            }
+        }
+        Ok(out.into_iter().map(|d| d.expect("every strip decoded")).collect())
+    }
+
+    /// Read one strip.
+    pub fn read_strip(&self, strip: &Strip) -> Result<Decoded> {
+        Ok(self.read_strips(&[strip])?.remove(0))
+    }
+
+    /// Read one image file as `housenum read` does (full protocol).
+    pub fn read_file(&self, path: &Path) -> Result<Decoded> {
+        let strip = preprocess::preprocess_file(path, Protocol::Full, &[])?;
+        self.read_strip(&strip)
+    }
+
+    /// Read one image file under a protocol (crop needs the digit boxes).
+    pub fn read_file_with(&self, path: &Path, protocol: Protocol, boxes: &[DigitBox]) -> Result<Decoded> {
+        let strip = preprocess::preprocess_file(path, protocol, boxes)?;
+        self.read_strip(&strip)
+    }
+}
