@@ -128,6 +128,9 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
     if reader.format().is_none() {
         return Err(decode_err("unknown image format".into()));
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
+        return Err(decode_err("truncated JPEG (no end-of-image marker after the scan data)".into()));
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -144,6 +147,17 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
         return Err(decode_err("image has zero width or height".into()));
     }
     Ok(img.to_rgb32f())
+}
+
+/// Whether JPEG bytes stop before the end-of-image marker that must follow the last scan. The
+/// JPEG decoder fills a truncated scan with grey instead of failing; this catches that case.
+/// (Entropy-coded data cannot contain `FF D9`: byte stuffing forbids it.)
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_sos {
+        Some(p) => !bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => true,
+    }
 }
 
 /// The region a protocol reads from an image of size `(width, height)` with digit `boxes`

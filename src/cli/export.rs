@@ -17,6 +17,10 @@ pub struct ExportArgs {
     /// Where to write the `.onnx` file.
     #[arg(long, default_value = "onnx/housenum.onnx")]
     pub out: PathBuf,
+    /// Also write the weights alone (safetensors, PyTorch parameter names, no optimiser state),
+    /// for the training-side parity tests.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
 }
 
 /// Run the subcommand.
@@ -33,6 +37,15 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
+    if let Some(wpath) = &a.weights {
+        let weights_only = Checkpoint {
+            model: ck.model.clone(),
+            adam_m: Vec::new(),
+            adam_v: Vec::new(),
+            state: ck.state.clone(),
+        };
+        weights_only.save(wpath).with_context(|| format!("writing {}", wpath.display()))?;
+    }
     // Check: tract on the exported file vs the training-side forward pass on a random strip.
     let reader = housenum::Reader::from_path(&a.out)?;
     let mut rng = housenum::rng::Rng::new(7);

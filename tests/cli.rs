@@ -1,0 +1,124 @@
+//! End-to-end tests of the `housenum` command with the shipped model.
+
+mod common;
+
+use common::{run, samples};
+
+#[test]
+fn read_gets_the_sample_numbers_right() {
+    let s = samples();
+    let paths: Vec<String> = s.iter().map(|(p, _)| p.display().to_string()).collect();
+    let args: Vec<&str> = std::iter::once("read").chain(paths.iter().map(String::as_str)).collect();
+    let (code, out, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), s.len());
+    let mut wrong = Vec::new();
+    for ((path, want), line) in s.iter().zip(&lines) {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 3, "{line}");
+        assert_eq!(f[0], path.display().to_string());
+        let conf: f32 = f[2].parse().unwrap();
+        assert!((0.0..=1.0).contains(&conf));
+        if f[1] != want {
+            wrong.push(format!("{}: read {} want {want}", path.display(), f[1]));
+        }
+    }
+    if !wrong.is_empty() {
+        let dir = common::root().join("tests/golden-actual");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("samples.tsv"), &out).unwrap();
+        panic!("misread samples (actual output in tests/golden-actual/samples.tsv): {wrong:?}");
+    }
+}
+
+#[test]
+fn read_json_directory_and_stdin() {
+    let (code, out, _) = run(&["read", "--json", "data/samples"], None);
+    assert_eq!(code, 0);
+    let objs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objs.len(), samples().len());
+    for o in &objs {
+        assert!(o["path"].is_string() && o["digits"].is_string() && o["confidence"].is_number(), "{o}");
+    }
+    let (path, want) = &samples()[0];
+    let bytes = std::fs::read(path).unwrap();
+    let (code, out, _) = run(&["read", "-"], Some(&bytes));
+    assert_eq!(code, 0);
+    assert_eq!(out.split('\t').nth(1).unwrap(), want);
+}
+
+#[test]
+fn bad_inputs_are_reported_by_name_and_the_rest_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = samples()[0].0.clone();
+    let png = std::fs::read(&good).unwrap();
+    let mut jpeg = Vec::new();
+    image::open(&good).unwrap().write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    // (file name, contents, expected words in the error)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.png", vec![], "empty"),
+        ("text.png", b"this is not an image\n".to_vec(), "not a readable image"),
+        ("truncated.png", png[..png.len() / 2].to_vec(), "not a readable image"),
+        ("truncated.jpg", jpeg[..jpeg.len() / 3].to_vec(), "not a readable image"),
+        ("notes.txt", b"1234".to_vec(), "not a readable image"),
+    ];
+    let mut args = vec!["read".to_string()];
+    for (name, bytes, _) in &cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        args.push(p.display().to_string());
+    }
+    let missing = dir.path().join("missing.png");
+    args.push(missing.display().to_string());
+    args.push(good.display().to_string());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run(&argv, None);
+    assert_eq!(code, 1, "some inputs are bad: exit 1\n{err}");
+    assert_eq!(out.lines().count(), 1, "the good image is still read: {out}");
+    assert!(out.contains(&good.display().to_string()));
+    for (name, _, words) in &cases {
+        let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no error for {name}:\n{err}"));
+        assert!(line.contains(words), "{name}: {line}");
+    }
+    assert!(err.lines().any(|l| l.contains("missing.png") && l.contains("cannot read")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_unusable_model_is_rejected_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.onnx");
+    std::fs::write(&bogus, b"not a model").unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    let real = std::fs::read(common::root().join("onnx/housenum.onnx")).unwrap();
+    std::fs::write(&truncated, &real[..real.len() / 2]).unwrap();
+    let sample = samples()[0].0.display().to_string();
+    for m in [&bogus, &truncated] {
+        let (code, _, err) = run(&["read", "--model", &m.display().to_string(), &sample], None);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(&m.display().to_string()), "{err}");
+    }
+}
+
+#[test]
+fn eval_counts_unreadable_images_and_goes_on() {
+    let Some(svhn) = common::svhn() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = svhn.join("fixtures/official-first40/train");
+    for f in ["digitStruct.mat", "1.png", "3.png"] {
+        common::copy_to(&src.join(f), dir.path(), f);
+    }
+    std::fs::write(dir.path().join("2.png"), b"\x89PNG broken").unwrap();
+    let (code, out, err) = run(&["eval", "--json", "-q", &dir.path().display().to_string()], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["images"], 3);
+    assert_eq!(v["unreadable"], 1);
+    for key in ["sequence_accuracy", "digit_accuracy", "mean_edit_distance", "images_per_second", "coverage_at_98"] {
+        assert!(v[key].is_number(), "{key}");
+    }
+    assert_eq!(v["protocol"], "crop");
+    assert!(err.contains("2.png"), "{err}");
+    assert!(err.contains("36 image(s)") && err.contains("missing"), "{err}");
+}

@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The project root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/svhn` (or `$HOUSENUM_SVHN`) when present. When absent the data tests return
+/// early, unless `HOUSENUM_REQUIRE_DATA=1` (set by CI), which turns absence into a failure.
+pub fn svhn() -> Option<PathBuf> {
+    let dir = std::env::var_os("HOUSENUM_SVHN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/svhn"));
+    if dir.join("train/digitStruct.mat").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("HOUSENUM_REQUIRE_DATA").as_deref() != Ok("1"),
+        "SVHN data required but not found at {}",
+        dir.display()
+    );
+    eprintln!("note: {} not found; skipping the parts of this test that need SVHN", dir.display());
+    None
+}
+
+/// The `housenum` binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_housenum"))
+}
+
+/// Run the binary; returns (exit code, stdout, stderr).
+pub fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn housenum");
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    let out = child.wait_with_output().expect("wait for housenum");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The sample images and their expected numbers (`data/samples/expected.tsv`).
+pub fn samples() -> Vec<(PathBuf, String)> {
+    let dir = root().join("data/samples");
+    std::fs::read_to_string(dir.join("expected.tsv"))
+        .expect("data/samples/expected.tsv")
+        .lines()
+        .map(|l| {
+            let (name, digits) = l.split_once('\t').expect("name<TAB>digits");
+            (dir.join(name), digits.to_string())
+        })
+        .collect()
+}
+
+/// Copy a file into `dir` under `name`.
+pub fn copy_to(src: &Path, dir: &Path, name: &str) -> PathBuf {
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).expect("copy");
+    dst
+}

@@ -1,0 +1,145 @@
+//! Parity: the training-side forward pass, tract on the exported ONNX, and onnxruntime agree.
+#![cfg(feature = "train")]
+
+mod common;
+
+use housenum::checkpoint::Checkpoint;
+use housenum::model::{log_probs, Crnn, ModelConfig};
+use housenum::preprocess::{self, Protocol, Strip};
+use housenum::rng::Rng;
+use housenum::svhn::{split_by_name, SvhnSet};
+use housenum::Reader;
+
+const TOL: f32 = 1e-4;
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn random_model_exported_runs_the_same_in_tract() {
+    let cfg = ModelConfig { channels: [8, 12, 16, 20], hidden: 10, ..ModelConfig::default() };
+    let model = Crnn::new(cfg, 42);
+    let bytes = housenum::export::to_onnx_bytes(&model, &[]);
+    let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
+    let mut rng = Rng::new(1);
+    for (n, w) in [(1, 32), (1, 57), (3, 130), (2, 26)] {
+        let x: Vec<f32> = (0..n * 3 * 32 * w).map(|_| rng.normal()).collect();
+        let (got, t) = reader.log_probs(&x, n, w).unwrap();
+        assert_eq!(t, housenum::window::num_steps(w));
+        let want = log_probs(&model, &x, n, w);
+        let d = max_diff(&got, &want);
+        assert!(d < TOL, "n {n} w {w}: max |Δ| {d}");
+    }
+}
+
+fn shipped() -> Crnn {
+    Checkpoint::load(&common::root().join("onnx/housenum.safetensors")).unwrap().model
+}
+
+fn compare_on(strips: &[Strip], model: &Crnn, reader: &Reader) -> (f32, usize) {
+    let mut worst = 0f32;
+    let mut differ = 0;
+    for s in strips {
+        let (got, t) = reader.log_probs(&s.data, 1, s.width).unwrap();
+        let want = log_probs(model, &s.data, 1, s.width);
+        worst = worst.max(max_diff(&got, &want));
+        let a = housenum::ctc::greedy_decode(&got, t, 1, 0).digits;
+        let b = housenum::ctc::greedy_decode(&want, t, 1, 0).digits;
+        differ += usize::from(a != b);
+    }
+    (worst, differ)
+}
+
+#[test]
+fn shipped_model_tract_matches_training_engine_on_validation() {
+    let model = shipped();
+    let reader = Reader::embedded().unwrap();
+    let mut strips: Vec<Strip> = common::samples()
+        .iter()
+        .map(|(p, _)| preprocess::preprocess_file(p, Protocol::Full, &[]).unwrap())
+        .collect();
+    if let Some(svhn) = common::svhn() {
+        let set = SvhnSet::open(&svhn.join("train")).unwrap();
+        let (_, val) = split_by_name(&set.records, 0.1);
+        for protocol in [Protocol::Crop, Protocol::Full] {
+            for r in &val {
+                strips.push(preprocess::preprocess_file(&r.path, protocol, &r.boxes).unwrap());
+            }
+        }
+    }
+    let (worst, differ) = compare_on(&strips, &model, &reader);
+    assert!(worst < TOL, "max |Δ log p| = {worst} over {} strips", strips.len());
+    assert_eq!(differ, 0, "decoded digits differ on {differ} strips");
+}
+
+/// onnxruntime on the same inputs, through `onnx/parity.py`. Skipped when python3 cannot import
+/// onnxruntime, unless `HOUSENUM_REQUIRE_ORT=1` (CI), which makes that a failure.
+#[test]
+fn onnxruntime_matches_tract() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import onnxruntime, numpy"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(std::env::var("HOUSENUM_REQUIRE_ORT").as_deref() != Ok("1"), "onnxruntime required");
+        eprintln!("note: python3 with onnxruntime not found; skipping");
+        return;
+    }
+    let reader = Reader::embedded().unwrap();
+    let mut rng = Rng::new(3);
+    let mut cases = Vec::new();
+    for (i, (p, _)) in common::samples().iter().enumerate() {
+        let s = preprocess::preprocess_file(p, Protocol::Full, &[]).unwrap();
+        cases.push((s.data, s.width, i));
+    }
+    for w in [32, 77, 200] {
+        cases.push(((0..3 * 32 * w).map(|_| rng.normal()).collect(), w, 100 + w));
+    }
+    let mut json = Vec::new();
+    for (x, w, _) in &cases {
+        let (lp, t) = reader.log_probs(x, 1, *w).unwrap();
+        json.push(serde_json::json!({"width": w, "input": x, "steps": t, "log_probs": lp}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cases.json");
+    std::fs::write(&file, serde_json::to_string(&json).unwrap()).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(common::root().join("onnx/parity.py"))
+        .arg(common::root().join("onnx/housenum.onnx"))
+        .arg(&file)
+        .arg(TOL.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("{} cases", cases.len())), "{text}");
+}
+
+#[test]
+fn training_resumes_from_its_checkpoint() {
+    let Some(svhn) = common::svhn() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = housenum::train::TrainConfig {
+        data: svhn.join("train"),
+        out: out.path().to_path_buf(),
+        epochs: 1,
+        limit: Some(64),
+        quiet: true,
+        ..Default::default()
+    };
+    let first = housenum::train::train(&cfg).unwrap();
+    assert_eq!(first.epoch, 1);
+    let after_one = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    cfg.epochs = 2;
+    let second = housenum::train::train(&cfg).unwrap();
+    assert_eq!(second.epoch, 2);
+    assert_eq!(second.history.len(), 2);
+    assert_eq!(second.step, 2 * first.step);
+    assert_eq!(second.history[0].loss, first.history[0].loss);
+    let after_two = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    assert_ne!(after_one.model.params, after_two.model.params);
+    assert!(out.path().join("curve.png").is_file() && out.path().join("history.json").is_file());
+}

@@ -1,0 +1,101 @@
+//! The SVHN reader against the official fixtures and the full `train/` folder.
+
+mod common;
+
+use std::collections::HashMap;
+
+use housenum::svhn::{read_digit_struct, DigitBox, SvhnSet};
+use housenum::Error;
+
+fn csv_labels(path: &std::path::Path) -> HashMap<String, (Vec<u8>, Vec<DigitBox>)> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let mut it = l.split(',');
+            let name = it.next().unwrap().to_string();
+            let digits = housenum::alphabet::digits_from_str(it.next().unwrap()).unwrap();
+            let boxes = it
+                .next()
+                .unwrap()
+                .split(';')
+                .map(|b| {
+                    let v: Vec<f32> = b.split(':').map(|x| x.parse().unwrap()).collect();
+                    DigitBox { left: v[0], top: v[1], width: v[2], height: v[3] }
+                })
+                .collect();
+            (name, (digits, boxes))
+        })
+        .collect()
+}
+
+#[test]
+fn official_fixtures_read_with_missing_images_counted() {
+    let Some(svhn) = common::svhn() else { return };
+    let labels = csv_labels(&svhn.join("labels/train_all.csv"));
+    // (folder, entries in digitStruct.mat, images present)
+    let cases = [("fixtures/official-first40/train", 39, 3), ("fixtures/official-first40/extra", 40, 3)];
+    for (dir, entries, present) in cases {
+        let set = SvhnSet::open(&svhn.join(dir)).unwrap();
+        assert_eq!(set.records.len(), present, "{dir}");
+        assert_eq!(set.missing.len(), entries - present, "{dir}");
+        assert!(set.missing_summary().unwrap().contains(&format!("{}", entries - present)));
+        for r in &set.records {
+            assert_eq!(r.digits.len(), r.boxes.len());
+            let (w, h) = r.image_size.unwrap();
+            for b in &r.boxes {
+                assert!(b.left >= 0.0 && b.top >= 0.0 && b.right() <= w as f32 && b.bottom() <= h as f32, "{dir}/{}: {b:?}", r.name);
+            }
+        }
+        if dir.ends_with("train") {
+            for r in &set.records {
+                let (digits, _) = &labels[&r.name];
+                assert_eq!(&r.digits, digits, "{}", r.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn full_train_folder_agrees_with_the_label_table() {
+    let Some(svhn) = common::svhn() else { return };
+    let labels = csv_labels(&svhn.join("labels/train_all.csv"));
+    let set = SvhnSet::open(&svhn.join("train")).unwrap();
+    assert_eq!(set.records.len(), 2026);
+    assert!(set.missing.is_empty());
+    let mut zeros = 0;
+    let mut bad = Vec::new();
+    for r in &set.records {
+        let (digits, boxes) = &labels[&r.name];
+        zeros += r.digits.iter().filter(|&&d| d == 0).count();
+        let (w, h) = r.image_size.unwrap();
+        let want: Vec<DigitBox> = boxes.iter().map(|b| b.clamped(w, h)).collect();
+        if &r.digits != digits || r.boxes != want {
+            bad.push(r.name.clone());
+        }
+    }
+    assert!(bad.is_empty(), "records that disagree with train_all.csv: {bad:?}");
+    assert!(zeros > 0, "label 10 must become the digit 0");
+}
+
+#[test]
+fn broken_digit_struct_files_get_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.mat");
+    std::fs::write(&garbage, b"MATLAB 7.3 MAT-file, but not really").unwrap();
+    let empty = dir.path().join("empty.mat");
+    std::fs::write(&empty, b"").unwrap();
+    let mut cases = vec![garbage, empty, dir.path().join("missing.mat"), dir.path().to_path_buf()];
+    if let Some(svhn) = common::svhn() {
+        let bytes = std::fs::read(svhn.join("fixtures/official-first40/train/digitStruct.mat")).unwrap();
+        let trunc = dir.path().join("truncated.mat");
+        std::fs::write(&trunc, &bytes[..bytes.len() / 3]).unwrap();
+        cases.push(trunc);
+    }
+    for path in cases {
+        let err = read_digit_struct(&path).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(matches!(err, Error::DigitStruct { .. } | Error::Io { .. }), "{msg}");
+    }
+}
