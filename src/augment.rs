@@ -35,8 +35,14 @@ impl Default for AugmentConfig {
 fn union(boxes: &[DigitBox]) -> (f32, f32, f32, f32) {
     let l = boxes.iter().map(|b| b.left).fold(f32::INFINITY, f32::min);
     let t = boxes.iter().map(|b| b.top).fold(f32::INFINITY, f32::min);
-    let r = boxes.iter().map(|b| b.right()).fold(f32::NEG_INFINITY, f32::max);
-    let b = boxes.iter().map(|b| b.bottom()).fold(f32::NEG_INFINITY, f32::max);
+    let r = boxes
+        .iter()
+        .map(|b| b.right())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let b = boxes
+        .iter()
+        .map(|b| b.bottom())
+        .fold(f32::NEG_INFINITY, f32::max);
     (l, t, r, b)
 }
 
@@ -91,19 +97,29 @@ pub fn augment(img: &Rgb32FImage, boxes: &[DigitBox], cfg: &AugmentConfig, rng: 
     let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0) / 2.0 * bh;
     let aspect = rng.uniform(0.8, 1.2);
     let out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
-    let theta = rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg).to_radians();
+    let theta = rng
+        .uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
+        .to_radians();
     let shear = rng.uniform(-cfg.max_shear, cfg.max_shear);
     // Pre-scale the reachable region with the antialiased resize so that the affine sampling
     // below works near 1:1 (no aliasing when shrinking large photos).
     let k = (HEIGHT as f32 / ch).min(1.0);
     let reach = (cw.max(ch) * 0.75 + ch * cfg.max_shear).max(2.0);
-    let region = preprocess::expand_region((cx - reach, cy - reach, cx + reach, cy + reach), 1.0, 1.0, (iw, ih));
+    let region = preprocess::expand_region(
+        (cx - reach, cy - reach, cx + reach, cy + reach),
+        1.0,
+        1.0,
+        (iw, ih),
+    );
     let (sw, sh) = (
         ((region.width() as f32 * k).round() as usize).max(1),
         ((region.height() as f32 * k).round() as usize).max(1),
     );
     let src = preprocess::resize_region(img, region, sw, sh);
-    let (kx, ky) = (sw as f32 / region.width() as f32, sh as f32 / region.height() as f32);
+    let (kx, ky) = (
+        sw as f32 / region.width() as f32,
+        sh as f32 / region.height() as f32,
+    );
     let (cs, sn) = (theta.cos(), theta.sin());
     let mut data = vec![0f32; 3 * HEIGHT * out_w];
     for v in 0..HEIGHT {
@@ -161,13 +177,18 @@ fn colour(data: &mut [f32], rng: &mut Rng) {
 /// # Shapes
 /// Returns (`[n, 3, HEIGHT, w]`, `w`).
 pub fn pad_batch(strips: &[Strip], rng: &mut Rng) -> (Vec<f32>, usize) {
-    let w = strips.iter().map(|s| s.width).max().unwrap_or(preprocess::MIN_WIDTH);
+    let w = strips
+        .iter()
+        .map(|s| s.width)
+        .max()
+        .unwrap_or(preprocess::MIN_WIDTH);
     let per = 3 * HEIGHT * w;
     let mut out = vec![0f32; strips.len() * per];
     for (i, s) in strips.iter().enumerate() {
         let left = rng.below(w - s.width + 1);
         for row in 0..3 * HEIGHT {
-            out[i * per + row * w + left..][..s.width].copy_from_slice(&s.data[row * s.width..][..s.width]);
+            out[i * per + row * w + left..][..s.width]
+                .copy_from_slice(&s.data[row * s.width..][..s.width]);
         }
     }
     (out, w)

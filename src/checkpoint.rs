@@ -74,19 +74,42 @@ impl Checkpoint {
         let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (idx, (name, shape)) in specs.iter().enumerate() {
             let r = self.model.param_range(idx);
-            buffers.push((name.clone(), shape.clone(), bytes_of(&self.model.params[r.clone()])));
+            buffers.push((
+                name.clone(),
+                shape.clone(),
+                bytes_of(&self.model.params[r.clone()]),
+            ));
             if !self.adam_m.is_empty() {
-                buffers.push((format!("adam_m.{name}"), shape.clone(), bytes_of(&self.adam_m[r.clone()])));
-                buffers.push((format!("adam_v.{name}"), shape.clone(), bytes_of(&self.adam_v[r])));
+                buffers.push((
+                    format!("adam_m.{name}"),
+                    shape.clone(),
+                    bytes_of(&self.adam_m[r.clone()]),
+                ));
+                buffers.push((
+                    format!("adam_v.{name}"),
+                    shape.clone(),
+                    bytes_of(&self.adam_v[r]),
+                ));
             }
         }
         let views: Vec<(String, TensorView)> = buffers
             .iter()
-            .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| ck_err(path, e))?)))
+            .map(|(n, s, b)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| ck_err(path, e))?,
+                ))
+            })
             .collect::<Result<_>>()?;
         let mut meta = HashMap::new();
-        meta.insert("config".to_string(), serde_json::to_string(&self.model.config).expect("config serialises"));
-        meta.insert("state".to_string(), serde_json::to_string(&self.state).expect("state serialises"));
+        meta.insert(
+            "config".to_string(),
+            serde_json::to_string(&self.model.config).expect("config serialises"),
+        );
+        meta.insert(
+            "state".to_string(),
+            serde_json::to_string(&self.state).expect("state serialises"),
+        );
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| ck_err(path, e))?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
@@ -99,25 +122,51 @@ impl Checkpoint {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| ck_err(path, e))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e))?;
-        let meta = meta.metadata().clone().ok_or_else(|| ck_err(path, "no metadata"))?;
-        let config: ModelConfig = serde_json::from_str(meta.get("config").ok_or_else(|| ck_err(path, "no config"))?)
-            .map_err(|e| ck_err(path, e))?;
+        let meta = meta
+            .metadata()
+            .clone()
+            .ok_or_else(|| ck_err(path, "no metadata"))?;
+        let config: ModelConfig = serde_json::from_str(
+            meta.get("config")
+                .ok_or_else(|| ck_err(path, "no config"))?,
+        )
+        .map_err(|e| ck_err(path, e))?;
         let state: TrainState = match meta.get("state") {
             Some(s) => serde_json::from_str(s).map_err(|e| ck_err(path, e))?,
             None => TrainState::default(),
         };
         let read = |name: &str, shape: &[usize]| -> Result<Option<Vec<f32>>> {
-            let Ok(t) = st.tensor(name) else { return Ok(None) };
+            let Ok(t) = st.tensor(name) else {
+                return Ok(None);
+            };
             if t.dtype() != Dtype::F32 || t.shape() != shape {
-                return Err(ck_err(path, format!("{name}: expected f32 {shape:?}, found {:?} {:?}", t.dtype(), t.shape())));
+                return Err(ck_err(
+                    path,
+                    format!(
+                        "{name}: expected f32 {shape:?}, found {:?} {:?}",
+                        t.dtype(),
+                        t.shape()
+                    ),
+                ));
             }
-            Ok(Some(t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()))
+            Ok(Some(
+                t.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ))
         };
         let (mut params, mut m, mut v) = (Vec::new(), Vec::new(), Vec::new());
         let mut has_adam = true;
         for (name, shape) in config.param_specs() {
-            params.extend(read(&name, &shape)?.ok_or_else(|| ck_err(path, format!("missing tensor {name}")))?);
-            match (read(&format!("adam_m.{name}"), &shape)?, read(&format!("adam_v.{name}"), &shape)?) {
+            params.extend(
+                read(&name, &shape)?
+                    .ok_or_else(|| ck_err(path, format!("missing tensor {name}")))?,
+            );
+            match (
+                read(&format!("adam_m.{name}"), &shape)?,
+                read(&format!("adam_v.{name}"), &shape)?,
+            ) {
                 (Some(a), Some(b)) => {
                     m.extend(a);
                     v.extend(b);
@@ -129,7 +178,13 @@ impl Checkpoint {
             m.clear();
             v.clear();
         }
-        let model = Crnn::from_params(config, params).ok_or_else(|| ck_err(path, "parameter sizes do not match the config"))?;
-        Ok(Checkpoint { model, adam_m: m, adam_v: v, state })
+        let model = Crnn::from_params(config, params)
+            .ok_or_else(|| ck_err(path, "parameter sizes do not match the config"))?;
+        Ok(Checkpoint {
+            model,
+            adam_m: m,
+            adam_v: v,
+            state,
+        })
     }
 }

@@ -129,7 +129,10 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
         let (k, v) = row
             .iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc });
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |acc, (k, &v)| if v > acc.1 { (k, v) } else { acc },
+            );
         log_conf += v as f64;
         if k != BLANK {
             if k == prev {
@@ -209,7 +212,9 @@ mod tests {
         let mut seed = 7u64;
         let mut logits: Vec<f32> = (0..t * NUM_CLASSES)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
             })
             .collect();
@@ -241,7 +246,11 @@ mod tests {
             }
         }
         let (loss, grad) = ctc_loss_grad(&logits, t, &labels).unwrap();
-        assert!((loss as f64 + total.ln()).abs() < 1e-4, "{loss} vs {}", -total.ln());
+        assert!(
+            (loss as f64 + total.ln()).abs() < 1e-4,
+            "{loss} vs {}",
+            -total.ln()
+        );
         // Gradient w.r.t. logits sums to zero on every step.
         for row in grad.chunks(NUM_CLASSES) {
             assert!(row.iter().sum::<f32>().abs() < 1e-5);

@@ -19,7 +19,9 @@ pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
     for (i, x) in a.iter().enumerate() {
         cur[0] = i + 1;
         for (j, y) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(x != y)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(x != y))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -142,7 +144,10 @@ pub fn evaluate(
 /// Turn per-image outcomes into a report.
 pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> EvalReport {
     let n = outcomes.len();
-    let right = outcomes.iter().filter(|o| o.error.is_none() && o.predicted == o.truth).count();
+    let right = outcomes
+        .iter()
+        .filter(|o| o.error.is_none() && o.predicted == o.truth)
+        .count();
     let total_digits: usize = outcomes.iter().map(|o| o.truth.len()).sum();
     let total_edit: usize = outcomes.iter().map(|o| o.edit_distance).sum();
     let pairs: Vec<(f32, bool)> = outcomes
@@ -154,9 +159,17 @@ pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> Ev
         .filter(|o| o.error.is_none() && o.predicted != o.truth)
         .cloned()
         .collect();
-    wrong.sort_by(|a, b| b.edit_distance.cmp(&a.edit_distance).then(b.confidence.total_cmp(&a.confidence)));
+    wrong.sort_by(|a, b| {
+        b.edit_distance
+            .cmp(&a.edit_distance)
+            .then(b.confidence.total_cmp(&a.confidence))
+    });
     wrong.truncate(20);
-    let errors: Vec<Outcome> = outcomes.iter().filter(|o| o.error.is_some()).cloned().collect();
+    let errors: Vec<Outcome> = outcomes
+        .iter()
+        .filter(|o| o.error.is_some())
+        .cloned()
+        .collect();
     EvalReport {
         images: n,
         unreadable: errors.len(),
@@ -209,10 +222,18 @@ mod tests {
             truth: t.into(),
             predicted: p.into(),
             confidence: 0.5,
-            edit_distance: if err { t.len() } else { edit_distance(t.as_bytes(), p.as_bytes()) },
+            edit_distance: if err {
+                t.len()
+            } else {
+                edit_distance(t.as_bytes(), p.as_bytes())
+            },
             error: err.then(|| "bad".to_string()),
         };
-        let r = summarise(vec![o("12", "12", false), o("34", "35", false), o("5", "", true)], Protocol::Crop, 1.0);
+        let r = summarise(
+            vec![o("12", "12", false), o("34", "35", false), o("5", "", true)],
+            Protocol::Crop,
+            1.0,
+        );
         assert_eq!(r.images, 3);
         assert_eq!(r.unreadable, 1);
         assert!((r.sequence_accuracy - 1.0 / 3.0).abs() < 1e-9);

@@ -81,7 +81,13 @@ fn string(name: &str, v: &str) -> AttributeProto {
     }
 }
 
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -123,9 +129,20 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
     let mut inits = Vec::new();
     let mut prev = INPUT_NAME.to_string();
     for (i, s) in cfg.convs().iter().enumerate() {
-        let (wn, bn) = (format!("conv{}.weight", i + 1), format!("conv{}.bias", i + 1));
-        inits.push(tensor(&wn, &[s.co, s.ci, s.kh, s.kw], model.param_by_name(&wn).expect("conv weight")));
-        inits.push(tensor(&bn, &[s.co], model.param_by_name(&bn).expect("conv bias")));
+        let (wn, bn) = (
+            format!("conv{}.weight", i + 1),
+            format!("conv{}.bias", i + 1),
+        );
+        inits.push(tensor(
+            &wn,
+            &[s.co, s.ci, s.kh, s.kw],
+            model.param_by_name(&wn).expect("conv weight"),
+        ));
+        inits.push(tensor(
+            &bn,
+            &[s.co],
+            model.param_by_name(&bn).expect("conv bias"),
+        ));
         let conv_out = format!("conv{}", i + 1);
         let relu_out = format!("relu{}", i + 1);
         nodes.push(node(
@@ -133,7 +150,11 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
             &conv_out,
             &[&prev, &wn, &bn],
             &[&conv_out],
-            vec![ints("kernel_shape", &[s.kh as i64, s.kw as i64]), ints("strides", &[1, 1]), ints("pads", &[0, 0, 0, 0])],
+            vec![
+                ints("kernel_shape", &[s.kh as i64, s.kw as i64]),
+                ints("strides", &[1, 1]),
+                ints("pads", &[0, 0, 0, 0]),
+            ],
         ));
         nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
         prev = relu_out;
@@ -151,14 +172,30 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
     }
     // [N, C, 1, T] → [T, N, C]
     inits.push(tensor_i64("squeeze_axes", &[2]));
-    nodes.push(node("Squeeze", "squeeze", &[&prev, "squeeze_axes"], &["features_nct"], vec![]));
-    nodes.push(node("Transpose", "to_tnc", &["features_nct"], &["features"], vec![ints("perm", &[2, 0, 1])]));
+    nodes.push(node(
+        "Squeeze",
+        "squeeze",
+        &[&prev, "squeeze_axes"],
+        &["features_nct"],
+        vec![],
+    ));
+    nodes.push(node(
+        "Transpose",
+        "to_tnc",
+        &["features_nct"],
+        &["features"],
+        vec![ints("perm", &[2, 0, 1])],
+    ));
     // LSTM: W [dirs, 4H, C], R [dirs, 4H, H], B [dirs, 8H] with ONNX gate order i, o, f, c.
     let h = cfg.hidden;
     let dirs = cfg.dirs();
     let (mut w, mut r, mut b) = (Vec::new(), Vec::new(), Vec::new());
     for suffix in ["", "_reverse"].iter().take(dirs) {
-        let p = |n: &str| model.param_by_name(&format!("lstm.{n}_l0{suffix}")).expect("lstm parameter");
+        let p = |n: &str| {
+            model
+                .param_by_name(&format!("lstm.{n}_l0{suffix}"))
+                .expect("lstm parameter")
+        };
         w.extend(pytorch_to_onnx_gates(p("weight_ih"), h));
         r.extend(pytorch_to_onnx_gates(p("weight_hh"), h));
         b.extend(pytorch_to_onnx_gates(p("bias_ih"), h));
@@ -175,13 +212,32 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         &["lstm_y"],
         vec![
             int("hidden_size", h as i64),
-            string("direction", if dirs == 2 { "bidirectional" } else { "forward" }),
+            string(
+                "direction",
+                if dirs == 2 {
+                    "bidirectional"
+                } else {
+                    "forward"
+                },
+            ),
         ],
     ));
     // Y [T, dirs, N, H] → [T, N, dirs·H]
-    nodes.push(node("Transpose", "y_tnd", &["lstm_y"], &["lstm_tndh"], vec![ints("perm", &[0, 2, 1, 3])]));
+    nodes.push(node(
+        "Transpose",
+        "y_tnd",
+        &["lstm_y"],
+        &["lstm_tndh"],
+        vec![ints("perm", &[0, 2, 1, 3])],
+    ));
     inits.push(tensor_i64("y_shape", &[0, 0, (dirs * h) as i64]));
-    nodes.push(node("Reshape", "y_flat", &["lstm_tndh", "y_shape"], &["lstm_out"], vec![]));
+    nodes.push(node(
+        "Reshape",
+        "y_flat",
+        &["lstm_tndh", "y_shape"],
+        &["lstm_out"],
+        vec![],
+    ));
     // Head: MatMul by fc.weightᵀ [dirs·H, 11], Add bias, LogSoftmax.
     let fcw = model.param_by_name("fc.weight").expect("fc weight");
     let k = dirs * h;
@@ -192,17 +248,45 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         }
     }
     inits.push(tensor("fc.weight_t", &[k, NUM_CLASSES], &fcw_t));
-    inits.push(tensor("fc.bias", &[NUM_CLASSES], model.param_by_name("fc.bias").expect("fc bias")));
-    nodes.push(node("MatMul", "fc", &["lstm_out", "fc.weight_t"], &["logits_nb"], vec![]));
-    nodes.push(node("Add", "fc_bias", &["logits_nb", "fc.bias"], &["logits"], vec![]));
-    nodes.push(node("LogSoftmax", "log_softmax", &["logits"], &[OUTPUT_NAME], vec![int("axis", 2)]));
+    inits.push(tensor(
+        "fc.bias",
+        &[NUM_CLASSES],
+        model.param_by_name("fc.bias").expect("fc bias"),
+    ));
+    nodes.push(node(
+        "MatMul",
+        "fc",
+        &["lstm_out", "fc.weight_t"],
+        &["logits_nb"],
+        vec![],
+    ));
+    nodes.push(node(
+        "Add",
+        "fc_bias",
+        &["logits_nb", "fc.bias"],
+        &["logits"],
+        vec![],
+    ));
+    nodes.push(node(
+        "LogSoftmax",
+        "log_softmax",
+        &["logits"],
+        &[OUTPUT_NAME],
+        vec![int("axis", 2)],
+    ));
 
     let graph = GraphProto {
         name: "housenum".into(),
         node: nodes,
         initializer: inits,
-        input: vec![value_info(INPUT_NAME, &[Err("N"), Ok(3), Ok(cfg.height as i64), Err("W")])],
-        output: vec![value_info(OUTPUT_NAME, &[Err("T"), Err("N"), Ok(NUM_CLASSES as i64)])],
+        input: vec![value_info(
+            INPUT_NAME,
+            &[Err("N"), Ok(3), Ok(cfg.height as i64), Err("W")],
+        )],
+        output: vec![value_info(
+            OUTPUT_NAME,
+            &[Err("T"), Err("N"), Ok(NUM_CLASSES as i64)],
+        )],
         ..Default::default()
     };
     ModelProto {
@@ -238,7 +322,10 @@ mod tests {
     fn gate_reorder_table() {
         // Blocks i, f, g, o of size 2 become i, o, f, c(=g).
         let w = [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0];
-        assert_eq!(pytorch_to_onnx_gates(&w, 2), vec![1.0, 1.0, 4.0, 4.0, 2.0, 2.0, 3.0, 3.0]);
+        assert_eq!(
+            pytorch_to_onnx_gates(&w, 2),
+            vec![1.0, 1.0, 4.0, 4.0, 2.0, 2.0, 3.0, 3.0]
+        );
         // With a row length: each block is hidden·k values.
         let w2: Vec<f32> = (0..8 * 3).map(|i| (i / 6) as f32).collect();
         let r = pytorch_to_onnx_gates(&w2, 2);

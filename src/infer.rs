@@ -28,7 +28,9 @@ pub struct Reader {
 
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").field("source", &self.source).finish()
+        f.debug_struct("Reader")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -81,11 +83,16 @@ impl Reader {
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan(1)?;
-        let probe = Tensor::zero::<f32>(&[1, 3, HEIGHT, preprocess::MIN_WIDTH]).map_err(|e| err(e.to_string()))?;
-        let out = plan.run(tvec!(probe.into_tvalue())).map_err(|e| err(format!("does not run on a [1, 3, 32, 32] strip: {e}")))?;
+        let probe = Tensor::zero::<f32>(&[1, 3, HEIGHT, preprocess::MIN_WIDTH])
+            .map_err(|e| err(e.to_string()))?;
+        let out = plan
+            .run(tvec!(probe.into_tvalue()))
+            .map_err(|e| err(format!("does not run on a [1, 3, 32, 32] strip: {e}")))?;
         let shape = out[0].shape().to_vec();
         if shape.len() != 3 || shape[1] != 1 || shape[2] != NUM_CLASSES {
-            return Err(err(format!("output shape {shape:?} is not [T, 1, {NUM_CLASSES}]")));
+            return Err(err(format!(
+                "output shape {shape:?} is not [T, 1, {NUM_CLASSES}]"
+            )));
         }
         Ok(reader)
     }
@@ -123,7 +130,8 @@ impl Reader {
     /// `x`: `[n, 3, HEIGHT, w]` → `[t, n, NUM_CLASSES]`, `t = num_steps(w)`.
     pub fn log_probs(&self, x: &[f32], n: usize, w: usize) -> Result<(Vec<f32>, usize)> {
         let plan = self.plan(n)?;
-        let input = Tensor::from_shape(&[n, 3, HEIGHT, w], x).map_err(|e| Error::Inference(e.to_string()))?;
+        let input = Tensor::from_shape(&[n, 3, HEIGHT, w], x)
+            .map_err(|e| Error::Inference(e.to_string()))?;
         let out = plan
             .run(tvec!(input.into_tvalue()))
             .map_err(|e| Error::Inference(e.to_string()))?;
@@ -144,14 +152,20 @@ impl Reader {
         let mut out: Vec<Option<Decoded>> = vec![None; strips.len()];
         for (w, idx) in by_width {
             for chunk in idx.chunks(MAX_BATCH) {
-                let x: Vec<f32> = chunk.iter().flat_map(|&i| strips[i].data.iter().cloned()).collect();
+                let x: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|&i| strips[i].data.iter().cloned())
+                    .collect();
                 let (lp, t) = self.log_probs(&x, chunk.len(), w)?;
                 for (b, &i) in chunk.iter().enumerate() {
                     out[i] = Some(greedy_decode(&lp, t, chunk.len(), b));
                 }
             }
         }
-        Ok(out.into_iter().map(|d| d.expect("every strip decoded")).collect())
+        Ok(out
+            .into_iter()
+            .map(|d| d.expect("every strip decoded"))
+            .collect())
     }
 
     /// Read one strip.
@@ -166,7 +180,12 @@ impl Reader {
     }
 
     /// Read one image file under a protocol (crop needs the digit boxes).
-    pub fn read_file_with(&self, path: &Path, protocol: Protocol, boxes: &[DigitBox]) -> Result<Decoded> {
+    pub fn read_file_with(
+        &self,
+        path: &Path,
+        protocol: Protocol,
+        boxes: &[DigitBox],
+    ) -> Result<Decoded> {
         let strip = preprocess::preprocess_file(path, protocol, boxes)?;
         self.read_strip(&strip)
     }

@@ -36,7 +36,7 @@ pub mod svhn;
 pub mod train;
 pub mod window;
 
-pub use error::{Error, Result};
 pub use ctc::Decoded;
+pub use error::{Error, Result};
 pub use infer::Reader;
 pub use preprocess::Protocol;

@@ -56,17 +56,40 @@ impl ModelConfig {
     pub fn convs(&self) -> [ConvShape; 4] {
         let c = self.channels;
         [
-            ConvShape { ci: 3, co: c[0], kh: 3, kw: 3 },
-            ConvShape { ci: c[0], co: c[1], kh: 3, kw: 3 },
-            ConvShape { ci: c[1], co: c[2], kh: 3, kw: 3 },
-            ConvShape { ci: c[2], co: c[3], kh: self.last_kernel_height(), kw: 3 },
+            ConvShape {
+                ci: 3,
+                co: c[0],
+                kh: 3,
+                kw: 3,
+            },
+            ConvShape {
+                ci: c[0],
+                co: c[1],
+                kh: 3,
+                kw: 3,
+            },
+            ConvShape {
+                ci: c[1],
+                co: c[2],
+                kh: 3,
+                kw: 3,
+            },
+            ConvShape {
+                ci: c[2],
+                co: c[3],
+                kh: self.last_kernel_height(),
+                kw: 3,
+            },
         ]
     }
     /// Parameter names and shapes, in storage order.
     pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = Vec::new();
         for (i, s) in self.convs().iter().enumerate() {
-            v.push((format!("conv{}.weight", i + 1), vec![s.co, s.ci, s.kh, s.kw]));
+            v.push((
+                format!("conv{}.weight", i + 1),
+                vec![s.co, s.ci, s.kh, s.kw],
+            ));
             v.push((format!("conv{}.bias", i + 1), vec![s.co]));
         }
         let (h, f) = (self.hidden, self.channels[3]);
@@ -181,7 +204,10 @@ impl Crnn {
     /// Parameter by name.
     pub fn param_by_name(&self, name: &str) -> Option<&[f32]> {
         let specs = self.config.param_specs();
-        specs.iter().position(|(n, _)| n == name).map(|i| self.param(i))
+        specs
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| self.param(i))
     }
 
     /// Range of parameter `idx` inside the flat buffer.
@@ -201,13 +227,34 @@ impl Crnn {
         let (h1, w1) = (h0 - 2, w - 2);
         let (p1, i1) = nn::maxpool2(&a1, s[0].co, h1, w1);
         let (h1p, w1p) = (h1 / 2, w1 / 2);
-        let (a2, c2) = nn::conv_relu(&p1, s[1], h1p, w1p, self.param(CONV_W[1]), self.param(CONV_B[1]));
+        let (a2, c2) = nn::conv_relu(
+            &p1,
+            s[1],
+            h1p,
+            w1p,
+            self.param(CONV_W[1]),
+            self.param(CONV_B[1]),
+        );
         let (h2, w2) = (h1p - 2, w1p - 2);
         let (p2, i2) = nn::maxpool2(&a2, s[1].co, h2, w2);
         let (h2p, w2p) = (h2 / 2, w2 / 2);
-        let (a3, c3) = nn::conv_relu(&p2, s[2], h2p, w2p, self.param(CONV_W[2]), self.param(CONV_B[2]));
+        let (a3, c3) = nn::conv_relu(
+            &p2,
+            s[2],
+            h2p,
+            w2p,
+            self.param(CONV_W[2]),
+            self.param(CONV_B[2]),
+        );
         let (h3, w3) = (h2p - 2, w2p - 2);
-        let (a4, c4) = nn::conv_relu(&a3, s[3], h3, w3, self.param(CONV_W[3]), self.param(CONV_B[3]));
+        let (a4, c4) = nn::conv_relu(
+            &a3,
+            s[3],
+            h3,
+            w3,
+            self.param(CONV_W[3]),
+            self.param(CONV_B[3]),
+        );
         let out = a4.clone();
         let cache = ConvCache {
             x: x.to_vec(),
@@ -280,7 +327,17 @@ impl Crnn {
         for row in log_probs.chunks_exact_mut(NUM_CLASSES) {
             row.copy_from_slice(self.param(fc_w + 1));
         }
-        nn::gemm(t * n, dh, NUM_CLASSES, &lstm_out, false, self.param(fc_w), true, &mut log_probs, 1.0);
+        nn::gemm(
+            t * n,
+            dh,
+            NUM_CLASSES,
+            &lstm_out,
+            false,
+            self.param(fc_w),
+            true,
+            &mut log_probs,
+            1.0,
+        );
         nn::log_softmax_rows(&mut log_probs, NUM_CLASSES);
         Forward {
             n,
@@ -308,7 +365,17 @@ impl Crnn {
         // Head.
         {
             let r = self.param_range(fc_w);
-            nn::gemm(NUM_CLASSES, t * n, dh, dlogits, true, &fwd.lstm_out, false, &mut grad[r], 1.0);
+            nn::gemm(
+                NUM_CLASSES,
+                t * n,
+                dh,
+                dlogits,
+                true,
+                &fwd.lstm_out,
+                false,
+                &mut grad[r],
+                1.0,
+            );
             let rb = self.param_range(fc_w + 1);
             for row in dlogits.chunks_exact(NUM_CLASSES) {
                 for (g, v) in grad[rb.clone()].iter_mut().zip(row) {
@@ -317,7 +384,17 @@ impl Crnn {
             }
         }
         let mut dlstm_out = vec![0f32; t * n * dh];
-        nn::gemm(t * n, NUM_CLASSES, dh, dlogits, false, self.param(fc_w), false, &mut dlstm_out, 0.0);
+        nn::gemm(
+            t * n,
+            NUM_CLASSES,
+            dh,
+            dlogits,
+            false,
+            self.param(fc_w),
+            false,
+            &mut dlstm_out,
+            0.0,
+        );
         // LSTM directions.
         let mut dseq = vec![0f32; t * n * f];
         for d in 0..dirs {
@@ -376,7 +453,10 @@ impl Crnn {
                     _ => &cache.acts[2],
                 };
                 let _ = input;
-                let (wr, br) = (self.param_range(CONV_W[layer]), self.param_range(CONV_B[layer]));
+                let (wr, br) = (
+                    self.param_range(CONV_W[layer]),
+                    self.param_range(CONV_B[layer]),
+                );
                 let (gw, gb) = split_two(&mut grad, wr, br);
                 let dx = nn::conv_relu_backward(
                     &mut dy,
@@ -427,7 +507,13 @@ fn split_two(
 /// # Shapes
 /// `x`: `[n, 3, height, w]`; `targets`: `n` digit sequences. Returns
 /// `(mean loss, gradient [num_params], number of samples used)`.
-pub fn loss_and_grad(model: &Crnn, x: &[f32], n: usize, w: usize, targets: &[Vec<u8>]) -> (f32, Vec<f32>, usize) {
+pub fn loss_and_grad(
+    model: &Crnn,
+    x: &[f32],
+    n: usize,
+    w: usize,
+    targets: &[Vec<u8>],
+) -> (f32, Vec<f32>, usize) {
     let per = 3 * model.config.height * w;
     let chunk = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
     // First pass per chunk: forward + per-sample CTC; the normalisation needs the count of
@@ -450,8 +536,9 @@ pub fn loss_and_grad(model: &Crnn, x: &[f32], n: usize, w: usize, targets: &[Vec
                     .collect();
                 let mut lp = vec![0f32; t * NUM_CLASSES];
                 for tt in 0..t {
-                    lp[tt * NUM_CLASSES..][..NUM_CLASSES]
-                        .copy_from_slice(&fwd.log_probs[(tt * m + b) * NUM_CLASSES..][..NUM_CLASSES]);
+                    lp[tt * NUM_CLASSES..][..NUM_CLASSES].copy_from_slice(
+                        &fwd.log_probs[(tt * m + b) * NUM_CLASSES..][..NUM_CLASSES],
+                    );
                 }
                 if let Some((l, g)) = crate::ctc::ctc_loss_grad(&lp, t, &labels) {
                     let scale = 1.0 / labels.len().max(1) as f32;
@@ -459,7 +546,8 @@ pub fn loss_and_grad(model: &Crnn, x: &[f32], n: usize, w: usize, targets: &[Vec
                     used += 1;
                     for tt in 0..t {
                         for k in 0..NUM_CLASSES {
-                            dlogits[(tt * m + b) * NUM_CLASSES + k] = g[tt * NUM_CLASSES + k] * scale;
+                            dlogits[(tt * m + b) * NUM_CLASSES + k] =
+                                g[tt * NUM_CLASSES + k] * scale;
                         }
                     }
                 }
@@ -527,7 +615,10 @@ mod tests {
                 assert_eq!(one.len(), f, "a window gives exactly one step");
                 for c in 0..f {
                     let (a, b) = (full[c * t + step], one[c]);
-                    assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()), "w {w} step {step} ch {c}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                        "w {w} step {step} ch {c}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -569,7 +660,11 @@ mod tests {
                 let num = (lp - lm) / (2.0 * eps);
                 let ana = grad[p];
                 let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
-                assert!((num - ana).abs() <= tol, "{name}[{}]: numeric {num} analytic {ana}", p - r.start);
+                assert!(
+                    (num - ana).abs() <= tol,
+                    "{name}[{}]: numeric {num} analytic {ana}",
+                    p - r.start
+                );
                 checked += 1;
             }
         }

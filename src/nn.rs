@@ -125,7 +125,17 @@ pub fn conv_relu(
     for (c, b) in bias.iter().enumerate() {
         y[c * ho * wo..][..ho * wo].fill(*b);
     }
-    gemm(s.co, s.k(), ho * wo, weight, false, &cols, false, &mut y, 1.0);
+    gemm(
+        s.co,
+        s.k(),
+        ho * wo,
+        weight,
+        false,
+        &cols,
+        false,
+        &mut y,
+        1.0,
+    );
     y.iter_mut().for_each(|v| *v = v.max(0.0));
     (y, cols)
 }
@@ -257,7 +267,17 @@ pub fn lstm_forward(
     for &step in &order {
         let g = &mut gates[step * n * g4..][..n * g4];
         if let Some(p) = prev {
-            gemm(n, hid, g4, &h[p * n * hid..][..n * hid], false, w_hh, true, g, 1.0);
+            gemm(
+                n,
+                hid,
+                g4,
+                &h[p * n * hid..][..n * hid],
+                false,
+                w_hh,
+                true,
+                g,
+                1.0,
+            );
         }
         for b in 0..n {
             let gr = &mut g[b * g4..][..g4];

@@ -24,20 +24,23 @@ pub fn training_curve(history: &[EpochLog], path: &Path) -> Result<()> {
     let n = history.len().max(2) as f32 - 1.0;
     let x_of = |i: usize| l + (r - l) * i as f32 / n;
     let max_loss = history.iter().map(|e| e.loss).fold(1e-6f32, f32::max);
-    let series: [(Box<dyn Fn(&EpochLog) -> f32>, Rgb<u8>); 3] = [
-        (Box::new(move |e: &EpochLog| e.loss / max_loss), Rgb([220, 40, 40])),
-        (Box::new(|e: &EpochLog| e.val_crop as f32), Rgb([40, 80, 220])),
-        (Box::new(|e: &EpochLog| e.val_full as f32), Rgb([40, 160, 60])),
+    type Value = fn(&EpochLog) -> f32;
+    let series: [(Value, Rgb<u8>); 3] = [
+        (|e| e.loss, Rgb([220, 40, 40])),
+        (|e| e.val_crop as f32, Rgb([40, 80, 220])),
+        (|e| e.val_full as f32, Rgb([40, 160, 60])),
     ];
-    for (f, colour) in &series {
+    for (i_series, (f, colour)) in series.iter().enumerate() {
+        let scale = if i_series == 0 { max_loss } else { 1.0 };
         for i in 1..history.len() {
-            let y0 = b - (b - t) * f(&history[i - 1]).clamp(0.0, 1.0);
-            let y1 = b - (b - t) * f(&history[i]).clamp(0.0, 1.0);
+            let y0 = b - (b - t) * (f(&history[i - 1]) / scale).clamp(0.0, 1.0);
+            let y1 = b - (b - t) * (f(&history[i]) / scale).clamp(0.0, 1.0);
             draw_line_segment_mut(&mut img, (x_of(i - 1), y0), (x_of(i), y1), *colour);
         }
     }
     for i in 0..history.len() {
         draw_line_segment_mut(&mut img, (x_of(i), b), (x_of(i), b + 4.0), Rgb([0, 0, 0]));
     }
-    img.save(path).map_err(|e| Error::io(path, std::io::Error::other(e)))
+    img.save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e)))
 }

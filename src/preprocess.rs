@@ -129,7 +129,9 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
         return Err(decode_err("unknown image format".into()));
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
-        return Err(decode_err("truncated JPEG (no end-of-image marker after the scan data)".into()));
+        return Err(decode_err(
+            "truncated JPEG (no end-of-image marker after the scan data)".into(),
+        ));
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
@@ -169,8 +171,14 @@ pub fn protocol_region(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox])
     }
     let l = boxes.iter().map(|b| b.left).fold(f32::INFINITY, f32::min);
     let t = boxes.iter().map(|b| b.top).fold(f32::INFINITY, f32::min);
-    let r = boxes.iter().map(|b| b.right()).fold(f32::NEG_INFINITY, f32::max);
-    let b = boxes.iter().map(|b| b.bottom()).fold(f32::NEG_INFINITY, f32::max);
+    let r = boxes
+        .iter()
+        .map(|b| b.right())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let b = boxes
+        .iter()
+        .map(|b| b.bottom())
+        .fold(f32::NEG_INFINITY, f32::max);
     expand_region((l, t, r, b), 1.3, 1.3, size)
 }
 
@@ -411,7 +419,9 @@ mod tests {
         let p = Path::new("some/where.png");
         let e = decode_image(b"", p).unwrap_err().to_string();
         assert!(e.contains("some/where.png") && e.contains("empty"), "{e}");
-        let e = decode_image(b"hello, I am text", p).unwrap_err().to_string();
+        let e = decode_image(b"hello, I am text", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("some/where.png"), "{e}");
     }
 }

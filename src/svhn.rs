@@ -107,17 +107,21 @@ fn read_field(mat: &Path, ds: &Dataset, field: &str, idx: usize) -> Result<Vec<f
     }
 }
 
+/// One `digitStruct.mat` entry: file name, digits, boxes (not yet clamped).
+pub type DigitStructEntry = (String, Vec<u8>, Vec<DigitBox>);
+
 /// Parse `digitStruct.mat` into (name, digits, boxes) triples without touching the images.
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read, [`Error::DigitStruct`] when it is not HDF5 or not
 /// in the official layout (the message names the entry and field at fault).
-pub fn read_digit_struct(mat: &Path) -> Result<Vec<(String, Vec<u8>, Vec<DigitBox>)>> {
+pub fn read_digit_struct(mat: &Path) -> Result<Vec<DigitStructEntry>> {
     let meta = std::fs::metadata(mat).map_err(|e| Error::io(mat, e))?;
     if meta.is_dir() {
         return Err(ds_err(mat, "is a directory"));
     }
-    let file = File::open(mat).map_err(|e| ds_err(mat, format!("not a readable HDF5 file: {e}")))?;
+    let file =
+        File::open(mat).map_err(|e| ds_err(mat, format!("not a readable HDF5 file: {e}")))?;
     let names = file
         .dataset("/digitStruct/name")
         .map_err(|e| ds_err(mat, format!("/digitStruct/name: {e}")))?

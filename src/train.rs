@@ -140,7 +140,10 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
     let decoded: Vec<(usize, Vec<u8>)> = groups
         .par_iter()
         .flat_map_iter(|(w, idx)| {
-            let x: Vec<f32> = idx.iter().flat_map(|&i| strips[i].data.iter().cloned()).collect();
+            let x: Vec<f32> = idx
+                .iter()
+                .flat_map(|&i| strips[i].data.iter().cloned())
+                .collect();
             let lp = crate::model::log_probs(model, &x, idx.len(), *w);
             let t = crate::window::num_steps(*w);
             idx.iter()
@@ -229,7 +232,10 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         eprintln!("skipped: {e}");
     }
     if samples.is_empty() {
-        return Err(Error::Config(format!("{}: no usable training images", cfg.data.display())));
+        return Err(Error::Config(format!(
+            "{}: no usable training images",
+            cfg.data.display()
+        )));
     }
     let (vc, vct) = val_strips(&val_recs, Protocol::Crop);
     let (vf, vft) = val_strips(&val_recs, Protocol::Full);
@@ -237,10 +243,22 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let ck_path = last_checkpoint(&cfg.out);
     let (mut model, mut adam, mut state) = if ck_path.exists() {
         let ck = Checkpoint::load(&ck_path)?;
-        eprintln!("resuming from {} (epoch {} done)", ck_path.display(), ck.state.epoch);
+        eprintln!(
+            "resuming from {} (epoch {} done)",
+            ck_path.display(),
+            ck.state.epoch
+        );
         let n = ck.model.num_params();
-        let (m, v) = if ck.adam_m.len() == n { (ck.adam_m, ck.adam_v) } else { (vec![0.0; n], vec![0.0; n]) };
-        let adam = Adam { m, v, t: ck.state.step };
+        let (m, v) = if ck.adam_m.len() == n {
+            (ck.adam_m, ck.adam_v)
+        } else {
+            (vec![0.0; n], vec![0.0; n])
+        };
+        let adam = Adam {
+            m,
+            v,
+            t: ck.state.step,
+        };
         (ck.model, adam, ck.state)
     } else {
         let model = Crnn::new(cfg.model.clone(), cfg.seed);
@@ -249,9 +267,21 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             train_config: serde_json::to_value(cfg).expect("config serialises"),
             ..Default::default()
         };
-        (model, Adam { m: vec![0.0; n], v: vec![0.0; n], t: 0 }, state)
+        (
+            model,
+            Adam {
+                m: vec![0.0; n],
+                v: vec![0.0; n],
+                t: 0,
+            },
+            state,
+        )
     };
-    eprintln!("model: {} parameters, {:?}", model.num_params(), model.config);
+    eprintln!(
+        "model: {} parameters, {:?}",
+        model.num_params(),
+        model.config
+    );
     let steps_per_epoch = samples.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
 
@@ -267,20 +297,33 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 .par_iter()
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
-                    (augment::augment(&samples[i].image, &samples[i].boxes, &cfg.augment, &mut rng), i)
+                    (
+                        augment::augment(
+                            &samples[i].image,
+                            &samples[i].boxes,
+                            &cfg.augment,
+                            &mut rng,
+                        ),
+                        i,
+                    )
                 })
                 .collect();
             strips.sort_by_key(|(s, _)| s.width);
             let mut prng = Rng::derive(cfg.seed ^ 0xbad, (epoch as u64) << 32 | pool_i as u64);
             for batch in strips.chunks(cfg.batch_size) {
                 let (s, idx): (Vec<Strip>, Vec<usize>) = batch.iter().cloned().unzip();
-                let targets: Vec<Vec<u8>> = idx.iter().map(|&i| samples[i].digits.clone()).collect();
+                let targets: Vec<Vec<u8>> =
+                    idx.iter().map(|&i| samples[i].digits.clone()).collect();
                 let (x, w) = augment::pad_batch(&s, &mut prng);
                 let (loss, mut grad, used) = loss_and_grad(&model, &x, s.len(), w, &targets);
                 let norm = clip_grad_norm(&mut grad, cfg.clip_norm);
                 if used == 0 || !loss.is_finite() || !norm.is_finite() {
                     skipped += 1;
-                    eprintln!("warning: epoch {} step {}: non-finite loss or gradient, step skipped", epoch + 1, state.step);
+                    eprintln!(
+                        "warning: epoch {} step {}: non-finite loss or gradient, step skipped",
+                        epoch + 1,
+                        state.step
+                    );
                 } else {
                     let lr = lr_at(cfg.lr, state.step, total_steps);
                     adam.step(&mut model.params, &grad, lr);
@@ -325,8 +368,11 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         };
         ck.save(&ck_path)?;
         let hist = cfg.out.join("history.json");
-        std::fs::write(&hist, serde_json::to_string_pretty(&state.history).expect("history serialises"))
-            .map_err(|e| Error::io(&hist, e))?;
+        std::fs::write(
+            &hist,
+            serde_json::to_string_pretty(&state.history).expect("history serialises"),
+        )
+        .map_err(|e| Error::io(&hist, e))?;
         crate::plot::training_curve(&state.history, &cfg.out.join("curve.png"))?;
     }
     Ok(state)

@@ -28,7 +28,10 @@ pub fn window_span(t: usize) -> (usize, usize) {
 /// Returns `[c, h, WINDOW]`.
 pub fn cut_window(strip: &[f32], c: usize, h: usize, width: usize, t: usize) -> Vec<f32> {
     let (x0, _) = window_span(t);
-    assert!(x0 + WINDOW <= width, "window {t} is outside a strip {width} wide");
+    assert!(
+        x0 + WINDOW <= width,
+        "window {t} is outside a strip {width} wide"
+    );
     let mut out = Vec::with_capacity(c * h * WINDOW);
     for row in 0..c * h {
         out.extend_from_slice(&strip[row * width + x0..][..WINDOW]);
@@ -42,7 +45,16 @@ mod tests {
 
     #[test]
     fn steps_table() {
-        let cases = [(0, 0), (25, 0), (26, 1), (29, 1), (30, 2), (32, 2), (100, 19), (128, 26)];
+        let cases = [
+            (0, 0),
+            (25, 0),
+            (26, 1),
+            (29, 1),
+            (30, 2),
+            (32, 2),
+            (100, 19),
+            (128, 26),
+        ];
         let bad: Vec<_> = cases
             .iter()
             .filter(|(w, t)| num_steps(*w) != *t)

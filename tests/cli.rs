@@ -8,7 +8,9 @@ use common::{run, samples};
 fn read_gets_the_sample_numbers_right() {
     let s = samples();
     let paths: Vec<String> = s.iter().map(|(p, _)| p.display().to_string()).collect();
-    let args: Vec<&str> = std::iter::once("read").chain(paths.iter().map(String::as_str)).collect();
+    let args: Vec<&str> = std::iter::once("read")
+        .chain(paths.iter().map(String::as_str))
+        .collect();
     let (code, out, err) = run(&args, None);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
@@ -36,10 +38,16 @@ fn read_gets_the_sample_numbers_right() {
 fn read_json_directory_and_stdin() {
     let (code, out, _) = run(&["read", "--json", "data/samples"], None);
     assert_eq!(code, 0);
-    let objs: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let objs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(objs.len(), samples().len());
     for o in &objs {
-        assert!(o["path"].is_string() && o["digits"].is_string() && o["confidence"].is_number(), "{o}");
+        assert!(
+            o["path"].is_string() && o["digits"].is_string() && o["confidence"].is_number(),
+            "{o}"
+        );
     }
     let (path, want) = &samples()[0];
     let bytes = std::fs::read(path).unwrap();
@@ -54,13 +62,31 @@ fn bad_inputs_are_reported_by_name_and_the_rest_still_read() {
     let good = samples()[0].0.clone();
     let png = std::fs::read(&good).unwrap();
     let mut jpeg = Vec::new();
-    image::open(&good).unwrap().write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    image::open(&good)
+        .unwrap()
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
     // (file name, contents, expected words in the error)
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.png", vec![], "empty"),
-        ("text.png", b"this is not an image\n".to_vec(), "not a readable image"),
-        ("truncated.png", png[..png.len() / 2].to_vec(), "not a readable image"),
-        ("truncated.jpg", jpeg[..jpeg.len() / 3].to_vec(), "not a readable image"),
+        (
+            "text.png",
+            b"this is not an image\n".to_vec(),
+            "not a readable image",
+        ),
+        (
+            "truncated.png",
+            png[..png.len() / 2].to_vec(),
+            "not a readable image",
+        ),
+        (
+            "truncated.jpg",
+            jpeg[..jpeg.len() / 3].to_vec(),
+            "not a readable image",
+        ),
         ("notes.txt", b"1234".to_vec(), "not a readable image"),
     ];
     let mut args = vec!["read".to_string()];
@@ -75,13 +101,24 @@ fn bad_inputs_are_reported_by_name_and_the_rest_still_read() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, err) = run(&argv, None);
     assert_eq!(code, 1, "some inputs are bad: exit 1\n{err}");
-    assert_eq!(out.lines().count(), 1, "the good image is still read: {out}");
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "the good image is still read: {out}"
+    );
     assert!(out.contains(&good.display().to_string()));
     for (name, _, words) in &cases {
-        let line = err.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("no error for {name}:\n{err}"));
+        let line = err
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no error for {name}:\n{err}"));
         assert!(line.contains(words), "{name}: {line}");
     }
-    assert!(err.lines().any(|l| l.contains("missing.png") && l.contains("cannot read")), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("missing.png") && l.contains("cannot read")),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -95,7 +132,10 @@ fn an_unusable_model_is_rejected_naming_the_file() {
     std::fs::write(&truncated, &real[..real.len() / 2]).unwrap();
     let sample = samples()[0].0.display().to_string();
     for m in [&bogus, &truncated] {
-        let (code, _, err) = run(&["read", "--model", &m.display().to_string(), &sample], None);
+        let (code, _, err) = run(
+            &["read", "--model", &m.display().to_string(), &sample],
+            None,
+        );
         assert_eq!(code, 2, "{err}");
         assert!(err.contains(&m.display().to_string()), "{err}");
     }
@@ -110,15 +150,27 @@ fn eval_counts_unreadable_images_and_goes_on() {
         common::copy_to(&src.join(f), dir.path(), f);
     }
     std::fs::write(dir.path().join("2.png"), b"\x89PNG broken").unwrap();
-    let (code, out, err) = run(&["eval", "--json", "-q", &dir.path().display().to_string()], None);
+    let (code, out, err) = run(
+        &["eval", "--json", "-q", &dir.path().display().to_string()],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["images"], 3);
     assert_eq!(v["unreadable"], 1);
-    for key in ["sequence_accuracy", "digit_accuracy", "mean_edit_distance", "images_per_second", "coverage_at_98"] {
+    for key in [
+        "sequence_accuracy",
+        "digit_accuracy",
+        "mean_edit_distance",
+        "images_per_second",
+        "coverage_at_98",
+    ] {
         assert!(v[key].is_number(), "{key}");
     }
     assert_eq!(v["protocol"], "crop");
     assert!(err.contains("2.png"), "{err}");
-    assert!(err.contains("36 image(s)") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("36 image(s)") && err.contains("missing"),
+        "{err}"
+    );
 }

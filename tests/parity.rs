@@ -14,12 +14,19 @@ const TOL: f32 = 1e-4;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn random_model_exported_runs_the_same_in_tract() {
-    let cfg = ModelConfig { channels: [8, 12, 16, 20], hidden: 10, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        channels: [8, 12, 16, 20],
+        hidden: 10,
+        ..ModelConfig::default()
+    };
     let model = Crnn::new(cfg, 42);
     let bytes = housenum::export::to_onnx_bytes(&model, &[]);
     let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
@@ -35,7 +42,9 @@ fn random_model_exported_runs_the_same_in_tract() {
 }
 
 fn shipped() -> Crnn {
-    Checkpoint::load(&common::root().join("onnx/housenum.safetensors")).unwrap().model
+    Checkpoint::load(&common::root().join("onnx/housenum.safetensors"))
+        .unwrap()
+        .model
 }
 
 fn compare_on(strips: &[Strip], model: &Crnn, reader: &Reader) -> (f32, usize) {
@@ -70,7 +79,11 @@ fn shipped_model_tract_matches_training_engine_on_validation() {
         }
     }
     let (worst, differ) = compare_on(&strips, &model, &reader);
-    assert!(worst < TOL, "max |Δ log p| = {worst} over {} strips", strips.len());
+    assert!(
+        worst < TOL,
+        "max |Δ log p| = {worst} over {} strips",
+        strips.len()
+    );
     assert_eq!(differ, 0, "decoded digits differ on {differ} strips");
 }
 
@@ -84,7 +97,10 @@ fn onnxruntime_matches_tract() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        assert!(std::env::var("HOUSENUM_REQUIRE_ORT").as_deref() != Ok("1"), "onnxruntime required");
+        assert!(
+            std::env::var("HOUSENUM_REQUIRE_ORT").as_deref() != Ok("1"),
+            "onnxruntime required"
+        );
         eprintln!("note: python3 with onnxruntime not found; skipping");
         return;
     }
@@ -113,7 +129,8 @@ fn onnxruntime_matches_tract() {
         .arg(TOL.to_string())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("{} cases", cases.len())), "{text}");
 }

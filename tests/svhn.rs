@@ -21,7 +21,12 @@ fn csv_labels(path: &std::path::Path) -> HashMap<String, (Vec<u8>, Vec<DigitBox>
                 .split(';')
                 .map(|b| {
                     let v: Vec<f32> = b.split(':').map(|x| x.parse().unwrap()).collect();
-                    DigitBox { left: v[0], top: v[1], width: v[2], height: v[3] }
+                    DigitBox {
+                        left: v[0],
+                        top: v[1],
+                        width: v[2],
+                        height: v[3],
+                    }
                 })
                 .collect();
             (name, (digits, boxes))
@@ -34,17 +39,30 @@ fn official_fixtures_read_with_missing_images_counted() {
     let Some(svhn) = common::svhn() else { return };
     let labels = csv_labels(&svhn.join("labels/train_all.csv"));
     // (folder, entries in digitStruct.mat, images present)
-    let cases = [("fixtures/official-first40/train", 39, 3), ("fixtures/official-first40/extra", 40, 3)];
+    let cases = [
+        ("fixtures/official-first40/train", 39, 3),
+        ("fixtures/official-first40/extra", 40, 3),
+    ];
     for (dir, entries, present) in cases {
         let set = SvhnSet::open(&svhn.join(dir)).unwrap();
         assert_eq!(set.records.len(), present, "{dir}");
         assert_eq!(set.missing.len(), entries - present, "{dir}");
-        assert!(set.missing_summary().unwrap().contains(&format!("{}", entries - present)));
+        assert!(set
+            .missing_summary()
+            .unwrap()
+            .contains(&format!("{}", entries - present)));
         for r in &set.records {
             assert_eq!(r.digits.len(), r.boxes.len());
             let (w, h) = r.image_size.unwrap();
             for b in &r.boxes {
-                assert!(b.left >= 0.0 && b.top >= 0.0 && b.right() <= w as f32 && b.bottom() <= h as f32, "{dir}/{}: {b:?}", r.name);
+                assert!(
+                    b.left >= 0.0
+                        && b.top >= 0.0
+                        && b.right() <= w as f32
+                        && b.bottom() <= h as f32,
+                    "{dir}/{}: {b:?}",
+                    r.name
+                );
             }
         }
         if dir.ends_with("train") {
@@ -74,7 +92,10 @@ fn full_train_folder_agrees_with_the_label_table() {
             bad.push(r.name.clone());
         }
     }
-    assert!(bad.is_empty(), "records that disagree with train_all.csv: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "records that disagree with train_all.csv: {bad:?}"
+    );
     assert!(zeros > 0, "label 10 must become the digit 0");
 }
 
@@ -85,9 +106,15 @@ fn broken_digit_struct_files_get_errors_naming_them() {
     std::fs::write(&garbage, b"MATLAB 7.3 MAT-file, but not really").unwrap();
     let empty = dir.path().join("empty.mat");
     std::fs::write(&empty, b"").unwrap();
-    let mut cases = vec![garbage, empty, dir.path().join("missing.mat"), dir.path().to_path_buf()];
+    let mut cases = vec![
+        garbage,
+        empty,
+        dir.path().join("missing.mat"),
+        dir.path().to_path_buf(),
+    ];
     if let Some(svhn) = common::svhn() {
-        let bytes = std::fs::read(svhn.join("fixtures/official-first40/train/digitStruct.mat")).unwrap();
+        let bytes =
+            std::fs::read(svhn.join("fixtures/official-first40/train/digitStruct.mat")).unwrap();
         let trunc = dir.path().join("truncated.mat");
         std::fs::write(&trunc, &bytes[..bytes.len() / 3]).unwrap();
         cases.push(trunc);
@@ -96,6 +123,9 @@ fn broken_digit_struct_files_get_errors_naming_them() {
         let err = read_digit_struct(&path).expect_err("must fail");
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert!(matches!(err, Error::DigitStruct { .. } | Error::Io { .. }), "{msg}");
+        assert!(
+            matches!(err, Error::DigitStruct { .. } | Error::Io { .. }),
+            "{msg}"
+        );
     }
 }

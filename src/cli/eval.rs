@@ -95,7 +95,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         println!("images              {}", report.images);
         println!("unreadable          {}", report.unreadable);
         println!("protocol            {}", report.protocol);
-        println!("sequence accuracy   {:.2} %", 100.0 * report.sequence_accuracy);
+        println!(
+            "sequence accuracy   {:.2} %",
+            100.0 * report.sequence_accuracy
+        );
         println!("digit accuracy      {:.2} %", 100.0 * report.digit_accuracy);
         println!("mean edit distance  {:.4}", report.mean_edit_distance);
         println!("coverage at 98 %    {:.2} %", 100.0 * report.coverage_at_98);
@@ -103,7 +106,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         if !report.worst.is_empty() {
             println!("worst misreads (name, truth, read, confidence):");
             for o in &report.worst {
-                println!("  {}\t{}\t{}\t{:.3}", o.name, o.truth, o.predicted, o.confidence);
+                println!(
+                    "  {}\t{}\t{}\t{:.3}",
+                    o.name, o.truth, o.predicted, o.confidence
+                );
             }
         }
     }

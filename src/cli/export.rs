@@ -25,7 +25,8 @@ pub struct ExportArgs {
 
 /// Run the subcommand.
 pub fn run(a: ExportArgs) -> Result<ExitCode> {
-    let ck = Checkpoint::load(&a.checkpoint).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let ck = Checkpoint::load(&a.checkpoint)
+        .with_context(|| format!("loading {}", a.checkpoint.display()))?;
     let meta = [
         ("housenum.config", serde_json::to_string(&ck.model.config)?),
         ("housenum.epochs", ck.state.epoch.to_string()),
@@ -44,7 +45,9 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
             adam_v: Vec::new(),
             state: ck.state.clone(),
         };
-        weights_only.save(wpath).with_context(|| format!("writing {}", wpath.display()))?;
+        weights_only
+            .save(wpath)
+            .with_context(|| format!("writing {}", wpath.display()))?;
     }
     // Check: tract on the exported file vs the training-side forward pass on a random strip.
     let reader = housenum::Reader::from_path(&a.out)?;
@@ -53,13 +56,20 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
     let x: Vec<f32> = (0..3 * 32 * w).map(|_| rng.normal()).collect();
     let (lp, _) = reader.log_probs(&x, 1, w)?;
     let want = housenum::model::log_probs(&ck.model, &x, 1, w);
-    let diff = lp.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = lp
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     eprintln!(
         "wrote {} ({} bytes, {} parameters); tract vs training engine max |Δ log p| = {diff:.2e}",
         a.out.display(),
         bytes.len(),
         ck.model.num_params()
     );
-    anyhow::ensure!(diff < 1e-3, "exported model disagrees with the checkpoint (max diff {diff})");
+    anyhow::ensure!(
+        diff < 1e-3,
+        "exported model disagrees with the checkpoint (max diff {diff})"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -48,9 +48,9 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|f| {
-                    f.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                    f.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+                    })
                 })
                 .collect();
             files.sort();
@@ -72,7 +72,9 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     for path in &inputs {
         let result = if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
-            std::io::stdin().read_to_end(&mut bytes).context("reading standard input")?;
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("reading standard input")?;
             preprocess::decode_image(&bytes, Path::new("<stdin>")).map(|img| {
                 let region = preprocess::Region::full(img.width(), img.height());
                 preprocess::strip_from_region(&img, region)
@@ -94,12 +96,20 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
             Err(e) => {
                 failed += 1;
                 if a.json {
-                    writeln!(out, "{}", serde_json::json!({"path": name, "error": e.to_string()}))?;
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"path": name, "error": e.to_string()})
+                    )?;
                 }
                 eprintln!("error: {e}");
             }
         }
         out.flush()?;
     }
-    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

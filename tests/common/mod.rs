@@ -22,7 +22,10 @@ pub fn svhn() -> Option<PathBuf> {
         "SVHN data required but not found at {}",
         dir.display()
     );
-    eprintln!("note: {} not found; skipping the parts of this test that need SVHN", dir.display());
+    eprintln!(
+        "note: {} not found; skipping the parts of this test that need SVHN",
+        dir.display()
+    );
     None
 }
 
@@ -38,7 +41,11 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
     let mut child = Command::new(bin())
         .args(args)
         .current_dir(root())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
