@@ -50,6 +50,9 @@ fn union(boxes: &[DigitBox]) -> (f32, f32, f32, f32) {
 /// and 2.6× in height (so training images can be kept in memory pre-cut). Returns the cut image
 /// and the boxes moved into its coordinates.
 pub fn reachable_part(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Vec<DigitBox>) {
+    if boxes.is_empty() {
+        return (img.clone(), Vec::new());
+    }
     let r = preprocess::expand_region(union(boxes), 3.5, 2.6, img.dimensions());
     let cut = image::imageops::crop_imm(img, r.x0, r.y0, r.width(), r.height()).to_image();
     let moved = boxes
@@ -84,17 +87,24 @@ fn sample(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
 /// One augmented, normalised strip of the number whose digit `boxes` lie in `img`.
 pub fn augment(img: &Rgb32FImage, boxes: &[DigitBox], cfg: &AugmentConfig, rng: &mut Rng) -> Strip {
     let (iw, ih) = img.dimensions();
-    let (l, t, r, b) = union(boxes);
+    let whole = boxes.is_empty();
+    // Without boxes (pseudo-labelled images) the whole image plays the role of the digit union.
+    let (l, t, r, b) = if whole {
+        (0.0, 0.0, iw as f32, ih as f32)
+    } else {
+        union(boxes)
+    };
     let (bw, bh) = ((r - l).max(1.0), (b - t).max(1.0));
-    let loose = rng.chance(cfg.loose_prob);
-    let (fx, fy) = if loose {
+    let (fx, fy) = if whole {
+        (rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.1))
+    } else if rng.chance(cfg.loose_prob) {
         (rng.uniform(1.3, 3.2), rng.uniform(1.3, 2.4))
     } else {
         (rng.uniform(1.05, 1.6), rng.uniform(1.1, 1.55))
     };
     let (cw, ch) = (bw * fx, bh * fy);
-    let cx = (l + r) / 2.0 + rng.uniform(-0.5, 0.5) * (fx - 1.0) / 2.0 * bw;
-    let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0) / 2.0 * bh;
+    let cx = (l + r) / 2.0 + rng.uniform(-0.5, 0.5) * (fx - 1.0).abs() / 2.0 * bw;
+    let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0).abs() / 2.0 * bh;
     let aspect = rng.uniform(0.8, 1.2);
     let out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
     let theta = rng

@@ -146,6 +146,8 @@ pub struct Forward {
     pub log_probs: Vec<f32>,
     convs: Vec<ConvCache>,
     lstm: Vec<LstmCache>,
+    /// Dropout masks (0 or 1/(1−p)) on the window embeddings and on the LSTM outputs.
+    masks: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Crnn {
@@ -280,6 +282,18 @@ impl Crnn {
     /// `x`: `[n, 3, height, w]` with `w ≥ WINDOW` → [`Forward`] with `log_probs`
     /// `[t, n, NUM_CLASSES]`, `t = num_steps(w)`.
     pub fn forward(&self, x: &[f32], n: usize, w: usize) -> Forward {
+        self.forward_dropout(x, n, w, None)
+    }
+
+    /// [`Crnn::forward`] with training-time dropout of rate `p` on the window embeddings and on
+    /// the LSTM outputs (inverted dropout: inference needs no change), masks drawn from `rng`.
+    pub fn forward_dropout(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: usize,
+        dropout: Option<(f32, &mut Rng)>,
+    ) -> Forward {
         let cfg = &self.config;
         let per = 3 * cfg.height * w;
         assert_eq!(x.len(), n * per, "input must be [n, 3, height, w]");
@@ -299,6 +313,18 @@ impl Crnn {
         }
         let hid = cfg.hidden;
         let dirs = cfg.dirs();
+        let masks = dropout.filter(|(p, _)| *p > 0.0).map(|(p, rng)| {
+            let keep = 1.0 / (1.0 - p);
+            let mut draw = |len: usize| -> Vec<f32> {
+                (0..len)
+                    .map(|_| if rng.chance(p) { 0.0 } else { keep })
+                    .collect()
+            };
+            (draw(seq.len()), draw(t * n * dirs * hid))
+        });
+        if let Some((m, _)) = &masks {
+            seq.iter_mut().zip(m).for_each(|(v, k)| *v *= k);
+        }
         let lstm: Vec<LstmCache> = (0..dirs)
             .map(|d| {
                 let base = LSTM0 + 3 * d;
@@ -321,6 +347,9 @@ impl Crnn {
             for row in 0..t * n {
                 lstm_out[row * dh + d * hid..][..hid].copy_from_slice(&cache.h[row * hid..][..hid]);
             }
+        }
+        if let Some((_, m)) = &masks {
+            lstm_out.iter_mut().zip(m).for_each(|(v, k)| *v *= k);
         }
         let fc_w = LSTM0 + 3 * dirs;
         let mut log_probs = vec![0f32; t * n * NUM_CLASSES];
@@ -348,6 +377,7 @@ impl Crnn {
             log_probs,
             convs,
             lstm,
+            masks,
         }
     }
 
@@ -395,6 +425,9 @@ impl Crnn {
             &mut dlstm_out,
             0.0,
         );
+        if let Some((_, m)) = &fwd.masks {
+            dlstm_out.iter_mut().zip(m).for_each(|(v, k)| *v *= k);
+        }
         // LSTM directions.
         let mut dseq = vec![0f32; t * n * f];
         for d in 0..dirs {
@@ -427,6 +460,9 @@ impl Crnn {
             add_into(&mut grad[self.param_range(base + 1)], &ghh);
             add_into(&mut grad[self.param_range(base + 2)], &gb);
             add_into(&mut dseq, &dx);
+        }
+        if let Some((m, _)) = &fwd.masks {
+            dseq.iter_mut().zip(m).for_each(|(v, k)| *v *= k);
         }
         // Conv stacks, one sample at a time.
         let s = cfg.convs();
@@ -514,6 +550,19 @@ pub fn loss_and_grad(
     w: usize,
     targets: &[Vec<u8>],
 ) -> (f32, Vec<f32>, usize) {
+    loss_and_grad_dropout(model, x, n, w, targets, 0.0, 0)
+}
+
+/// [`loss_and_grad`] with dropout of rate `p` (masks seeded by `seed` and the chunk).
+pub fn loss_and_grad_dropout(
+    model: &Crnn,
+    x: &[f32],
+    n: usize,
+    w: usize,
+    targets: &[Vec<u8>],
+    p: f32,
+    seed: u64,
+) -> (f32, Vec<f32>, usize) {
     let per = 3 * model.config.height * w;
     let chunk = n.div_ceil(rayon::current_num_threads().max(1)).max(1);
     // First pass per chunk: forward + per-sample CTC; the normalisation needs the count of
@@ -524,7 +573,9 @@ pub fn loss_and_grad(
         .into_par_iter()
         .map(|start| {
             let m = chunk.min(n - start);
-            let fwd = model.forward(&x[start * per..][..m * per], m, w);
+            let mut rng = Rng::derive(seed, start as u64);
+            let fwd =
+                model.forward_dropout(&x[start * per..][..m * per], m, w, Some((p, &mut rng)));
             let t = fwd.t;
             let mut dlogits = vec![0f32; t * m * NUM_CLASSES];
             let mut loss = 0f32;
@@ -637,38 +688,37 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        let m = tiny();
-        let (n, w) = (2, 42);
-        let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
-        let targets = vec![vec![1, 2], vec![7]];
-        let (_, grad, used) = loss_and_grad(&m, &x, n, w, &targets);
-        assert_eq!(used, 2);
-        let mut rng = Rng::new(9);
-        let specs = m.config.param_specs();
-        let mut checked = 0;
-        for (idx, (name, _)) in specs.iter().enumerate() {
-            let r = m.param_range(idx);
-            for _ in 0..4 {
-                let p = r.start + rng.below(r.len());
-                let eps = 1e-2f32;
-                let mut plus = m.clone();
-                plus.params[p] += eps;
-                let mut minus = m.clone();
-                minus.params[p] -= eps;
-                let lp = loss_and_grad(&plus, &x, n, w, &targets).0;
-                let lm = loss_and_grad(&minus, &x, n, w, &targets).0;
-                let num = (lp - lm) / (2.0 * eps);
-                let ana = grad[p];
-                let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
-                assert!(
-                    (num - ana).abs() <= tol,
-                    "{name}[{}]: numeric {num} analytic {ana}",
-                    p - r.start
-                );
-                checked += 1;
+        // Without and with dropout (the same seed gives the same masks on every evaluation).
+        for p_drop in [0.0, 0.3] {
+            let m = tiny();
+            let (n, w) = (2, 42);
+            let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
+            let targets = vec![vec![1, 2], vec![7]];
+            let f = |model: &Crnn| loss_and_grad_dropout(model, &x, n, w, &targets, p_drop, 17);
+            let (_, grad, used) = f(&m);
+            assert_eq!(used, 2);
+            let mut rng = Rng::new(9);
+            let specs = m.config.param_specs();
+            for (idx, (name, _)) in specs.iter().enumerate() {
+                let r = m.param_range(idx);
+                for _ in 0..4 {
+                    let p = r.start + rng.below(r.len());
+                    let eps = 1e-2f32;
+                    let mut plus = m.clone();
+                    plus.params[p] += eps;
+                    let mut minus = m.clone();
+                    minus.params[p] -= eps;
+                    let num = (f(&plus).0 - f(&minus).0) / (2.0 * eps);
+                    let ana = grad[p];
+                    let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
+                    assert!(
+                        (num - ana).abs() <= tol,
+                        "dropout {p_drop}, {name}[{}]: numeric {num} analytic {ana}",
+                        p - r.start
+                    );
+                }
             }
         }
-        assert!(checked >= 4 * specs.len());
     }
 
     #[test]

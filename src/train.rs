@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::error::{Error, Result};
-use crate::model::{loss_and_grad, Crnn, ModelConfig};
+use crate::model::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::preprocess::{self, BatchItem, Protocol, Strip};
 use crate::rng::Rng;
 use crate::svhn::{split_by_name, DigitBox, SvhnSet};
@@ -41,6 +41,13 @@ pub struct TrainConfig {
     pub augment: AugmentConfig,
     /// Architecture.
     pub model: ModelConfig,
+    /// Dropout rate on the window embeddings and the LSTM outputs.
+    pub dropout: f32,
+    /// Pseudo-labelled images: a `housenum read` listing (`IMAGE<TAB>DIGITS<TAB>CONFIDENCE`),
+    /// trained on as whole images (no boxes).
+    pub pseudo: Option<PathBuf>,
+    /// Keep only pseudo labels at least this confident.
+    pub pseudo_min_confidence: f32,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -59,6 +66,9 @@ impl Default for TrainConfig {
             limit: None,
             augment: AugmentConfig::default(),
             model: ModelConfig::default(),
+            dropout: 0.0,
+            pseudo: None,
+            pseudo_min_confidence: 0.9,
             quiet: false,
         }
     }
@@ -186,6 +196,35 @@ fn load_samples(set: &[crate::svhn::Record], quiet: bool) -> (Vec<Sample>, Vec<S
     (ok, errors)
 }
 
+/// Read a `housenum read` listing and keep the rows at least `min_conf` confident with a
+/// non-empty reading, as (path, digits).
+pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let parsed = (f.len() == 3)
+            .then(|| {
+                Some((
+                    crate::alphabet::digits_from_str(f[1])?,
+                    f[2].parse::<f32>().ok()?,
+                ))
+            })
+            .flatten();
+        let Some((digits, conf)) = parsed else {
+            return Err(Error::Config(format!(
+                "{}:{}: expected IMAGE<TAB>DIGITS<TAB>CONFIDENCE",
+                path.display(),
+                i + 1
+            )));
+        };
+        if conf >= min_conf && !digits.is_empty() {
+            out.push((PathBuf::from(f[0]), digits));
+        }
+    }
+    Ok(out)
+}
+
 fn val_strips(records: &[crate::svhn::Record], protocol: Protocol) -> (Vec<Strip>, Vec<Vec<u8>>) {
     let items: Vec<BatchItem> = records
         .iter()
@@ -227,7 +266,29 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         train_recs.len(),
         val_recs.len()
     );
-    let (samples, errors) = load_samples(&train_recs, cfg.quiet);
+    let (mut samples, errors) = load_samples(&train_recs, cfg.quiet);
+    if let Some(p) = &cfg.pseudo {
+        let rows = read_pseudo_labels(p, cfg.pseudo_min_confidence)?;
+        let recs: Vec<crate::svhn::Record> = rows
+            .into_iter()
+            .map(|(path, digits)| crate::svhn::Record {
+                name: path.display().to_string(),
+                path,
+                digits,
+                boxes: Vec::new(),
+                image_size: None,
+            })
+            .collect();
+        let (pseudo, perr) = load_samples(&recs, cfg.quiet);
+        eprintln!(
+            "pseudo labels: {} images from {} (confidence >= {}), {} unreadable",
+            pseudo.len(),
+            p.display(),
+            cfg.pseudo_min_confidence,
+            perr.len()
+        );
+        samples.extend(pseudo);
+    }
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
     }
@@ -315,7 +376,15 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 let targets: Vec<Vec<u8>> =
                     idx.iter().map(|&i| samples[i].digits.clone()).collect();
                 let (x, w) = augment::pad_batch(&s, &mut prng);
-                let (loss, mut grad, used) = loss_and_grad(&model, &x, s.len(), w, &targets);
+                let (loss, mut grad, used) = loss_and_grad_dropout(
+                    &model,
+                    &x,
+                    s.len(),
+                    w,
+                    &targets,
+                    cfg.dropout,
+                    cfg.seed ^ state.step,
+                );
                 let norm = clip_grad_norm(&mut grad, cfg.clip_norm);
                 if used == 0 || !loss.is_finite() || !norm.is_finite() {
                     skipped += 1;

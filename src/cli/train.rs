@@ -44,6 +44,16 @@ pub struct TrainArgs {
     /// LSTM hidden size per direction.
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
+    /// Dropout rate on the window embeddings and on the LSTM outputs (training only).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f32,
+    /// Also train on pseudo-labelled images: a `housenum read` listing
+    /// (`IMAGE<TAB>DIGITS<TAB>CONFIDENCE`), e.g. of ../shared/svhn/unlabeled.
+    #[arg(long)]
+    pub pseudo: Option<PathBuf>,
+    /// Keep only pseudo labels at least this confident (choose it on validation).
+    #[arg(long, default_value_t = 0.9)]
+    pub pseudo_min_confidence: f32,
     /// Hide progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -65,6 +75,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             hidden: a.hidden,
             ..ModelConfig::default()
         },
+        dropout: a.dropout,
+        pseudo: a.pseudo,
+        pseudo_min_confidence: a.pseudo_min_confidence,
         quiet: a.quiet,
         ..TrainConfig::default()
     };
