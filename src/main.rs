@@ -1,4 +1,7 @@
 //! The `housenum` command line: a thin layer over the library.
+//!
+//! Exit codes: 0 success; 1 some inputs could not be read (`read`), each reported on stderr
+//! naming the file; 2 bad arguments, an unusable model or data set, or another error.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -6,8 +9,12 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 /// Read house numbers from street photos.
+///
+/// Exit codes: 0 success; 1 some input images could not be read (`read` reports each on stderr,
+/// naming the file, and still reads the rest); 2 bad arguments, an unusable model or data set,
+/// or any other error.
 #[derive(Parser, Debug)]
-#[command(name = "housenum", version, about, long_about = None)]
+#[command(name = "housenum", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,16 +22,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Read the house number in one or more images.
     Read(cli::read::ReadArgs),
-    /// Evaluate on a folder in the official SVHN layout.
     Eval(cli::eval::EvalArgs),
-    /// Train a model on SVHN-layout data (needs the `train` feature).
     #[cfg(feature = "train")]
     Train(cli::train::TrainArgs),
-    /// Export a training checkpoint to ONNX (needs the `train` feature).
     #[cfg(feature = "train")]
     Export(cli::export::ExportArgs),
+    /// Train a model (this build lacks it: install with `--features train`).
+    #[cfg(not(feature = "train"))]
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Export a checkpoint to ONNX (this build lacks it: install with `--features train`).
+    #[cfg(not(feature = "train"))]
+    Export {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +51,10 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cli::train::run(a),
         #[cfg(feature = "train")]
         Command::Export(a) => cli::export::run(a),
+        #[cfg(not(feature = "train"))]
+        Command::Train { .. } | Command::Export { .. } => Err(anyhow::anyhow!(
+            "this housenum was built without training; rebuild with `cargo build --release --features train`"
+        )),
     };
     match r {
         Ok(code) => code,

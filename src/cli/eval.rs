@@ -20,8 +20,9 @@ pub enum Split {
     Train,
 }
 
-/// Evaluate a model on a folder in the official SVHN layout (`N.png` + `digitStruct.mat`):
-/// sequence accuracy, digit accuracy, mean edit distance, images/second and the 20 worst
+/// Evaluate a model on a folder in the official SVHN layout (`N.png` + `digitStruct.mat`).
+///
+/// Reports sequence accuracy, digit accuracy, mean edit distance, images/second and the 20 worst
 /// misreads. Unreadable images are reported, counted as misreads, and the run goes on.
 #[derive(Args, Debug)]
 pub struct EvalArgs {

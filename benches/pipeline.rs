@@ -1,0 +1,121 @@
+//! Criterion benchmarks, each fast path beside its baseline in the same run:
+//! preprocessing serial vs rayon; per-window CNN (cut windows, run the CNN on each) vs one
+//! strided pass over the strip; CTC greedy decoding; tract inference batch 1 ×32 vs batch 32;
+//! one training step with all threads vs one thread.
+//!
+//! Run: `cargo bench --features train` (reports in target/criterion/).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use housenum::model::{loss_and_grad, Crnn, ModelConfig};
+use housenum::preprocess::{self, BatchItem, Protocol, HEIGHT};
+use housenum::rng::Rng;
+use housenum::window::{cut_window, num_steps, WINDOW};
+use housenum::Reader;
+
+fn strip(w: usize, seed: u64) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..3 * HEIGHT * w).map(|_| r.normal()).collect()
+}
+
+fn sample_items(n: usize) -> Vec<BatchItem> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
+    let files: Vec<_> = (1..=6)
+        .map(|i| dir.join(format!("sample-{i}.png")))
+        .collect();
+    (0..n)
+        .map(|i| BatchItem {
+            path: files[i % files.len()].clone(),
+            boxes: Vec::new(),
+        })
+        .collect()
+}
+
+fn preprocessing(c: &mut Criterion) {
+    let items = sample_items(64);
+    let mut g = c.benchmark_group("preprocess_64_images");
+    g.bench_function("serial", |b| {
+        b.iter(|| preprocess::preprocess_batch_serial(black_box(&items), Protocol::Full))
+    });
+    let pb = indicatif::ProgressBar::hidden();
+    g.bench_function("rayon", |b| {
+        b.iter(|| preprocess::preprocess_batch(black_box(&items), Protocol::Full, &pb))
+    });
+    g.finish();
+}
+
+fn windows(c: &mut Criterion) {
+    let m = Crnn::new(ModelConfig::default(), 1);
+    let w = 128;
+    let x = strip(w, 2);
+    let mut g = c.benchmark_group("window_embeddings_w128");
+    g.bench_function("cut_windows_then_cnn_each", |b| {
+        b.iter(|| {
+            (0..num_steps(w))
+                .map(|t| m.embed(&cut_window(&x, 3, HEIGHT, w, t), WINDOW))
+                .collect::<Vec<_>>()
+        })
+    });
+    g.bench_function("one_strided_pass", |b| b.iter(|| m.embed(black_box(&x), w)));
+    g.finish();
+}
+
+fn decoding(c: &mut Criterion) {
+    let m = Crnn::new(ModelConfig::default(), 1);
+    let w = 128;
+    let lp = housenum::model::log_probs(&m, &strip(w, 3), 1, w);
+    let t = num_steps(w);
+    c.bench_function("ctc_greedy_decode_t26", |b| {
+        b.iter(|| housenum::ctc::greedy_decode(black_box(&lp), t, 1, 0))
+    });
+}
+
+fn inference(c: &mut Criterion) {
+    let reader = Reader::embedded().expect("embedded model");
+    let w = 96;
+    let one = strip(w, 4);
+    let batch: Vec<f32> = (0..32).flat_map(|i| strip(w, 10 + i)).collect();
+    reader.log_probs(&batch, 32, w).unwrap();
+    let mut g = c.benchmark_group("tract_32_strips_w96");
+    g.bench_function("batch_1_x32", |b| {
+        b.iter(|| {
+            for _ in 0..32 {
+                black_box(reader.log_probs(&one, 1, w).unwrap());
+            }
+        })
+    });
+    g.bench_function("batch_32", |b| {
+        b.iter(|| reader.log_probs(black_box(&batch), 32, w).unwrap())
+    });
+    g.finish();
+}
+
+fn training_step(c: &mut Criterion) {
+    let m = Crnn::new(ModelConfig::default(), 1);
+    let (n, w) = (32, 96);
+    let x: Vec<f32> = (0..n).flat_map(|i| strip(w, 100 + i as u64)).collect();
+    let targets: Vec<Vec<u8>> = (0..n)
+        .map(|i| vec![(i % 10) as u8, ((i + 3) % 10) as u8])
+        .collect();
+    let mut g = c.benchmark_group("train_step_batch32_w96");
+    g.bench_function("all_threads", |b| {
+        b.iter(|| loss_and_grad(&m, black_box(&x), n, w, &targets))
+    });
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    g.bench_function("one_thread", |b| {
+        b.iter(|| single.install(|| loss_and_grad(&m, black_box(&x), n, w, &targets)))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = preprocessing, windows, decoding, inference, training_step
+}
+criterion_main!(benches);
