@@ -30,6 +30,8 @@ pub mod nn;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;
+#[cfg(feature = "train")]
+pub mod recombine;
 pub mod rng;
 pub mod svhn;
 #[cfg(feature = "train")]
@@ -40,3 +42,8 @@ pub use ctc::Decoded;
 pub use error::{Error, Result};
 pub use infer::Reader;
 pub use preprocess::Protocol;
+
+/// The README's code examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -13,6 +13,7 @@ use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::error::{Error, Result};
 use crate::model::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::preprocess::{self, BatchItem, Protocol, Strip};
+use crate::recombine;
 use crate::rng::Rng;
 use crate::svhn::{split_by_name, DigitBox, SvhnSet};
 
@@ -48,6 +49,10 @@ pub struct TrainConfig {
     pub pseudo: Option<PathBuf>,
     /// Keep only pseudo labels at least this confident.
     pub pseudo_min_confidence: f32,
+    /// Share of training samples replaced by recombined numbers (real digits, new sequences).
+    pub recombine_prob: f32,
+    /// Longest recombined number used in training.
+    pub recombine_max_len: usize,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -69,6 +74,8 @@ impl Default for TrainConfig {
             dropout: 0.0,
             pseudo: None,
             pseudo_min_confidence: 0.9,
+            recombine_prob: 0.0,
+            recombine_max_len: 6,
             quiet: false,
         }
     }
@@ -298,6 +305,23 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             cfg.data.display()
         )));
     }
+    let digit_pool: Vec<recombine::DigitCrop> = if cfg.recombine_prob > 0.0 {
+        samples
+            .par_iter()
+            .filter(|s| !s.boxes.is_empty())
+            .flat_map_iter(|s| recombine::cut_digits(&s.image, &s.boxes, &s.digits))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !digit_pool.is_empty() {
+        eprintln!(
+            "recombination: {} real digits cut from the training split; {:.0} % of samples are new numbers of 1-{} digits",
+            digit_pool.len(),
+            100.0 * cfg.recombine_prob,
+            cfg.recombine_max_len
+        );
+    }
     let (vc, vct) = val_strips(&val_recs, Protocol::Crop);
     let (vf, vft) = val_strips(&val_recs, Protocol::Full);
 
@@ -354,27 +378,29 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         let (mut loss_sum, mut loss_n, mut skipped) = (0f64, 0usize, 0usize);
         // Pools of 16 batches: generated in parallel, sorted by width so batches pad little.
         for (pool_i, pool) in order.chunks(cfg.batch_size * 16).enumerate() {
-            let mut strips: Vec<(Strip, usize)> = pool
+            let mut strips: Vec<(Strip, Vec<u8>)> = pool
                 .par_iter()
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
+                    if !digit_pool.is_empty() && rng.chance(cfg.recombine_prob) {
+                        let len = 1 + rng.below(cfg.recombine_max_len.max(1));
+                        let (img, boxes, digits) = recombine::compose(&digit_pool, len, &mut rng);
+                        return (
+                            augment::augment(&img, &boxes, &cfg.augment, &mut rng),
+                            digits,
+                        );
+                    }
+                    let s = &samples[i];
                     (
-                        augment::augment(
-                            &samples[i].image,
-                            &samples[i].boxes,
-                            &cfg.augment,
-                            &mut rng,
-                        ),
-                        i,
+                        augment::augment(&s.image, &s.boxes, &cfg.augment, &mut rng),
+                        s.digits.clone(),
                     )
                 })
                 .collect();
             strips.sort_by_key(|(s, _)| s.width);
             let mut prng = Rng::derive(cfg.seed ^ 0xbad, (epoch as u64) << 32 | pool_i as u64);
             for batch in strips.chunks(cfg.batch_size) {
-                let (s, idx): (Vec<Strip>, Vec<usize>) = batch.iter().cloned().unzip();
-                let targets: Vec<Vec<u8>> =
-                    idx.iter().map(|&i| samples[i].digits.clone()).collect();
+                let (s, targets): (Vec<Strip>, Vec<Vec<u8>>) = batch.iter().cloned().unzip();
                 let (x, w) = augment::pad_batch(&s, &mut prng);
                 let (loss, mut grad, used) = loss_and_grad_dropout(
                     &model,

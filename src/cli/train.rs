@@ -54,6 +54,12 @@ pub struct TrainArgs {
     /// Keep only pseudo labels at least this confident (choose it on validation).
     #[arg(long, default_value_t = 0.9)]
     pub pseudo_min_confidence: f32,
+    /// Share of training samples replaced by new numbers recombined from real training digits.
+    #[arg(long, default_value_t = 0.0)]
+    pub recombine: f32,
+    /// Longest recombined number (training keeps sequences bounded; longer ones are read anyway).
+    #[arg(long, default_value_t = 6)]
+    pub recombine_max_len: usize,
     /// Hide progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -78,6 +84,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         dropout: a.dropout,
         pseudo: a.pseudo,
         pseudo_min_confidence: a.pseudo_min_confidence,
+        recombine_prob: a.recombine,
+        recombine_max_len: a.recombine_max_len,
         quiet: a.quiet,
         ..TrainConfig::default()
     };
