@@ -10,7 +10,7 @@ use crate::alphabet::digits_to_string;
 use crate::error::Result;
 use crate::infer::Reader;
 use crate::preprocess::{self, BatchItem, Protocol};
-use crate::svhn::Record;
+use crate::svhn::{DigitBox, Record};
 
 /// Levenshtein distance between two digit sequences.
 pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
@@ -87,6 +87,44 @@ pub fn coverage_at(outcomes: &[(f32, bool)], target: f64) -> f64 {
     best as f64 / v.len().max(1) as f64
 }
 
+/// Read already-preprocessed strips (or their errors) and score them against `truths`.
+fn score(
+    reader: &Reader,
+    truths: &[(String, Vec<u8>)],
+    strips: &[Result<preprocess::Strip>],
+    progress: &indicatif::ProgressBar,
+) -> Result<Vec<Outcome>> {
+    let ok: Vec<&preprocess::Strip> = strips.iter().filter_map(|s| s.as_ref().ok()).collect();
+    let mut decoded = reader.read_strips(&ok)?.into_iter();
+    let mut out = Vec::with_capacity(truths.len());
+    for ((name, digits), s) in truths.iter().zip(strips) {
+        let truth = digits_to_string(digits);
+        out.push(match s {
+            Ok(_) => {
+                let d = decoded.next().expect("one decoding per strip");
+                Outcome {
+                    name: name.clone(),
+                    edit_distance: edit_distance(digits, &d.digits),
+                    predicted: d.text(),
+                    confidence: d.confidence,
+                    truth,
+                    error: None,
+                }
+            }
+            Err(e) => Outcome {
+                name: name.clone(),
+                edit_distance: digits.len(),
+                predicted: String::new(),
+                confidence: 0.0,
+                truth,
+                error: Some(e.to_string()),
+            },
+        });
+        progress.inc(1);
+    }
+    Ok(out)
+}
+
 /// Evaluate `reader` on `records` under `protocol`, in chunks: each chunk is preprocessed in
 /// parallel and then read in width-grouped batches. `progress` advances once per image.
 pub fn evaluate(
@@ -109,36 +147,58 @@ pub fn evaluate(
             .par_iter()
             .map(|it| preprocess::preprocess_file(&it.path, protocol, &it.boxes))
             .collect();
-        let ok: Vec<&preprocess::Strip> = strips.iter().filter_map(|s| s.as_ref().ok()).collect();
-        let mut decoded = reader.read_strips(&ok)?.into_iter();
-        for (r, s) in chunk.iter().zip(&strips) {
-            let truth = digits_to_string(&r.digits);
-            outcomes.push(match s {
-                Ok(_) => {
-                    let d = decoded.next().expect("one decoding per strip");
-                    Outcome {
-                        name: r.name.clone(),
-                        edit_distance: edit_distance(&r.digits, &d.digits),
-                        predicted: d.text(),
-                        confidence: d.confidence,
-                        truth,
-                        error: None,
-                    }
-                }
-                Err(e) => Outcome {
-                    name: r.name.clone(),
-                    edit_distance: r.digits.len(),
-                    predicted: String::new(),
-                    confidence: 0.0,
-                    truth,
-                    error: Some(e.to_string()),
-                },
-            });
-            progress.inc(1);
-        }
+        let truths: Vec<(String, Vec<u8>)> = chunk
+            .iter()
+            .map(|r| (r.name.clone(), r.digits.clone()))
+            .collect();
+        outcomes.extend(score(reader, &truths, &strips, progress)?);
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(summarise(outcomes, protocol, secs))
+}
+
+/// An image held in memory with its digit boxes and number (e.g. a recombined number).
+#[derive(Debug, Clone)]
+pub struct LabelledImage {
+    /// A name for reports.
+    pub name: String,
+    /// The picture.
+    pub image: image::Rgb32FImage,
+    /// One box per digit.
+    pub boxes: Vec<DigitBox>,
+    /// The number.
+    pub digits: Vec<u8>,
+}
+
+/// [`evaluate`] for images held in memory.
+pub fn evaluate_images(
+    reader: &Reader,
+    images: &[LabelledImage],
+    protocol: Protocol,
+    progress: &indicatif::ProgressBar,
+) -> Result<EvalReport> {
+    let started = Instant::now();
+    let mut outcomes = Vec::with_capacity(images.len());
+    for chunk in images.chunks(256) {
+        let strips: Vec<Result<preprocess::Strip>> = chunk
+            .par_iter()
+            .map(|li| {
+                let region =
+                    preprocess::protocol_region(protocol, li.image.dimensions(), &li.boxes);
+                Ok(preprocess::strip_from_region(&li.image, region))
+            })
+            .collect();
+        let truths: Vec<(String, Vec<u8>)> = chunk
+            .iter()
+            .map(|l| (l.name.clone(), l.digits.clone()))
+            .collect();
+        outcomes.extend(score(reader, &truths, &strips, progress)?);
+    }
+    Ok(summarise(
+        outcomes,
+        protocol,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 /// Turn per-image outcomes into a report.

@@ -30,7 +30,6 @@ pub mod nn;
 pub mod plot;
 pub mod preprocess;
 pub mod progress;
-#[cfg(feature = "train")]
 pub mod recombine;
 pub mod rng;
 pub mod svhn;

@@ -58,6 +58,15 @@ fn main() -> std::process::ExitCode {
     };
     match r {
         Ok(code) => code,
+        // A closed pipe (`housenum read … | head`) ends the output quietly.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)

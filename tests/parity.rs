@@ -134,29 +134,3 @@ fn onnxruntime_matches_tract() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("{} cases", cases.len())), "{text}");
 }
-
-#[test]
-fn training_resumes_from_its_checkpoint() {
-    let Some(svhn) = common::svhn() else { return };
-    let out = tempfile::tempdir().unwrap();
-    let mut cfg = housenum::train::TrainConfig {
-        data: svhn.join("train"),
-        out: out.path().to_path_buf(),
-        epochs: 1,
-        limit: Some(64),
-        quiet: true,
-        ..Default::default()
-    };
-    let first = housenum::train::train(&cfg).unwrap();
-    assert_eq!(first.epoch, 1);
-    let after_one = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
-    cfg.epochs = 2;
-    let second = housenum::train::train(&cfg).unwrap();
-    assert_eq!(second.epoch, 2);
-    assert_eq!(second.history.len(), 2);
-    assert_eq!(second.step, 2 * first.step);
-    assert_eq!(second.history[0].loss, first.history[0].loss);
-    let after_two = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
-    assert_ne!(after_one.model.params, after_two.model.params);
-    assert!(out.path().join("curve.png").is_file() && out.path().join("history.json").is_file());
-}

@@ -5,9 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use housenum::eval::evaluate;
+use housenum::eval::{evaluate, evaluate_images, LabelledImage};
+use housenum::recombine::{compose, cut_digits};
+use housenum::rng::Rng;
+use housenum::svhn::Record;
 use housenum::svhn::{is_validation_name, SvhnSet};
 use housenum::Protocol;
+use rayon::prelude::*;
 
 /// Which images of the folder to evaluate.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -47,6 +51,16 @@ pub struct EvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the images themselves, evaluate new numbers recombined from their real digits,
+    /// with lengths drawn uniformly from MIN-MAX (e.g. `6-10`).
+    #[arg(long, value_name = "MIN-MAX")]
+    pub recombine: Option<String>,
+    /// How many recombined numbers to make.
+    #[arg(long, default_value_t = 500)]
+    pub count: usize,
+    /// Seed of the recombination.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -84,35 +98,86 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         ProtocolArg::Crop => Protocol::Crop,
         ProtocolArg::Full => Protocol::Full,
     };
-    let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
-    let report = evaluate(&reader, &records, protocol, &pb)?;
-    pb.finish_and_clear();
+    let report = match &a.recombine {
+        None => {
+            let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
+            let r = evaluate(&reader, &records, protocol, &pb)?;
+            pb.finish_and_clear();
+            r
+        }
+        Some(range) => {
+            let images = recombined(&records, range, a.count, a.seed)?;
+            let pb = housenum::progress::bar(images.len() as u64, "eval", a.quiet);
+            let r = evaluate_images(&reader, &images, protocol, &pb)?;
+            pb.finish_and_clear();
+            r
+        }
+    };
     for e in &report.errors {
         eprintln!("unreadable: {}", e.error.as_deref().unwrap_or_default());
     }
+    let mut out = String::new();
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out = serde_json::to_string(&report)? + "\n";
     } else {
-        println!("images              {}", report.images);
-        println!("unreadable          {}", report.unreadable);
-        println!("protocol            {}", report.protocol);
-        println!(
-            "sequence accuracy   {:.2} %",
-            100.0 * report.sequence_accuracy
-        );
-        println!("digit accuracy      {:.2} %", 100.0 * report.digit_accuracy);
-        println!("mean edit distance  {:.4}", report.mean_edit_distance);
-        println!("coverage at 98 %    {:.2} %", 100.0 * report.coverage_at_98);
-        println!("images/second       {:.1}", report.images_per_second);
+        use std::fmt::Write as _;
+        let pct = |v: f64| format!("{:.2} %", 100.0 * v);
+        writeln!(out, "images              {}", report.images)?;
+        writeln!(out, "unreadable          {}", report.unreadable)?;
+        writeln!(out, "protocol            {}", report.protocol)?;
+        writeln!(out, "sequence accuracy   {}", pct(report.sequence_accuracy))?;
+        writeln!(out, "digit accuracy      {}", pct(report.digit_accuracy))?;
+        writeln!(out, "mean edit distance  {:.4}", report.mean_edit_distance)?;
+        writeln!(out, "coverage at 98 %    {}", pct(report.coverage_at_98))?;
+        writeln!(out, "images/second       {:.1}", report.images_per_second)?;
         if !report.worst.is_empty() {
-            println!("worst misreads (name, truth, read, confidence):");
+            writeln!(out, "worst misreads (name, truth, read, confidence):")?;
             for o in &report.worst {
-                println!(
+                writeln!(
+                    out,
                     "  {}\t{}\t{}\t{:.3}",
                     o.name, o.truth, o.predicted, o.confidence
-                );
+                )?;
             }
         }
     }
+    std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `count` numbers with lengths in `range` ("MIN-MAX") made of the real digits of `records`.
+fn recombined(
+    records: &[Record],
+    range: &str,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<LabelledImage>> {
+    let (lo, hi) = range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+        .filter(|(a, b)| *a >= 1 && a <= b)
+        .with_context(|| format!("--recombine {range}: expected MIN-MAX, e.g. 6-10"))?;
+    let pool: Vec<_> = records
+        .par_iter()
+        .filter_map(|r| {
+            let img = housenum::preprocess::load_image(&r.path).ok()?;
+            Some(cut_digits(&img, &r.boxes, &r.digits))
+        })
+        .flatten()
+        .collect();
+    anyhow::ensure!(!pool.is_empty(), "no digits to recombine");
+    Ok((0..count)
+        .into_par_iter()
+        .map(|i| {
+            let mut rng = Rng::derive(seed, i as u64);
+            let len = lo + rng.below(hi - lo + 1);
+            let (image, boxes, digits) = compose(&pool, len, &mut rng);
+            LabelledImage {
+                name: format!("recombined-{i}"),
+                image,
+                boxes,
+                digits,
+            }
+        })
+        .collect())
 }

@@ -1,0 +1,96 @@
+//! Training: resuming from checkpoints, including after `kill -9`.
+#![cfg(feature = "train")]
+
+mod common;
+
+use housenum::checkpoint::Checkpoint;
+
+#[test]
+fn training_resumes_from_its_checkpoint() {
+    let Some(svhn) = common::svhn() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let mut cfg = housenum::train::TrainConfig {
+        data: svhn.join("train"),
+        out: out.path().to_path_buf(),
+        epochs: 1,
+        limit: Some(64),
+        quiet: true,
+        ..Default::default()
+    };
+    let first = housenum::train::train(&cfg).unwrap();
+    assert_eq!(first.epoch, 1);
+    let after_one = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    cfg.epochs = 2;
+    let second = housenum::train::train(&cfg).unwrap();
+    assert_eq!(second.epoch, 2);
+    assert_eq!(second.history.len(), 2);
+    assert_eq!(second.step, 2 * first.step);
+    assert_eq!(second.history[0].loss, first.history[0].loss);
+    let after_two = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    assert_ne!(after_one.model.params, after_two.model.params);
+    assert!(out.path().join("curve.png").is_file() && out.path().join("history.json").is_file());
+}
+
+#[test]
+fn kill_nine_during_training_loses_at_most_one_epoch() {
+    let Some(svhn) = common::svhn() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let args = |epochs: &str| {
+        vec![
+            "train".to_string(),
+            "--data".into(),
+            svhn.join("train").display().to_string(),
+            "--out".into(),
+            out.path().display().to_string(),
+            "--limit".into(),
+            "64".into(),
+            "--epochs".into(),
+            epochs.into(),
+            "-q".into(),
+        ]
+    };
+    let ck = out.path().join("last.safetensors");
+    let mut child = std::process::Command::new(common::bin())
+        .args(args("40"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Wait for a few epochs to be checkpointed, then kill without warning.
+    loop {
+        if let Ok(c) = Checkpoint::load(&ck) {
+            if c.state.epoch >= 3 {
+                break;
+            }
+        }
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = Checkpoint::load(&ck).expect("the checkpoint survives a kill -9");
+    let done = before.state.epoch;
+    assert!(done >= 3 && done < 40, "killed after {done} epochs");
+    // Resume with the same command: it continues from the checkpoint and finishes.
+    let argv = args("40");
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (code, _, err) = common::run(&argv, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("epoch {done} done")), "{err}");
+    let after = Checkpoint::load(&ck).unwrap();
+    assert_eq!(after.state.epoch, 40);
+    let epochs: Vec<usize> = after.state.history.iter().map(|e| e.epoch).collect();
+    assert_eq!(epochs, (1..=40).collect::<Vec<_>>());
+    assert_eq!(
+        after.state.history[..done]
+            .iter()
+            .map(|e| e.loss)
+            .collect::<Vec<_>>(),
+        before
+            .state
+            .history
+            .iter()
+            .map(|e| e.loss)
+            .collect::<Vec<_>>()
+    );
+}
