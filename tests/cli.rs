@@ -174,3 +174,136 @@ fn eval_counts_unreadable_images_and_goes_on() {
         "{err}"
     );
 }
+
+/// A PNG whose header declares `w × h` pixels but that carries almost no data.
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(w.to_be_bytes());
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend(13u32.to_be_bytes());
+    out.extend(&ihdr);
+    out.extend(crc32(&ihdr).to_be_bytes());
+    let mut idat = b"IDAT".to_vec();
+    idat.extend([0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    out.extend(((idat.len() - 4) as u32).to_be_bytes());
+    out.extend(&idat);
+    out.extend(crc32(&idat).to_be_bytes());
+    out.extend(0u32.to_be_bytes());
+    out.extend(b"IEND");
+    out.extend(crc32(b"IEND").to_be_bytes());
+    out
+}
+
+fn encode(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut v = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut v), format)
+        .unwrap();
+    v
+}
+
+/// The bad-input corpus: every kind gets either a reading or an error naming the file, in
+/// bounded time, never a panic.
+#[test]
+fn bad_input_corpus_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = image::open(&samples()[0].0).unwrap();
+    // (file, contents, Some(expected error words) or None when it must be read)
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "bomb.png",
+            png_header_only(60_000, 60_000),
+            Some("exceeds decoder limits"),
+        ),
+        (
+            "wide-strip.png",
+            encode(
+                image::DynamicImage::new_rgb8(100_000, 3),
+                image::ImageFormat::Png,
+            ),
+            Some("exceeds decoder limits"),
+        ),
+        (
+            "one-pixel.png",
+            encode(image::DynamicImage::new_rgb8(1, 1), image::ImageFormat::Png),
+            None,
+        ),
+        (
+            "sixteen-bit.png",
+            encode(
+                image::DynamicImage::ImageRgb16(sample.to_rgb16()),
+                image::ImageFormat::Png,
+            ),
+            None,
+        ),
+        (
+            "grey.png",
+            encode(
+                image::DynamicImage::ImageLuma8(sample.to_luma8()),
+                image::ImageFormat::Png,
+            ),
+            None,
+        ),
+        (
+            "alpha.png",
+            encode(
+                image::DynamicImage::ImageRgba8(sample.to_rgba8()),
+                image::ImageFormat::Png,
+            ),
+            None,
+        ),
+        (
+            "cmyk.jpg",
+            std::fs::read(common::root().join("tests/fixtures/cmyk.jpg")).unwrap(),
+            None,
+        ),
+        (
+            "png-named.jpg",
+            std::fs::read(&samples()[0].0).unwrap(),
+            None,
+        ),
+        ("zeros.png", vec![0u8; 4096], Some("not a readable image")),
+    ];
+    let folder = dir.path().join("a-folder.png");
+    std::fs::create_dir(&folder).unwrap();
+    let mut failures = Vec::new();
+    for (name, bytes, want) in &cases {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let started = std::time::Instant::now();
+        let (code, out, err) = run(&["read", &p.display().to_string()], None);
+        let secs = started.elapsed().as_secs_f64();
+        let ok = match want {
+            None => code == 0 && out.starts_with(&p.display().to_string()),
+            Some(words) => {
+                code == 1 && err.contains(&p.display().to_string()) && err.contains(words)
+            }
+        };
+        if !ok || err.contains("panicked") || secs > 20.0 {
+            failures.push(format!(
+                "{name}: exit {code} in {secs:.1}s, out {out:?}, err {err:?}"
+            ));
+        }
+    }
+    // A directory given as an image: a folder with no images in it.
+    let (code, out, err) = run(&["read", &folder.display().to_string()], None);
+    if code != 1 || !out.is_empty() || !err.contains("a-folder.png: a directory with no images") {
+        failures.push(format!("directory: exit {code}, {out:?} {err:?}"));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

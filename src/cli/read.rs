@@ -38,8 +38,10 @@ pub fn load_reader(model: Option<&Path>) -> Result<Reader> {
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
 
 /// Expand directories into the image files they hold (sorted); other paths are kept as given.
-pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
+/// Returns the files and the directories that held no image.
+pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut out = Vec::new();
+    let mut empty = Vec::new();
     for p in inputs {
         if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
@@ -54,21 +56,27 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Vec<PathBuf> {
                 })
                 .collect();
             files.sort();
+            if files.is_empty() {
+                empty.push(p.clone());
+            }
             out.extend(files);
         } else {
             out.push(p.clone());
         }
     }
-    out
+    (out, empty)
 }
 
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
     let reader = load_reader(a.model.as_deref())?;
-    let inputs = expand_inputs(&a.images);
+    let (inputs, empty_dirs) = expand_inputs(&a.images);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut failed = 0usize;
+    let mut failed = empty_dirs.len();
+    for d in &empty_dirs {
+        eprintln!("error: {}: a directory with no images in it", d.display());
+    }
     for path in &inputs {
         let result = if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
