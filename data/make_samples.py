@@ -1,6 +1,7 @@
 """Make the sample house-number images in data/samples/ (drawn here, not taken from SVHN).
 
 Run: python3 data/make_samples.py   (needs pillow and the DejaVu fonts, Debian's fonts-dejavu-core)
+expected.tsv: NAME<TAB>DIGITS<TAB>BOXES (left:top:width:height per digit, as in SVHN's labels).
 Each sample is a number in a DejaVu font (Bitstream Vera licence, free to redistribute) on a
 plate over a wall-like gradient, slightly blurred and noised. Deterministic from the seed below.
 """
@@ -37,9 +38,15 @@ def make(text, font_name, plate, ink, wall, rng):
     d = ImageDraw.Draw(img)
     x0, y0 = (W - pw) // 2, (H - ph) // 2
     d.rounded_rectangle([x0, y0, x0 + pw, y0 + ph], radius=6, fill=plate)
-    d.text((x0 + pad_x - l, y0 + pad_y - t), text, font=font, fill=ink)
+    ox, oy = x0 + pad_x - l, y0 + pad_y - t
+    d.text((ox, oy), text, font=font, fill=ink)
     img = img.filter(ImageFilter.GaussianBlur(0.8))
-    return img
+    boxes = []
+    for i, ch in enumerate(text):
+        cx = ox + font.getlength(text[:i])
+        bl, bt, br, bb = font.getbbox(ch)
+        boxes.append(f"{cx + bl:.0f}:{oy + bt:.0f}:{br - bl:.0f}:{bb - bt:.0f}")
+    return img, ";".join(boxes)
 
 
 def main():
@@ -49,8 +56,9 @@ def main():
     lines = []
     for i, (text, font, plate, ink, wall) in enumerate(SAMPLES, 1):
         name = f"sample-{i}.png"
-        make(text, font, plate, ink, wall, rng).save(os.path.join(out, name))
-        lines.append(f"{name}\t{text}\n")
+        img, boxes = make(text, font, plate, ink, wall, rng)
+        img.save(os.path.join(out, name))
+        lines.append(f"{name}\t{text}\t{boxes}\n")
     with open(os.path.join(out, "expected.tsv"), "w") as f:
         f.writelines(lines)
 

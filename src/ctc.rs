@@ -104,6 +104,8 @@ pub struct Decoded {
     pub confidence: f32,
     /// For each digit, the time steps `[first, last]` whose argmax emitted it.
     pub spans: Vec<(usize, usize)>,
+    /// For each digit, the highest probability its class reached over its span, in [0, 1].
+    pub digit_confidences: Vec<f32>,
 }
 
 impl Decoded {
@@ -122,6 +124,7 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
     let c = NUM_CLASSES;
     let mut digits = Vec::new();
     let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut digit_confidences: Vec<f32> = Vec::new();
     let mut log_conf = 0f64;
     let mut prev = BLANK;
     for tt in 0..t {
@@ -136,12 +139,14 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
         log_conf += v as f64;
         if k != BLANK {
             if k == prev {
-                if let Some(last) = spans.last_mut() {
+                if let (Some(last), Some(c)) = (spans.last_mut(), digit_confidences.last_mut()) {
                     last.1 = tt;
+                    *c = c.max(v.exp());
                 }
             } else if let Some(d) = digit_of_class(k) {
                 digits.push(d);
                 spans.push((tt, tt));
+                digit_confidences.push(v.exp());
             }
         }
         prev = k;
@@ -150,6 +155,7 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
         digits,
         confidence: log_conf.exp().clamp(0.0, 1.0) as f32,
         spans,
+        digit_confidences,
     }
 }
 
@@ -194,6 +200,8 @@ mod tests {
         let lp = peaked(&[0, 2, 2, 0, 3, 0], 0.8);
         let d = greedy_decode(&lp, 6, 1, 0);
         assert_eq!(d.spans, vec![(1, 2), (4, 4)]);
+        assert_eq!(d.digit_confidences.len(), 2);
+        assert!((d.digit_confidences[0] - 0.8).abs() < 1e-5);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod ctc;
 pub mod error;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod infer;
 pub mod model;

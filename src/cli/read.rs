@@ -6,13 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::{preprocess, Reader};
+use housenum::{explain, preprocess, Reader};
 
 /// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`.
 ///
 /// Exit codes: 0 every image was read; 1 at least one image could not be read (each failure is
 /// reported on stderr, naming the file, and the others are still read); 2 bad arguments or an
-/// unusable model.
+/// unusable model; 3 every image was read but at least one reading was below
+/// `--min-confidence` (printed as `?`).
 #[derive(Args, Debug)]
 pub struct ReadArgs {
     /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP); a directory reads the images in it; `-`
@@ -25,6 +26,14 @@ pub struct ReadArgs {
     /// Use this `.onnx` model instead of the one compiled in.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Abstain below this confidence: print `?` instead of the digits (exit code 3).
+    #[arg(long, value_name = "X")]
+    pub min_confidence: Option<f32>,
+    /// Save a picture of each reading: the windows that emitted each digit, with the digit and
+    /// its confidence above. One image: OUT is the PNG; several: OUT is a folder of
+    /// `NAME.explain.png`.
+    #[arg(long, value_name = "OUT")]
+    pub explain: Option<PathBuf>,
 }
 
 /// The model chosen by `--model`, or the embedded one.
@@ -77,28 +86,52 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     for d in &empty_dirs {
         eprintln!("error: {}: a directory with no images in it", d.display());
     }
+    if let (Some(out_path), true) = (&a.explain, inputs.len() > 1) {
+        std::fs::create_dir_all(out_path)
+            .with_context(|| format!("creating {}", out_path.display()))?;
+    }
+    let mut abstained = 0usize;
     for path in &inputs {
-        let result = if path.as_os_str() == "-" {
+        let image = if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut bytes)
                 .context("reading standard input")?;
-            preprocess::decode_image(&bytes, Path::new("<stdin>")).map(|img| {
-                let region = preprocess::Region::full(img.width(), img.height());
-                preprocess::strip_from_region(&img, region)
-            })
+            preprocess::decode_image(&bytes, Path::new("<stdin>"))
         } else {
-            preprocess::preprocess_file(path, housenum::Protocol::Full, &[])
-        }
-        .and_then(|strip| reader.read_strip(&strip));
+            preprocess::load_image(path)
+        };
+        let result = image.and_then(|img| {
+            let region = preprocess::Region::full(img.width(), img.height());
+            let d = reader.read_strip(&preprocess::strip_from_region(&img, region))?;
+            Ok((img, region, d))
+        });
         let name = path.display().to_string();
         match result {
-            Ok(d) => {
+            Ok((img, region, d)) => {
+                let abstain = a.min_confidence.is_some_and(|m| d.confidence < m);
+                abstained += usize::from(abstain);
+                let digits = if abstain { "?".to_string() } else { d.text() };
                 if a.json {
-                    let v = serde_json::json!({"path": name, "digits": d.text(), "confidence": d.confidence});
+                    let v = serde_json::json!({"path": name, "digits": digits, "confidence": d.confidence});
                     writeln!(out, "{v}")?;
                 } else {
-                    writeln!(out, "{name}\t{}\t{:.3}", d.text(), d.confidence)?;
+                    writeln!(out, "{name}\t{digits}\t{:.3}", d.confidence)?;
+                }
+                if let Some(target) = &a.explain {
+                    let file = if inputs.len() > 1 {
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "stdin".into());
+                        target.join(format!("{stem}.explain.png"))
+                    } else {
+                        target.clone()
+                    };
+                    let picture = explain::draw(&img, &explain::digit_spans(&d, region));
+                    picture
+                        .save(&file)
+                        .with_context(|| format!("writing {}", file.display()))?;
                 }
             }
             Err(e) => {
@@ -114,6 +147,9 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
             }
         }
         out.flush()?;
+    }
+    if failed == 0 && abstained > 0 {
+        return Ok(ExitCode::from(3));
     }
     Ok(if failed > 0 {
         ExitCode::from(1)

@@ -63,13 +63,28 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
 
 /// The sample images and their expected numbers (`data/samples/expected.tsv`).
 pub fn samples() -> Vec<(PathBuf, String)> {
+    samples_with_boxes()
+        .into_iter()
+        .map(|(p, d, _)| (p, d))
+        .collect()
+}
+
+/// The samples with their digit boxes (left, top, width, height), as drawn.
+pub fn samples_with_boxes() -> Vec<(PathBuf, String, Vec<[f32; 4]>)> {
     let dir = root().join("data/samples");
     std::fs::read_to_string(dir.join("expected.tsv"))
         .expect("data/samples/expected.tsv")
         .lines()
         .map(|l| {
-            let (name, digits) = l.split_once('\t').expect("name<TAB>digits");
-            (dir.join(name), digits.to_string())
+            let f: Vec<&str> = l.split('\t').collect();
+            let boxes = f[2]
+                .split(';')
+                .map(|b| {
+                    let v: Vec<f32> = b.split(':').map(|x| x.parse().unwrap()).collect();
+                    [v[0], v[1], v[2], v[3]]
+                })
+                .collect();
+            (dir.join(f[0]), f[1].to_string(), boxes)
         })
         .collect()
 }
