@@ -69,6 +69,9 @@ pub struct EvalReport {
     pub worst: Vec<Outcome>,
     /// Every unreadable image and why.
     pub errors: Vec<Outcome>,
+    /// Every image's outcome, in input order (not in the JSON output).
+    #[serde(skip)]
+    pub outcomes: Vec<Outcome>,
 }
 
 /// Coverage at a target accuracy: sort by confidence, descending, and take the longest prefix
@@ -241,6 +244,7 @@ pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> Ev
         coverage_at_98: coverage_at(&pairs, 0.98),
         worst: wrong,
         errors,
+        outcomes,
     }
 }
 

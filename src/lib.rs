@@ -32,6 +32,7 @@ pub mod plot;
 pub mod preprocess;
 pub mod progress;
 pub mod recombine;
+pub mod report;
 pub mod rng;
 pub mod svhn;
 #[cfg(feature = "train")]

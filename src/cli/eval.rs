@@ -61,6 +61,10 @@ pub struct EvalArgs {
     /// Seed of the recombination.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Also write a self-contained HTML report (metrics, accuracy by length, digit confusion,
+    /// calibration, worst misreads with thumbnails) to DIR/index.html.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -98,6 +102,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         ProtocolArg::Crop => Protocol::Crop,
         ProtocolArg::Full => Protocol::Full,
     };
+    let mut in_memory: Vec<LabelledImage> = Vec::new();
     let report = match &a.recombine {
         None => {
             let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
@@ -106,13 +111,57 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             r
         }
         Some(range) => {
-            let images = recombined(&records, range, a.count, a.seed)?;
-            let pb = housenum::progress::bar(images.len() as u64, "eval", a.quiet);
-            let r = evaluate_images(&reader, &images, protocol, &pb)?;
+            in_memory = recombined(&records, range, a.count, a.seed)?;
+            let pb = housenum::progress::bar(in_memory.len() as u64, "eval", a.quiet);
+            let r = evaluate_images(&reader, &in_memory, protocol, &pb)?;
             pb.finish_and_clear();
             r
         }
     };
+    if let Some(dir) = &a.report {
+        let thumb = |o: &housenum::eval::Outcome| -> Option<Vec<u8>> {
+            let (img, boxes) = match in_memory.iter().find(|l| l.name == o.name) {
+                Some(l) => (l.image.clone(), l.boxes.clone()),
+                None => {
+                    let r = records.iter().find(|r| r.name == o.name)?;
+                    (
+                        housenum::preprocess::load_image(&r.path).ok()?,
+                        r.boxes.clone(),
+                    )
+                }
+            };
+            let region = housenum::preprocess::protocol_region(protocol, img.dimensions(), &boxes);
+            let w = (region.width() * 48 / region.height().max(1)).clamp(1, 400);
+            let data = housenum::preprocess::resize_region(&img, region, w as usize, 48);
+            let plane = (48 * w) as usize;
+            let rgb = image::RgbImage::from_fn(w, 48, |x, y| {
+                let i = (y * w + x) as usize;
+                let v = |c: usize| (data[c * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8;
+                image::Rgb([v(0), v(1), v(2)])
+            });
+            let mut png = Vec::new();
+            rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .ok()?;
+            Some(png)
+        };
+        let title = match &a.recombine {
+            Some(r) => format!(
+                "{} ({:?} split, numbers of {r} digits recombined)",
+                a.dir.display(),
+                a.split
+            ),
+            None => format!(
+                "{} ({} split)",
+                a.dir.display(),
+                format!("{:?}", a.split).to_lowercase()
+            ),
+        };
+        let page = housenum::report::html(&report, &title, &thumb);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("index.html");
+        std::fs::write(&file, page).with_context(|| format!("writing {}", file.display()))?;
+        eprintln!("report: {}", file.display());
+    }
     for e in &report.errors {
         eprintln!("unreadable: {}", e.error.as_deref().unwrap_or_default());
     }
