@@ -70,7 +70,7 @@ fn kill_nine_during_training_loses_at_most_one_epoch() {
     child.wait().unwrap();
     let before = Checkpoint::load(&ck).expect("the checkpoint survives a kill -9");
     let done = before.state.epoch;
-    assert!(done >= 3 && done < 40, "killed after {done} epochs");
+    assert!((3..40).contains(&done), "killed after {done} epochs");
     // Resume with the same command: it continues from the checkpoint and finishes.
     let argv = args("40");
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
