@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 data="${1:-../shared/svhn/train}"
 bin="${CARGO_TARGET_DIR:-target}/release/housenum"
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ls "$data"/*.png | head -n 500 > /tmp/housenum-bench-list.txt
-rust=$(for _ in 1 2 3 4 5; do "$bin" eval "$data" --protocol full --limit 2100 --json -q \
+ls "$data"/*.png > /tmp/housenum-bench-list.txt
+rust=$(for _ in 1 2 3 4 5; do "$bin" eval "$data" --protocol full --json -q \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_second"])'; done | median)
 ort=$(for _ in 1 2 3 4 5; do xargs python3 benches/ort_eval.py onnx/housenum.onnx \
   < /tmp/housenum-bench-list.txt; done | median)
