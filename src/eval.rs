@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::alphabet::digits_to_string;
 use crate::error::Result;
 use crate::infer::Reader;
-use crate::preprocess::{self, BatchItem, Protocol};
+use crate::preprocess::{self, Protocol};
 use crate::svhn::{DigitBox, Record};
 
 /// Levenshtein distance between two digit sequences.
@@ -137,24 +137,30 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(records.len());
-    for chunk in records.chunks(256) {
-        let items: Vec<BatchItem> = chunk
-            .iter()
-            .map(|r| BatchItem {
-                path: r.path.clone(),
-                boxes: r.boxes.clone(),
-            })
-            .collect();
-        let strips: Vec<_> = items
+    let prepare = |chunk: &[Record]| -> Vec<Result<preprocess::Strip>> {
+        chunk
             .par_iter()
-            .map(|it| preprocess::preprocess_file(&it.path, protocol, &it.boxes))
-            .collect();
-        let truths: Vec<(String, Vec<u8>)> = chunk
+            .map(|r| preprocess::preprocess_file(&r.path, protocol, &r.boxes))
+            .collect()
+    };
+    let truths_of = |chunk: &[Record]| -> Vec<(String, Vec<u8>)> {
+        chunk
             .iter()
             .map(|r| (r.name.clone(), r.digits.clone()))
-            .collect();
-        outcomes.extend(score(reader, &truths, &strips, progress)?);
+            .collect()
+    };
+    // Pipeline: while tract reads chunk k (one thread), rayon preprocesses chunk k + 1.
+    let chunks: Vec<&[Record]> = records.chunks(64).collect();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(records.len());
+    let mut current = chunks.first().map(|c| prepare(c));
+    for k in 0..chunks.len() {
+        let strips = current.take().expect("prepared chunk");
+        let (scored, next) = rayon::join(
+            || score(reader, &truths_of(chunks[k]), &strips, progress),
+            || chunks.get(k + 1).map(|c| prepare(c)),
+        );
+        outcomes.extend(scored?);
+        current = next;
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(summarise(outcomes, protocol, secs))
