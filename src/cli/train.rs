@@ -41,6 +41,9 @@ pub struct TrainArgs {
     /// Maximum training strip width in pixels (bounded sequence lengths).
     #[arg(long, default_value_t = 160)]
     pub max_width: usize,
+    /// Output channels of the four convolutions of the window CNN.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 128])]
+    pub channels: Vec<usize>,
     /// LSTM hidden size per direction.
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
@@ -67,6 +70,7 @@ pub struct TrainArgs {
 
 /// Run the subcommand.
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    anyhow::ensure!(a.channels.len() == 4, "--channels takes four numbers, e.g. 32,64,128,128");
     let mut cfg = TrainConfig {
         data: a.data,
         out: a.out,
@@ -79,6 +83,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         limit: a.limit,
         model: ModelConfig {
             hidden: a.hidden,
+            channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
             ..ModelConfig::default()
         },
         dropout: a.dropout,
