@@ -32,20 +32,6 @@ impl Default for AugmentConfig {
     }
 }
 
-fn union(boxes: &[DigitBox]) -> (f32, f32, f32, f32) {
-    let l = boxes.iter().map(|b| b.left).fold(f32::INFINITY, f32::min);
-    let t = boxes.iter().map(|b| b.top).fold(f32::INFINITY, f32::min);
-    let r = boxes
-        .iter()
-        .map(|b| b.right())
-        .fold(f32::NEG_INFINITY, f32::max);
-    let b = boxes
-        .iter()
-        .map(|b| b.bottom())
-        .fold(f32::NEG_INFINITY, f32::max);
-    (l, t, r, b)
-}
-
 /// The part of an image that augmentation can ever reach: the digit union grown 3.5× in width
 /// and 2.6× in height (so training images can be kept in memory pre-cut). Returns the cut image
 /// and the boxes moved into its coordinates.
@@ -53,7 +39,7 @@ pub fn reachable_part(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Ve
     if boxes.is_empty() {
         return (img.clone(), Vec::new());
     }
-    let r = preprocess::expand_region(union(boxes), 3.5, 2.6, img.dimensions());
+    let r = preprocess::expand_region(preprocess::boxes_union(boxes), 3.5, 2.6, img.dimensions());
     let cut = image::imageops::crop_imm(img, r.x0, r.y0, r.width(), r.height()).to_image();
     let moved = boxes
         .iter()
@@ -92,7 +78,7 @@ pub fn augment(img: &Rgb32FImage, boxes: &[DigitBox], cfg: &AugmentConfig, rng: 
     let (l, t, r, b) = if whole {
         (0.0, 0.0, iw as f32, ih as f32)
     } else {
-        union(boxes)
+        preprocess::boxes_union(boxes)
     };
     let (bw, bh) = ((r - l).max(1.0), (b - t).max(1.0));
     let (fx, fy) = if whole {

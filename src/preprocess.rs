@@ -169,17 +169,27 @@ pub fn protocol_region(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox])
     if protocol == Protocol::Full || boxes.is_empty() {
         return Region::full(w, h);
     }
-    let l = boxes.iter().map(|b| b.left).fold(f32::INFINITY, f32::min);
-    let t = boxes.iter().map(|b| b.top).fold(f32::INFINITY, f32::min);
-    let r = boxes
-        .iter()
-        .map(|b| b.right())
-        .fold(f32::NEG_INFINITY, f32::max);
-    let b = boxes
-        .iter()
-        .map(|b| b.bottom())
-        .fold(f32::NEG_INFINITY, f32::max);
-    expand_region((l, t, r, b), 1.3, 1.3, size)
+    expand_region(boxes_union(boxes), 1.3, 1.3, size)
+}
+
+/// The union of digit boxes as `(left, top, right, bottom)`.
+pub fn boxes_union(boxes: &[DigitBox]) -> (f32, f32, f32, f32) {
+    boxes.iter().fold(
+        (
+            f32::INFINITY,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+        ),
+        |(l, t, r, b), x| {
+            (
+                l.min(x.left),
+                t.min(x.top),
+                r.max(x.right()),
+                b.max(x.bottom()),
+            )
+        },
+    )
 }
 
 /// Grow the float rectangle `(l, t, r, b)` by factors `fx`, `fy` around its centre, round outwards

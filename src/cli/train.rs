@@ -70,7 +70,10 @@ pub struct TrainArgs {
 
 /// Run the subcommand.
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
-    anyhow::ensure!(a.channels.len() == 4, "--channels takes four numbers, e.g. 32,64,128,128");
+    anyhow::ensure!(
+        a.channels.len() == 4,
+        "--channels takes four numbers, e.g. 32,64,128,128"
+    );
     let mut cfg = TrainConfig {
         data: a.data,
         out: a.out,
