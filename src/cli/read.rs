@@ -69,11 +69,80 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
                 empty.push(p.clone());
             }
             out.extend(files);
+        } else if let Some(matches) = expand_glob(p) {
+            if matches.is_empty() {
+                empty.push(p.clone());
+            }
+            out.extend(matches);
         } else {
             out.push(p.clone());
         }
     }
     (out, empty)
+}
+
+/// `*` and `?` wildcards in the file-name part of a path that does not exist as given (e.g. a
+/// quoted `'photos/*.jpg'`): the matching files, sorted. `None` when there is nothing to expand.
+fn expand_glob(p: &Path) -> Option<Vec<PathBuf>> {
+    let name = p.file_name()?.to_str()?;
+    if p.exists() || !(name.contains('*') || name.contains('?')) {
+        return None;
+    }
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| wildcard_match(name.as_bytes(), n.as_bytes()))
+        })
+        .map(|e| p.with_file_name(e.file_name()))
+        .filter(|f| f.is_file())
+        .collect();
+    found.sort();
+    Some(found)
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run and `?` any one byte.
+fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            wildcard_match(&pattern[1..], text)
+                || (!text.is_empty() && wildcard_match(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => wildcard_match(&pattern[1..], &text[1..]),
+        (Some(a), Some(b)) if a == b => wildcard_match(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_match;
+
+    #[test]
+    fn wildcard_table() {
+        let cases = [
+            ("*.png", "a.png", true),
+            ("*.png", "a.jpg", false),
+            ("s?.png", "s1.png", true),
+            ("s?.png", "s10.png", false),
+            ("*", "", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+        ];
+        let bad: Vec<_> = cases
+            .iter()
+            .filter(|(p, t, want)| wildcard_match(p.as_bytes(), t.as_bytes()) != *want)
+            .collect();
+        assert!(bad.is_empty(), "{bad:?}");
+    }
 }
 
 /// Run the subcommand.
@@ -84,7 +153,10 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     let mut out = stdout.lock();
     let mut failed = empty_dirs.len();
     for d in &empty_dirs {
-        eprintln!("error: {}: a directory with no images in it", d.display());
+        eprintln!(
+            "error: {}: no images there (an empty directory or a pattern that matches nothing)",
+            d.display()
+        );
     }
     if let (Some(out_path), true) = (&a.explain, inputs.len() > 1) {
         std::fs::create_dir_all(out_path)

@@ -63,6 +63,9 @@ pub struct TrainArgs {
     /// Longest recombined number (training keeps sequences bounded; longer ones are read anyway).
     #[arg(long, default_value_t = 6)]
     pub recombine_max_len: usize,
+    /// Print a JSON summary (epochs, seconds, the last epoch's numbers, checkpoint) at the end.
+    #[arg(long)]
+    pub json: bool,
     /// Hide progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -100,5 +103,15 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     cfg.augment.max_width = a.max_width;
     let state = train(&cfg).with_context(|| format!("training into {}", cfg.out.display()))?;
     eprintln!("done: {} epochs, {:.0} s", state.epoch, state.seconds);
+    if a.json {
+        let v = serde_json::json!({
+            "epochs": state.epoch,
+            "steps": state.step,
+            "seconds": state.seconds,
+            "last": state.history.last(),
+            "checkpoint": housenum::train::last_checkpoint(&cfg.out),
+        });
+        println!("{v}");
+    }
     Ok(ExitCode::SUCCESS)
 }
