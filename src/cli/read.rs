@@ -122,29 +122,6 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::wildcard_match;
-
-    #[test]
-    fn wildcard_table() {
-        let cases = [
-            ("*.png", "a.png", true),
-            ("*.png", "a.jpg", false),
-            ("s?.png", "s1.png", true),
-            ("s?.png", "s10.png", false),
-            ("*", "", true),
-            ("a*b*c", "axxbyyc", true),
-            ("a*b*c", "axxbyy", false),
-        ];
-        let bad: Vec<_> = cases
-            .iter()
-            .filter(|(p, t, want)| wildcard_match(p.as_bytes(), t.as_bytes()) != *want)
-            .collect();
-        assert!(bad.is_empty(), "{bad:?}");
-    }
-}
-
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
     let reader = load_reader(a.model.as_deref())?;
@@ -228,4 +205,27 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard_match;
+
+    #[test]
+    fn wildcard_table() {
+        let cases = [
+            ("*.png", "a.png", true),
+            ("*.png", "a.jpg", false),
+            ("s?.png", "s1.png", true),
+            ("s?.png", "s10.png", false),
+            ("*", "", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+        ];
+        let bad: Vec<_> = cases
+            .iter()
+            .filter(|(p, t, want)| wildcard_match(p.as_bytes(), t.as_bytes()) != *want)
+            .collect();
+        assert!(bad.is_empty(), "{bad:?}");
+    }
 }
