@@ -110,6 +110,27 @@ impl Adam {
     }
 }
 
+/// One optimiser step with its guards: clip the gradient to `clip` (global norm), and update the
+/// parameters only when the loss and the gradient are finite and some sample had an alignment.
+/// Returns whether the step was applied; a skipped step leaves parameters and Adam state as
+/// they were.
+fn apply_step(
+    params: &mut [f32],
+    adam: &mut Adam,
+    grad: &mut [f32],
+    loss: f32,
+    used: usize,
+    clip: f32,
+    lr: f32,
+) -> bool {
+    let norm = clip_grad_norm(grad, clip);
+    if used == 0 || !loss.is_finite() || !norm.is_finite() {
+        return false;
+    }
+    adam.step(params, grad, lr);
+    true
+}
+
 /// Learning rate at `step` of `total`: linear warm-up over 300 steps, cosine decay to 5 %.
 pub fn lr_at(peak: f32, step: u64, total: u64) -> f32 {
     let warm = 300u64.min(total / 10).max(1);
@@ -411,19 +432,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                     cfg.dropout,
                     cfg.seed ^ state.step,
                 );
-                let norm = clip_grad_norm(&mut grad, cfg.clip_norm);
-                if used == 0 || !loss.is_finite() || !norm.is_finite() {
+                let lr = lr_at(cfg.lr, state.step, total_steps);
+                if apply_step(
+                    &mut model.params,
+                    &mut adam,
+                    &mut grad,
+                    loss,
+                    used,
+                    cfg.clip_norm,
+                    lr,
+                ) {
+                    loss_sum += loss as f64;
+                    loss_n += 1;
+                } else {
                     skipped += 1;
                     eprintln!(
                         "warning: epoch {} step {}: non-finite loss or gradient, step skipped",
                         epoch + 1,
                         state.step
                     );
-                } else {
-                    let lr = lr_at(cfg.lr, state.step, total_steps);
-                    adam.step(&mut model.params, &grad, lr);
-                    loss_sum += loss as f64;
-                    loss_n += 1;
                 }
                 state.step += 1;
                 pb.inc(1);
@@ -482,6 +509,36 @@ mod tests {
         assert!(lr_at(1.0, 0, 10_000) < 0.01);
         assert!((lr_at(1.0, 300, 10_000) - 1.0).abs() < 1e-3);
         assert!((lr_at(1.0, 10_000, 10_000) - 0.05).abs() < 1e-3);
+    }
+
+    #[test]
+    fn non_finite_steps_are_skipped_and_change_nothing() {
+        let mut params = vec![1.0f32, -2.0, 0.5];
+        let mut adam = Adam {
+            m: vec![0.0; 3],
+            v: vec![0.0; 3],
+            t: 0,
+        };
+        // (loss, gradient, samples used, applied?)
+        let cases = [
+            (f32::NAN, vec![0.1, 0.1, 0.1], 4, false),
+            (1.0, vec![f32::INFINITY, 0.0, 0.0], 4, false),
+            (1.0, vec![f32::NAN, 0.0, 0.0], 4, false),
+            (1.0, vec![0.1, 0.1, 0.1], 0, false),
+            (1.0, vec![0.1, -0.2, 0.3], 4, true),
+        ];
+        for (loss, grad, used, want) in cases {
+            let before = (params.clone(), adam.m.clone(), adam.t);
+            let mut g = grad.clone();
+            let applied = apply_step(&mut params, &mut adam, &mut g, loss, used, 5.0, 0.01);
+            assert_eq!(applied, want, "loss {loss} grad {grad:?} used {used}");
+            if !want {
+                assert_eq!((params.clone(), adam.m.clone(), adam.t), before);
+            } else {
+                assert_ne!(params, before.0);
+                assert!(params.iter().all(|p| p.is_finite()));
+            }
+        }
     }
 
     #[test]
