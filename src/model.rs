@@ -122,11 +122,12 @@ const LSTM0: usize = 8;
 /// Everything the forward pass keeps for the backward pass of one sample's conv stack.
 #[derive(Debug, Clone)]
 struct ConvCache {
-    x: Vec<f32>,
+    /// Post-ReLU outputs of conv1..conv4 (`acts[3]` is the `[c4, t]` window embedding).
     acts: [Vec<f32>; 4],
+    /// im2col matrices of conv1..conv4.
     cols: [Vec<f32>; 4],
+    /// Argmax indices of the two poolings.
     pool_idx: [Vec<u32>; 2],
-    pooled: [Vec<f32>; 2],
 }
 
 /// The forward pass of a batch, with what its backward pass needs.
@@ -222,7 +223,7 @@ impl Crnn {
     ///
     /// # Shapes
     /// `x`: `[3, height, w]` → returns `[c4, num_steps(w)]` (one column per window) and a cache.
-    fn conv_forward(&self, x: &[f32], w: usize) -> (Vec<f32>, ConvCache) {
+    fn conv_forward(&self, x: &[f32], w: usize) -> ConvCache {
         let s = self.config.convs();
         let h0 = self.config.height;
         let (a1, c1) = nn::conv_relu(x, s[0], h0, w, self.param(CONV_W[0]), self.param(CONV_B[0]));
@@ -257,15 +258,11 @@ impl Crnn {
             self.param(CONV_W[3]),
             self.param(CONV_B[3]),
         );
-        let out = a4.clone();
-        let cache = ConvCache {
-            x: x.to_vec(),
+        ConvCache {
             acts: [a1, a2, a3, a4],
             cols: [c1, c2, c3, c4],
             pool_idx: [i1, i2],
-            pooled: [p1, p2],
-        };
-        (out, cache)
+        }
     }
 
     /// Embed each window of one strip: the conv stack applied to the whole strip.
@@ -273,7 +270,8 @@ impl Crnn {
     /// # Shapes
     /// `x`: `[3, height, w]` with `w ≥ WINDOW` → `[c4, num_steps(w)]`.
     pub fn embed(&self, x: &[f32], w: usize) -> Vec<f32> {
-        self.conv_forward(x, w).0
+        let [.., a4] = self.conv_forward(x, w).acts;
+        a4
     }
 
     /// Forward pass of a batch of strips of equal width.
@@ -299,12 +297,12 @@ impl Crnn {
         assert_eq!(x.len(), n * per, "input must be [n, 3, height, w]");
         let t = crate::window::num_steps(w);
         let f = cfg.channels[3];
-        let (feats, convs): (Vec<Vec<f32>>, Vec<ConvCache>) = (0..n)
+        let convs: Vec<ConvCache> = (0..n)
             .map(|b| self.conv_forward(&x[b * per..][..per], w))
-            .unzip();
+            .collect();
         // [c4, t] per sample → [t, n, c4].
         let mut seq = vec![0f32; t * n * f];
-        for (b, feat) in feats.iter().enumerate() {
+        for (b, feat) in convs.iter().map(|c| &c.acts[3]).enumerate() {
             for c in 0..f {
                 for tt in 0..t {
                     seq[(tt * n + b) * f + c] = feat[c * t + tt];
@@ -482,13 +480,6 @@ impl Crnn {
             }
             for layer in (0..4).rev() {
                 let (hi, wi) = dims[layer];
-                let input: &[f32] = match layer {
-                    0 => &cache.x,
-                    1 => &cache.pooled[0],
-                    2 => &cache.pooled[1],
-                    _ => &cache.acts[2],
-                };
-                let _ = input;
                 let (wr, br) = (
                     self.param_range(CONV_W[layer]),
                     self.param_range(CONV_B[layer]),
