@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hdf5_pure::{DType, Dataset, File, Object};
+use hdf5_pure::{AttrValue, DType, Dataset, File, FileBuilder, Object};
 use rayon::prelude::*;
 
 use crate::alphabet::digit_from_svhn_label;
@@ -186,6 +186,104 @@ pub fn read_digit_struct(mat: &Path) -> Result<Vec<DigitStructEntry>> {
         out.push((name, digits, boxes));
     }
     Ok(out)
+}
+
+/// The 128-byte MATLAB 7.3 header that leads the 512-byte user block: description text padded
+/// to 116 bytes, an 8-byte subsystem offset (unused), version 0x0200 and the endian tag "IM".
+fn matlab_header() -> Vec<u8> {
+    let mut h = format!(
+        "MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: housenum {}, HDF5 schema 1.00 .",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes();
+    h.resize(116, b' ');
+    h.extend_from_slice(&[0u8; 8]);
+    h.extend_from_slice(&[0x00, 0x02, b'I', b'M']);
+    h
+}
+
+/// Write `entries` as a `digitStruct.mat` in the official layout (see the module docs), so that
+/// [`read_digit_struct`] and the official tools (MATLAB, h5py readers) read it like the real one.
+/// Each entry needs at least one digit; labels are written SVHN-style (0 as 10).
+///
+/// # Errors
+/// [`Error::DigitStruct`] for an entry without digits or with boxes and digits of different
+/// lengths, or when the HDF5 writer fails; [`Error::Io`] when the file cannot be written.
+pub fn write_digit_struct(mat: &Path, entries: &[DigitStructEntry]) -> Result<()> {
+    let mut b = FileBuilder::new();
+    b.with_userblock(512);
+    b.with_userblock_content(&matlab_header());
+    let mut refs = b.create_group("#refs#");
+    let (mut name_paths, mut bbox_paths) = (Vec::new(), Vec::new());
+    for (i, (name, digits, boxes)) in entries.iter().enumerate() {
+        if digits.is_empty() || digits.len() != boxes.len() {
+            return Err(ds_err(
+                mat,
+                format!("entry {i} ({name}): {} digits, {} boxes", digits.len(), boxes.len()),
+            ));
+        }
+        let codes: Vec<u16> = name.encode_utf16().collect();
+        refs.create_dataset(&format!("n{i}"))
+            .with_u16_data(&codes)
+            .with_shape(&[codes.len() as u64, 1])
+            .set_attr("MATLAB_class", AttrValue::String("char".into()))
+            .set_attr("MATLAB_int_decode", AttrValue::I32(2));
+        name_paths.push(format!("/#refs#/n{i}"));
+        let mut g = refs.create_group(&format!("b{i}"));
+        g.set_attr("MATLAB_class", AttrValue::String("struct".into()));
+        let fields: [(&str, Vec<f64>); 5] = [
+            ("height", boxes.iter().map(|b| b.height as f64).collect()),
+            (
+                "label",
+                digits.iter().map(|&d| if d == 0 { 10.0 } else { d as f64 }).collect(),
+            ),
+            ("left", boxes.iter().map(|b| b.left as f64).collect()),
+            ("top", boxes.iter().map(|b| b.top as f64).collect()),
+            ("width", boxes.iter().map(|b| b.width as f64).collect()),
+        ];
+        for (field, values) in fields {
+            if values.len() == 1 {
+                g.create_dataset(field)
+                    .with_f64_data(&values)
+                    .with_shape(&[1, 1])
+                    .set_attr("MATLAB_class", AttrValue::String("double".into()));
+            } else {
+                let mut paths = Vec::with_capacity(values.len());
+                for (k, v) in values.iter().enumerate() {
+                    let leaf = format!("v{i}_{field}_{k}");
+                    refs.create_dataset(&leaf)
+                        .with_f64_data(&[*v])
+                        .with_shape(&[1, 1])
+                        .set_attr("MATLAB_class", AttrValue::String("double".into()));
+                    paths.push(format!("/#refs#/{leaf}"));
+                }
+                let p: Vec<&str> = paths.iter().map(String::as_str).collect();
+                g.create_dataset(field)
+                    .with_path_references(&p)
+                    .with_shape(&[values.len() as u64, 1])
+                    .set_attr("MATLAB_class", AttrValue::String("cell".into()));
+            }
+        }
+        refs.add_group(g.finish());
+        bbox_paths.push(format!("/#refs#/b{i}"));
+    }
+    b.add_group(refs.finish());
+    let mut top = b.create_group("digitStruct");
+    top.set_attr("MATLAB_class", AttrValue::String("struct".into()));
+    for (field, paths) in [("name", &name_paths), ("bbox", &bbox_paths)] {
+        let p: Vec<&str> = paths.iter().map(String::as_str).collect();
+        top.create_dataset(field)
+            .with_path_references(&p)
+            .with_shape(&[p.len() as u64, 1])
+            .set_attr("MATLAB_class", AttrValue::String("cell".into()));
+    }
+    b.add_group(top.finish());
+    let bytes = b
+        .finish()
+        .map_err(|e| ds_err(mat, format!("HDF5 writer: {e}")))?;
+    let tmp = mat.with_extension("mat.partial");
+    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, mat).map_err(|e| Error::io(mat, e))
 }
 
 impl SvhnSet {

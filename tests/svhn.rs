@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use housenum::svhn::{read_digit_struct, DigitBox, SvhnSet};
+use housenum::svhn::{read_digit_struct, write_digit_struct, DigitBox, SvhnSet};
 use housenum::Error;
 
 fn csv_labels(path: &std::path::Path) -> HashMap<String, (Vec<u8>, Vec<DigitBox>)> {
@@ -128,4 +128,45 @@ fn broken_digit_struct_files_get_errors_naming_them() {
             "{msg}"
         );
     }
+}
+
+#[test]
+fn written_digit_struct_reads_back_exactly() {
+    let b = |left: f32, top: f32| DigitBox {
+        left,
+        top,
+        width: 7.5,
+        height: 15.0,
+    };
+    let entries = vec![
+        ("1.png".to_string(), vec![0], vec![b(-2.0, 3.0)]),
+        ("2.png".to_string(), vec![4, 0, 9], vec![b(1.0, 2.0), b(9.0, 2.5), b(17.0, 1.0)]),
+        (
+            "10.png".to_string(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 0],
+            (0..10).map(|i| b(8.0 * i as f32, 0.0)).collect(),
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mat = dir.path().join("digitStruct.mat");
+    write_digit_struct(&mat, &entries).unwrap();
+    let bytes = std::fs::read(&mat).unwrap();
+    assert!(bytes.starts_with(b"MATLAB 7.3 MAT-file"));
+    assert_eq!(&bytes[126..128], b"IM");
+    assert_eq!(&bytes[512..516], b"\x89HDF");
+    assert_eq!(read_digit_struct(&mat).unwrap(), entries);
+    // An entry whose boxes do not match its digits is refused, naming the file.
+    let bad = vec![("x.png".to_string(), vec![1, 2], vec![b(0.0, 0.0)])];
+    let err = write_digit_struct(&dir.path().join("bad.mat"), &bad).unwrap_err();
+    assert!(err.to_string().contains("bad.mat"), "{err}");
+}
+
+#[test]
+fn official_train_entries_survive_a_write_read_round_trip() {
+    let Some(svhn) = common::svhn() else { return };
+    let official = read_digit_struct(&svhn.join("train/digitStruct.mat")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mat = dir.path().join("digitStruct.mat");
+    write_digit_struct(&mat, &official).unwrap();
+    assert_eq!(read_digit_struct(&mat).unwrap(), official);
 }
