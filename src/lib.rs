@@ -35,6 +35,7 @@ pub mod recombine;
 pub mod report;
 pub mod rng;
 pub mod svhn;
+pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod window;

@@ -24,6 +24,7 @@ struct Cli {
 enum Command {
     Read(cli::read::ReadArgs),
     Eval(cli::eval::EvalArgs),
+    Synth(cli::synth::SynthArgs),
     #[cfg(feature = "train")]
     Train(cli::train::TrainArgs),
     #[cfg(feature = "train")]
@@ -47,6 +48,7 @@ fn main() -> std::process::ExitCode {
     let r: Result<std::process::ExitCode> = match cli.command {
         Command::Read(a) => cli::read::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Synth(a) => cli::synth::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => cli::train::run(a),
         #[cfg(feature = "train")]

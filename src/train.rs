@@ -53,6 +53,17 @@ pub struct TrainConfig {
     pub recombine_prob: f32,
     /// Longest recombined number used in training.
     pub recombine_max_len: usize,
+    /// Share of training samples replaced by synthetic numbers ([`crate::synth`]), drawn on the
+    /// fly with backgrounds from the training split only.
+    #[serde(default)]
+    pub synth_prob: f32,
+    /// Longest synthetic number.
+    #[serde(default = "default_synth_max_len")]
+    pub synth_max_len: usize,
+    /// Start from these weights (a checkpoint or `export --weights` file) instead of random
+    /// ones; the model configuration is the file's. Ignored when resuming.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -76,6 +87,9 @@ impl Default for TrainConfig {
             pseudo_min_confidence: 0.9,
             recombine_prob: 0.0,
             recombine_max_len: 6,
+            synth_prob: 0.0,
+            synth_max_len: default_synth_max_len(),
+            init: None,
             quiet: false,
         }
     }
@@ -278,6 +292,10 @@ pub fn last_checkpoint(out: &Path) -> PathBuf {
     out.join("last.safetensors")
 }
 
+fn default_synth_max_len() -> usize {
+    8
+}
+
 /// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
 pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -343,6 +361,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             cfg.recombine_max_len
         );
     }
+    let synth = (cfg.synth_prob > 0.0).then(|| {
+        let backgrounds = crate::synth::load_backgrounds(&train_recs);
+        eprintln!(
+            "synthesis: {:.0} % of samples are synthetic numbers of 1-{} digits ({} fonts, {} background patches from the training split)",
+            100.0 * cfg.synth_prob,
+            cfg.synth_max_len,
+            crate::synth::FONTS.len(),
+            backgrounds.len()
+        );
+        crate::synth::Synth::new(
+            crate::synth::SynthConfig {
+                max_len: cfg.synth_max_len,
+                max_digit_height: 30.0,
+                max_margin: 2.5,
+                ..Default::default()
+            },
+            backgrounds,
+        )
+    });
     let (vc, vct) = val_strips(&val_recs, Protocol::Crop);
     let (vf, vft) = val_strips(&val_recs, Protocol::Full);
 
@@ -367,7 +404,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         };
         (ck.model, adam, ck.state)
     } else {
-        let model = Crnn::new(cfg.model.clone(), cfg.seed);
+        let model = match &cfg.init {
+            Some(p) => {
+                let m = Checkpoint::load(p)?.model;
+                eprintln!("initial weights from {}", p.display());
+                m
+            }
+            None => Crnn::new(cfg.model.clone(), cfg.seed),
+        };
         let n = model.num_params();
         let state = TrainState {
             train_config: serde_json::to_value(cfg).expect("config serialises"),
@@ -403,6 +447,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 .par_iter()
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
+                    if let Some(g) = synth.as_ref().filter(|_| rng.chance(cfg.synth_prob)) {
+                        let s = g.render(&mut rng);
+                        return (
+                            augment::augment(&s.image, &s.boxes, &cfg.augment, &mut rng),
+                            s.digits,
+                        );
+                    }
                     if !digit_pool.is_empty() && rng.chance(cfg.recombine_prob) {
                         let len = 1 + rng.below(cfg.recombine_max_len.max(1));
                         let (img, boxes, digits) = recombine::compose(&digit_pool, len, &mut rng);

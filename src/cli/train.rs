@@ -63,6 +63,17 @@ pub struct TrainArgs {
     /// Longest recombined number (training keeps sequences bounded; longer ones are read anyway).
     #[arg(long, default_value_t = 6)]
     pub recombine_max_len: usize,
+    /// Share of samples replaced by synthetic numbers (fonts on real backgrounds, drawn on the
+    /// fly; see `housenum synth`).
+    #[arg(long, default_value_t = 0.0)]
+    pub synth: f32,
+    /// Longest synthetic number used in training.
+    #[arg(long, default_value_t = 8)]
+    pub synth_max_len: usize,
+    /// Start from the weights of this checkpoint (or `export --weights` file) instead of random
+    /// ones (fine-tuning); ignored when `--out` already holds a checkpoint to resume.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Print a JSON summary (epochs, seconds, the last epoch's numbers, checkpoint) at the end.
     #[arg(long)]
     pub json: bool,
@@ -97,6 +108,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         pseudo_min_confidence: a.pseudo_min_confidence,
         recombine_prob: a.recombine,
         recombine_max_len: a.recombine_max_len,
+        synth_prob: a.synth,
+        synth_max_len: a.synth_max_len,
+        init: a.init,
         quiet: a.quiet,
         ..TrainConfig::default()
     };

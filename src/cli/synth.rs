@@ -1,0 +1,163 @@
+//! `housenum synth`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use housenum::rng::Rng;
+use housenum::svhn::{self, DigitStructEntry, SvhnSet};
+use housenum::synth::{self, Synth, SynthConfig};
+use rayon::prelude::*;
+
+/// Generate synthetic house numbers in the official SVHN layout (`1.png`, `2.png`, … and
+/// `digitStruct.mat`), so `eval`, `train` and any SVHN tool read them like real data.
+/// Deterministic: image i depends only on (--seed, i).
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Output folder (created).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// How many images.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fewest digits per number.
+    #[arg(long, default_value_t = 1)]
+    pub min_len: usize,
+    /// Most digits per number.
+    #[arg(long, default_value_t = 10)]
+    pub max_len: usize,
+    /// Largest digit height in pixels (real SVHN digits: median 29, 95th percentile 68).
+    #[arg(long, default_value_t = 64.0)]
+    pub max_digit_height: f32,
+    /// Official-layout folder whose photos give real backgrounds (the digit-free parts around
+    /// the labelled boxes); its validation split (by name hash) is never used.
+    #[arg(long)]
+    pub backgrounds: Option<PathBuf>,
+    /// Validation fraction of the backgrounds folder to leave out (same hash as `train`).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Instead of writing files, generate `--count` training strips (32 px high) in memory and
+    /// report images per second.
+    #[arg(long)]
+    pub bench: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Run the subcommand.
+pub fn run(a: SynthArgs) -> Result<ExitCode> {
+    if a.min_len == 0 || a.max_len < a.min_len {
+        bail!("--min-len must be >= 1 and <= --max-len");
+    }
+    let backgrounds = match &a.backgrounds {
+        Some(dir) => {
+            let set = SvhnSet::open(dir).with_context(|| format!("reading {}", dir.display()))?;
+            let (train, _) = svhn::split_by_name(&set.records, a.val_fraction);
+            let b = synth::load_backgrounds(&train);
+            eprintln!(
+                "backgrounds: {} patches from {} training-split photos of {}",
+                b.len(),
+                train.len(),
+                dir.display()
+            );
+            b
+        }
+        None => Vec::new(),
+    };
+    let config = SynthConfig {
+        min_len: a.min_len,
+        max_len: a.max_len,
+        max_digit_height: if a.bench { 30.0 } else { a.max_digit_height },
+        max_margin: if a.bench { 1.6 } else { 6.0 },
+        ..SynthConfig::default()
+    };
+    let gen = Synth::new(config, backgrounds);
+    let started = Instant::now();
+    let pb = housenum::progress::bar(a.count, "synth", a.quiet);
+    let chunk = 512u64;
+    if a.bench {
+        let mut widths = 0usize;
+        for c in (0..a.count).step_by(chunk as usize) {
+            let n = chunk.min(a.count - c);
+            widths += (c..c + n)
+                .into_par_iter()
+                .map(|i| gen.strip(&mut Rng::derive(a.seed, i)).0.width)
+                .sum::<usize>();
+            pb.inc(n);
+        }
+        pb.finish_and_clear();
+        let secs = started.elapsed().as_secs_f64();
+        let rate = a.count as f64 / secs;
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"strips": a.count, "seconds": secs, "images_per_second": rate,
+                    "mean_width": widths as f64 / a.count.max(1) as f64, "threads": rayon::current_num_threads()})
+            );
+        } else {
+            println!(
+                "{} strips in {:.2} s: {:.0} images/s on {} threads",
+                a.count,
+                secs,
+                rate,
+                rayon::current_num_threads()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(out) = &a.out else {
+        bail!("--out DIR is required (or --bench)");
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut entries: Vec<DigitStructEntry> = Vec::with_capacity(a.count as usize);
+    for c in (0..a.count).step_by(chunk as usize) {
+        let n = chunk.min(a.count - c);
+        let done: Vec<Result<DigitStructEntry>> = (c..c + n)
+            .into_par_iter()
+            .map(|i| {
+                let s = gen.render_nth(a.seed, i);
+                let name = format!("{}.png", i + 1);
+                let path = out.join(&name);
+                image::DynamicImage::ImageRgb32F(s.image)
+                    .to_rgb8()
+                    .save(&path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Ok((name, s.digits, s.boxes))
+            })
+            .collect();
+        for e in done {
+            entries.push(e?);
+        }
+        pb.inc(n);
+    }
+    pb.finish_and_clear();
+    let mat = out.join("digitStruct.mat");
+    svhn::write_digit_struct(&mat, &entries)?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"out": out, "images": a.count, "seed": a.seed, "seconds": secs,
+                "digit_struct": mat, "fonts": gen.num_fonts()})
+        );
+    } else {
+        println!(
+            "wrote {} images and {} in {:.1} s ({} fonts, seed {})",
+            a.count,
+            mat.display(),
+            secs,
+            gen.num_fonts(),
+            a.seed
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
