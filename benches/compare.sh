@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Whole-program benchmark, reference side in the same run: `housenum eval` (tract) against the
 # same .onnx under onnxruntime with the same preprocessing (benches/ort_eval.py), and the cold
-# start of `housenum read one.png`. Medians of 5 runs; prints ratios.
+# start of `housenum read one.png`; and the training step of `housenum bench` against the same
+# architecture under PyTorch CPU (benches/torch_train.py), same batch (32) and strip (3×32×128).
+# Medians of 5 runs; prints ratios.
 # Usage: benches/compare.sh [SVHN_DIR] (default ../shared/svhn/train); needs `pip install
-# onnxruntime numpy pillow` and a release build (`cargo build --release`).
+# onnxruntime numpy pillow`, a release build with training (`cargo build --release --features
+# train`), and for the training side a torch: set TORCH_PYTHON to its interpreter (default
+# /usr/bin/python3). Use PyPI's build (`python3 -m venv t && t/bin/pip install torch`, MKL +
+# oneDNN): Debian's python3-torch uses a generic BLAS and is ~5x slower, an unfair reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/svhn/train}"
@@ -18,3 +23,17 @@ cold=$(for _ in 1 2 3 4 5; do s=$(date +%s%N); "$bin" read data/samples/sample-1
   echo $(( ($(date +%s%N) - s) / 1000000 )); done | median)
 echo "eval end to end (full protocol), images/s: housenum (tract) $rust, onnxruntime pipeline $ort, ratio $(python3 -c "print(f'{$rust/$ort:.2f}')")"
 echo "housenum read one.png, cold start: ${cold} ms"
+tpy="${TORCH_PYTHON:-/usr/bin/python3}"
+if "$tpy" -c "import torch" 2>/dev/null; then
+  # Interleaved (ours, theirs, ours, …) so that drifts of a shared machine hit both sides alike.
+  ips() { python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_second"])'; }
+  : > /tmp/housenum-bench-ours.txt; : > /tmp/housenum-bench-torch.txt
+  for _ in 1 2 3 4 5; do
+    "$bin" bench --json --runs 1 | ips >> /tmp/housenum-bench-ours.txt
+    "$tpy" benches/torch_train.py --threads "$(nproc)" --runs 1 | ips >> /tmp/housenum-bench-torch.txt
+  done
+  ours=$(median < /tmp/housenum-bench-ours.txt); torch=$(median < /tmp/housenum-bench-torch.txt)
+  echo "training step (batch 32, 3x32x128, shipped architecture), images/s: housenum $ours, PyTorch CPU $torch ($("$tpy" -c 'import torch; print(torch.__version__)')), ratio $(python3 -c "print(f'{$ours/$torch:.2f}')")"
+else
+  echo "training step: PyTorch not installed for $tpy, reference side skipped"
+fi

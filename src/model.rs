@@ -119,10 +119,11 @@ const CONV_W: [usize; 4] = [0, 2, 4, 6];
 const CONV_B: [usize; 4] = [1, 3, 5, 7];
 const LSTM0: usize = 8;
 
-/// Everything the forward pass keeps for the backward pass of one sample's conv stack.
+/// Everything the forward pass keeps for the backward pass of a batch's conv stack (all
+/// activations channel-major, `[c, m, h, w]`).
 #[derive(Debug, Clone)]
 struct ConvCache {
-    /// Post-ReLU outputs of conv1..conv4 (`acts[3]` is the `[c4, t]` window embedding).
+    /// Post-ReLU outputs of conv1..conv4 (`acts[3]` is the `[c4, m, t]` window embedding).
     acts: [Vec<f32>; 4],
     /// im2col matrices of conv1..conv4.
     cols: [Vec<f32>; 4],
@@ -145,7 +146,7 @@ pub struct Forward {
     pub lstm_out: Vec<f32>,
     /// Log-probabilities `[t, n, NUM_CLASSES]`.
     pub log_probs: Vec<f32>,
-    convs: Vec<ConvCache>,
+    convs: ConvCache,
     lstm: Vec<LstmCache>,
     /// Dropout masks (0 or 1/(1−p)) on the window embeddings and on the LSTM outputs.
     masks: Option<(Vec<f32>, Vec<f32>)>,
@@ -219,45 +220,35 @@ impl Crnn {
         o..o + l
     }
 
-    /// The conv stack on one strip.
+    /// The conv stack on a batch of strips, every layer one GEMM over the whole batch.
     ///
     /// # Shapes
-    /// `x`: `[3, height, w]` → returns `[c4, num_steps(w)]` (one column per window) and a cache.
-    fn conv_forward(&self, x: &[f32], w: usize) -> ConvCache {
+    /// `x`: `[m, 3, height, w]` → cache whose `acts[3]` is `[c4, m, num_steps(w)]` (one column
+    /// per window).
+    fn conv_forward(&self, x: &[f32], m: usize, w: usize) -> ConvCache {
         let s = self.config.convs();
         let h0 = self.config.height;
-        let (a1, c1) = nn::conv_relu(x, s[0], h0, w, self.param(CONV_W[0]), self.param(CONV_B[0]));
+        // [m, 3, h, w] → [3, m, h, w].
+        let plane = h0 * w;
+        let mut xc = vec![0f32; 3 * m * plane];
+        for b in 0..m {
+            for c in 0..3 {
+                xc[(c * m + b) * plane..][..plane]
+                    .copy_from_slice(&x[(b * 3 + c) * plane..][..plane]);
+            }
+        }
+        let p = |i: usize| (self.param(CONV_W[i]), self.param(CONV_B[i]));
+        let (a1, c1) = nn::conv_relu(&xc, s[0], m, h0, w, p(0).0, p(0).1);
         let (h1, w1) = (h0 - 2, w - 2);
-        let (p1, i1) = nn::maxpool2(&a1, s[0].co, h1, w1);
+        let (p1, i1) = nn::maxpool2(&a1, s[0].co * m, h1, w1);
         let (h1p, w1p) = (h1 / 2, w1 / 2);
-        let (a2, c2) = nn::conv_relu(
-            &p1,
-            s[1],
-            h1p,
-            w1p,
-            self.param(CONV_W[1]),
-            self.param(CONV_B[1]),
-        );
+        let (a2, c2) = nn::conv_relu(&p1, s[1], m, h1p, w1p, p(1).0, p(1).1);
         let (h2, w2) = (h1p - 2, w1p - 2);
-        let (p2, i2) = nn::maxpool2(&a2, s[1].co, h2, w2);
+        let (p2, i2) = nn::maxpool2(&a2, s[1].co * m, h2, w2);
         let (h2p, w2p) = (h2 / 2, w2 / 2);
-        let (a3, c3) = nn::conv_relu(
-            &p2,
-            s[2],
-            h2p,
-            w2p,
-            self.param(CONV_W[2]),
-            self.param(CONV_B[2]),
-        );
+        let (a3, c3) = nn::conv_relu(&p2, s[2], m, h2p, w2p, p(2).0, p(2).1);
         let (h3, w3) = (h2p - 2, w2p - 2);
-        let (a4, c4) = nn::conv_relu(
-            &a3,
-            s[3],
-            h3,
-            w3,
-            self.param(CONV_W[3]),
-            self.param(CONV_B[3]),
-        );
+        let (a4, c4) = nn::conv_relu(&a3, s[3], m, h3, w3, p(3).0, p(3).1);
         ConvCache {
             acts: [a1, a2, a3, a4],
             cols: [c1, c2, c3, c4],
@@ -270,7 +261,7 @@ impl Crnn {
     /// # Shapes
     /// `x`: `[3, height, w]` with `w ≥ WINDOW` → `[c4, num_steps(w)]`.
     pub fn embed(&self, x: &[f32], w: usize) -> Vec<f32> {
-        let [.., a4] = self.conv_forward(x, w).acts;
+        let [.., a4] = self.conv_forward(x, 1, w).acts;
         a4
     }
 
@@ -297,15 +288,14 @@ impl Crnn {
         assert_eq!(x.len(), n * per, "input must be [n, 3, height, w]");
         let t = crate::window::num_steps(w);
         let f = cfg.channels[3];
-        let convs: Vec<ConvCache> = (0..n)
-            .map(|b| self.conv_forward(&x[b * per..][..per], w))
-            .collect();
-        // [c4, t] per sample → [t, n, c4].
+        let convs = self.conv_forward(x, n, w);
+        // [c4, n, t] → [t, n, c4].
         let mut seq = vec![0f32; t * n * f];
-        for (b, feat) in convs.iter().map(|c| &c.acts[3]).enumerate() {
-            for c in 0..f {
+        let feat = &convs.acts[3];
+        for c in 0..f {
+            for b in 0..n {
                 for tt in 0..t {
-                    seq[(tt * n + b) * f + c] = feat[c * t + tt];
+                    seq[(tt * n + b) * f + c] = feat[(c * n + b) * t + tt];
                 }
             }
         }
@@ -462,7 +452,7 @@ impl Crnn {
         if let Some((m, _)) = &fwd.masks {
             dseq.iter_mut().zip(m).for_each(|(v, k)| *v *= k);
         }
-        // Conv stacks, one sample at a time.
+        // Conv stack, the whole batch per layer.
         let s = cfg.convs();
         let h0 = cfg.height;
         let (h1, w1) = (h0 - 2, w - 2);
@@ -471,39 +461,42 @@ impl Crnn {
         let (h2p, w2p) = (h2 / 2, w2 / 2);
         let (h3, w3) = (h2p - 2, w2p - 2);
         let dims = [(h0, w), (h1p, w1p), (h2p, w2p), (h3, w3)];
-        for (b, cache) in fwd.convs.iter().enumerate() {
-            let mut dy = vec![0f32; f * t];
-            for c in 0..f {
+        let cache = &fwd.convs;
+        // [t, n, c4] → [c4, n, t].
+        let mut dy = vec![0f32; f * n * t];
+        for c in 0..f {
+            for b in 0..n {
                 for tt in 0..t {
-                    dy[c * t + tt] = dseq[(tt * n + b) * f + c];
+                    dy[(c * n + b) * t + tt] = dseq[(tt * n + b) * f + c];
                 }
             }
-            for layer in (0..4).rev() {
-                let (hi, wi) = dims[layer];
-                let (wr, br) = (
-                    self.param_range(CONV_W[layer]),
-                    self.param_range(CONV_B[layer]),
-                );
-                let (gw, gb) = split_two(&mut grad, wr, br);
-                let dx = nn::conv_relu_backward(
-                    &mut dy,
-                    &cache.acts[layer],
-                    &cache.cols[layer],
-                    s[layer],
-                    hi,
-                    wi,
-                    self.param(CONV_W[layer]),
-                    gw,
-                    gb,
-                    layer > 0,
-                );
-                let Some(dx) = dx else { break };
-                dy = match layer {
-                    1 => nn::maxpool2_backward(&dx, &cache.pool_idx[0], cache.acts[0].len()),
-                    2 => nn::maxpool2_backward(&dx, &cache.pool_idx[1], cache.acts[1].len()),
-                    _ => dx,
-                };
-            }
+        }
+        for layer in (0..4).rev() {
+            let (hi, wi) = dims[layer];
+            let (wr, br) = (
+                self.param_range(CONV_W[layer]),
+                self.param_range(CONV_B[layer]),
+            );
+            let (gw, gb) = split_two(&mut grad, wr, br);
+            let dx = nn::conv_relu_backward(
+                &mut dy,
+                &cache.acts[layer],
+                &cache.cols[layer],
+                s[layer],
+                n,
+                hi,
+                wi,
+                self.param(CONV_W[layer]),
+                gw,
+                gb,
+                layer > 0,
+            );
+            let Some(dx) = dx else { break };
+            dy = match layer {
+                1 => nn::maxpool2_backward(&dx, &cache.pool_idx[0], cache.acts[0].len()),
+                2 => nn::maxpool2_backward(&dx, &cache.pool_idx[1], cache.acts[1].len()),
+                _ => dx,
+            };
         }
         grad
     }

@@ -63,21 +63,26 @@ impl ConvShape {
     }
 }
 
-/// im2col for a valid convolution.
+/// im2col for a valid convolution over a batch stored channel-major.
 ///
 /// # Shapes
-/// `x`: `[ci, h, w]` → returns `[ci·kh·kw, ho·wo]` with `ho = h − kh + 1`, `wo = w − kw + 1`.
-pub fn im2col(x: &[f32], s: ConvShape, h: usize, w: usize) -> Vec<f32> {
+/// `x`: `[ci, m, h, w]` → returns `[ci·kh·kw, m·ho·wo]` (column `b·ho·wo + y·wo + x`) with
+/// `ho = h − kh + 1`, `wo = w − kw + 1`.
+pub fn im2col(x: &[f32], s: ConvShape, m: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
-    let mut cols = vec![0f32; s.k() * ho * wo];
+    let plane = ho * wo;
+    let mut cols = vec![0f32; s.k() * m * plane];
     let mut row = 0;
     for c in 0..s.ci {
         for dy in 0..s.kh {
             for dx in 0..s.kw {
-                let dst = &mut cols[row * ho * wo..][..ho * wo];
-                for y in 0..ho {
-                    let src = &x[(c * h + y + dy) * w + dx..][..wo];
-                    dst[y * wo..][..wo].copy_from_slice(src);
+                let dst_row = &mut cols[row * m * plane..][..m * plane];
+                for b in 0..m {
+                    let src_plane = &x[(c * m + b) * h * w..][..h * w];
+                    let dst = &mut dst_row[b * plane..][..plane];
+                    for y in 0..ho {
+                        dst[y * wo..][..wo].copy_from_slice(&src_plane[(y + dy) * w + dx..][..wo]);
+                    }
                 }
                 row += 1;
             }
@@ -86,18 +91,23 @@ pub fn im2col(x: &[f32], s: ConvShape, h: usize, w: usize) -> Vec<f32> {
     cols
 }
 
-/// Adjoint of [`im2col`]: accumulate `[ci·kh·kw, ho·wo]` columns into `dx` `[ci, h, w]`.
-pub fn col2im(cols: &[f32], s: ConvShape, h: usize, w: usize, dx: &mut [f32]) {
+/// Adjoint of [`im2col`]: accumulate `[ci·kh·kw, m·ho·wo]` columns into `dx` `[ci, m, h, w]`.
+pub fn col2im(cols: &[f32], s: ConvShape, m: usize, h: usize, w: usize, dx: &mut [f32]) {
     let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
+    let plane = ho * wo;
     let mut row = 0;
     for c in 0..s.ci {
         for dy in 0..s.kh {
             for dx_ in 0..s.kw {
-                let src = &cols[row * ho * wo..][..ho * wo];
-                for y in 0..ho {
-                    let dst = &mut dx[(c * h + y + dy) * w + dx_..][..wo];
-                    for (d, s) in dst.iter_mut().zip(&src[y * wo..][..wo]) {
-                        *d += s;
+                let src_row = &cols[row * m * plane..][..m * plane];
+                for b in 0..m {
+                    let dst_plane = &mut dx[(c * m + b) * h * w..][..h * w];
+                    let src = &src_row[b * plane..][..plane];
+                    for y in 0..ho {
+                        let dst = &mut dst_plane[(y + dy) * w + dx_..][..wo];
+                        for (d, s) in dst.iter_mut().zip(&src[y * wo..][..wo]) {
+                            *d += s;
+                        }
                     }
                 }
                 row += 1;
@@ -106,49 +116,42 @@ pub fn col2im(cols: &[f32], s: ConvShape, h: usize, w: usize, dx: &mut [f32]) {
     }
 }
 
-/// Valid convolution + bias + ReLU.
+/// Valid convolution + bias + ReLU over a batch, as one GEMM.
 ///
 /// # Shapes
-/// `x`: `[ci, h, w]`, `weight`: `[co, ci, kh, kw]`, `bias`: `[co]` → (`y` `[co, ho, wo]`
-/// after ReLU, `cols` `[ci·kh·kw, ho·wo]` kept for the backward pass).
+/// `x`: `[ci, m, h, w]`, `weight`: `[co, ci, kh, kw]`, `bias`: `[co]` → (`y` `[co, m, ho, wo]`
+/// after ReLU, `cols` `[ci·kh·kw, m·ho·wo]` kept for the backward pass).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_relu(
     x: &[f32],
     s: ConvShape,
+    m: usize,
     h: usize,
     w: usize,
     weight: &[f32],
     bias: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
-    let cols = im2col(x, s, h, w);
-    let mut y = vec![0f32; s.co * ho * wo];
+    let n = m * (h + 1 - s.kh) * (w + 1 - s.kw);
+    let cols = im2col(x, s, m, h, w);
+    let mut y = vec![0f32; s.co * n];
     for (c, b) in bias.iter().enumerate() {
-        y[c * ho * wo..][..ho * wo].fill(*b);
+        y[c * n..][..n].fill(*b);
     }
-    gemm(
-        s.co,
-        s.k(),
-        ho * wo,
-        weight,
-        false,
-        &cols,
-        false,
-        &mut y,
-        1.0,
-    );
+    gemm(s.co, s.k(), n, weight, false, &cols, false, &mut y, 1.0);
     y.iter_mut().for_each(|v| *v = v.max(0.0));
     (y, cols)
 }
 
-/// Backward of [`conv_relu`]. `dy` is modified in place (ReLU mask applied); gradients are
-/// accumulated into `dweight` `[co, ci·kh·kw]` and `dbias` `[co]`; returns `dx` `[ci, h, w]`
-/// when `want_dx`.
+/// Backward of [`conv_relu`]. `dy` `[co, m, ho, wo]` is modified in place (ReLU mask applied);
+/// gradients are accumulated into `dweight` `[co, ci·kh·kw]` and `dbias` `[co]`; returns `dx`
+/// `[ci, m, h, w]` when `want_dx`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_relu_backward(
     dy: &mut [f32],
     y: &[f32],
     cols: &[f32],
     s: ConvShape,
+    m: usize,
     h: usize,
     w: usize,
     weight: &[f32],
@@ -156,25 +159,37 @@ pub fn conv_relu_backward(
     dbias: &mut [f32],
     want_dx: bool,
 ) -> Option<Vec<f32>> {
-    let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
-    let hw = ho * wo;
+    let n = m * (h + 1 - s.kh) * (w + 1 - s.kw);
+    // Branch-free so that it vectorises.
     for (d, v) in dy.iter_mut().zip(y) {
-        if *v <= 0.0 {
-            *d = 0.0;
-        }
+        *d = if *v > 0.0 { *d } else { 0.0 };
     }
     for (c, db) in dbias.iter_mut().enumerate() {
-        *db += dy[c * hw..][..hw].iter().sum::<f32>();
+        *db += sum_f32(&dy[c * n..][..n]);
     }
-    gemm(s.co, hw, s.k(), dy, false, cols, true, dweight, 1.0);
+    gemm(s.co, n, s.k(), dy, false, cols, true, dweight, 1.0);
     if !want_dx {
         return None;
     }
-    let mut dcols = vec![0f32; s.k() * hw];
-    gemm(s.k(), s.co, hw, weight, true, dy, false, &mut dcols, 0.0);
-    let mut dx = vec![0f32; s.ci * h * w];
-    col2im(&dcols, s, h, w, &mut dx);
+    let mut dcols = vec![0f32; s.k() * n];
+    gemm(s.k(), s.co, n, weight, true, dy, false, &mut dcols, 0.0);
+    let mut dx = vec![0f32; s.ci * m * h * w];
+    col2im(&dcols, s, m, h, w, &mut dx);
     Some(dx)
+}
+
+/// Sum with 16 independent accumulators, so that it vectorises (a plain `iter().sum()` is one
+/// serial chain of dependent float adds).
+pub fn sum_f32(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
 /// 2×2 max-pooling, stride 2, floor mode (trailing odd row/column dropped).
@@ -187,18 +202,28 @@ pub fn maxpool2(x: &[f32], c: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u32>)
     let mut idx = vec![0u32; c * ho * wo];
     for ch in 0..c {
         for oy in 0..ho {
+            let r0 = (ch * h + 2 * oy) * w;
+            let (top, bot) = (&x[r0..][..2 * wo], &x[r0 + w..][..2 * wo]);
+            let o = (ch * ho + oy) * wo;
+            let (yr, ir) = (&mut y[o..][..wo], &mut idx[o..][..wo]);
             for ox in 0..wo {
-                let base = (ch * h + 2 * oy) * w + 2 * ox;
-                let cands = [base, base + 1, base + w, base + w + 1];
-                let mut best = cands[0];
-                for &p in &cands[1..] {
-                    if x[p] > x[best] {
-                        best = p;
-                    }
+                let (a, b, cc, d) = (top[2 * ox], top[2 * ox + 1], bot[2 * ox], bot[2 * ox + 1]);
+                // Same tie-breaking as a scan in the order a, b, c, d with strict `>`.
+                let (mut best, mut k) = (a, 0u32);
+                if b > best {
+                    best = b;
+                    k = 1;
                 }
-                let o = (ch * ho + oy) * wo + ox;
-                y[o] = x[best];
-                idx[o] = best as u32;
+                if cc > best {
+                    best = cc;
+                    k = w as u32;
+                }
+                if d > best {
+                    best = d;
+                    k = w as u32 + 1;
+                }
+                yr[ox] = best;
+                ir[ox] = (r0 + 2 * ox) as u32 + k;
             }
         }
     }

@@ -287,6 +287,50 @@ fn val_strips(records: &[crate::svhn::Record], protocol: Protocol) -> (Vec<Strip
     (strips, truths)
 }
 
+/// Training-step throughput of this engine, for the benchmark against PyTorch
+/// (`benches/torch_train.py` runs the same step there): a model of `config`, a batch of `batch`
+/// random strips `[3, 32, width]` with random 1–5-digit targets, forward + CTC + backward +
+/// clipping + Adam. Three warm-up steps, then `runs` timings of `steps` steps each.
+/// Returns images per second of each run.
+pub fn step_throughput(
+    config: &ModelConfig,
+    batch: usize,
+    width: usize,
+    steps: usize,
+    runs: usize,
+) -> Vec<f64> {
+    let mut model = Crnn::new(config.clone(), 0);
+    let n = model.num_params();
+    let mut adam = Adam {
+        m: vec![0.0; n],
+        v: vec![0.0; n],
+        t: 0,
+    };
+    let mut rng = Rng::new(1);
+    let x: Vec<f32> = (0..batch * 3 * config.height * width)
+        .map(|_| rng.normal())
+        .collect();
+    let targets: Vec<Vec<u8>> = (0..batch)
+        .map(|_| (0..1 + rng.below(5)).map(|_| rng.below(10) as u8).collect())
+        .collect();
+    let mut one = || {
+        let (loss, mut grad, used) = loss_and_grad_dropout(&model, &x, batch, width, &targets, 0.0, 0);
+        apply_step(&mut model.params, &mut adam, &mut grad, loss, used, 5.0, 1e-3);
+    };
+    for _ in 0..3 {
+        one();
+    }
+    (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..steps {
+                one();
+            }
+            (batch * steps) as f64 / t0.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
 /// Path of the resumable checkpoint inside an output folder.
 pub fn last_checkpoint(out: &Path) -> PathBuf {
     out.join("last.safetensors")

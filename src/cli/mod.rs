@@ -1,4 +1,6 @@
 //! One module per subcommand.
+#[cfg(feature = "train")]
+pub mod bench;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
