@@ -6,6 +6,7 @@ Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 Needs: onnxruntime, numpy, pillow.
 """
 import argparse
+import json
 import math
 import os
 import sys
@@ -64,6 +65,15 @@ def greedy_decode(log_probs):
     return "".join(digits), min(max(conf, 0.0), 1.0)
 
 
+def calibrate(conf, cal):
+    """Platt scaling stored in the model's metadata (`housenum.calibration`): sigmoid(a*logit(p)+b)."""
+    if cal is None:
+        return conf
+    p = min(max(conf, 1e-6), 1.0 - 1e-6)
+    z = cal["a"] * math.log(p / (1.0 - p)) + cal["b"]
+    return float(np.float32(1.0 / (1.0 + math.exp(-z))))
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,6 +81,8 @@ def main():
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    cal = json.loads(meta["housenum.calibration"]) if "housenum.calibration" in meta else None
     failed = 0
     for path in args.images:
         try:
@@ -81,6 +93,7 @@ def main():
             continue
         (lp,) = sess.run(["log_probs"], {"strip": x})
         digits, conf = greedy_decode(lp[:, 0, :])
+        conf = calibrate(conf, cal)
         print(f"{path}\t{digits}\t{conf:.3f}")
     sys.exit(1 if failed else 0)
 

@@ -65,6 +65,9 @@ pub struct EvalReport {
     /// Share of images answered when abstaining on the least confident ones so that the answered
     /// ones are at least 98 % right (0 if no threshold reaches it).
     pub coverage_at_98: f64,
+    /// Expected calibration error of the confidences (10 bins): how far "confidence 0.8" is
+    /// from "right 80 % of the time", on average.
+    pub calibration_error: f64,
     /// The worst misreads: highest edit distance first, then most confident.
     pub worst: Vec<Outcome>,
     /// Every unreadable image and why.
@@ -248,6 +251,7 @@ pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> Ev
         images_per_second: n as f64 / seconds.max(1e-9),
         protocol,
         coverage_at_98: coverage_at(&pairs, 0.98),
+        calibration_error: crate::calibrate::expected_calibration_error(&pairs, 10),
         worst: wrong,
         errors,
         outcomes,

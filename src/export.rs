@@ -314,6 +314,18 @@ pub fn to_onnx_bytes(model: &Crnn, metadata: &[(&str, String)]) -> Vec<u8> {
     to_onnx(model, metadata).encode_to_vec()
 }
 
+/// ONNX bytes with the metadata entry `key` set to `value` (replacing any previous one);
+/// everything else is kept as it was. `Err` holds the protobuf decoder's message.
+pub fn with_metadata(onnx: &[u8], key: &str, value: &str) -> std::result::Result<Vec<u8>, String> {
+    let mut proto = ModelProto::decode(onnx).map_err(|e| e.to_string())?;
+    proto.metadata_props.retain(|p| p.key != key);
+    proto.metadata_props.push(StringStringEntryProto {
+        key: key.to_string(),
+        value: value.to_string(),
+    });
+    Ok(proto.encode_to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

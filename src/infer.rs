@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 
 use crate::alphabet::NUM_CLASSES;
+use crate::calibrate::{Calibration, METADATA_KEY};
 use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
 use crate::preprocess::{self, Protocol, Strip, HEIGHT};
@@ -23,6 +24,7 @@ type Plan = Arc<TypedRunnableModel>;
 pub struct Reader {
     source: PathBuf,
     model: InferenceModel,
+    calibration: Calibration,
     plans: Mutex<HashMap<usize, Plan>>,
 }
 
@@ -76,9 +78,27 @@ impl Reader {
                 model.outputs.len()
             )));
         }
+        let calibration = match model
+            .properties
+            .get(&format!("onnx.metadata_props.{METADATA_KEY}"))
+        {
+            Some(t) => {
+                let view = t
+                    .to_plain_array_view::<String>()
+                    .map_err(|e| err(format!("{METADATA_KEY}: {e}")))?;
+                let text = view
+                    .iter()
+                    .next()
+                    .ok_or_else(|| err(format!("{METADATA_KEY}: empty")))?;
+                serde_json::from_str(text)
+                    .map_err(|e| err(format!("{METADATA_KEY} metadata is not valid: {e}")))?
+            }
+            None => Calibration::IDENTITY,
+        };
         let reader = Reader {
             source: source.to_path_buf(),
             model,
+            calibration,
             plans: Mutex::new(HashMap::new()),
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
@@ -100,6 +120,17 @@ impl Reader {
     /// Where the model came from.
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// The confidence calibration applied to every reading (from the model's metadata;
+    /// identity when it has none).
+    pub fn calibration(&self) -> Calibration {
+        self.calibration
+    }
+
+    /// Replace the confidence calibration (e.g. with the identity, to see raw confidences).
+    pub fn set_calibration(&mut self, calibration: Calibration) {
+        self.calibration = calibration;
     }
 
     /// The optimised plan for batch size `n` (built once, then cached).
@@ -144,6 +175,7 @@ impl Reader {
 
     /// Read many strips: grouped by width into batches of at most [`MAX_BATCH`] (strips of
     /// one width give the same result batched or alone), decoded greedily, in input order.
+    /// Each reading's `confidence` is the calibrated best-path probability.
     pub fn read_strips(&self, strips: &[&Strip]) -> Result<Vec<Decoded>> {
         let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, s) in strips.iter().enumerate() {
@@ -158,7 +190,9 @@ impl Reader {
                     .collect();
                 let (lp, t) = self.log_probs(&x, chunk.len(), w)?;
                 for (b, &i) in chunk.iter().enumerate() {
-                    out[i] = Some(greedy_decode(&lp, t, chunk.len(), b));
+                    let mut d = greedy_decode(&lp, t, chunk.len(), b);
+                    d.confidence = self.calibration.apply(d.confidence);
+                    out[i] = Some(d);
                 }
             }
         }

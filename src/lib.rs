@@ -17,6 +17,7 @@
 pub mod alphabet;
 #[cfg(feature = "train")]
 pub mod augment;
+pub mod calibrate;
 #[cfg(feature = "train")]
 pub mod checkpoint;
 pub mod ctc;

@@ -24,6 +24,7 @@ struct Cli {
 enum Command {
     Read(cli::read::ReadArgs),
     Eval(cli::eval::EvalArgs),
+    Calibrate(cli::calibrate::CalibrateArgs),
     Synth(cli::synth::SynthArgs),
     #[cfg(feature = "train")]
     Train(cli::train::TrainArgs),
@@ -67,6 +68,7 @@ fn main() -> std::process::ExitCode {
     let r: Result<std::process::ExitCode> = match cli.command {
         Command::Read(a) => cli::read::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Calibrate(a) => cli::calibrate::run(a),
         Command::Synth(a) => cli::synth::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => cli::train::run(a),

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 #[cfg(feature = "train")]
 pub mod bench;
+pub mod calibrate;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;

@@ -1,0 +1,169 @@
+//! Confidence calibration. The raw confidence of a reading is its best-path probability (the
+//! product over time steps of the top class probability), which ranks readings well but is not
+//! the probability that the reading is right. Platt scaling maps it to one:
+//! `p = σ(a · logit(raw) + b)`, with `a`, `b` fitted by logistic regression on held-out readings
+//! (`housenum calibrate`). The map is monotone, so coverage at any accuracy is unchanged; it is
+//! stored in the ONNX file's metadata under [`METADATA_KEY`] as JSON, so every runtime
+//! (`onnx/read.py` too) applies the same one.
+
+/// ONNX `metadata_props` key of the calibration.
+pub const METADATA_KEY: &str = "housenum.calibration";
+
+/// Platt scaling parameters.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Calibration {
+    /// Slope on the logit of the raw confidence.
+    pub a: f64,
+    /// Offset.
+    pub b: f64,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration::IDENTITY
+    }
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln()
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl Calibration {
+    /// The identity map (raw confidences, up to the clamp to [1e-6, 1 − 1e-6]).
+    pub const IDENTITY: Calibration = Calibration { a: 1.0, b: 0.0 };
+
+    /// Calibrated confidence of a raw best-path probability.
+    pub fn apply(&self, raw: f32) -> f32 {
+        sigmoid(self.a * logit(raw as f64) + self.b) as f32
+    }
+
+    /// Fit by logistic regression (Newton's method, a tiny ridge for stability) on
+    /// `(raw confidence, read right)` pairs. With no pairs, or only right or only wrong ones,
+    /// the fit still converges (the ridge keeps it finite).
+    pub fn fit(pairs: &[(f32, bool)]) -> Calibration {
+        let xs: Vec<(f64, f64)> = pairs
+            .iter()
+            .map(|&(p, y)| (logit(p as f64), f64::from(u8::from(y))))
+            .collect();
+        let (mut a, mut b) = (1.0f64, 0.0f64);
+        const RIDGE: f64 = 1e-3;
+        for _ in 0..100 {
+            // Gradient and Hessian of the negative log-likelihood + ridge on (a − 1, b).
+            let (mut ga, mut gb) = (RIDGE * (a - 1.0), RIDGE * b);
+            let (mut haa, mut hab, mut hbb) = (RIDGE, 0.0, RIDGE);
+            for &(z, y) in &xs {
+                let p = sigmoid(a * z + b);
+                let r = p - y;
+                ga += r * z;
+                gb += r;
+                let w = (p * (1.0 - p)).max(1e-12);
+                haa += w * z * z;
+                hab += w * z;
+                hbb += w;
+            }
+            let det = haa * hbb - hab * hab;
+            if det.abs() < 1e-18 {
+                break;
+            }
+            let da = (hbb * ga - hab * gb) / det;
+            let db = (haa * gb - hab * ga) / det;
+            a -= da;
+            b -= db;
+            if da.abs() + db.abs() < 1e-10 {
+                break;
+            }
+        }
+        Calibration { a, b }
+    }
+}
+
+/// Expected calibration error over `bins` equal-width confidence bins: the mean over readings of
+/// |accuracy of its bin − mean confidence of its bin|.
+pub fn expected_calibration_error(pairs: &[(f32, bool)], bins: usize) -> f64 {
+    if pairs.is_empty() {
+        return 0.0;
+    }
+    let mut sum = vec![(0f64, 0f64, 0usize); bins];
+    for &(p, y) in pairs {
+        let k = ((p as f64 * bins as f64) as usize).min(bins - 1);
+        sum[k].0 += p as f64;
+        sum[k].1 += f64::from(u8::from(y));
+        sum[k].2 += 1;
+    }
+    sum.iter()
+        .filter(|s| s.2 > 0)
+        .map(|&(c, y, _)| (y - c).abs())
+        .sum::<f64>()
+        / pairs.len() as f64
+}
+
+/// Calibration error of a fit checked on data it did not see: the pairs are split in two by
+/// index parity, each half is calibrated with the fit on the other, and the ECE of the pooled
+/// out-of-fold confidences is returned.
+pub fn cross_fitted_error(pairs: &[(f32, bool)], bins: usize) -> f64 {
+    let half = |r: usize| -> Vec<(f32, bool)> {
+        pairs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == r)
+            .map(|(_, p)| *p)
+            .collect()
+    };
+    let (h0, h1) = (half(0), half(1));
+    let (c0, c1) = (Calibration::fit(&h1), Calibration::fit(&h0));
+    let pooled: Vec<(f32, bool)> = h0
+        .iter()
+        .map(|&(p, y)| (c0.apply(p), y))
+        .chain(h1.iter().map(|&(p, y)| (c1.apply(p), y)))
+        .collect();
+    expected_calibration_error(&pooled, bins)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn fit_recovers_a_known_map() {
+        // Readings whose true correctness probability is σ(2·logit(raw) − 1).
+        let truth = Calibration { a: 2.0, b: -1.0 };
+        let mut rng = Rng::new(3);
+        let pairs: Vec<(f32, bool)> = (0..20_000)
+            .map(|_| {
+                let raw = rng.uniform(0.02, 0.999);
+                (raw, rng.f32() < truth.apply(raw))
+            })
+            .collect();
+        let fit = Calibration::fit(&pairs);
+        assert!((fit.a - 2.0).abs() < 0.15 && (fit.b + 1.0).abs() < 0.15, "{fit:?}");
+        let raw_ece = expected_calibration_error(&pairs, 10);
+        let cal: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (fit.apply(p), y)).collect();
+        assert!(expected_calibration_error(&cal, 10) < 0.02);
+        assert!(raw_ece > 0.05, "raw confidences are miscalibrated here ({raw_ece})");
+        assert!(cross_fitted_error(&pairs, 10) < 0.03);
+    }
+
+    #[test]
+    fn calibration_is_monotone_and_identity_is_near_identity() {
+        let c = Calibration { a: 0.7, b: 0.3 };
+        let ps = [0.01f32, 0.2, 0.5, 0.8, 0.99];
+        assert!(ps.windows(2).all(|w| c.apply(w[0]) < c.apply(w[1])));
+        for p in ps {
+            assert!((Calibration::IDENTITY.apply(p) - p).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn degenerate_inputs_give_finite_fits() {
+        for pairs in [vec![], vec![(0.9, true); 10], vec![(0.3, false); 10]] {
+            let c = Calibration::fit(&pairs);
+            assert!(c.a.is_finite() && c.b.is_finite(), "{c:?}");
+        }
+    }
+}

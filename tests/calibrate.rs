@@ -1,0 +1,46 @@
+//! The calibration stored in a model's metadata is what `Reader` applies; bad metadata is an
+//! error naming the file.
+
+use std::path::Path;
+
+use housenum::calibrate::{Calibration, METADATA_KEY};
+use housenum::export::with_metadata;
+use housenum::infer::EMBEDDED_MODEL;
+use housenum::{Error, Reader};
+
+fn sample(n: usize) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("data/samples/sample-{n}.png"))
+}
+
+#[test]
+fn reader_applies_the_calibration_in_the_metadata() {
+    let mut raw = Reader::embedded().unwrap();
+    raw.set_calibration(Calibration::IDENTITY);
+    let cal = Calibration { a: 0.5, b: 1.25 };
+    let bytes = with_metadata(EMBEDDED_MODEL, METADATA_KEY, &serde_json::to_string(&cal).unwrap())
+        .unwrap();
+    let calibrated = Reader::from_bytes(&bytes, Path::new("cal.onnx")).unwrap();
+    assert_eq!(calibrated.calibration(), cal);
+    for n in 1..=6 {
+        let (r, c) = (
+            raw.read_file(&sample(n)).unwrap(),
+            calibrated.read_file(&sample(n)).unwrap(),
+        );
+        assert_eq!(r.digits, c.digits);
+        assert!((c.confidence - cal.apply(r.confidence)).abs() < 1e-6);
+        assert!((c.confidence - r.confidence).abs() > 1e-3, "the map must change it");
+    }
+    // Writing the key again replaces it.
+    let again = with_metadata(&bytes, METADATA_KEY, r#"{"a":1.0,"b":0.0}"#).unwrap();
+    let r2 = Reader::from_bytes(&again, Path::new("cal2.onnx")).unwrap();
+    assert_eq!(r2.calibration(), Calibration::IDENTITY);
+}
+
+#[test]
+fn malformed_calibration_metadata_is_an_error_naming_the_model() {
+    let bytes = with_metadata(EMBEDDED_MODEL, METADATA_KEY, "not json").unwrap();
+    let err = Reader::from_bytes(&bytes, Path::new("bad-cal.onnx")).unwrap_err();
+    assert!(matches!(err, Error::Model { .. }), "{err}");
+    assert!(err.to_string().contains("bad-cal.onnx"), "{err}");
+    assert!(with_metadata(b"garbage", METADATA_KEY, "{}").is_err());
+}
