@@ -1,7 +1,8 @@
 //! Criterion benchmarks, each fast path beside its baseline in the same run:
 //! preprocessing serial vs rayon; per-window CNN (cut windows, run the CNN on each) vs one
 //! strided pass over the strip; CTC greedy decoding; tract inference batch 1 ×32 vs batch 32;
-//! one training step with all threads vs one thread.
+//! one training step with all threads vs one thread; synthetic training strips (256 per
+//! iteration) serial vs rayon.
 //!
 //! Run: `cargo bench --features train` (reports in target/criterion/).
 
@@ -113,9 +114,42 @@ fn training_step(c: &mut Criterion) {
     g.finish();
 }
 
+fn synthesis(c: &mut Criterion) {
+    use housenum::synth::{Synth, SynthConfig};
+    use rayon::prelude::*;
+    // Training-strip settings (as `housenum synth --bench` and `train --synth`), procedural
+    // backgrounds so the bench needs no data.
+    let gen = Synth::new(
+        SynthConfig {
+            max_margin: 1.6,
+            ..SynthConfig::default()
+        },
+        vec![],
+    );
+    let n = 256u64;
+    let mut g = c.benchmark_group("synth_256_strips");
+    g.throughput(criterion::Throughput::Elements(n));
+    g.bench_function("serial", |b| {
+        b.iter(|| {
+            (0..n)
+                .map(|i| gen.strip(&mut Rng::derive(7, i)).0.width)
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("rayon", |b| {
+        b.iter(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|i| gen.strip(&mut Rng::derive(7, i)).0.width)
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = preprocessing, windows, decoding, inference, training_step
+    targets = preprocessing, windows, decoding, inference, training_step, synthesis
 }
 criterion_main!(benches);

@@ -12,7 +12,8 @@ use housenum::synth::{self, Synth, SynthConfig};
 use rayon::prelude::*;
 
 /// Generate synthetic house numbers in the official SVHN layout (`1.png`, `2.png`, … and
-/// `digitStruct.mat`), so `eval`, `train` and any SVHN tool read them like real data.
+/// `digitStruct.mat`; also `labels.tsv`), so `eval`, `train` and any SVHN tool read them like
+/// real data.
 /// Deterministic: image i depends only on (--seed, i).
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -142,6 +143,13 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
     pb.finish_and_clear();
     let mat = out.join("digitStruct.mat");
     svhn::write_digit_struct(&mat, &entries)?;
+    // The same labels as plain text, for eyes and scripts.
+    let tsv = out.join("labels.tsv");
+    let text: String = entries
+        .iter()
+        .map(|(name, digits, _)| format!("{name}\t{}\n", housenum::alphabet::digits_to_string(digits)))
+        .collect();
+    std::fs::write(&tsv, text).with_context(|| format!("writing {}", tsv.display()))?;
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         println!(
