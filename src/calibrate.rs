@@ -141,11 +141,17 @@ mod tests {
             })
             .collect();
         let fit = Calibration::fit(&pairs);
-        assert!((fit.a - 2.0).abs() < 0.15 && (fit.b + 1.0).abs() < 0.15, "{fit:?}");
+        assert!(
+            (fit.a - 2.0).abs() < 0.15 && (fit.b + 1.0).abs() < 0.15,
+            "{fit:?}"
+        );
         let raw_ece = expected_calibration_error(&pairs, 10);
         let cal: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (fit.apply(p), y)).collect();
         assert!(expected_calibration_error(&cal, 10) < 0.02);
-        assert!(raw_ece > 0.05, "raw confidences are miscalibrated here ({raw_ece})");
+        assert!(
+            raw_ece > 0.05,
+            "raw confidences are miscalibrated here ({raw_ece})"
+        );
         assert!(cross_fitted_error(&pairs, 10) < 0.03);
     }
 

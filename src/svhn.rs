@@ -219,7 +219,11 @@ pub fn write_digit_struct(mat: &Path, entries: &[DigitStructEntry]) -> Result<()
         if digits.is_empty() || digits.len() != boxes.len() {
             return Err(ds_err(
                 mat,
-                format!("entry {i} ({name}): {} digits, {} boxes", digits.len(), boxes.len()),
+                format!(
+                    "entry {i} ({name}): {} digits, {} boxes",
+                    digits.len(),
+                    boxes.len()
+                ),
             ));
         }
         let codes: Vec<u16> = name.encode_utf16().collect();
@@ -235,7 +239,10 @@ pub fn write_digit_struct(mat: &Path, entries: &[DigitStructEntry]) -> Result<()
             ("height", boxes.iter().map(|b| b.height as f64).collect()),
             (
                 "label",
-                digits.iter().map(|&d| if d == 0 { 10.0 } else { d as f64 }).collect(),
+                digits
+                    .iter()
+                    .map(|&d| if d == 0 { 10.0 } else { d as f64 })
+                    .collect(),
             ),
             ("left", boxes.iter().map(|b| b.left as f64).collect()),
             ("top", boxes.iter().map(|b| b.top as f64).collect()),

@@ -372,7 +372,10 @@ impl Synth {
                 let unit = font.height_unscaled();
                 let ink = std::array::from_fn(|d| {
                     let gid = font.glyph_id(char::from(b'0' + d as u8));
-                    let b = font.outline(gid).expect("every embedded font has digits").bounds;
+                    let b = font
+                        .outline(gid)
+                        .expect("every embedded font has digits")
+                        .bounds;
                     (b.width().abs() / unit, b.height().abs() / unit)
                 });
                 LoadedFont { name, font, ink }
@@ -527,8 +530,8 @@ impl Synth {
             }
             let a = (c * alpha).min(1.0);
             let p = img.get_pixel_mut(px as u32, py as u32);
-            for k in 0..3 {
-                p.0[k] = p.0[k] * (1.0 - a) + colour[k] * a;
+            for (v, k) in p.0.iter_mut().zip(colour) {
+                *v = *v * (1.0 - a) + k * a;
             }
             if c > 0.25 {
                 x0 = x0.min(px);
@@ -570,7 +573,8 @@ impl Synth {
         for (i, &d) in digits.iter().enumerate() {
             if i > 0 {
                 let pw = layout[i - 1].2;
-                let nh = (h * Geometry::draw(&geo.dh, rng).clamp(0.9, 1.12)).clamp(h0 * 0.8, h0 * 1.25);
+                let nh =
+                    (h * Geometry::draw(&geo.dh, rng).clamp(0.9, 1.12)).clamp(h0 * 0.8, h0 * 1.25);
                 // Real boxes are a little looser than ink boxes: shift the gap up by 0.05.
                 let gap = (Geometry::draw(&geo.gap, rng) + 0.05).clamp(-0.03, 0.5) * (h + nh) / 2.0;
                 x += pw + gap;
@@ -582,7 +586,10 @@ impl Synth {
             layout.push((x, y, w, h));
         }
         let min_y = layout.iter().map(|l| l.1).fold(f32::INFINITY, f32::min);
-        let max_b = layout.iter().map(|l| l.1 + l.3).fold(f32::NEG_INFINITY, f32::max);
+        let max_b = layout
+            .iter()
+            .map(|l| l.1 + l.3)
+            .fold(f32::NEG_INFINITY, f32::max);
         let (uw, uh) = (
             layout.last().map(|l| l.0 + l.2).unwrap_or(1.0),
             max_b - min_y,
@@ -644,10 +651,22 @@ impl Synth {
             let (fw, fh) = font.ink[d as usize];
             let w = h0 * fw / fh * stretch;
             let shown = w * rng.uniform(0.3, 0.7);
-            let left = if side == 0 { shown - w } else { iw as f32 - shown };
+            let left = if side == 0 {
+                shown - w
+            } else {
+                iw as f32 - shown
+            };
             let clear = if side == 0 { ul - shown } else { left - ur };
             if clear > 0.35 * uw + 0.3 * h0 {
-                self.draw_digit(&mut img, font, d, (left, uy + layout[0].1), (w, h0), ink, 1.0);
+                self.draw_digit(
+                    &mut img,
+                    font,
+                    d,
+                    (left, uy + layout[0].1),
+                    (w, h0),
+                    ink,
+                    1.0,
+                );
             }
         }
         if rng.chance(cfg.warp_prob) {
@@ -717,7 +736,11 @@ pub fn load_backgrounds(records: &[crate::svhn::Record]) -> Vec<Rgb32FImage> {
     use rayon::prelude::*;
     records
         .par_iter()
-        .filter_map(|r| preprocess::load_image(&r.path).ok().map(|img| (img, &r.boxes)))
+        .filter_map(|r| {
+            preprocess::load_image(&r.path)
+                .ok()
+                .map(|img| (img, &r.boxes))
+        })
         .flat_map_iter(|(img, boxes)| background_patches(&img, boxes))
         .map(|p| {
             if p.height() <= 96 {
@@ -731,7 +754,10 @@ pub fn load_backgrounds(records: &[crate::svhn::Record]) -> Vec<Rgb32FImage> {
 
 fn mean_colour(img: &Rgb32FImage, l: f32, t: f32, r: f32, b: f32) -> [f32; 3] {
     let (w, h) = img.dimensions();
-    let (x0, y0) = ((l.max(0.0) as u32).min(w - 1), (t.max(0.0) as u32).min(h - 1));
+    let (x0, y0) = (
+        (l.max(0.0) as u32).min(w - 1),
+        (t.max(0.0) as u32).min(h - 1),
+    );
     let (x1, y1) = (
         (r.ceil() as u32).clamp(x0 + 1, w),
         (b.ceil() as u32).clamp(y0 + 1, h),
@@ -763,8 +789,11 @@ fn finish(img: &mut Rgb32FImage, cfg: &SynthConfig, rng: &mut Rng) {
         let src = img.clone();
         // Separable [1 2 1]/4 blur, applied once (both axes).
         let at = |x: i64, y: i64| {
-            src.get_pixel(x.clamp(0, w as i64 - 1) as u32, y.clamp(0, h as i64 - 1) as u32)
-                .0
+            src.get_pixel(
+                x.clamp(0, w as i64 - 1) as u32,
+                y.clamp(0, h as i64 - 1) as u32,
+            )
+            .0
         };
         for (x, y, p) in img.enumerate_pixels_mut() {
             let (x, y) = (x as i64, y as i64);
@@ -823,7 +852,10 @@ mod tests {
         for &(x, y) in &[(0.0, 0.0), (80.0, 24.0), (13.5, 7.25)] {
             let (u, v) = w.forward(x, y);
             let (bx, by) = w.inverse(u, v);
-            assert!((bx - x).abs() < 1e-3 && (by - y).abs() < 1e-3, "{x},{y} -> {bx},{by}");
+            assert!(
+                (bx - x).abs() < 1e-3 && (by - y).abs() < 1e-3,
+                "{x},{y} -> {bx},{by}"
+            );
         }
     }
 }

@@ -314,8 +314,17 @@ pub fn step_throughput(
         .map(|_| (0..1 + rng.below(5)).map(|_| rng.below(10) as u8).collect())
         .collect();
     let mut one = || {
-        let (loss, mut grad, used) = loss_and_grad_dropout(&model, &x, batch, width, &targets, 0.0, 0);
-        apply_step(&mut model.params, &mut adam, &mut grad, loss, used, 5.0, 1e-3);
+        let (loss, mut grad, used) =
+            loss_and_grad_dropout(&model, &x, batch, width, &targets, 0.0, 0);
+        apply_step(
+            &mut model.params,
+            &mut adam,
+            &mut grad,
+            loss,
+            used,
+            5.0,
+            1e-3,
+        );
     };
     for _ in 0..3 {
         one();

@@ -17,8 +17,12 @@ fn reader_applies_the_calibration_in_the_metadata() {
     let mut raw = Reader::embedded().unwrap();
     raw.set_calibration(Calibration::IDENTITY);
     let cal = Calibration { a: 0.5, b: 1.25 };
-    let bytes = with_metadata(EMBEDDED_MODEL, METADATA_KEY, &serde_json::to_string(&cal).unwrap())
-        .unwrap();
+    let bytes = with_metadata(
+        EMBEDDED_MODEL,
+        METADATA_KEY,
+        &serde_json::to_string(&cal).unwrap(),
+    )
+    .unwrap();
     let calibrated = Reader::from_bytes(&bytes, Path::new("cal.onnx")).unwrap();
     assert_eq!(calibrated.calibration(), cal);
     for n in 1..=6 {
@@ -28,7 +32,10 @@ fn reader_applies_the_calibration_in_the_metadata() {
         );
         assert_eq!(r.digits, c.digits);
         assert!((c.confidence - cal.apply(r.confidence)).abs() < 1e-6);
-        assert!((c.confidence - r.confidence).abs() > 1e-3, "the map must change it");
+        assert!(
+            (c.confidence - r.confidence).abs() > 1e-3,
+            "the map must change it"
+        );
     }
     // Writing the key again replaces it.
     let again = with_metadata(&bytes, METADATA_KEY, r#"{"a":1.0,"b":0.0}"#).unwrap();

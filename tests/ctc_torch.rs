@@ -50,6 +50,9 @@ fn ctc_matches_pytorch_on_stored_cases() {
             .zip(&want_grad)
             .map(|(a, b)| (*a as f64 - b).abs())
             .fold(0.0, f64::max);
-        assert!(worst < 1e-4, "t={t} labels={labels:?}: max |grad diff| {worst}");
+        assert!(
+            worst < 1e-4,
+            "t={t} labels={labels:?}: max |grad diff| {worst}"
+        );
     }
 }

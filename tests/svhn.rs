@@ -140,7 +140,11 @@ fn written_digit_struct_reads_back_exactly() {
     };
     let entries = vec![
         ("1.png".to_string(), vec![0], vec![b(-2.0, 3.0)]),
-        ("2.png".to_string(), vec![4, 0, 9], vec![b(1.0, 2.0), b(9.0, 2.5), b(17.0, 1.0)]),
+        (
+            "2.png".to_string(),
+            vec![4, 0, 9],
+            vec![b(1.0, 2.0), b(9.0, 2.5), b(17.0, 1.0)],
+        ),
         (
             "10.png".to_string(),
             vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 0],

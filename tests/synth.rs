@@ -11,11 +11,11 @@ fn every_embedded_font_draws_every_digit() {
     let g = Synth::new(SynthConfig::clean(), vec![]);
     assert_eq!(g.num_fonts(), FONTS.len());
     assert!(FONTS.len() >= 50);
-    for f in 0..g.num_fonts() {
+    for (f, (name, _)) in FONTS.iter().enumerate() {
         for d in 0..10u8 {
             let cov = g.glyph_coverage(f, d, 16, 24);
             let ink = cov.iter().filter(|&&c| c > 0.5).count();
-            assert!(ink >= 8, "font {} digit {d}: {ink} ink pixels", FONTS[f].0);
+            assert!(ink >= 8, "font {name} digit {d}: {ink} ink pixels");
         }
     }
 }
@@ -31,7 +31,10 @@ fn same_seed_and_index_give_the_same_image() {
     let differ = (0..20u64)
         .filter(|&i| g.render_nth(7, i).digits != g.render_nth(8, i).digits)
         .count();
-    assert!(differ >= 15, "other seeds must give other numbers ({differ}/20 differ)");
+    assert!(
+        differ >= 15,
+        "other seeds must give other numbers ({differ}/20 differ)"
+    );
 }
 
 /// Pearson correlation of two equally long vectors.
@@ -81,7 +84,9 @@ fn labels_match_what_was_drawn() {
             let scores: Vec<f32> = (0..10u8)
                 .map(|k| correlation(&lum, &g.glyph_coverage(font, k, w, h)).abs())
                 .collect();
-            let best = (0..10).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap();
+            let best = (0..10)
+                .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+                .unwrap();
             total += 1;
             if best == d as usize {
                 right += 1;
@@ -119,7 +124,10 @@ fn boxes_lie_inside_the_image_and_lengths_respect_the_bounds() {
             assert_eq!(s.digits.len(), s.boxes.len());
             for b in &s.boxes {
                 assert!(b.left >= 0.0 && b.top >= 0.0, "{b:?}");
-                assert!(b.right() <= w as f32 && b.bottom() <= h as f32, "{b:?} in {w}x{h}");
+                assert!(
+                    b.right() <= w as f32 && b.bottom() <= h as f32,
+                    "{b:?} in {w}x{h}"
+                );
                 assert!(b.width > 0.0 && b.height > 0.0, "{b:?}");
             }
             // Reading order: box centres go left to right.
@@ -163,7 +171,17 @@ fn cli_writes_an_official_layout_set_that_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let run = |out: &std::path::Path| {
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_housenum"))
-            .args(["synth", "--count", "25", "--seed", "9", "--max-len", "8", "-q", "--out"])
+            .args([
+                "synth",
+                "--count",
+                "25",
+                "--seed",
+                "9",
+                "--max-len",
+                "8",
+                "-q",
+                "--out",
+            ])
             .arg(out)
             .status()
             .unwrap();

@@ -147,7 +147,9 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
     let tsv = out.join("labels.tsv");
     let text: String = entries
         .iter()
-        .map(|(name, digits, _)| format!("{name}\t{}\n", housenum::alphabet::digits_to_string(digits)))
+        .map(|(name, digits, _)| {
+            format!("{name}\t{}\n", housenum::alphabet::digits_to_string(digits))
+        })
         .collect();
     std::fs::write(&tsv, text).with_context(|| format!("writing {}", tsv.display()))?;
     let secs = started.elapsed().as_secs_f64();
