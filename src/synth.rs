@@ -184,6 +184,10 @@ pub struct SynthConfig {
     pub jpeg_prob: f32,
     /// Largest standard deviation of pixel noise (0..1 scale).
     pub max_noise: f32,
+    /// Probability of losing resolution like a small, distant SVHN number: the image is shrunk
+    /// 2–4× and scaled back up.
+    #[serde(default)]
+    pub low_res_prob: f32,
     /// Image size / digit-union size is drawn from the real table but capped at this (real
     /// photos reach 6× in width): 1.6 renders little beyond what a training crop needs.
     pub max_margin: f32,
@@ -204,6 +208,7 @@ impl Default for SynthConfig {
             blur_prob: 0.3,
             jpeg_prob: 0.15,
             max_noise: 0.04,
+            low_res_prob: 0.5,
             max_margin: 6.0,
         }
     }
@@ -222,6 +227,7 @@ impl SynthConfig {
             blur_prob: 0.0,
             jpeg_prob: 0.0,
             max_noise: 0.0,
+            low_res_prob: 0.0,
             ..SynthConfig::default()
         }
     }
@@ -704,6 +710,16 @@ impl Synth {
                     height: bt - t,
                 };
             }
+        }
+        if rng.chance(cfg.low_res_prob) {
+            let k = rng.uniform(2.0, 4.0);
+            let (sw, sh) = (
+                ((iw as f32 / k).round() as u32).max(4),
+                ((ih as f32 / k).round() as u32).max(4),
+            );
+            let small =
+                image::imageops::resize(&img, sw, sh, image::imageops::FilterType::Triangle);
+            img = image::imageops::resize(&small, iw, ih, image::imageops::FilterType::Triangle);
         }
         finish(&mut img, cfg, rng);
         let boxes = boxes.iter().map(|b| b.clamped(iw, ih)).collect();
