@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use hdf5_pure::{AttrValue, DType, Dataset, File, FileBuilder, Object};
+use hdf5_pure::{AttrValue, DType, Dataset, DatasetBuilder, File, FileBuilder, Object};
 use rayon::prelude::*;
 
 use crate::alphabet::digit_from_svhn_label;
@@ -202,6 +202,21 @@ fn matlab_header() -> Vec<u8> {
     h
 }
 
+/// A MATLAB (1, 1) double.
+fn matlab_double(d: &mut DatasetBuilder, v: f64) {
+    d.with_f64_data(&[v])
+        .with_shape(&[1, 1])
+        .set_attr("MATLAB_class", AttrValue::String("double".into()));
+}
+
+/// A MATLAB (n, 1) cell of object references to `paths` (absolute HDF5 paths).
+fn matlab_cell(d: &mut DatasetBuilder, paths: &[String]) {
+    let p: Vec<&str> = paths.iter().map(String::as_str).collect();
+    d.with_path_references(&p)
+        .with_shape(&[p.len() as u64, 1])
+        .set_attr("MATLAB_class", AttrValue::String("cell".into()));
+}
+
 /// Write `entries` as a `digitStruct.mat` in the official layout (see the module docs), so that
 /// [`read_digit_struct`] and the official tools (MATLAB, h5py readers) read it like the real one.
 /// Each entry needs at least one digit; labels are written SVHN-style (0 as 10).
@@ -249,26 +264,16 @@ pub fn write_digit_struct(mat: &Path, entries: &[DigitStructEntry]) -> Result<()
             ("width", boxes.iter().map(|b| b.width as f64).collect()),
         ];
         for (field, values) in fields {
-            if values.len() == 1 {
-                g.create_dataset(field)
-                    .with_f64_data(&values)
-                    .with_shape(&[1, 1])
-                    .set_attr("MATLAB_class", AttrValue::String("double".into()));
+            if let [v] = values[..] {
+                matlab_double(g.create_dataset(field), v);
             } else {
                 let mut paths = Vec::with_capacity(values.len());
                 for (k, v) in values.iter().enumerate() {
                     let leaf = format!("v{i}_{field}_{k}");
-                    refs.create_dataset(&leaf)
-                        .with_f64_data(&[*v])
-                        .with_shape(&[1, 1])
-                        .set_attr("MATLAB_class", AttrValue::String("double".into()));
+                    matlab_double(refs.create_dataset(&leaf), *v);
                     paths.push(format!("/#refs#/{leaf}"));
                 }
-                let p: Vec<&str> = paths.iter().map(String::as_str).collect();
-                g.create_dataset(field)
-                    .with_path_references(&p)
-                    .with_shape(&[values.len() as u64, 1])
-                    .set_attr("MATLAB_class", AttrValue::String("cell".into()));
+                matlab_cell(g.create_dataset(field), &paths);
             }
         }
         refs.add_group(g.finish());
@@ -277,13 +282,8 @@ pub fn write_digit_struct(mat: &Path, entries: &[DigitStructEntry]) -> Result<()
     b.add_group(refs.finish());
     let mut top = b.create_group("digitStruct");
     top.set_attr("MATLAB_class", AttrValue::String("struct".into()));
-    for (field, paths) in [("name", &name_paths), ("bbox", &bbox_paths)] {
-        let p: Vec<&str> = paths.iter().map(String::as_str).collect();
-        top.create_dataset(field)
-            .with_path_references(&p)
-            .with_shape(&[p.len() as u64, 1])
-            .set_attr("MATLAB_class", AttrValue::String("cell".into()));
-    }
+    matlab_cell(top.create_dataset("name"), &name_paths);
+    matlab_cell(top.create_dataset("bbox"), &bbox_paths);
     b.add_group(top.finish());
     let bytes = b
         .finish()

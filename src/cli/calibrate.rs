@@ -57,10 +57,7 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
         "{}: no validation images",
         a.dir.display()
     );
-    let protocol = match a.protocol {
-        ProtocolArg::Crop => Protocol::Crop,
-        ProtocolArg::Full => Protocol::Full,
-    };
+    let protocol = Protocol::from(a.protocol);
     let pb = housenum::progress::bar(records.len() as u64, "calibrate", a.quiet);
     let report = evaluate(&reader, &records, protocol, &pb)?;
     pb.finish_and_clear();

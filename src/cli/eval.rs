@@ -79,6 +79,15 @@ pub enum ProtocolArg {
     Full,
 }
 
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Protocol {
+        match p {
+            ProtocolArg::Crop => Protocol::Crop,
+            ProtocolArg::Full => Protocol::Full,
+        }
+    }
+}
+
 /// Run the subcommand.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let reader = super::read::load_reader(a.model.as_deref())?;
@@ -98,10 +107,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if let Some(l) = a.limit {
         records.truncate(l);
     }
-    let protocol = match a.protocol {
-        ProtocolArg::Crop => Protocol::Crop,
-        ProtocolArg::Full => Protocol::Full,
-    };
+    let protocol = Protocol::from(a.protocol);
     let mut in_memory: Vec<LabelledImage> = Vec::new();
     let report = match &a.recombine {
         None => {
