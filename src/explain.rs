@@ -28,14 +28,16 @@ pub struct DigitSpan {
 }
 
 /// Map each decoded digit's time steps back to image columns, for a strip made from `region`
-/// (undoing the resize and the padding of [`crate::preprocess`]).
-pub fn digit_spans(decoded: &Decoded, region: Region) -> Vec<DigitSpan> {
+/// (undoing the resize and the padding of [`crate::preprocess`], and the model's own `pad`
+/// columns, [`crate::infer::Reader::pad`]).
+pub fn digit_spans(decoded: &Decoded, region: Region, pad: usize) -> Vec<DigitSpan> {
     let w = target_width(region.width(), region.height()) as f32;
-    let pad_left = if (w as usize) < MIN_WIDTH {
-        ((MIN_WIDTH - w as usize) / 2) as f32
-    } else {
-        0.0
-    };
+    let pad_left = pad as f32
+        + if (w as usize) < MIN_WIDTH {
+            ((MIN_WIDTH - w as usize) / 2) as f32
+        } else {
+            0.0
+        };
     let scale = region.width() as f32 / w;
     let to_image = |col: usize| region.x0 as f32 + ((col as f32 - pad_left).clamp(0.0, w)) * scale;
     decoded
@@ -165,6 +167,7 @@ mod tests {
                 x1: 74,
                 y1: 37,
             },
+            0,
         );
         assert_eq!((s[0].x0, s[0].x1), (10.0, 36.0));
         assert_eq!((s[1].x0, s[1].x1), (22.0, 52.0));
@@ -178,8 +181,22 @@ mod tests {
                 x1: 128,
                 y1: 64,
             },
+            0,
         );
         assert_eq!((s[0].x0, s[0].x1), (0.0, 52.0));
+        // A model padding 12 columns: step 3 starts 12 strip columns earlier.
+        let s = digit_spans(
+            &d,
+            Region {
+                x0: 10,
+                y0: 5,
+                x1: 74,
+                y1: 37,
+            },
+            12,
+        );
+        assert_eq!((s[0].x0, s[0].x1), (10.0, 24.0));
+        assert_eq!((s[1].x0, s[1].x1), (10.0, 40.0));
     }
 
     #[test]

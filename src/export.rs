@@ -1,7 +1,7 @@
 //! ONNX export of a [`Crnn`], built from the ONNX protobuf types that tract-onnx carries.
 //!
 //! Graph (opset 17, standard operators only):
-//! `strip [N, 3, 32, W]` → Conv/Relu/MaxPool ×2 → Conv/Relu → Conv/Relu (`[N, C, 1, T]`) →
+//! `strip [N, 3, 32, W]` → (Pad, when the model pads its strips) → Conv/Relu/MaxPool ×2 → Conv/Relu → Conv/Relu (`[N, C, 1, T]`) →
 //! Squeeze → Transpose (`[T, N, C]`) → LSTM (bidirectional) → Transpose + Reshape
 //! (`[T, N, 2H]`) → MatMul + Add → LogSoftmax → `log_probs [T, N, 11]`. The windowing is the
 //! convolution stack itself (valid convolutions, stride 4 overall), so it happens in the graph.
@@ -20,6 +20,9 @@ use crate::model::Crnn;
 pub const INPUT_NAME: &str = "strip";
 /// Name of the graph output.
 pub const OUTPUT_NAME: &str = "log_probs";
+/// Metadata key holding [`crate::model::ModelConfig::pad`]: the zero columns the graph adds
+/// on each side of the strip, which map time steps back to strip columns.
+pub const PAD_KEY: &str = "housenum.pad";
 /// ONNX opset the graph uses.
 pub const OPSET: i64 = 17;
 
@@ -128,6 +131,18 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
     let mut prev = INPUT_NAME.to_string();
+    if cfg.pad > 0 {
+        let p = cfg.pad as i64;
+        inits.push(tensor_i64("pad_columns", &[0, 0, 0, p, 0, 0, 0, p]));
+        nodes.push(node(
+            "Pad",
+            "pad",
+            &[INPUT_NAME, "pad_columns"],
+            &["padded"],
+            vec![],
+        ));
+        prev = "padded".into();
+    }
     for (i, s) in cfg.convs().iter().enumerate() {
         let (wn, bn) = (
             format!("conv{}.weight", i + 1),
@@ -298,11 +313,11 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         producer_name: "housenum".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
-        metadata_props: metadata
-            .iter()
+        metadata_props: std::iter::once((PAD_KEY, cfg.pad.to_string()))
+            .chain(metadata.iter().map(|(k, v)| (*k, v.clone())))
             .map(|(k, v)| StringStringEntryProto {
                 key: k.to_string(),
-                value: v.clone(),
+                value: v,
             })
             .collect(),
         ..Default::default()

@@ -12,6 +12,7 @@ use crate::alphabet::NUM_CLASSES;
 use crate::calibrate::{Calibration, METADATA_KEY};
 use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
+use crate::export::PAD_KEY;
 use crate::preprocess::{self, Protocol, Strip, HEIGHT};
 use crate::svhn::DigitBox;
 
@@ -25,6 +26,7 @@ pub struct Reader {
     source: PathBuf,
     model: InferenceModel,
     calibration: Calibration,
+    pad: usize,
     plans: Mutex<HashMap<usize, Plan>>,
 }
 
@@ -78,27 +80,35 @@ impl Reader {
                 model.outputs.len()
             )));
         }
-        let calibration = match model
-            .properties
-            .get(&format!("onnx.metadata_props.{METADATA_KEY}"))
-        {
-            Some(t) => {
-                let view = t
-                    .to_plain_array_view::<String>()
-                    .map_err(|e| err(format!("{METADATA_KEY}: {e}")))?;
-                let text = view
-                    .iter()
-                    .next()
-                    .ok_or_else(|| err(format!("{METADATA_KEY}: empty")))?;
-                serde_json::from_str(text)
-                    .map_err(|e| err(format!("{METADATA_KEY} metadata is not valid: {e}")))?
-            }
+        let metadata = |key: &str| -> Result<Option<String>> {
+            let Some(t) = model.properties.get(&format!("onnx.metadata_props.{key}")) else {
+                return Ok(None);
+            };
+            let view = t
+                .to_plain_array_view::<String>()
+                .map_err(|e| err(format!("{key}: {e}")))?;
+            let text = view
+                .iter()
+                .next()
+                .ok_or_else(|| err(format!("{key}: empty")))?;
+            Ok(Some(text.clone()))
+        };
+        let calibration = match metadata(METADATA_KEY)? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| err(format!("{METADATA_KEY} metadata is not valid: {e}")))?,
             None => Calibration::IDENTITY,
+        };
+        let pad = match metadata(PAD_KEY)? {
+            Some(text) => text
+                .parse()
+                .map_err(|e| err(format!("{PAD_KEY} metadata is not valid: {e}")))?,
+            None => 0,
         };
         let reader = Reader {
             source: source.to_path_buf(),
             model,
             calibration,
+            pad,
             plans: Mutex::new(HashMap::new()),
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
@@ -126,6 +136,13 @@ impl Reader {
     /// identity when it has none).
     pub fn calibration(&self) -> Calibration {
         self.calibration
+    }
+
+    /// Zero columns the model adds on each side of a strip before its windows (from the
+    /// model's metadata; 0 when it has none): step `t` sees columns
+    /// `window_span(t) − pad` of the strip.
+    pub fn pad(&self) -> usize {
+        self.pad
     }
 
     /// Replace the confidence calibration (e.g. with the identity, to see raw confidences).
@@ -158,7 +175,7 @@ impl Reader {
     /// Log-probabilities of a batch of equal-width strips.
     ///
     /// # Shapes
-    /// `x`: `[n, 3, HEIGHT, w]` → `[t, n, NUM_CLASSES]`, `t = num_steps(w)`.
+    /// `x`: `[n, 3, HEIGHT, w]` → `[t, n, NUM_CLASSES]`, `t = num_steps(w + 2·pad)`.
     pub fn log_probs(&self, x: &[f32], n: usize, w: usize) -> Result<(Vec<f32>, usize)> {
         let plan = self.plan(n)?;
         let input = Tensor::from_shape(&[n, 3, HEIGHT, w], x)

@@ -26,6 +26,11 @@ pub struct ModelConfig {
     pub hidden: usize,
     /// Whether the LSTM reads in both directions.
     pub bidirectional: bool,
+    /// Zero columns added on each side of the strip before the conv stack, so that windows
+    /// also centre on the strip's first and last digits and a short strip gets enough time
+    /// steps for CTC (`T = num_steps(w + 2·pad)`). 0 in models trained before it existed.
+    #[serde(default)]
+    pub pad: usize,
 }
 
 impl Default for ModelConfig {
@@ -35,6 +40,7 @@ impl Default for ModelConfig {
             channels: [32, 64, 128, 128],
             hidden: 128,
             bidirectional: true,
+            pad: 0,
         }
     }
 }
@@ -43,6 +49,23 @@ impl ModelConfig {
     /// Kernel height of conv4, which collapses what is left of the height to 1.
     pub fn last_kernel_height(&self) -> usize {
         ((self.height - 2) / 2 - 2) / 2 - 2
+    }
+    /// Time steps the model gives a strip `w` pixels wide (windows of the padded strip).
+    pub fn steps(&self, w: usize) -> usize {
+        crate::window::num_steps(w + 2 * self.pad)
+    }
+    /// `[n, 3, height, w]` strips with [`ModelConfig::pad`] zero columns added on both sides:
+    /// `[n, 3, height, w + 2·pad]` (borrowed as is when `pad` is 0).
+    pub fn pad_input<'a>(&self, x: &'a [f32], w: usize) -> (std::borrow::Cow<'a, [f32]>, usize) {
+        if self.pad == 0 {
+            return (std::borrow::Cow::Borrowed(x), w);
+        }
+        let wp = w + 2 * self.pad;
+        let mut out = vec![0f32; x.len() / w * wp];
+        for (row, src) in out.chunks_exact_mut(wp).zip(x.chunks_exact(w)) {
+            row[self.pad..self.pad + w].copy_from_slice(src);
+        }
+        (std::borrow::Cow::Owned(out), wp)
     }
     /// Number of LSTM directions.
     pub fn dirs(&self) -> usize {
@@ -141,7 +164,7 @@ struct ConvCache {
 pub struct Forward {
     /// Batch size.
     pub n: usize,
-    /// Strip width.
+    /// Strip width after [`ModelConfig::pad`].
     pub width: usize,
     /// Time steps.
     pub t: usize,
@@ -275,7 +298,7 @@ impl Crnn {
     ///
     /// # Shapes
     /// `x`: `[n, 3, height, w]` with `w ≥ WINDOW` → [`Forward`] with `log_probs`
-    /// `[t, n, NUM_CLASSES]`, `t = num_steps(w)`.
+    /// `[t, n, NUM_CLASSES]`, `t = config.steps(w)`.
     pub fn forward(&self, x: &[f32], n: usize, w: usize) -> Forward {
         self.forward_dropout(x, n, w, None)
     }
@@ -290,8 +313,13 @@ impl Crnn {
         dropout: Option<(f32, &mut Rng)>,
     ) -> Forward {
         let cfg = &self.config;
+        assert_eq!(
+            x.len(),
+            n * 3 * cfg.height * w,
+            "input must be [n, 3, height, w]"
+        );
+        let (x, w) = cfg.pad_input(x, w);
         let per = 3 * cfg.height * w;
-        assert_eq!(x.len(), n * per, "input must be [n, 3, height, w]");
         let t = crate::window::num_steps(w);
         let f = cfg.channels[3];
         let convs: Vec<ConvCache> = (0..n)
@@ -644,8 +672,15 @@ mod tests {
             channels: [4, 5, 6, 7],
             hidden: 5,
             bidirectional: true,
+            pad: 0,
         };
         Crnn::new(cfg, 3)
+    }
+
+    fn tiny_padded(pad: usize) -> Crnn {
+        let mut m = tiny();
+        m.config.pad = pad;
+        m
     }
 
     fn strip(w: usize, seed: u64) -> Vec<f32> {
@@ -678,6 +713,31 @@ mod tests {
     }
 
     #[test]
+    fn padding_adds_zero_columns_before_the_windows() {
+        // A padded model equals the unpadded one on a strip with `pad` zero columns added on
+        // each side, and gives `steps(w)` time steps; step t is window t of that padded strip.
+        for (pad, w) in [(12, 32), (12, 45), (3, 26), (0, 40)] {
+            let m = tiny_padded(pad);
+            let x = strip(w, 7 + w as u64);
+            let wp = w + 2 * pad;
+            let mut xp = vec![0f32; 3 * 32 * wp];
+            for (row, src) in xp.chunks_exact_mut(wp).zip(x.chunks_exact(w)) {
+                row[pad..pad + w].copy_from_slice(src);
+            }
+            let got = m.forward(&x, 1, w);
+            let want = tiny().forward(&xp, 1, wp);
+            assert_eq!(got.t, m.config.steps(w));
+            assert_eq!(got.t, num_steps(wp));
+            assert_eq!(got.log_probs, want.log_probs, "pad {pad} w {w}");
+        }
+        assert!(
+            tiny_padded(12).config.steps(30) >= 2 * 2 + 3,
+            "two digits get room"
+        );
+        assert_eq!(tiny().config.steps(30), 2);
+    }
+
+    #[test]
     fn forget_gate_bias_starts_positive() {
         let m = Crnn::new(ModelConfig::default(), 1);
         let h = m.config.hidden;
@@ -690,9 +750,10 @@ mod tests {
 
     #[test]
     fn gradient_matches_finite_differences() {
-        // Without and with dropout (the same seed gives the same masks on every evaluation).
-        for p_drop in [0.0, 0.3] {
-            let m = tiny();
+        // Without and with dropout (the same seed gives the same masks on every evaluation),
+        // without and with padding.
+        for (p_drop, pad) in [(0.0, 0), (0.3, 0), (0.0, 6)] {
+            let m = tiny_padded(pad);
             let (n, w) = (2, 42);
             let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
             let targets = vec![vec![1, 2], vec![7]];
@@ -705,7 +766,9 @@ mod tests {
                 let r = m.param_range(idx);
                 for _ in 0..4 {
                     let p = r.start + rng.below(r.len());
-                    let eps = 1e-2f32;
+                    // Padding puts whole regions at exactly 0 next to real values (ReLU and
+                    // max-pool kinks), where a large step crosses a kink: smaller step.
+                    let eps = if pad > 0 { 1e-3f32 } else { 1e-2f32 };
                     let mut plus = m.clone();
                     plus.params[p] += eps;
                     let mut minus = m.clone();
@@ -715,7 +778,7 @@ mod tests {
                     let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
                     assert!(
                         (num - ana).abs() <= tol,
-                        "dropout {p_drop}, {name}[{}]: numeric {num} analytic {ana}",
+                        "dropout {p_drop} pad {pad}, {name}[{}]: numeric {num} analytic {ana}",
                         p - r.start
                     );
                 }

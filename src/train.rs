@@ -61,7 +61,8 @@ pub struct TrainConfig {
     #[serde(default = "default_synth_max_len")]
     pub synth_max_len: usize,
     /// Start from these weights (a checkpoint or `export --weights` file) instead of random
-    /// ones; the model configuration is the file's. Ignored when resuming.
+    /// ones; the model configuration is the file's except `pad` (which has no weights and is
+    /// this run's). Ignored when resuming.
     #[serde(default)]
     pub init: Option<PathBuf>,
     /// Hide progress bars.
@@ -197,7 +198,7 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
                 .flat_map(|&i| strips[i].data.iter().cloned())
                 .collect();
             let lp = crate::model::log_probs(model, &x, idx.len(), *w);
-            let t = crate::window::num_steps(*w);
+            let t = model.config.steps(*w);
             idx.iter()
                 .enumerate()
                 .map(|(b, &i)| (i, crate::ctc::greedy_decode(&lp, t, idx.len(), b).digits))
@@ -459,7 +460,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     } else {
         let model = match &cfg.init {
             Some(p) => {
-                let m = Checkpoint::load(p)?.model;
+                let mut m = Checkpoint::load(p)?.model;
+                // Padding has no weights: the run's own setting applies.
+                m.config.pad = cfg.model.pad;
                 eprintln!("initial weights from {}", p.display());
                 m
             }

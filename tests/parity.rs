@@ -25,22 +25,27 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn random_model_exported_runs_the_same_in_tract() {
-    let cfg = ModelConfig {
-        channels: [8, 12, 16, 20],
-        hidden: 10,
-        ..ModelConfig::default()
-    };
-    let model = Crnn::new(cfg, 42);
-    let bytes = housenum::export::to_onnx_bytes(&model, &[]);
-    let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
-    let mut rng = Rng::new(1);
-    for (n, w) in [(1, 32), (1, 57), (3, 130), (2, 26)] {
-        let x: Vec<f32> = (0..n * 3 * 32 * w).map(|_| rng.normal()).collect();
-        let (got, t) = reader.log_probs(&x, n, w).unwrap();
-        assert_eq!(t, housenum::window::num_steps(w));
-        let want = log_probs(&model, &x, n, w);
-        let d = max_diff(&got, &want);
-        assert!(d < TOL, "n {n} w {w}: max |Δ| {d}");
+    // Unpadded and padded (the Pad node and the `housenum.pad` metadata).
+    for pad in [0, 12] {
+        let cfg = ModelConfig {
+            channels: [8, 12, 16, 20],
+            hidden: 10,
+            pad,
+            ..ModelConfig::default()
+        };
+        let model = Crnn::new(cfg.clone(), 42);
+        let bytes = housenum::export::to_onnx_bytes(&model, &[]);
+        let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
+        assert_eq!(reader.pad(), pad);
+        let mut rng = Rng::new(1);
+        for (n, w) in [(1, 32), (1, 57), (3, 130), (2, 26)] {
+            let x: Vec<f32> = (0..n * 3 * 32 * w).map(|_| rng.normal()).collect();
+            let (got, t) = reader.log_probs(&x, n, w).unwrap();
+            assert_eq!(t, cfg.steps(w));
+            let want = log_probs(&model, &x, n, w);
+            let d = max_diff(&got, &want);
+            assert!(d < TOL, "pad {pad} n {n} w {w}: max |Δ| {d}");
+        }
     }
 }
 

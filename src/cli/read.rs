@@ -177,7 +177,8 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                     } else {
                         target.clone()
                     };
-                    let picture = explain::draw(&img, &explain::digit_spans(&d, region));
+                    let picture =
+                        explain::draw(&img, &explain::digit_spans(&d, region, reader.pad()));
                     picture
                         .save(&file)
                         .with_context(|| format!("writing {}", file.display()))?;

@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// LSTM hidden size per direction.
     #[arg(long, default_value_t = 128)]
     pub hidden: usize,
+    /// Zero columns the model adds on each side of a strip, so that short strips get enough
+    /// windows (time steps) for CTC; kept in the exported model.
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
     /// Dropout rate on the window embeddings and on the LSTM outputs (training only).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
@@ -101,6 +105,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         model: ModelConfig {
             hidden: a.hidden,
             channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
+            pad: a.pad,
             ..ModelConfig::default()
         },
         dropout: a.dropout,
