@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Read house numbers with onnx/housenum.onnx under onnxruntime, exactly as `housenum read` does.
 
-Usage: python3 onnx/read.py [--model onnx/housenum.onnx] IMG...
+Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--protocol search|full] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 Needs: onnxruntime, numpy, pillow.
 """
@@ -35,9 +35,30 @@ def triangle_weights(in_size, out_size):
     return m.astype(np.float32).astype(np.float64)
 
 
-def preprocess(path):
-    """The image file as a normalised [1, 3, 32, W] float32 strip (full-image protocol)."""
-    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0  # [h, w, 3]
+# Protocol "search" (the default of `housenum read`): the whole image and these centred crops,
+# as (width, height) fractions; the most confident reading wins (the first on ties).
+SEARCH_CROPS = [(0.7, 1.0), (0.5, 1.0), (0.7, 0.85), (0.5, 0.85), (0.35, 0.85)]
+
+
+def load(path):
+    """The image as [h, w, 3] floats in [0, 1]."""
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) / 255.0
+
+
+def regions(w, h, search=True):
+    """(x0, y0, x1, y1) of every region read: the whole image, then the centred crops."""
+    out = [(0, 0, w, h)]
+    for fw, fh in SEARCH_CROPS if search else []:
+        # f32 products rounded half away from zero, as Rust's f32::round.
+        cw = min(max(int(math.floor(float(np.float32(w) * np.float32(fw)) + 0.5)), 1), w)
+        ch = min(max(int(math.floor(float(np.float32(h) * np.float32(fh)) + 0.5)), 1), h)
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        out.append((x0, y0, x0 + cw, y0 + ch))
+    return out
+
+
+def to_strip(img):
+    """[h, w, 3] image (or crop) -> normalised [1, 3, 32, W] float32 strip."""
     h, w = img.shape[:2]
     out_w = min(max(int(math.floor(w * HEIGHT / h + 0.5)), 1), MAX_WIDTH)
     wy, wx = triangle_weights(h, HEIGHT), triangle_weights(w, out_w)
@@ -51,6 +72,11 @@ def preprocess(path):
         padded[:, :, left:left + out_w] = strip
         strip = padded
     return strip[None].astype(np.float32)
+
+
+def preprocess(path):
+    """The image file as a normalised [1, 3, 32, W] float32 strip (full-image protocol)."""
+    return to_strip(load(path))
 
 
 def greedy_decode(log_probs):
@@ -78,6 +104,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.path.join(here, "housenum.onnx"))
+    ap.add_argument("--protocol", choices=["search", "full"], default="search")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -86,15 +113,21 @@ def main():
     failed = 0
     for path in args.images:
         try:
-            x = preprocess(path)
+            img = load(path)
+            h, w = img.shape[:2]
+            strips = [to_strip(img[y0:y1, x0:x1]) for x0, y0, x1, y1 in regions(w, h, args.protocol == "search")]
         except Exception as e:  # report and go on, like `housenum read`
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        (lp,) = sess.run(["log_probs"], {"strip": x})
-        digits, conf = greedy_decode(lp[:, 0, :])
-        conf = calibrate(conf, cal)
-        print(f"{path}\t{digits}\t{conf:.3f}")
+        best = None
+        for x in strips:
+            (lp,) = sess.run(["log_probs"], {"strip": x})
+            digits, conf = greedy_decode(lp[:, 0, :])
+            conf = calibrate(conf, cal)
+            if best is None or conf > best[1]:
+                best = (digits, conf)
+        print(f"{path}\t{best[0]}\t{best[1]:.3f}")
     sys.exit(1 if failed else 0)
 
 

@@ -60,7 +60,7 @@ pub struct EvalReport {
     pub mean_edit_distance: f64,
     /// Images per second, end to end (decode + preprocess + infer + CTC decode).
     pub images_per_second: f64,
-    /// `crop` or `full`.
+    /// `crop`, `full` or `search`.
     pub protocol: Protocol,
     /// Share of images answered when abstaining on the least confident ones so that the answered
     /// ones are at least 98 % right (0 if no threshold reaches it).
@@ -93,15 +93,19 @@ pub fn coverage_at(outcomes: &[(f32, bool)], target: f64) -> f64 {
     best as f64 / v.len().max(1) as f64
 }
 
-/// Read already-preprocessed strips (or their errors) and score them against `truths`.
+/// Read already-preprocessed images (each one or more candidate strips, or its error) and
+/// score them against `truths`.
 fn score(
     reader: &Reader,
     truths: &[(String, Vec<u8>)],
-    strips: &[Result<preprocess::Strip>],
+    strips: &[Result<Vec<preprocess::Strip>>],
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {
-    let ok: Vec<&preprocess::Strip> = strips.iter().filter_map(|s| s.as_ref().ok()).collect();
-    let mut decoded = reader.read_strips(&ok)?.into_iter();
+    let ok: Vec<Vec<&preprocess::Strip>> = strips
+        .iter()
+        .filter_map(|s| s.as_ref().ok().map(|c| c.iter().collect()))
+        .collect();
+    let mut decoded = reader.read_best(&ok)?.into_iter().map(|(_, d)| d);
     let mut out = Vec::with_capacity(truths.len());
     for ((name, digits), s) in truths.iter().zip(strips) {
         let truth = digits_to_string(digits);
@@ -140,10 +144,10 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let prepare = |chunk: &[Record]| -> Vec<Result<preprocess::Strip>> {
+    let prepare = |chunk: &[Record]| -> Vec<Result<Vec<preprocess::Strip>>> {
         chunk
             .par_iter()
-            .map(|r| preprocess::preprocess_file(&r.path, protocol, &r.boxes))
+            .map(|r| preprocess::preprocess_file_all(&r.path, protocol, &r.boxes))
             .collect()
     };
     let truths_of = |chunk: &[Record]| -> Vec<(String, Vec<u8>)> {
@@ -192,12 +196,13 @@ pub fn evaluate_images(
     let started = Instant::now();
     let mut outcomes = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
-        let strips: Vec<Result<preprocess::Strip>> = chunk
+        let strips: Vec<Result<Vec<preprocess::Strip>>> = chunk
             .par_iter()
             .map(|li| {
-                let region =
-                    preprocess::protocol_region(protocol, li.image.dimensions(), &li.boxes);
-                Ok(preprocess::strip_from_region(&li.image, region))
+                Ok(preprocess::protocol_strips(&li.image, protocol, &li.boxes)
+                    .into_iter()
+                    .map(|(_, s)| s)
+                    .collect())
             })
             .collect();
         let truths: Vec<(String, Vec<u8>)> = chunk

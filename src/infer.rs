@@ -13,7 +13,7 @@ use crate::calibrate::{Calibration, METADATA_KEY};
 use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
 use crate::export::PAD_KEY;
-use crate::preprocess::{self, Protocol, Strip, HEIGHT};
+use crate::preprocess::{self, Protocol, Region, Strip, HEIGHT};
 use crate::svhn::DigitBox;
 
 /// The shipped model, compiled into the library.
@@ -219,15 +219,45 @@ impl Reader {
             .collect())
     }
 
+    /// Read several images, each given as one or more candidate strips (a protocol's
+    /// regions): every strip of every image is read in one width-grouped pass, and each image's
+    /// answer is its most confident candidate (the first on ties). Returns, per image, the index
+    /// of the winning candidate and its reading.
+    ///
+    /// # Panics
+    /// When an image has no candidate.
+    pub fn read_best(&self, images: &[Vec<&Strip>]) -> Result<Vec<(usize, Decoded)>> {
+        let flat: Vec<&Strip> = images.iter().flatten().copied().collect();
+        let mut decoded = self.read_strips(&flat)?.into_iter();
+        Ok(images
+            .iter()
+            .map(|cands| {
+                assert!(
+                    !cands.is_empty(),
+                    "an image needs at least one candidate strip"
+                );
+                let all: Vec<Decoded> = decoded.by_ref().take(cands.len()).collect();
+                let best = (0..all.len()).fold(0, |b, i| {
+                    if all[i].confidence > all[b].confidence {
+                        i
+                    } else {
+                        b
+                    }
+                });
+                let d = all.into_iter().nth(best).expect("index in range");
+                (best, d)
+            })
+            .collect())
+    }
+
     /// Read one strip.
     pub fn read_strip(&self, strip: &Strip) -> Result<Decoded> {
         Ok(self.read_strips(&[strip])?.remove(0))
     }
 
-    /// Read one image file as `housenum read` does (full protocol).
+    /// Read one image file as `housenum read` does (search protocol).
     pub fn read_file(&self, path: &Path) -> Result<Decoded> {
-        let strip = preprocess::preprocess_file(path, Protocol::Full, &[])?;
-        self.read_strip(&strip)
+        self.read_file_with(path, Protocol::Search, &[])
     }
 
     /// Read one image file under a protocol (crop needs the digit boxes).
@@ -237,7 +267,21 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<Decoded> {
-        let strip = preprocess::preprocess_file(path, protocol, boxes)?;
-        self.read_strip(&strip)
+        let strips = preprocess::preprocess_file_all(path, protocol, boxes)?;
+        Ok(self.read_best(&[strips.iter().collect()])?.remove(0).1)
+    }
+
+    /// Read a decoded image under a protocol: the reading and the region it came from.
+    pub fn read_image(
+        &self,
+        img: &image::Rgb32FImage,
+        protocol: Protocol,
+        boxes: &[DigitBox],
+    ) -> Result<(Region, Decoded)> {
+        let cands = preprocess::protocol_strips(img, protocol, boxes);
+        let (i, d) = self
+            .read_best(&[cands.iter().map(|(_, s)| s).collect()])?
+            .remove(0);
+        Ok((cands[i].0, d))
     }
 }

@@ -33,7 +33,8 @@ pub struct EvalArgs {
     /// Folder in the official layout.
     pub dir: PathBuf,
     /// `crop`: the union of the digit boxes grown by 30 % (the standard SVHN protocol);
-    /// `full`: the whole image, as `housenum read` sees it.
+    /// `full`: the whole image; `search`: the whole image and centred crops of it, the most
+    /// confident reading winning (what `housenum read` does).
     #[arg(long, value_enum, default_value = "crop")]
     pub protocol: ProtocolArg,
     /// Evaluate only this split (`val` is what training never saw).
@@ -77,6 +78,8 @@ pub enum ProtocolArg {
     Crop,
     /// The whole image.
     Full,
+    /// The whole image and centred crops; the most confident reading wins.
+    Search,
 }
 
 impl From<ProtocolArg> for Protocol {
@@ -84,6 +87,7 @@ impl From<ProtocolArg> for Protocol {
         match p {
             ProtocolArg::Crop => Protocol::Crop,
             ProtocolArg::Full => Protocol::Full,
+            ProtocolArg::Search => Protocol::Search,
         }
     }
 }

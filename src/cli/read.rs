@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::{explain, preprocess, Reader};
+use housenum::{explain, preprocess, Protocol, Reader};
 
 /// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`.
 ///
@@ -34,6 +34,28 @@ pub struct ReadArgs {
     /// `NAME.explain.png`.
     #[arg(long, value_name = "OUT")]
     pub explain: Option<PathBuf>,
+    /// `search`: read the whole image and centred crops of it, answer with the most confident
+    /// reading; `full`: read the whole image only (one pass, faster).
+    #[arg(long, value_enum, default_value = "search")]
+    pub protocol: ReadProtocol,
+}
+
+/// What `read` looks at (there are no digit boxes, so no `crop`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadProtocol {
+    /// The whole image and centred crops; the most confident reading wins.
+    Search,
+    /// The whole image.
+    Full,
+}
+
+impl From<ReadProtocol> for Protocol {
+    fn from(p: ReadProtocol) -> Protocol {
+        match p {
+            ReadProtocol::Search => Protocol::Search,
+            ReadProtocol::Full => Protocol::Full,
+        }
+    }
 }
 
 /// The model chosen by `--model`, or the embedded one.
@@ -125,6 +147,7 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
     let reader = load_reader(a.model.as_deref())?;
+    let protocol = Protocol::from(a.protocol);
     let (inputs, empty_dirs) = expand_inputs(&a.images);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -151,8 +174,7 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
             preprocess::load_image(path)
         };
         let result = image.and_then(|img| {
-            let region = preprocess::Region::full(img.width(), img.height());
-            let d = reader.read_strip(&preprocess::strip_from_region(&img, region))?;
+            let (region, d) = reader.read_image(&img, protocol, &[])?;
             Ok((img, region, d))
         });
         let name = path.display().to_string();
