@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The shipped model from scratch: v1 (real images) → pseudo labels → v2 (+ self-training) →
-# pseudo labels → v3 (+ recombination, wider) → export → calibration. With WITH_SYNTH=1 also v4
+# pseudo labels → v3 (+ recombination, wider) → pseudo labels → v6 (+ padding, fine-tuned from
+# v3) → export → calibration. With WITH_SYNTH=1 also v4
 # (+ synthetic numbers, fine-tuned from v3; measured no better, so not shipped). Every step is skipped when its output exists and every training run
 # resumes from its last checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
@@ -13,7 +14,7 @@ mkdir -p "$runs"
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
   "$B" train --data "$svhn/train" --out "$runs/$out" --seed 1 -q "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
-pseudo() { [ -s "$runs/$2" ] || "$B" read --model "$runs/$1/housenum.onnx" "$svhn/unlabeled" > "$runs/$2" || true; }
+pseudo() { [ -s "$runs/$2" ] || "$B" read --protocol full --model "$runs/$1/housenum.onnx" "$svhn/unlabeled" > "$runs/$2" || true; }
 
 train v1 --epochs 400
 pseudo v1 pseudo_v1.tsv
@@ -21,8 +22,11 @@ train v2 --epochs 300 --dropout 0.1 --pseudo "$runs/pseudo_v1.tsv" --pseudo-min-
 pseudo v2 pseudo_v2.tsv
 train v3 --epochs 200 --dropout 0.1 --channels 48,96,192,192 --hidden 160 --recombine 0.3 \
   --pseudo "$runs/pseudo_v2.tsv" --pseudo-min-confidence 0.5
-"$B" calibrate "$svhn/train" --model "$runs/v3/housenum.onnx" --out "$runs/v3/calibrated.onnx" -q
-echo "model: $runs/v3/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
+pseudo v3 pseudo_v3.tsv
+train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.safetensors" --recombine 0.3 \
+  --pseudo "$runs/pseudo_v3.tsv" --pseudo-min-confidence 0.5
+[ -f "$runs/v6/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v6/housenum.onnx" --out "$runs/v6/calibrated.onnx" -q
+echo "model: $runs/v6/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
 if [ "${WITH_SYNTH:-0}" = 1 ]; then
   train v4 --epochs 130 --dropout 0.1 --init "$runs/v3/last.safetensors" --lr 0.001 --max-width 256 \
     --synth 0.4 --synth-max-len 10 --recombine 0.2 --recombine-max-len 10 \

@@ -15,7 +15,7 @@ fn explained_windows_line_up_with_the_drawn_digits() {
         let region = Region::full(img.width(), img.height());
         let d = reader.read_strip(&strip_from_region(&img, region)).unwrap();
         assert_eq!(d.text(), want, "{}", path.display());
-        let spans = digit_spans(&d, region);
+        let spans = digit_spans(&d, region, reader.pad());
         assert_eq!(spans.len(), boxes.len());
         for (i, (s, b)) in spans.iter().zip(&boxes).enumerate() {
             let centre = (s.x0 + s.x1) / 2.0;

@@ -28,8 +28,8 @@ pub struct CalibrateArgs {
     /// Where to write the calibrated model.
     #[arg(long)]
     pub out: PathBuf,
-    /// Protocol of the readings to calibrate on (`full` is what `read` does).
-    #[arg(long, value_enum, default_value = "full")]
+    /// Protocol of the readings to calibrate on (`search` is what `read` does).
+    #[arg(long, value_enum, default_value = "search")]
     pub protocol: ProtocolArg,
     /// Validation share (the images `train` held out, by name hash): calibration uses them only.
     #[arg(long, default_value_t = 0.1)]
