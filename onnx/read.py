@@ -36,7 +36,7 @@ def triangle_weights(in_size, out_size):
 
 
 # Protocol "search" (the default of `housenum read`): the whole image and these centred crops,
-# as (width, height) fractions; the most confident reading wins (the first on ties).
+# as (width, height) fractions; `choose` picks the answer.
 SEARCH_CROPS = [(0.7, 1.0), (0.5, 1.0), (0.7, 0.85), (0.5, 0.85), (0.35, 0.85)]
 
 
@@ -81,14 +81,88 @@ def preprocess(path):
 
 def greedy_decode(log_probs):
     """log_probs [T, 11] -> (digits, confidence): best path, repeats merged, blanks (0) dropped."""
+    digits, conf, _ = greedy_decode_spans(log_probs)
+    return digits, conf
+
+
+def greedy_decode_spans(log_probs):
+    """greedy_decode plus, per digit, the steps [first, last] whose argmax emitted it."""
     best = log_probs.argmax(axis=1)
     conf = float(np.float32(math.exp(float(np.sum(log_probs.max(axis=1).astype(np.float64))))))
-    digits, prev = [], 0
-    for k in best:
-        if k != 0 and k != prev:
+    digits, spans, prev = [], [], 0
+    for t, k in enumerate(best):
+        if k != 0 and k == prev:
+            spans[-1][1] = t
+        elif k != 0:
             digits.append(str(k - 1))
+            spans.append([t, t])
         prev = k
-    return "".join(digits), min(max(conf, 0.0), 1.0)
+    return "".join(digits), min(max(conf, 0.0), 1.0), spans
+
+
+# The search rule (src/search.rs): crops must keep the whole image's central number whole;
+# among the admissible readings, votes (sums of raw confidences) decide.
+GROUP_GAP, LONE_DIGIT_HALF_WIDTH = 1.3, 0.15
+
+
+def digit_centres(spans, region, pad):
+    x0, y0, x1, y1 = region
+    w = min(max(int(math.floor((x1 - x0) * HEIGHT / (y1 - y0) + 0.5)), 1), MAX_WIDTH)
+    pad_left = (MIN_WIDTH - w) // 2 if w < MIN_WIDTH else 0
+    scale = (x1 - x0) / w
+    return [x0 + ((4 * (t0 + t1) + 26) / 2.0 - pad - pad_left) * scale for t0, t1 in spans]
+
+
+def central_number(centres, width, height):
+    if not centres:
+        return [], 0.0
+    if len(centres) == 1:
+        return centres, LONE_DIGIT_HALF_WIDTH * height
+    gaps = [b - a for a, b in zip(centres, centres[1:])]
+    tightest = min(gaps)
+    groups = [[centres[0]]]
+    for gap, c in zip(gaps, centres[1:]):
+        if gap > GROUP_GAP * tightest:
+            groups.append([c])
+        else:
+            groups[-1].append(c)
+    mid = width / 2.0
+    best = 0
+    for i, g in enumerate(groups):
+        if min(abs(c - mid) for c in g) < min(abs(c - mid) for c in groups[best]):
+            best = i
+    return groups[best], tightest / 2.0
+
+
+def keeps(region, central, half_width):
+    x0, x1 = region[0], region[2]
+    cuts = lambda edge, c: c - half_width < edge < c + half_width  # noqa: E731
+    return all(x0 <= c <= x1 and not cuts(x0, c) and not cuts(x1, c) for c in central)
+
+
+def choose(regions, readings, pad):
+    """readings: (digits, raw confidence, spans) per region; regions[0] is the whole image."""
+    if len(readings) == 1:
+        return 0
+    whole = regions[0]
+    central, hw = central_number(digit_centres(readings[0][2], whole, pad), whole[2], whole[3])
+    votes = []  # [digits, vote, best index], in order of first appearance
+    for i, (digits, conf, _) in enumerate(readings):
+        if i > 0 and not keeps(regions[i], central, hw):
+            continue
+        for v in votes:
+            if v[0] == digits:
+                v[1] += conf
+                if conf > readings[v[2]][1]:
+                    v[2] = i
+                break
+        else:
+            votes.append([digits, conf, i])
+    best = 0
+    for k in range(1, len(votes)):
+        if votes[k][1] > votes[best][1]:
+            best = k
+    return votes[best][2]
 
 
 def calibrate(conf, cal):
@@ -110,24 +184,21 @@ def main():
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     cal = json.loads(meta["housenum.calibration"]) if "housenum.calibration" in meta else None
+    pad = int(meta.get("housenum.pad", "0"))
     failed = 0
     for path in args.images:
         try:
             img = load(path)
             h, w = img.shape[:2]
-            strips = [to_strip(img[y0:y1, x0:x1]) for x0, y0, x1, y1 in regions(w, h, args.protocol == "search")]
+            regs = regions(w, h, args.protocol == "search")
+            strips = [to_strip(img[y0:y1, x0:x1]) for x0, y0, x1, y1 in regs]
         except Exception as e:  # report and go on, like `housenum read`
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        best = None
-        for x in strips:
-            (lp,) = sess.run(["log_probs"], {"strip": x})
-            digits, conf = greedy_decode(lp[:, 0, :])
-            conf = calibrate(conf, cal)
-            if best is None or conf > best[1]:
-                best = (digits, conf)
-        print(f"{path}\t{best[0]}\t{best[1]:.3f}")
+        readings = [greedy_decode_spans(sess.run(["log_probs"], {"strip": x})[0][:, 0, :]) for x in strips]
+        digits, conf, _ = readings[choose(regs, readings, pad)]
+        print(f"{path}\t{digits}\t{calibrate(conf, cal):.3f}")
     sys.exit(1 if failed else 0)
 
 

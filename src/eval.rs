@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use crate::alphabet::digits_to_string;
 use crate::error::Result;
 use crate::infer::Reader;
-use crate::preprocess::{self, Protocol};
+use crate::preprocess::{self, Protocol, Region};
 use crate::svhn::{DigitBox, Record};
 
 /// Levenshtein distance between two digit sequences.
@@ -98,12 +98,16 @@ pub fn coverage_at(outcomes: &[(f32, bool)], target: f64) -> f64 {
 fn score(
     reader: &Reader,
     truths: &[(String, Vec<u8>)],
-    strips: &[Result<Vec<preprocess::Strip>>],
+    strips: &[Result<Vec<(Region, preprocess::Strip)>>],
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {
-    let ok: Vec<Vec<&preprocess::Strip>> = strips
+    let ok: Vec<Vec<(Region, &preprocess::Strip)>> = strips
         .iter()
-        .filter_map(|s| s.as_ref().ok().map(|c| c.iter().collect()))
+        .filter_map(|s| {
+            s.as_ref()
+                .ok()
+                .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
+        })
         .collect();
     let mut decoded = reader.read_best(&ok)?.into_iter().map(|(_, d)| d);
     let mut out = Vec::with_capacity(truths.len());
@@ -144,7 +148,7 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let prepare = |chunk: &[Record]| -> Vec<Result<Vec<preprocess::Strip>>> {
+    let prepare = |chunk: &[Record]| -> Vec<Result<Vec<(Region, preprocess::Strip)>>> {
         chunk
             .par_iter()
             .map(|r| preprocess::preprocess_file_all(&r.path, protocol, &r.boxes))
@@ -196,14 +200,9 @@ pub fn evaluate_images(
     let started = Instant::now();
     let mut outcomes = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
-        let strips: Vec<Result<Vec<preprocess::Strip>>> = chunk
+        let strips: Vec<Result<Vec<(Region, preprocess::Strip)>>> = chunk
             .par_iter()
-            .map(|li| {
-                Ok(preprocess::protocol_strips(&li.image, protocol, &li.boxes)
-                    .into_iter()
-                    .map(|(_, s)| s)
-                    .collect())
-            })
+            .map(|li| Ok(preprocess::protocol_strips(&li.image, protocol, &li.boxes)))
             .collect();
         let truths: Vec<(String, Vec<u8>)> = chunk
             .iter()

@@ -14,6 +14,7 @@ use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
 use crate::export::PAD_KEY;
 use crate::preprocess::{self, Protocol, Region, Strip, HEIGHT};
+use crate::search;
 use crate::svhn::DigitBox;
 
 /// The shipped model, compiled into the library.
@@ -194,6 +195,15 @@ impl Reader {
     /// one width give the same result batched or alone), decoded greedily, in input order.
     /// Each reading's `confidence` is the calibrated best-path probability.
     pub fn read_strips(&self, strips: &[&Strip]) -> Result<Vec<Decoded>> {
+        let mut out = self.read_strips_raw(strips)?;
+        for d in &mut out {
+            d.confidence = self.calibration.apply(d.confidence);
+        }
+        Ok(out)
+    }
+
+    /// [`Reader::read_strips`] with raw (uncalibrated) confidences.
+    fn read_strips_raw(&self, strips: &[&Strip]) -> Result<Vec<Decoded>> {
         let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, s) in strips.iter().enumerate() {
             by_width.entry(s.width).or_default().push(i);
@@ -207,9 +217,7 @@ impl Reader {
                     .collect();
                 let (lp, t) = self.log_probs(&x, chunk.len(), w)?;
                 for (b, &i) in chunk.iter().enumerate() {
-                    let mut d = greedy_decode(&lp, t, chunk.len(), b);
-                    d.confidence = self.calibration.apply(d.confidence);
-                    out[i] = Some(d);
+                    out[i] = Some(greedy_decode(&lp, t, chunk.len(), b));
                 }
             }
         }
@@ -219,16 +227,18 @@ impl Reader {
             .collect())
     }
 
-    /// Read several images, each given as one or more candidate strips (a protocol's
-    /// regions): every strip of every image is read in one width-grouped pass, and each image's
-    /// answer is its most confident candidate (the first on ties). Returns, per image, the index
-    /// of the winning candidate and its reading.
+    /// Read several images, each given as one or more candidate regions with their strips (a
+    /// protocol's regions, the whole image first when there are several): every strip of every
+    /// image is read in one width-grouped pass, and each image's answer is chosen by
+    /// [`search::choose`] on raw confidences (the only candidate, or the reading most voted
+    /// for by the crops that keep the whole image's central number). Returns, per image, the
+    /// answering candidate's index and its reading (confidence calibrated).
     ///
     /// # Panics
     /// When an image has no candidate.
-    pub fn read_best(&self, images: &[Vec<&Strip>]) -> Result<Vec<(usize, Decoded)>> {
-        let flat: Vec<&Strip> = images.iter().flatten().copied().collect();
-        let mut decoded = self.read_strips(&flat)?.into_iter();
+    pub fn read_best(&self, images: &[Vec<(Region, &Strip)>]) -> Result<Vec<(usize, Decoded)>> {
+        let flat: Vec<&Strip> = images.iter().flatten().map(|(_, s)| *s).collect();
+        let mut decoded = self.read_strips_raw(&flat)?.into_iter();
         Ok(images
             .iter()
             .map(|cands| {
@@ -237,14 +247,10 @@ impl Reader {
                     "an image needs at least one candidate strip"
                 );
                 let all: Vec<Decoded> = decoded.by_ref().take(cands.len()).collect();
-                let best = (0..all.len()).fold(0, |b, i| {
-                    if all[i].confidence > all[b].confidence {
-                        i
-                    } else {
-                        b
-                    }
-                });
-                let d = all.into_iter().nth(best).expect("index in range");
+                let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
+                let best = search::choose(&regions, &all, self.pad);
+                let mut d = all.into_iter().nth(best).expect("index in range");
+                d.confidence = self.calibration.apply(d.confidence);
                 (best, d)
             })
             .collect())
@@ -267,8 +273,11 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<Decoded> {
-        let strips = preprocess::preprocess_file_all(path, protocol, boxes)?;
-        Ok(self.read_best(&[strips.iter().collect()])?.remove(0).1)
+        let cands = preprocess::preprocess_file_all(path, protocol, boxes)?;
+        Ok(self
+            .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()])?
+            .remove(0)
+            .1)
     }
 
     /// Read a decoded image under a protocol: the reading and the region it came from.
@@ -280,7 +289,7 @@ impl Reader {
     ) -> Result<(Region, Decoded)> {
         let cands = preprocess::protocol_strips(img, protocol, boxes);
         let (i, d) = self
-            .read_best(&[cands.iter().map(|(_, s)| s).collect()])?
+            .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()])?
             .remove(0);
         Ok((cands[i].0, d))
     }

@@ -35,6 +35,7 @@ pub mod progress;
 pub mod recombine;
 pub mod report;
 pub mod rng;
+pub mod search;
 pub mod svhn;
 pub mod synth;
 #[cfg(feature = "train")]

@@ -43,7 +43,8 @@ pub enum Protocol {
     /// The image as given.
     Full,
     /// The whole image and [`SEARCH_CROPS`] centred crops of it, each read; the most confident
-    /// reading wins (what `housenum read` does). Needs no boxes.
+    /// reading among the crops that keep the whole image's central number wins (see
+    /// [`crate::search`]; what `housenum read` does). Needs no boxes.
     Search,
 }
 
@@ -377,18 +378,15 @@ pub fn preprocess_file(path: &Path, protocol: Protocol, boxes: &[DigitBox]) -> R
     Ok(strip_from_region(&img, region))
 }
 
-/// The whole recipe for one image file, every region of `protocol` (one strip for crop and
-/// full, several for search).
+/// The whole recipe for one image file, every region of `protocol` with its strip (one for
+/// crop and full, several for search).
 pub fn preprocess_file_all(
     path: &Path,
     protocol: Protocol,
     boxes: &[DigitBox],
-) -> Result<Vec<Strip>> {
+) -> Result<Vec<(Region, Strip)>> {
     let img = load_image(path)?;
-    Ok(protocol_strips(&img, protocol, boxes)
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect())
+    Ok(protocol_strips(&img, protocol, boxes))
 }
 
 /// One item of a preprocessing batch: the file and, for [`Protocol::Crop`], its digit boxes.

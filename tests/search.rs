@@ -2,72 +2,68 @@
 
 mod common;
 
+use housenum::calibrate::Calibration;
 use housenum::preprocess::{self, protocol_strips, Protocol};
-use housenum::Reader;
+use housenum::{search, Reader};
 
 #[test]
-fn read_best_takes_the_most_confident_candidate_first_on_ties() {
+fn read_best_applies_the_search_rule_to_batched_readings() {
     let reader = Reader::embedded().unwrap();
-    let strips: Vec<preprocess::Strip> = common::samples()
+    let per_image: Vec<Vec<(preprocess::Region, preprocess::Strip)>> = common::samples()
         .iter()
-        .map(|(p, _)| preprocess::preprocess_file(p, Protocol::Full, &[]).unwrap())
+        .map(|(p, _)| protocol_strips(&preprocess::load_image(p).unwrap(), Protocol::Search, &[]))
         .collect();
-    // Candidate lists of several shapes, one with a duplicate (a tie).
-    let lists: Vec<Vec<usize>> = vec![
-        vec![0],
-        vec![0, 1, 2],
-        vec![3, 2, 1, 0],
-        vec![4, 4],
-        vec![5, 0, 5],
-    ];
-    let images: Vec<Vec<&preprocess::Strip>> = lists
+    let images: Vec<Vec<(preprocess::Region, &preprocess::Strip)>> = per_image
         .iter()
-        .map(|l| l.iter().map(|&i| &strips[i]).collect())
+        .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
         .collect();
     let together = reader.read_best(&images).unwrap();
+    // The choice is made on raw confidences; the answer's confidence is then calibrated.
+    let mut raw = Reader::embedded().unwrap();
+    raw.set_calibration(Calibration::IDENTITY);
+    let cal = reader.calibration();
     for (cands, (idx, d)) in images.iter().zip(&together) {
-        // The same strips read as one batch: exactly the same numbers.
-        let each: Vec<f32> = reader
-            .read_strips(cands)
-            .unwrap()
-            .iter()
-            .map(|d| d.confidence)
-            .collect();
-        let best = each.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let first = each.iter().position(|&c| c == best).unwrap();
+        let regions: Vec<preprocess::Region> = cands.iter().map(|(r, _)| *r).collect();
+        let plain: Vec<&preprocess::Strip> = cands.iter().map(|(_, s)| *s).collect();
+        let each = raw.read_strips(&plain).unwrap();
+        let want = search::choose(&regions, &each, reader.pad());
+        let want_conf = cal.apply(each[want].confidence);
+        // Alone: the same batches as `read_strips`, so exactly the same numbers.
         let (alone_idx, alone) = reader
             .read_best(std::slice::from_ref(cands))
             .unwrap()
             .remove(0);
-        assert_eq!((alone_idx, alone.confidence), (first, best), "{each:?}");
+        assert_eq!(alone_idx, want);
+        assert_eq!(alone.digits, each[want].digits);
+        assert!((alone.confidence - want_conf).abs() < 1e-5);
         // Batched with other images' candidates: the same up to float rounding.
-        assert_eq!(*idx, first, "{each:?}");
-        assert!((d.confidence - best).abs() < 1e-5);
-        assert_eq!(d.digits, alone.digits);
+        assert_eq!(*idx, want);
+        assert!((d.confidence - want_conf).abs() < 1e-5);
+        assert_eq!(d.digits, each[want].digits);
     }
 }
 
 #[test]
-fn search_reading_is_the_best_of_its_regions_and_never_less_confident_than_full() {
+fn search_reading_is_the_chosen_region() {
     let reader = Reader::embedded().unwrap();
+    let mut raw = Reader::embedded().unwrap();
+    raw.set_calibration(Calibration::IDENTITY);
     for (path, _) in common::samples() {
         let img = preprocess::load_image(&path).unwrap();
         let each: Vec<_> = protocol_strips(&img, Protocol::Search, &[])
             .iter()
-            .map(|(_, s)| reader.read_strip(s).unwrap())
+            .map(|(_, s)| raw.read_strip(s).unwrap())
             .collect();
         let (region, d) = reader.read_image(&img, Protocol::Search, &[]).unwrap();
-        let max = each.iter().map(|d| d.confidence).fold(0.0, f32::max);
-        assert_eq!(d.confidence, max, "{}", path.display());
         let regions = preprocess::protocol_regions(Protocol::Search, img.dimensions(), &[]);
         let i = regions.iter().position(|r| *r == region).unwrap();
+        assert_eq!(i, search::choose(&regions, &each, reader.pad()));
         assert_eq!(each[i].digits, d.digits);
         let full = reader.read_file_with(&path, Protocol::Full, &[]).unwrap();
         assert_eq!(
             full.digits, each[0].digits,
             "the first region is the whole image"
         );
-        assert!(d.confidence >= full.confidence);
         assert_eq!(reader.read_file(&path).unwrap(), d, "read_file searches");
     }
 }

@@ -17,7 +17,8 @@ use super::eval::ProtocolArg;
 /// with it in its metadata: afterwards `read` and `eval` (and `onnx/read.py`) report calibrated
 /// confidences. Platt scaling of the best-path probability; coverage at any accuracy is
 /// unchanged (the map is monotone). Prints the calibration error before and after, the "after"
-/// measured out of fold (2-fold cross-fitting), so it is not flattered by the fit.
+/// measured out of fold (2-fold cross-fitting), so it is not flattered by the fit. When the fit
+/// does not lower that out-of-fold error, the identity is stored instead (raw confidences).
 #[derive(Args, Debug)]
 pub struct CalibrateArgs {
     /// Folder in the official SVHN layout.
@@ -70,6 +71,10 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
     let fit = Calibration::fit(&pairs);
     let before = calibrate::expected_calibration_error(&pairs, 10);
     let after = calibrate::cross_fitted_error(&pairs, 10);
+    // Keep the raw confidences when the fit does not help out of fold (e.g. under `search`,
+    // whose vote already makes the raw confidence close to calibrated).
+    let kept_raw = after >= before;
+    let fit = if kept_raw { Calibration::IDENTITY } else { fit };
     let bytes = match &a.model {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => EMBEDDED_MODEL.to_vec(),
@@ -83,17 +88,18 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({"out": a.out, "images": pairs.len(), "a": fit.a, "b": fit.b,
-                "ece_raw": before, "ece_calibrated_out_of_fold": after,
+                "ece_raw": before, "ece_calibrated_out_of_fold": after, "kept_raw": kept_raw,
                 "sequence_accuracy": report.sequence_accuracy})
         );
     } else {
         println!(
-            "calibrated on {} validation images ({:?} protocol, {:.2} % read right): a = {:.4}, b = {:.4}; expected calibration error {:.3} raw -> {:.3} calibrated (out of fold); wrote {}",
+            "calibrated on {} validation images ({} protocol, {:.2} % read right): a = {:.4}, b = {:.4}{}; expected calibration error {:.3} raw -> {:.3} calibrated (out of fold); wrote {}",
             pairs.len(),
             protocol,
             100.0 * report.sequence_accuracy,
             fit.a,
             fit.b,
+            if kept_raw { " (identity: the fit did not lower the out-of-fold error)" } else { "" },
             before,
             after,
             a.out.display()
