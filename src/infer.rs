@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
 use crate::alphabet::NUM_CLASSES;
@@ -208,17 +209,31 @@ impl Reader {
         for (i, s) in strips.iter().enumerate() {
             by_width.entry(s.width).or_default().push(i);
         }
-        let mut out: Vec<Option<Decoded>> = vec![None; strips.len()];
-        for (w, idx) in by_width {
-            for chunk in idx.chunks(MAX_BATCH) {
+        // Batches of equal width, run in parallel (each tract run is single-threaded; the
+        // search protocol gives one image several widths).
+        let jobs: Vec<(usize, &[usize])> = by_width
+            .iter()
+            .flat_map(|(&w, idx)| idx.chunks(MAX_BATCH).map(move |c| (w, c)))
+            .collect();
+        let done: Vec<Result<Vec<(usize, Decoded)>>> = jobs
+            .par_iter()
+            .map(|&(w, chunk)| {
                 let x: Vec<f32> = chunk
                     .iter()
                     .flat_map(|&i| strips[i].data.iter().cloned())
                     .collect();
                 let (lp, t) = self.log_probs(&x, chunk.len(), w)?;
-                for (b, &i) in chunk.iter().enumerate() {
-                    out[i] = Some(greedy_decode(&lp, t, chunk.len(), b));
-                }
+                Ok(chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &i)| (i, greedy_decode(&lp, t, chunk.len(), b)))
+                    .collect())
+            })
+            .collect();
+        let mut out: Vec<Option<Decoded>> = vec![None; strips.len()];
+        for batch in done {
+            for (i, d) in batch? {
+                out[i] = Some(d);
             }
         }
         Ok(out
