@@ -12,7 +12,7 @@ use crate::augment::{self, AugmentConfig};
 use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
 use crate::error::{Error, Result};
 use crate::model::{loss_and_grad_dropout, Crnn, ModelConfig};
-use crate::preprocess::{self, BatchItem, Protocol, Strip};
+use crate::preprocess::{self, BatchItem, Protocol, Region, Strip};
 use crate::recombine;
 use crate::rng::Rng;
 use crate::svhn::{split_by_name, DigitBox, SvhnSet};
@@ -212,13 +212,27 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
     out
 }
 
-fn load_samples(set: &[crate::svhn::Record], quiet: bool) -> (Vec<Sample>, Vec<String>) {
+/// Load training samples; `regions[i]`, when given, crops record `i`'s image to that region
+/// first (a pseudo label read from a crop of the image applies to that crop).
+fn load_samples(
+    set: &[crate::svhn::Record],
+    regions: &[Option<Region>],
+    quiet: bool,
+) -> (Vec<Sample>, Vec<String>) {
     let pb = crate::progress::bar(set.len() as u64, "loading", quiet);
     let loaded: Vec<std::result::Result<Sample, String>> = set
         .par_iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             pb.inc(1);
-            let img = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
+            let mut img = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
+            if let Some(g) = regions.get(i).copied().flatten() {
+                let (w, h) = img.dimensions();
+                if g.x1 > w || g.y1 > h || g.width() == 0 || g.height() == 0 {
+                    return Err(format!("{}: region outside the image", r.path.display()));
+                }
+                img = image::imageops::crop_imm(&img, g.x0, g.y0, g.width(), g.height()).to_image();
+            }
             let (image, boxes) = augment::reachable_part(&img, &r.boxes);
             Ok(Sample {
                 image,
@@ -239,30 +253,52 @@ fn load_samples(set: &[crate::svhn::Record], quiet: bool) -> (Vec<Sample>, Vec<S
     (ok, errors)
 }
 
-/// Read a `housenum read` listing and keep the rows at least `min_conf` confident with a
-/// non-empty reading, as (path, digits).
-pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+/// A pseudo label: the image, the digits read, and the region they were read from (when the
+/// listing says; `None` = the whole image).
+pub type PseudoLabel = (PathBuf, Vec<u8>, Option<Region>);
+
+/// Read a `housenum read` listing (`IMAGE<TAB>DIGITS<TAB>CONFIDENCE`, or with `--region` a
+/// fourth column `X0,Y0,X1,Y1`) and keep the rows at least `min_conf` confident with a
+/// non-empty reading.
+pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split('\t').collect();
-        let parsed = (f.len() == 3)
+        let region = |s: &str| -> Option<Region> {
+            let v: Vec<u32> = s
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            (v.len() == 4 && v[0] < v[2] && v[1] < v[3]).then(|| Region {
+                x0: v[0],
+                y0: v[1],
+                x1: v[2],
+                y1: v[3],
+            })
+        };
+        let parsed = (f.len() == 3 || f.len() == 4)
             .then(|| {
+                let r = match f.get(3) {
+                    Some(s) => Some(region(s)?),
+                    None => None,
+                };
                 Some((
                     crate::alphabet::digits_from_str(f[1])?,
                     f[2].parse::<f32>().ok()?,
+                    r,
                 ))
             })
             .flatten();
-        let Some((digits, conf)) = parsed else {
+        let Some((digits, conf, region)) = parsed else {
             return Err(Error::Config(format!(
-                "{}:{}: expected IMAGE<TAB>DIGITS<TAB>CONFIDENCE",
+                "{}:{}: expected IMAGE<TAB>DIGITS<TAB>CONFIDENCE[<TAB>X0,Y0,X1,Y1]",
                 path.display(),
                 i + 1
             )));
         };
         if conf >= min_conf && !digits.is_empty() {
-            out.push((PathBuf::from(f[0]), digits));
+            out.push((PathBuf::from(f[0]), digits, region));
         }
     }
     Ok(out)
@@ -366,12 +402,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         train_recs.len(),
         val_recs.len()
     );
-    let (mut samples, errors) = load_samples(&train_recs, cfg.quiet);
+    let (mut samples, errors) = load_samples(&train_recs, &[], cfg.quiet);
     if let Some(p) = &cfg.pseudo {
         let rows = read_pseudo_labels(p, cfg.pseudo_min_confidence)?;
+        let regions: Vec<Option<Region>> = rows.iter().map(|r| r.2).collect();
         let recs: Vec<crate::svhn::Record> = rows
             .into_iter()
-            .map(|(path, digits)| crate::svhn::Record {
+            .map(|(path, digits, _)| crate::svhn::Record {
                 name: path.display().to_string(),
                 path,
                 digits,
@@ -379,7 +416,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 image_size: None,
             })
             .collect();
-        let (pseudo, perr) = load_samples(&recs, cfg.quiet);
+        let (pseudo, perr) = load_samples(&recs, &regions, cfg.quiet);
         eprintln!(
             "pseudo labels: {} images from {} (confidence >= {}), {} unreadable",
             pseudo.len(),
@@ -610,6 +647,35 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pseudo_label_listings_table() {
+        let r = |x0, y0, x1, y1| Some(Region { x0, y0, x1, y1 });
+        // (listing, Ok(kept rows) or Err)
+        let cases: [(&str, std::result::Result<Vec<PseudoLabel>, ()>); 7] = [
+            (
+                "a.png\t42\t0.9\n",
+                Ok(vec![("a.png".into(), vec![4, 2], None)]),
+            ),
+            (
+                "a.png\t42\t0.9\t3,4,50,60\n",
+                Ok(vec![("a.png".into(), vec![4, 2], r(3, 4, 50, 60))]),
+            ),
+            // Below the threshold, or nothing read: dropped.
+            ("a.png\t42\t0.2\nb.png\t\t0.99\n", Ok(vec![])),
+            ("a.png\t42\n", Err(())),
+            ("a.png\t4x2\t0.9\n", Err(())),
+            ("a.png\t42\t0.9\t5,5,3,3\n", Err(())),
+            ("a.png\t42\t0.9\t1,2,3\n", Err(())),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (text, want)) in cases.into_iter().enumerate() {
+            let p = dir.path().join(format!("{i}.tsv"));
+            std::fs::write(&p, text).unwrap();
+            let got = read_pseudo_labels(&p, 0.5).map_err(|_| ());
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
 
     #[test]
     fn lr_schedule_warms_up_and_decays() {

@@ -88,3 +88,29 @@ fn cli_read_protocols() {
     let (.., search, _) = common::run(&["read", "--protocol", "search", &p], None);
     assert_eq!(out, search);
 }
+
+#[test]
+fn read_region_column_names_the_region_read() {
+    let (path, _) = &common::samples()[1];
+    let p = path.display().to_string();
+    let img = preprocess::load_image(path).unwrap();
+    let reader = Reader::embedded().unwrap();
+    for protocol in ["search", "full"] {
+        let (code, out, err) = common::run(&["read", "--region", "--protocol", protocol, &p], None);
+        assert_eq!(code, 0, "{err}");
+        let f: Vec<&str> = out.trim_end().split('\t').collect();
+        assert_eq!(f.len(), 4, "{out}");
+        let r: Vec<u32> = f[3].split(',').map(|x| x.parse().unwrap()).collect();
+        let p = if protocol == "full" {
+            Protocol::Full
+        } else {
+            Protocol::Search
+        };
+        let (region, d) = reader.read_image(&img, p, &[]).unwrap();
+        assert_eq!(r, vec![region.x0, region.y0, region.x1, region.y1]);
+        assert_eq!(f[1], d.text());
+    }
+    let (_, json, _) = common::run(&["read", "--json", &p], None);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["region"].as_array().unwrap().len(), 4);
+}

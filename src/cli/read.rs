@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use housenum::{explain, preprocess, Protocol, Reader};
 
-/// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`.
+/// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`
+/// (`--region` adds the region read; `--json` gives `path`, `digits`, `confidence`, `region`).
 ///
 /// Exit codes: 0 every image was read; 1 at least one image could not be read (each failure is
 /// reported on stderr, naming the file, and the others are still read); 2 bad arguments or an
@@ -34,6 +35,10 @@ pub struct ReadArgs {
     /// `NAME.explain.png`.
     #[arg(long, value_name = "OUT")]
     pub explain: Option<PathBuf>,
+    /// Add a fourth column `X0,Y0,X1,Y1`: the image region the answer was read from (the whole
+    /// image, or the crop `search` chose); `train --pseudo` then trains on that region.
+    #[arg(long)]
+    pub region: bool,
     /// `search`: read the whole image and centred crops of it, answer with the most confident
     /// reading; `full`: read the whole image only (one pass, faster).
     #[arg(long, value_enum, default_value = "search")]
@@ -183,9 +188,17 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                 let abstain = a.min_confidence.is_some_and(|m| d.confidence < m);
                 abstained += usize::from(abstain);
                 let digits = if abstain { "?".to_string() } else { d.text() };
+                let r = [region.x0, region.y0, region.x1, region.y1];
                 if a.json {
-                    let v = serde_json::json!({"path": name, "digits": digits, "confidence": d.confidence});
+                    let v = serde_json::json!({"path": name, "digits": digits, "confidence": d.confidence, "region": r});
                     writeln!(out, "{v}")?;
+                } else if a.region {
+                    let [x0, y0, x1, y1] = r;
+                    writeln!(
+                        out,
+                        "{name}\t{digits}\t{:.3}\t{x0},{y0},{x1},{y1}",
+                        d.confidence
+                    )?;
                 } else {
                     writeln!(out, "{name}\t{digits}\t{:.3}", d.confidence)?;
                 }
