@@ -6,7 +6,7 @@ use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 
 use crate::ctc::Decoded;
-use crate::preprocess::{target_width, Region, MIN_WIDTH};
+use crate::preprocess::{Region, StripColumns};
 use crate::window::window_span;
 
 /// Where one digit was read: image columns `[x0, x1)` covered by the windows that emitted it,
@@ -31,15 +31,8 @@ pub struct DigitSpan {
 /// (undoing the resize and the padding of [`crate::preprocess`], and the model's own `pad`
 /// columns, [`crate::infer::Reader::pad`]).
 pub fn digit_spans(decoded: &Decoded, region: Region, pad: usize) -> Vec<DigitSpan> {
-    let w = target_width(region.width(), region.height()) as f32;
-    let pad_left = pad as f32
-        + if (w as usize) < MIN_WIDTH {
-            ((MIN_WIDTH - w as usize) / 2) as f32
-        } else {
-            0.0
-        };
-    let scale = region.width() as f32 / w;
-    let to_image = |col: usize| region.x0 as f32 + ((col as f32 - pad_left).clamp(0.0, w)) * scale;
+    let columns = StripColumns::new(region, pad);
+    let to_image = |col: usize| columns.to_image_clamped(col as f64) as f32;
     decoded
         .spans
         .iter()

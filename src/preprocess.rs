@@ -371,6 +371,45 @@ pub fn strip_from_region(img: &Rgb32FImage, region: Region) -> Strip {
     pad_to_min_width(data, w)
 }
 
+/// How columns of a model's input map back to the image: the strip made from `region`
+/// (resized to [`target_width`], centred in [`MIN_WIDTH`] when narrower) with `pad` more zero
+/// columns on each side added by the model ([`crate::model::ModelConfig::pad`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StripColumns {
+    x0: f64,
+    left: f64,
+    width: f64,
+    scale: f64,
+}
+
+impl StripColumns {
+    /// The mapping for a strip of `region` read by a model padding `pad` columns.
+    pub fn new(region: Region, pad: usize) -> StripColumns {
+        let w = target_width(region.width(), region.height());
+        let centring = if w < MIN_WIDTH {
+            (MIN_WIDTH - w) / 2
+        } else {
+            0
+        };
+        StripColumns {
+            x0: region.x0 as f64,
+            left: (pad + centring) as f64,
+            width: w as f64,
+            scale: region.width() as f64 / w as f64,
+        }
+    }
+
+    /// Image column of model-input column `col`.
+    pub fn to_image(&self, col: f64) -> f64 {
+        self.x0 + (col - self.left) * self.scale
+    }
+
+    /// [`StripColumns::to_image`], clamped to the region (padding maps to its edges).
+    pub fn to_image_clamped(&self, col: f64) -> f64 {
+        self.x0 + (col - self.left).clamp(0.0, self.width) * self.scale
+    }
+}
+
 /// The whole recipe for one image file (the first region of `protocol`).
 pub fn preprocess_file(path: &Path, protocol: Protocol, boxes: &[DigitBox]) -> Result<Strip> {
     let img = load_image(path)?;

@@ -14,7 +14,7 @@
 //! the rule, unlike plain max-confidence, reads all six project samples (tightly framed numbers).
 
 use crate::ctc::Decoded;
-use crate::preprocess::{target_width, Region, MIN_WIDTH};
+use crate::preprocess::{Region, StripColumns};
 use crate::window::{STRIDE, WINDOW};
 
 /// Digits closer than this multiple of the tightest spacing belong to the same number.
@@ -25,20 +25,11 @@ pub const LONE_DIGIT_HALF_WIDTH: f64 = 0.15;
 /// Image column of the centre of each decoded digit (the middle of the windows that emitted
 /// it), for a reading of the strip made from `region` by a model that pads `pad` columns.
 pub fn digit_centres(decoded: &Decoded, region: Region, pad: usize) -> Vec<f64> {
-    let w = target_width(region.width(), region.height());
-    let pad_left = if w < MIN_WIDTH {
-        (MIN_WIDTH - w) / 2
-    } else {
-        0
-    } as f64;
-    let scale = region.width() as f64 / w as f64;
+    let columns = StripColumns::new(region, pad);
     decoded
         .spans
         .iter()
-        .map(|&(t0, t1)| {
-            let mid = (STRIDE * (t0 + t1) + WINDOW) as f64 / 2.0;
-            region.x0 as f64 + (mid - pad as f64 - pad_left) * scale
-        })
+        .map(|&(t0, t1)| columns.to_image((STRIDE * (t0 + t1) + WINDOW) as f64 / 2.0))
         .collect()
 }
 
