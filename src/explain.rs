@@ -151,45 +151,23 @@ mod tests {
             spans: vec![(0, 0), (3, 4)],
             digit_confidences: vec![0.9, 0.8],
         };
-        // A 64×32 region keeps its scale: step t covers [4t, 4t + 26).
-        let s = digit_spans(
-            &d,
-            Region {
-                x0: 10,
-                y0: 5,
-                x1: 74,
-                y1: 37,
-            },
-            0,
-        );
-        assert_eq!((s[0].x0, s[0].x1), (10.0, 36.0));
-        assert_eq!((s[1].x0, s[1].x1), (22.0, 52.0));
-        assert_eq!((s[1].y0, s[1].y1), (5.0, 37.0));
-        // A 128×64 region is halved: image columns are twice the strip's.
-        let s = digit_spans(
-            &d,
-            Region {
-                x0: 0,
-                y0: 0,
-                x1: 128,
-                y1: 64,
-            },
-            0,
-        );
-        assert_eq!((s[0].x0, s[0].x1), (0.0, 52.0));
-        // A model padding 12 columns: step 3 starts 12 strip columns earlier.
-        let s = digit_spans(
-            &d,
-            Region {
-                x0: 10,
-                y0: 5,
-                x1: 74,
-                y1: 37,
-            },
-            12,
-        );
-        assert_eq!((s[0].x0, s[0].x1), (10.0, 24.0));
-        assert_eq!((s[1].x0, s[1].x1), (10.0, 40.0));
+        let region = |x0, y0, x1, y1| Region { x0, y0, x1, y1 };
+        // (region, model pad, first digit's columns, second digit's columns)
+        let cases = [
+            // A 64×32 region keeps its scale: step t covers [4t, 4t + 26).
+            (region(10, 5, 74, 37), 0, (10.0, 36.0), (22.0, 52.0)),
+            // A 128×64 region is halved: image columns are twice the strip's.
+            (region(0, 0, 128, 64), 0, (0.0, 52.0), (24.0, 84.0)),
+            // A model padding 12 columns: every step starts 12 strip columns earlier (clamped
+            // to the region).
+            (region(10, 5, 74, 37), 12, (10.0, 24.0), (10.0, 40.0)),
+        ];
+        for (r, pad, first, second) in cases {
+            let s = digit_spans(&d, r, pad);
+            assert_eq!((s[0].x0, s[0].x1), first, "{r:?} pad {pad}");
+            assert_eq!((s[1].x0, s[1].x1), second, "{r:?} pad {pad}");
+            assert_eq!((s[1].y0, s[1].y1), (r.y0 as f32, r.y1 as f32));
+        }
     }
 
     #[test]
