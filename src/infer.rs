@@ -288,11 +288,8 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<Decoded> {
-        let cands = preprocess::preprocess_file_all(path, protocol, boxes)?;
-        Ok(self
-            .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()])?
-            .remove(0)
-            .1)
+        let img = preprocess::load_image(path)?;
+        Ok(self.read_image(&img, protocol, boxes)?.1)
     }
 
     /// Read a decoded image under a protocol: the reading and the region it came from.

@@ -42,9 +42,9 @@ pub enum Protocol {
     Crop,
     /// The image as given.
     Full,
-    /// The whole image and [`SEARCH_CROPS`] centred crops of it, each read; the most confident
-    /// reading among the crops that keep the whole image's central number wins (see
-    /// [`crate::search`]; what `housenum read` does). Needs no boxes.
+    /// The whole image and [`SEARCH_CROPS`] centred crops of it, each read; the readings of the
+    /// whole image and of the crops that keep its central number vote (see [`crate::search`];
+    /// what `housenum read` does). Needs no boxes.
     Search,
 }
 
@@ -191,8 +191,8 @@ pub fn protocol_region(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox])
     expand_region(boxes_union(boxes), 1.3, 1.3, size)
 }
 
-/// Every region a protocol reads (the first is [`protocol_region`]'s); the reading of the
-/// most confident one is the answer.
+/// Every region a protocol reads (the first is [`protocol_region`]'s); [`crate::search::choose`]
+/// picks the answer among their readings.
 pub fn protocol_regions(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox]) -> Vec<Region> {
     let first = protocol_region(protocol, size, boxes);
     if protocol != Protocol::Search {

@@ -78,7 +78,7 @@ pub enum ProtocolArg {
     Crop,
     /// The whole image.
     Full,
-    /// The whole image and centred crops; the most confident reading wins.
+    /// The whole image and centred crops; their readings vote.
     Search,
 }
 

@@ -39,8 +39,9 @@ pub struct ReadArgs {
     /// image, or the crop `search` chose); `train --pseudo` then trains on that region.
     #[arg(long)]
     pub region: bool,
-    /// `search`: read the whole image and centred crops of it, answer with the most confident
-    /// reading; `full`: read the whole image only (one pass, faster).
+    /// `search`: read the whole image and centred crops of it; crops that keep the whole
+    /// image's central number vote with their confidences; `full`: read the whole image only
+    /// (one pass, faster).
     #[arg(long, value_enum, default_value = "search")]
     pub protocol: ReadProtocol,
 }
@@ -48,7 +49,7 @@ pub struct ReadArgs {
 /// What `read` looks at (there are no digit boxes, so no `crop`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadProtocol {
-    /// The whole image and centred crops; the most confident reading wins.
+    /// The whole image and centred crops; their readings vote.
     Search,
     /// The whole image.
     Full,
