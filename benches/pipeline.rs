@@ -38,11 +38,11 @@ fn preprocessing(c: &mut Criterion) {
     let items = sample_items(64);
     let mut g = c.benchmark_group("preprocess_64_images");
     g.bench_function("serial", |b| {
-        b.iter(|| preprocess::preprocess_batch_serial(black_box(&items), Protocol::Full))
+        b.iter(|| preprocess::preprocess_batch_serial(black_box(&items), Protocol::Full, 1.0))
     });
     let pb = indicatif::ProgressBar::hidden();
     g.bench_function("rayon", |b| {
-        b.iter(|| preprocess::preprocess_batch(black_box(&items), Protocol::Full, &pb))
+        b.iter(|| preprocess::preprocess_batch(black_box(&items), Protocol::Full, 1.0, &pb))
     });
     g.finish();
 }
@@ -132,7 +132,7 @@ fn synthesis(c: &mut Criterion) {
     g.bench_function("serial", |b| {
         b.iter(|| {
             (0..n)
-                .map(|i| gen.strip(&mut Rng::derive(7, i)).0.width)
+                .map(|i| gen.strip(1.0, &mut Rng::derive(7, i)).0.width)
                 .sum::<usize>()
         })
     });
@@ -140,7 +140,7 @@ fn synthesis(c: &mut Criterion) {
         b.iter(|| {
             (0..n)
                 .into_par_iter()
-                .map(|i| gen.strip(&mut Rng::derive(7, i)).0.width)
+                .map(|i| gen.strip(1.0, &mut Rng::derive(7, i)).0.width)
                 .sum::<usize>()
         })
     });

@@ -57,10 +57,16 @@ def regions(w, h, search=True):
     return out
 
 
-def to_strip(img):
+def target_width(w, h, stretch):
+    """Strip width of a w x h region: round(w * 32 * stretch / h), clamped (stretch: the model's
+    `housenum.stretch` metadata, an f32)."""
+    return min(max(int(math.floor(w * HEIGHT * stretch / h + 0.5)), 1), MAX_WIDTH)
+
+
+def to_strip(img, stretch=1.0):
     """[h, w, 3] image (or crop) -> normalised [1, 3, 32, W] float32 strip."""
     h, w = img.shape[:2]
-    out_w = min(max(int(math.floor(w * HEIGHT / h + 0.5)), 1), MAX_WIDTH)
+    out_w = target_width(w, h, stretch)
     wy, wx = triangle_weights(h, HEIGHT), triangle_weights(w, out_w)
     strip = np.stack([wy @ img[:, :, c] @ wx.T for c in range(3)])  # [3, 32, out_w]
     strip = strip.astype(np.float32).astype(np.float64)
@@ -74,9 +80,9 @@ def to_strip(img):
     return strip[None].astype(np.float32)
 
 
-def preprocess(path):
+def preprocess(path, stretch=1.0):
     """The image file as a normalised [1, 3, 32, W] float32 strip (full-image protocol)."""
-    return to_strip(load(path))
+    return to_strip(load(path), stretch)
 
 
 def greedy_decode(log_probs):
@@ -105,9 +111,9 @@ def greedy_decode_spans(log_probs):
 GROUP_GAP, LONE_DIGIT_HALF_WIDTH = 1.3, 0.15
 
 
-def digit_centres(spans, region, pad):
+def digit_centres(spans, region, pad, stretch):
     x0, y0, x1, y1 = region
-    w = min(max(int(math.floor((x1 - x0) * HEIGHT / (y1 - y0) + 0.5)), 1), MAX_WIDTH)
+    w = target_width(x1 - x0, y1 - y0, stretch)
     pad_left = (MIN_WIDTH - w) // 2 if w < MIN_WIDTH else 0
     scale = (x1 - x0) / w
     return [x0 + ((4 * (t0 + t1) + 26) / 2.0 - pad - pad_left) * scale for t0, t1 in spans]
@@ -140,12 +146,12 @@ def keeps(region, central, half_width):
     return all(x0 <= c <= x1 and not cuts(x0, c) and not cuts(x1, c) for c in central)
 
 
-def choose(regions, readings, pad):
+def choose(regions, readings, pad, stretch):
     """readings: (digits, raw confidence, spans) per region; regions[0] is the whole image."""
     if len(readings) == 1:
         return 0
     whole = regions[0]
-    central, hw = central_number(digit_centres(readings[0][2], whole, pad), whole[2], whole[3])
+    central, hw = central_number(digit_centres(readings[0][2], whole, pad, stretch), whole[2], whole[3])
     votes = []  # [digits, vote, best index], in order of first appearance
     for i, (digits, conf, _) in enumerate(readings):
         if i > 0 and not keeps(regions[i], central, hw):
@@ -185,19 +191,21 @@ def main():
     meta = sess.get_modelmeta().custom_metadata_map
     cal = json.loads(meta["housenum.calibration"]) if "housenum.calibration" in meta else None
     pad = int(meta.get("housenum.pad", "0"))
+    # f32, as the Rust reader parses it.
+    stretch = float(np.float32(meta.get("housenum.stretch", "1")))
     failed = 0
     for path in args.images:
         try:
             img = load(path)
             h, w = img.shape[:2]
             regs = regions(w, h, args.protocol == "search")
-            strips = [to_strip(img[y0:y1, x0:x1]) for x0, y0, x1, y1 in regs]
+            strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]
         except Exception as e:  # report and go on, like `housenum read`
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
         readings = [greedy_decode_spans(sess.run(["log_probs"], {"strip": x})[0][:, 0, :]) for x in strips]
-        digits, conf, _ = readings[choose(regs, readings, pad)]
+        digits, conf, _ = readings[choose(regs, readings, pad, stretch)]
         print(f"{path}\t{digits}\t{calibrate(conf, cal):.3f}")
     sys.exit(1 if failed else 0)
 

@@ -70,8 +70,16 @@ fn sample(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
     out
 }
 
-/// One augmented, normalised strip of the number whose digit `boxes` lie in `img`.
-pub fn augment(img: &Rgb32FImage, boxes: &[DigitBox], cfg: &AugmentConfig, rng: &mut Rng) -> Strip {
+/// One augmented, normalised strip of the number whose digit `boxes` lie in `img`, stretched
+/// horizontally by `stretch` (the model's [`crate::preprocess::Geometry::stretch`]) on top of
+/// the random aspect change.
+pub fn augment(
+    img: &Rgb32FImage,
+    boxes: &[DigitBox],
+    cfg: &AugmentConfig,
+    stretch: f32,
+    rng: &mut Rng,
+) -> Strip {
     let (iw, ih) = img.dimensions();
     let whole = boxes.is_empty();
     // Without boxes (pseudo-labelled images) the whole image plays the role of the digit union.
@@ -91,7 +99,7 @@ pub fn augment(img: &Rgb32FImage, boxes: &[DigitBox], cfg: &AugmentConfig, rng: 
     let (cw, ch) = (bw * fx, bh * fy);
     let cx = (l + r) / 2.0 + rng.uniform(-0.5, 0.5) * (fx - 1.0).abs() / 2.0 * bw;
     let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0).abs() / 2.0 * bh;
-    let aspect = rng.uniform(0.8, 1.2);
+    let aspect = rng.uniform(0.8, 1.2) * stretch;
     let out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
     let theta = rng
         .uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)

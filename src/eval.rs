@@ -148,10 +148,11 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
+    let stretch = reader.geometry().stretch;
     let prepare = |chunk: &[Record]| -> Vec<Result<Vec<(Region, preprocess::Strip)>>> {
         chunk
             .par_iter()
-            .map(|r| preprocess::preprocess_file_all(&r.path, protocol, &r.boxes))
+            .map(|r| preprocess::preprocess_file_all(&r.path, protocol, &r.boxes, stretch))
             .collect()
     };
     let truths_of = |chunk: &[Record]| -> Vec<(String, Vec<u8>)> {
@@ -202,7 +203,14 @@ pub fn evaluate_images(
     for chunk in images.chunks(256) {
         let strips: Vec<Result<Vec<(Region, preprocess::Strip)>>> = chunk
             .par_iter()
-            .map(|li| Ok(preprocess::protocol_strips(&li.image, protocol, &li.boxes)))
+            .map(|li| {
+                Ok(preprocess::protocol_strips(
+                    &li.image,
+                    protocol,
+                    &li.boxes,
+                    reader.geometry().stretch,
+                ))
+            })
             .collect();
         let truths: Vec<(String, Vec<u8>)> = chunk
             .iter()

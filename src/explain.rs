@@ -6,7 +6,7 @@ use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 
 use crate::ctc::Decoded;
-use crate::preprocess::{Region, StripColumns};
+use crate::preprocess::{Geometry, Region, StripColumns};
 use crate::window::window_span;
 
 /// Where one digit was read: image columns `[x0, x1)` covered by the windows that emitted it,
@@ -28,10 +28,10 @@ pub struct DigitSpan {
 }
 
 /// Map each decoded digit's time steps back to image columns, for a strip made from `region`
-/// (undoing the resize and the padding of [`crate::preprocess`], and the model's own `pad`
-/// columns, [`crate::infer::Reader::pad`]).
-pub fn digit_spans(decoded: &Decoded, region: Region, pad: usize) -> Vec<DigitSpan> {
-    let columns = StripColumns::new(region, pad);
+/// by a model of geometry `g` (undoing the resize, its stretch and the padding of
+/// [`crate::preprocess`], and the model's own pad columns; [`crate::infer::Reader::geometry`]).
+pub fn digit_spans(decoded: &Decoded, region: Region, g: Geometry) -> Vec<DigitSpan> {
+    let columns = StripColumns::new(region, g);
     let to_image = |col: usize| columns.to_image_clamped(col as f64) as f32;
     decoded
         .spans
@@ -163,11 +163,24 @@ mod tests {
             (region(10, 5, 74, 37), 12, (10.0, 24.0), (10.0, 40.0)),
         ];
         for (r, pad, first, second) in cases {
-            let s = digit_spans(&d, r, pad);
+            let s = digit_spans(&d, r, Geometry { stretch: 1.0, pad });
             assert_eq!((s[0].x0, s[0].x1), first, "{r:?} pad {pad}");
             assert_eq!((s[1].x0, s[1].x1), second, "{r:?} pad {pad}");
             assert_eq!((s[1].y0, s[1].y1), (r.y0 as f32, r.y1 as f32));
         }
+        // Stretched 2×: the strip has two columns per image column.
+        let s = digit_spans(
+            &d,
+            region(10, 5, 74, 37),
+            Geometry {
+                stretch: 2.0,
+                pad: 0,
+            },
+        );
+        assert_eq!(
+            (s[0].x0, s[0].x1, s[1].x0, s[1].x1),
+            (10.0, 23.0, 16.0, 31.0)
+        );
     }
 
     #[test]

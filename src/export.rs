@@ -23,6 +23,10 @@ pub const OUTPUT_NAME: &str = "log_probs";
 /// Metadata key holding [`crate::model::ModelConfig::pad`]: the zero columns the graph adds
 /// on each side of the strip, which map time steps back to strip columns.
 pub const PAD_KEY: &str = "housenum.pad";
+/// Metadata key holding [`crate::model::ModelConfig::stretch`]: the horizontal stretch that
+/// preprocessing must apply to the strips this model reads (`onnx/read.py` and
+/// [`crate::infer::Reader`] read it; absent means 1).
+pub const STRETCH_KEY: &str = "housenum.stretch";
 /// ONNX opset the graph uses.
 pub const OPSET: i64 = 17;
 
@@ -313,13 +317,17 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         producer_name: "housenum".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
-        metadata_props: std::iter::once((PAD_KEY, cfg.pad.to_string()))
-            .chain(metadata.iter().map(|(k, v)| (*k, v.clone())))
-            .map(|(k, v)| StringStringEntryProto {
-                key: k.to_string(),
-                value: v,
-            })
-            .collect(),
+        metadata_props: [
+            (PAD_KEY, cfg.pad.to_string()),
+            (STRETCH_KEY, cfg.stretch.to_string()),
+        ]
+        .into_iter()
+        .chain(metadata.iter().map(|(k, v)| (*k, v.clone())))
+        .map(|(k, v)| StringStringEntryProto {
+            key: k.to_string(),
+            value: v,
+        })
+        .collect(),
         ..Default::default()
     }
 }

@@ -13,8 +13,8 @@ use crate::alphabet::NUM_CLASSES;
 use crate::calibrate::{Calibration, METADATA_KEY};
 use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
-use crate::export::PAD_KEY;
-use crate::preprocess::{self, Protocol, Region, Strip, HEIGHT};
+use crate::export::{PAD_KEY, STRETCH_KEY};
+use crate::preprocess::{self, Geometry, Protocol, Region, Strip, HEIGHT};
 use crate::search;
 use crate::svhn::DigitBox;
 
@@ -28,7 +28,7 @@ pub struct Reader {
     source: PathBuf,
     model: InferenceModel,
     calibration: Calibration,
-    pad: usize,
+    geometry: Geometry,
     plans: Mutex<HashMap<usize, Plan>>,
 }
 
@@ -106,11 +106,19 @@ impl Reader {
                 .map_err(|e| err(format!("{PAD_KEY} metadata is not valid: {e}")))?,
             None => 0,
         };
+        let stretch = match metadata(STRETCH_KEY)? {
+            Some(text) => text
+                .parse::<f32>()
+                .ok()
+                .filter(|s| s.is_finite() && (0.25..=8.0).contains(s))
+                .ok_or_else(|| err(format!("{STRETCH_KEY} metadata is not valid: {text:?}")))?,
+            None => 1.0,
+        };
         let reader = Reader {
             source: source.to_path_buf(),
             model,
             calibration,
-            pad,
+            geometry: Geometry { stretch, pad },
             plans: Mutex::new(HashMap::new()),
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
@@ -140,11 +148,12 @@ impl Reader {
         self.calibration
     }
 
-    /// Zero columns the model adds on each side of a strip before its windows (from the
-    /// model's metadata; 0 when it has none): step `t` sees columns
-    /// `window_span(t) − pad` of the strip.
-    pub fn pad(&self) -> usize {
-        self.pad
+    /// How the model's strips are made and padded (from its metadata): the horizontal
+    /// stretch preprocessing applies (1 when absent) and the zero columns the model adds on
+    /// each side of a strip (0 when absent; step `t` sees columns `window_span(t) − pad` of
+    /// the strip).
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
     }
 
     /// Replace the confidence calibration (e.g. with the identity, to see raw confidences).
@@ -263,7 +272,7 @@ impl Reader {
                 );
                 let all: Vec<Decoded> = decoded.by_ref().take(cands.len()).collect();
                 let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
-                let best = search::choose(&regions, &all, self.pad);
+                let best = search::choose(&regions, &all, self.geometry);
                 let mut d = all.into_iter().nth(best).expect("index in range");
                 d.confidence = self.calibration.apply(d.confidence);
                 (best, d)
@@ -299,7 +308,7 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<(Region, Decoded)> {
-        let cands = preprocess::protocol_strips(img, protocol, boxes);
+        let cands = preprocess::protocol_strips(img, protocol, boxes, self.geometry.stretch);
         let (i, d) = self
             .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()])?
             .remove(0);

@@ -31,6 +31,15 @@ pub struct ModelConfig {
     /// steps for CTC (`T = num_steps(w + 2·pad)`). 0 in models trained before it existed.
     #[serde(default)]
     pub pad: usize,
+    /// Horizontal stretch of the strips this model reads (preprocessing resizes a region to
+    /// `round(w · height · stretch / h)` columns): more time steps per digit. 1 in models
+    /// trained before it existed.
+    #[serde(default = "unit_stretch")]
+    pub stretch: f32,
+}
+
+fn unit_stretch() -> f32 {
+    1.0
 }
 
 impl Default for ModelConfig {
@@ -41,11 +50,19 @@ impl Default for ModelConfig {
             hidden: 128,
             bidirectional: true,
             pad: 0,
+            stretch: 1.0,
         }
     }
 }
 
 impl ModelConfig {
+    /// How this model's strips are made and padded.
+    pub fn geometry(&self) -> crate::preprocess::Geometry {
+        crate::preprocess::Geometry {
+            stretch: self.stretch,
+            pad: self.pad,
+        }
+    }
     /// Kernel height of conv4, which collapses what is left of the height to 1.
     pub fn last_kernel_height(&self) -> usize {
         ((self.height - 2) / 2 - 2) / 2 - 2
@@ -673,6 +690,7 @@ mod tests {
             hidden: 5,
             bidirectional: true,
             pad: 0,
+            stretch: 1.0,
         };
         Crnn::new(cfg, 3)
     }

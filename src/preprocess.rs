@@ -6,9 +6,10 @@
 //! 2. Crop: [`Protocol::Full`] keeps the whole image; [`Protocol::Crop`] takes the union of the
 //!    digit boxes, grows it by 30 % in width and height around its centre, and clamps it to the
 //!    image (pixel bounds: floor of the left/top, ceil of the right/bottom).
-//! 3. Resize to height [`HEIGHT`] and width `round(w · HEIGHT / h)` clamped to
+//! 3. Resize to height [`HEIGHT`] and width `round(w · HEIGHT · stretch / h)` clamped to
 //!    [1, [`MAX_WIDTH`]] with a separable antialiased triangle filter (PIL's `BILINEAR`: support
-//!    `max(scale, 1)`, weights normalised per output pixel).
+//!    `max(scale, 1)`, weights normalised per output pixel). `stretch` is the model's
+//!    ([`Geometry::stretch`], metadata `housenum.stretch`; 1 keeps the aspect ratio).
 //! 4. Normalise: subtract the strip's mean over all channels and pixels, divide by
 //!    `max(std, 0.01)`.
 //! 5. If narrower than [`MIN_WIDTH`], pad with zeros, `(MIN_WIDTH - w) / 2` columns on the left and
@@ -33,6 +34,28 @@ pub const MAX_WIDTH: usize = 1024;
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest decoder allocation, bytes.
 pub const MAX_ALLOC: u64 = 512 * 1024 * 1024;
+
+/// How a model's input strips are laid out: the horizontal stretch of the resize (step 3 of
+/// the recipe) and the zero columns the model itself adds on each side
+/// ([`crate::model::ModelConfig`]; read from an exported model's metadata by
+/// [`crate::infer::Reader::geometry`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    /// Horizontal scale of the strip relative to the aspect-preserving resize: more time steps
+    /// per digit when above 1.
+    pub stretch: f32,
+    /// Zero columns the model adds on each side of the strip before its windows.
+    pub pad: usize,
+}
+
+impl Default for Geometry {
+    fn default() -> Self {
+        Geometry {
+            stretch: 1.0,
+            pad: 0,
+        }
+    }
+}
 
 /// What part of the image the reader sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -215,15 +238,17 @@ pub fn protocol_regions(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox]
         .collect()
 }
 
-/// The strips of every region `protocol` reads in `img`, with their regions.
+/// The strips (stretched by `stretch`) of every region `protocol` reads in `img`, with their
+/// regions.
 pub fn protocol_strips(
     img: &Rgb32FImage,
     protocol: Protocol,
     boxes: &[DigitBox],
+    stretch: f32,
 ) -> Vec<(Region, Strip)> {
     protocol_regions(protocol, img.dimensions(), boxes)
         .into_iter()
-        .map(|r| (r, strip_from_region(img, r)))
+        .map(|r| (r, strip_from_region(img, r, stretch)))
         .collect()
 }
 
@@ -331,9 +356,10 @@ pub fn resize_region(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usi
     out
 }
 
-/// Output width for a region of `w × h` pixels scaled to [`HEIGHT`].
-pub fn target_width(w: u32, h: u32) -> usize {
-    let raw = (w as f64 * HEIGHT as f64 / h as f64).round() as usize;
+/// Output width for a region of `w × h` pixels scaled to [`HEIGHT`] and stretched
+/// horizontally by `stretch`.
+pub fn target_width(w: u32, h: u32, stretch: f32) -> usize {
+    let raw = (w as f64 * HEIGHT as f64 * stretch as f64 / h as f64).round() as usize;
     raw.clamp(1, MAX_WIDTH)
 }
 
@@ -364,16 +390,16 @@ pub fn pad_to_min_width(data: Vec<f32>, width: usize) -> Strip {
 }
 
 /// Steps 3–5 of the recipe on one region of a decoded image.
-pub fn strip_from_region(img: &Rgb32FImage, region: Region) -> Strip {
-    let w = target_width(region.width(), region.height());
+pub fn strip_from_region(img: &Rgb32FImage, region: Region, stretch: f32) -> Strip {
+    let w = target_width(region.width(), region.height(), stretch);
     let mut data = resize_region(img, region, w, HEIGHT);
     normalize(&mut data);
     pad_to_min_width(data, w)
 }
 
 /// How columns of a model's input map back to the image: the strip made from `region`
-/// (resized to [`target_width`], centred in [`MIN_WIDTH`] when narrower) with `pad` more zero
-/// columns on each side added by the model ([`crate::model::ModelConfig::pad`]).
+/// (resized to [`target_width`] with the geometry's stretch, centred in [`MIN_WIDTH`] when
+/// narrower) with [`Geometry::pad`] more zero columns on each side added by the model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StripColumns {
     x0: f64,
@@ -383,9 +409,10 @@ pub struct StripColumns {
 }
 
 impl StripColumns {
-    /// The mapping for a strip of `region` read by a model padding `pad` columns.
-    pub fn new(region: Region, pad: usize) -> StripColumns {
-        let w = target_width(region.width(), region.height());
+    /// The mapping for a strip of `region` read by a model of geometry `g`.
+    pub fn new(region: Region, g: Geometry) -> StripColumns {
+        let pad = g.pad;
+        let w = target_width(region.width(), region.height(), g.stretch);
         let centring = if w < MIN_WIDTH {
             (MIN_WIDTH - w) / 2
         } else {
@@ -411,10 +438,15 @@ impl StripColumns {
 }
 
 /// The whole recipe for one image file (the first region of `protocol`).
-pub fn preprocess_file(path: &Path, protocol: Protocol, boxes: &[DigitBox]) -> Result<Strip> {
+pub fn preprocess_file(
+    path: &Path,
+    protocol: Protocol,
+    boxes: &[DigitBox],
+    stretch: f32,
+) -> Result<Strip> {
     let img = load_image(path)?;
     let region = protocol_region(protocol, img.dimensions(), boxes);
-    Ok(strip_from_region(&img, region))
+    Ok(strip_from_region(&img, region, stretch))
 }
 
 /// The whole recipe for one image file, every region of `protocol` with its strip (one for
@@ -423,9 +455,10 @@ pub fn preprocess_file_all(
     path: &Path,
     protocol: Protocol,
     boxes: &[DigitBox],
+    stretch: f32,
 ) -> Result<Vec<(Region, Strip)>> {
     let img = load_image(path)?;
-    Ok(protocol_strips(&img, protocol, boxes))
+    Ok(protocol_strips(&img, protocol, boxes, stretch))
 }
 
 /// One item of a preprocessing batch: the file and, for [`Protocol::Crop`], its digit boxes.
@@ -442,12 +475,13 @@ pub struct BatchItem {
 pub fn preprocess_batch(
     items: &[BatchItem],
     protocol: Protocol,
+    stretch: f32,
     progress: &indicatif::ProgressBar,
 ) -> Vec<Result<Strip>> {
     items
         .par_iter()
         .map(|it| {
-            let r = preprocess_file(&it.path, protocol, &it.boxes);
+            let r = preprocess_file(&it.path, protocol, &it.boxes, stretch);
             progress.inc(1);
             r
         })
@@ -455,10 +489,14 @@ pub fn preprocess_batch(
 }
 
 /// The serial twin of [`preprocess_batch`], kept as the benchmark baseline.
-pub fn preprocess_batch_serial(items: &[BatchItem], protocol: Protocol) -> Vec<Result<Strip>> {
+pub fn preprocess_batch_serial(
+    items: &[BatchItem],
+    protocol: Protocol,
+    stretch: f32,
+) -> Vec<Result<Strip>> {
     items
         .iter()
-        .map(|it| preprocess_file(&it.path, protocol, &it.boxes))
+        .map(|it| preprocess_file(&it.path, protocol, &it.boxes, stretch))
         .collect()
 }
 
@@ -572,6 +610,55 @@ mod tests {
                 x1: 75,
                 y1: 60
             }
+        );
+    }
+
+    #[test]
+    fn stretch_widens_strips_and_maps_columns_back() {
+        // (region w, h, stretch, strip width)
+        let cases = [
+            (64, 32, 1.0, 64),
+            (64, 32, 1.5, 96),
+            (30, 60, 1.0, 16),
+            (30, 60, 1.4, 22),
+            (5, 100, 2.0, 3),
+            (4000, 10, 1.5, MAX_WIDTH),
+        ];
+        for (w, h, stretch, want) in cases {
+            assert_eq!(
+                target_width(w, h, stretch),
+                want,
+                "{w}x{h} stretch {stretch}"
+            );
+            let img = Rgb32FImage::from_pixel(w, h, image::Rgb([0.5, 0.2, 0.1]));
+            let s = strip_from_region(&img, Region::full(w, h), stretch);
+            assert_eq!(s.width, want.max(MIN_WIDTH));
+            assert_eq!(s.data.len(), 3 * HEIGHT * s.width);
+        }
+        // A 100-px-wide region stretched 1.5 at scale 1: strip column 150 (+ pad) is its right edge.
+        let r = Region {
+            x0: 10,
+            y0: 0,
+            x1: 110,
+            y1: 32,
+        };
+        let g = Geometry {
+            stretch: 1.5,
+            pad: 12,
+        };
+        let c = StripColumns::new(r, g);
+        assert!((c.to_image(12.0) - 10.0).abs() < 1e-9);
+        assert!((c.to_image(12.0 + 150.0) - 110.0).abs() < 1e-9);
+        assert!((c.to_image(12.0 + 75.0) - 60.0).abs() < 1e-9);
+        assert_eq!(
+            StripColumns::new(r, Geometry::default()),
+            StripColumns::new(
+                r,
+                Geometry {
+                    stretch: 1.0,
+                    pad: 0
+                }
+            )
         );
     }
 

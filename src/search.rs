@@ -17,7 +17,7 @@
 //! is this rule, and reads all six samples right.
 
 use crate::ctc::Decoded;
-use crate::preprocess::{Region, StripColumns};
+use crate::preprocess::{Geometry, Region, StripColumns};
 use crate::window::{STRIDE, WINDOW};
 
 /// Digits closer than this multiple of the tightest spacing belong to the same number.
@@ -26,9 +26,9 @@ pub const GROUP_GAP: f64 = 1.3;
 pub const LONE_DIGIT_HALF_WIDTH: f64 = 0.15;
 
 /// Image column of the centre of each decoded digit (the middle of the windows that emitted
-/// it), for a reading of the strip made from `region` by a model that pads `pad` columns.
-pub fn digit_centres(decoded: &Decoded, region: Region, pad: usize) -> Vec<f64> {
-    let columns = StripColumns::new(region, pad);
+/// it), for a reading of the strip made from `region` by a model of geometry `g`.
+pub fn digit_centres(decoded: &Decoded, region: Region, g: Geometry) -> Vec<f64> {
+    let columns = StripColumns::new(region, g);
     decoded
         .spans
         .iter()
@@ -89,13 +89,13 @@ pub fn keeps(crop: Region, central: &[f64], half_width: f64) -> bool {
 ///
 /// # Panics
 /// When `regions` and `readings` differ in length or are empty.
-pub fn choose(regions: &[Region], readings: &[Decoded], pad: usize) -> usize {
+pub fn choose(regions: &[Region], readings: &[Decoded], g: Geometry) -> usize {
     assert!(!readings.is_empty() && regions.len() == readings.len());
     if readings.len() == 1 {
         return 0;
     }
     let whole = regions[0];
-    let centres = digit_centres(&readings[0], whole, pad);
+    let centres = digit_centres(&readings[0], whole, g);
     let (central, half_width) = central_number(&centres, whole.width(), whole.height());
     let admissible: Vec<usize> = (0..readings.len())
         .filter(|&i| i == 0 || keeps(regions[i], &central, half_width))
@@ -127,6 +127,11 @@ pub fn choose(regions: &[Region], readings: &[Decoded], pad: usize) -> usize {
 mod tests {
     use super::*;
 
+    /// An unstretched model padding `pad` columns.
+    fn pad(pad: usize) -> Geometry {
+        Geometry { stretch: 1.0, pad }
+    }
+
     fn reading(spans: &[(usize, usize)], confidence: f32) -> Decoded {
         read_as(&vec![1; spans.len()], spans, confidence)
     }
@@ -150,11 +155,17 @@ mod tests {
             y1: 32,
         };
         let d = reading(&[(0, 0), (3, 5)], 0.5);
-        assert_eq!(digit_centres(&d, r, 0), vec![23.0, 10.0 + 16.0 + 13.0]);
-        assert_eq!(digit_centres(&d, r, 12), vec![11.0, 27.0]);
+        assert_eq!(digit_centres(&d, r, pad(0)), vec![23.0, 10.0 + 16.0 + 13.0]);
+        assert_eq!(digit_centres(&d, r, pad(12)), vec![11.0, 27.0]);
         // Twice as large: twice the columns.
         let r2 = Region::full(128, 64);
-        assert_eq!(digit_centres(&d, r2, 0), vec![26.0, 58.0]);
+        assert_eq!(digit_centres(&d, r2, pad(0)), vec![26.0, 58.0]);
+        // Stretched 2×: the strip is 128 columns for 64 image columns.
+        let stretched = Geometry {
+            stretch: 2.0,
+            pad: 0,
+        };
+        assert_eq!(digit_centres(&d, r, stretched), vec![16.5, 24.5]);
     }
 
     #[test]
@@ -226,7 +237,7 @@ mod tests {
             read_as(&[1, 9, 7, 5], &two, 0.3),
             read_as(&[9, 7], &two, 0.9),
         ];
-        assert_eq!(choose(&regions, &readings, 0), 0);
+        assert_eq!(choose(&regions, &readings, pad(0)), 0);
         // Votes, not the single most confident view: "2651" (0.39 + 0.35) beats "2657" (0.49).
         let wide2 = Region { x0: 31, ..wide };
         let readings = [
@@ -234,7 +245,7 @@ mod tests {
             read_as(&[2, 6, 5, 7], &four, 0.49),
             read_as(&[2, 6, 5, 1], &four, 0.35),
         ];
-        assert_eq!(choose(&[full, wide, wide2], &readings, 0), 0);
+        assert_eq!(choose(&[full, wide, wide2], &readings, pad(0)), 0);
         // A whole-image reading without digits rules nothing out: "97" wins, answered by its
         // most confident candidate.
         let readings = [
@@ -242,11 +253,11 @@ mod tests {
             read_as(&[9, 7], &two, 0.7),
             read_as(&[9, 7], &two, 0.9),
         ];
-        assert_eq!(choose(&regions, &readings, 0), 2);
+        assert_eq!(choose(&regions, &readings, pad(0)), 2);
         // Ties keep the earlier candidate; a single candidate is itself.
         let tie = [read_as(&[], &[], 0.5), read_as(&[], &[], 0.5)];
-        assert_eq!(choose(&regions[..2], &tie, 0), 0);
+        assert_eq!(choose(&regions[..2], &tie, pad(0)), 0);
         let one = [read_as(&[4], &[(3, 3)], 0.1)];
-        assert_eq!(choose(&regions[..1], &one, 0), 0);
+        assert_eq!(choose(&regions[..1], &one, pad(0)), 0);
     }
 }

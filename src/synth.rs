@@ -731,9 +731,10 @@ impl Synth {
         }
     }
 
-    /// One training strip (crop protocol, [`preprocess::HEIGHT`] pixels high) and its digits:
-    /// the union of the drawn boxes grown 5–40 % in width and 10–45 % in height.
-    pub fn strip(&self, rng: &mut Rng) -> (Strip, Vec<u8>) {
+    /// One training strip (crop protocol, [`preprocess::HEIGHT`] pixels high, stretched by
+    /// `stretch`) and its digits: the union of the drawn boxes grown 5–40 % in width and
+    /// 10–45 % in height.
+    pub fn strip(&self, stretch: f32, rng: &mut Rng) -> (Strip, Vec<u8>) {
         let s = self.render(rng);
         let region = preprocess::expand_region(
             preprocess::boxes_union(&s.boxes),
@@ -741,7 +742,10 @@ impl Synth {
             rng.uniform(1.1, 1.45),
             s.image.dimensions(),
         );
-        (preprocess::strip_from_region(&s.image, region), s.digits)
+        (
+            preprocess::strip_from_region(&s.image, region, stretch),
+            s.digits,
+        )
     }
 }
 

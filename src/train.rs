@@ -304,7 +304,11 @@ pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>
     Ok(out)
 }
 
-fn val_strips(records: &[crate::svhn::Record], protocol: Protocol) -> (Vec<Strip>, Vec<Vec<u8>>) {
+fn val_strips(
+    records: &[crate::svhn::Record],
+    protocol: Protocol,
+    stretch: f32,
+) -> (Vec<Strip>, Vec<Vec<u8>>) {
     let items: Vec<BatchItem> = records
         .iter()
         .map(|r| BatchItem {
@@ -312,7 +316,8 @@ fn val_strips(records: &[crate::svhn::Record], protocol: Protocol) -> (Vec<Strip
             boxes: r.boxes.clone(),
         })
         .collect();
-    let res = preprocess::preprocess_batch(&items, protocol, &indicatif::ProgressBar::hidden());
+    let res =
+        preprocess::preprocess_batch(&items, protocol, stretch, &indicatif::ProgressBar::hidden());
     let mut strips = Vec::new();
     let mut truths = Vec::new();
     for (r, s) in records.iter().zip(res) {
@@ -471,8 +476,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             backgrounds,
         )
     });
-    let (vc, vct) = val_strips(&val_recs, Protocol::Crop);
-    let (vf, vft) = val_strips(&val_recs, Protocol::Full);
 
     let ck_path = last_checkpoint(&cfg.out);
     let (mut model, mut adam, mut state) = if ck_path.exists() {
@@ -498,8 +501,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         let model = match &cfg.init {
             Some(p) => {
                 let mut m = Checkpoint::load(p)?.model;
-                // Padding has no weights: the run's own setting applies.
+                // Padding and stretch have no weights: the run's own settings apply.
                 m.config.pad = cfg.model.pad;
+                m.config.stretch = cfg.model.stretch;
                 eprintln!("initial weights from {}", p.display());
                 m
             }
@@ -525,6 +529,10 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         model.num_params(),
         model.config
     );
+    // The strips' stretch is the model's (a resumed run keeps its checkpoint's).
+    let stretch = model.config.stretch;
+    let (vc, vct) = val_strips(&val_recs, Protocol::Crop, stretch);
+    let (vf, vft) = val_strips(&val_recs, Protocol::Full, stretch);
     let steps_per_epoch = samples.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
 
@@ -543,7 +551,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                     if let Some(g) = synth.as_ref().filter(|_| rng.chance(cfg.synth_prob)) {
                         let s = g.render(&mut rng);
                         return (
-                            augment::augment(&s.image, &s.boxes, &cfg.augment, &mut rng),
+                            augment::augment(&s.image, &s.boxes, &cfg.augment, stretch, &mut rng),
                             s.digits,
                         );
                     }
@@ -551,13 +559,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                         let len = 1 + rng.below(cfg.recombine_max_len.max(1));
                         let (img, boxes, digits) = recombine::compose(&digit_pool, len, &mut rng);
                         return (
-                            augment::augment(&img, &boxes, &cfg.augment, &mut rng),
+                            augment::augment(&img, &boxes, &cfg.augment, stretch, &mut rng),
                             digits,
                         );
                     }
                     let s = &samples[i];
                     (
-                        augment::augment(&s.image, &s.boxes, &cfg.augment, &mut rng),
+                        augment::augment(&s.image, &s.boxes, &cfg.augment, stretch, &mut rng),
                         s.digits.clone(),
                     )
                 })

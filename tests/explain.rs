@@ -13,9 +13,11 @@ fn explained_windows_line_up_with_the_drawn_digits() {
     for (path, want, boxes) in common::samples_with_boxes() {
         let img = load_image(&path).unwrap();
         let region = Region::full(img.width(), img.height());
-        let d = reader.read_strip(&strip_from_region(&img, region)).unwrap();
+        let d = reader
+            .read_strip(&strip_from_region(&img, region, reader.geometry().stretch))
+            .unwrap();
         assert_eq!(d.text(), want, "{}", path.display());
-        let spans = digit_spans(&d, region, reader.pad());
+        let spans = digit_spans(&d, region, reader.geometry());
         assert_eq!(spans.len(), boxes.len());
         for (i, (s, b)) in spans.iter().zip(&boxes).enumerate() {
             let centre = (s.x0 + s.x1) / 2.0;

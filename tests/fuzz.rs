@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn check_strip(img: &image::Rgb32FImage) {
-    let s = strip_from_region(img, Region::full(img.width(), img.height()));
+    let s = strip_from_region(img, Region::full(img.width(), img.height()), 1.0);
     assert!(s.width >= MIN_WIDTH && s.width <= MAX_WIDTH);
     assert_eq!(s.data.len(), 3 * HEIGHT * s.width);
     assert!(s.data.iter().all(|v| v.is_finite()));

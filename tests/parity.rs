@@ -25,18 +25,20 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn random_model_exported_runs_the_same_in_tract() {
-    // Unpadded and padded (the Pad node and the `housenum.pad` metadata).
-    for pad in [0, 12] {
+    // Unpadded and padded (the Pad node and the `housenum.pad` metadata), with the stretch
+    // carried in the `housenum.stretch` metadata.
+    for (pad, stretch) in [(0, 1.0), (12, 1.4)] {
         let cfg = ModelConfig {
             channels: [8, 12, 16, 20],
             hidden: 10,
             pad,
+            stretch,
             ..ModelConfig::default()
         };
         let model = Crnn::new(cfg.clone(), 42);
         let bytes = housenum::export::to_onnx_bytes(&model, &[]);
         let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
-        assert_eq!(reader.pad(), pad);
+        assert_eq!(reader.geometry(), cfg.geometry());
         let mut rng = Rng::new(1);
         for (n, w) in [(1, 32), (1, 57), (3, 130), (2, 26)] {
             let x: Vec<f32> = (0..n * 3 * 32 * w).map(|_| rng.normal()).collect();
@@ -73,16 +75,20 @@ fn compare_on(strips: &[Strip], model: &Crnn, reader: &Reader) -> (f32, usize) {
 fn shipped_model_tract_matches_training_engine_on_validation() {
     let model = shipped();
     let reader = Reader::embedded().unwrap();
+    let stretch = reader.geometry().stretch;
+    assert_eq!(reader.geometry(), model.config.geometry());
     let mut strips: Vec<Strip> = common::samples()
         .iter()
-        .map(|(p, _)| preprocess::preprocess_file(p, Protocol::Full, &[]).unwrap())
+        .map(|(p, _)| preprocess::preprocess_file(p, Protocol::Full, &[], stretch).unwrap())
         .collect();
     if let Some(svhn) = common::svhn() {
         let set = SvhnSet::open(&svhn.join("train")).unwrap();
         let (_, val) = split_by_name(&set.records, 0.1);
         for protocol in [Protocol::Crop, Protocol::Full] {
             for r in &val {
-                strips.push(preprocess::preprocess_file(&r.path, protocol, &r.boxes).unwrap());
+                strips.push(
+                    preprocess::preprocess_file(&r.path, protocol, &r.boxes, stretch).unwrap(),
+                );
             }
         }
     }
@@ -116,7 +122,8 @@ fn onnxruntime_matches_tract() {
     let mut rng = Rng::new(3);
     let mut cases = Vec::new();
     for (i, (p, _)) in common::samples().iter().enumerate() {
-        let s = preprocess::preprocess_file(p, Protocol::Full, &[]).unwrap();
+        let s =
+            preprocess::preprocess_file(p, Protocol::Full, &[], reader.geometry().stretch).unwrap();
         cases.push((s.data, s.width, i));
     }
     for w in [32, 77, 200] {
@@ -141,4 +148,37 @@ fn onnxruntime_matches_tract() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains(&format!("{} cases", cases.len())), "{text}");
+}
+
+#[test]
+fn bad_geometry_metadata_is_an_error_naming_the_file_and_key() {
+    use housenum::export::{PAD_KEY, STRETCH_KEY};
+    use prost::Message;
+    let model = Crnn::new(
+        ModelConfig {
+            channels: [4, 4, 4, 4],
+            hidden: 4,
+            ..ModelConfig::default()
+        },
+        1,
+    );
+    let path = std::path::Path::new("odd.onnx");
+    for (key, value) in [
+        (STRETCH_KEY, "wide"),
+        (STRETCH_KEY, "0"),
+        (STRETCH_KEY, "NaN"),
+        (STRETCH_KEY, "100"),
+        (PAD_KEY, "-1"),
+    ] {
+        let mut proto = housenum::export::to_onnx(&model, &[]);
+        let entry = proto.metadata_props.iter_mut().find(|e| e.key == key);
+        entry.expect("exported metadata has the key").value = value.into();
+        let e = Reader::from_bytes(&proto.encode_to_vec(), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("odd.onnx") && e.contains(key),
+            "{key}={value}: {e}"
+        );
+    }
 }

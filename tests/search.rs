@@ -9,9 +9,13 @@ use housenum::{search, Reader};
 #[test]
 fn read_best_applies_the_search_rule_to_batched_readings() {
     let reader = Reader::embedded().unwrap();
+    let stretch = reader.geometry().stretch;
     let per_image: Vec<Vec<(preprocess::Region, preprocess::Strip)>> = common::samples()
         .iter()
-        .map(|(p, _)| protocol_strips(&preprocess::load_image(p).unwrap(), Protocol::Search, &[]))
+        .map(|(p, _)| {
+            let img = preprocess::load_image(p).unwrap();
+            protocol_strips(&img, Protocol::Search, &[], stretch)
+        })
         .collect();
     let images: Vec<Vec<(preprocess::Region, &preprocess::Strip)>> = per_image
         .iter()
@@ -26,7 +30,7 @@ fn read_best_applies_the_search_rule_to_batched_readings() {
         let regions: Vec<preprocess::Region> = cands.iter().map(|(r, _)| *r).collect();
         let plain: Vec<&preprocess::Strip> = cands.iter().map(|(_, s)| *s).collect();
         let each = raw.read_strips(&plain).unwrap();
-        let want = search::choose(&regions, &each, reader.pad());
+        let want = search::choose(&regions, &each, reader.geometry());
         let want_conf = cal.apply(each[want].confidence);
         // Alone: the same batches as `read_strips`, so exactly the same numbers.
         let (alone_idx, alone) = reader
@@ -50,14 +54,14 @@ fn search_reading_is_the_chosen_region() {
     raw.set_calibration(Calibration::IDENTITY);
     for (path, _) in common::samples() {
         let img = preprocess::load_image(&path).unwrap();
-        let each: Vec<_> = protocol_strips(&img, Protocol::Search, &[])
+        let each: Vec<_> = protocol_strips(&img, Protocol::Search, &[], reader.geometry().stretch)
             .iter()
             .map(|(_, s)| raw.read_strip(s).unwrap())
             .collect();
         let (region, d) = reader.read_image(&img, Protocol::Search, &[]).unwrap();
         let regions = preprocess::protocol_regions(Protocol::Search, img.dimensions(), &[]);
         let i = regions.iter().position(|r| *r == region).unwrap();
-        assert_eq!(i, search::choose(&regions, &each, reader.pad()));
+        assert_eq!(i, search::choose(&regions, &each, reader.geometry()));
         assert_eq!(each[i].digits, d.digits);
         let full = reader.read_file_with(&path, Protocol::Full, &[]).unwrap();
         assert_eq!(

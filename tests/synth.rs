@@ -142,7 +142,7 @@ fn training_strips_are_32_pixels_high_and_normalised() {
     let g = Synth::new(SynthConfig::default(), vec![]);
     let mut rng = Rng::new(5);
     for _ in 0..20 {
-        let (strip, digits) = g.strip(&mut rng);
+        let (strip, digits) = g.strip(1.0, &mut rng);
         assert!(!digits.is_empty());
         assert!(strip.width >= preprocess::MIN_WIDTH);
         assert_eq!(strip.data.len(), 3 * HEIGHT * strip.width);

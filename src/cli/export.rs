@@ -33,7 +33,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
     let meta = [
         ("housenum.config", serde_json::to_string(&ck.model.config)?),
         ("housenum.epochs", ck.state.epoch.to_string()),
-        ("housenum.preprocessing", "RGB/255; crop or full image; antialiased triangle resize to height 32; (x-mean)/max(std,0.01) over the strip; zero-pad to width >= 32 (centred)".to_string()),
+        ("housenum.preprocessing", "RGB/255; crop or full image; antialiased triangle resize to height 32 and width round(w*32*stretch/h) (stretch: housenum.stretch); (x-mean)/max(std,0.01) over the strip; zero-pad to width >= 32 (centred)".to_string()),
         ("housenum.decoding", "greedy CTC over log_probs[T, N, 11]; class 0 = blank, class d+1 = digit d".to_string()),
     ];
     let bytes = housenum::export::to_onnx_bytes(&ck.model, &meta);

@@ -214,7 +214,7 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                         target.clone()
                     };
                     let picture =
-                        explain::draw(&img, &explain::digit_spans(&d, region, reader.pad()));
+                        explain::draw(&img, &explain::digit_spans(&d, region, reader.geometry()));
                     picture
                         .save(&file)
                         .with_context(|| format!("writing {}", file.display()))?;

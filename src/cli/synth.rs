@@ -91,7 +91,7 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
             let n = chunk.min(a.count - c);
             widths += (c..c + n)
                 .into_par_iter()
-                .map(|i| gen.strip(&mut Rng::derive(a.seed, i)).0.width)
+                .map(|i| gen.strip(1.0, &mut Rng::derive(a.seed, i)).0.width)
                 .sum::<usize>();
             pb.inc(n);
         }

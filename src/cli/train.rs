@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// windows (time steps) for CTC; kept in the exported model.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    /// Horizontal stretch of the strips (resized to `round(w · 32 · stretch / h)` columns),
+    /// so that each digit spans more windows; kept in the exported model's metadata.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_stretch)]
+    pub stretch: f32,
     /// Dropout rate on the window embeddings and on the LSTM outputs (training only).
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f32,
@@ -106,6 +110,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             hidden: a.hidden,
             channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
             pad: a.pad,
+            stretch: a.stretch,
             ..ModelConfig::default()
         },
         dropout: a.dropout,
@@ -133,4 +138,12 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         println!("{v}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--stretch`: a finite factor in [0.25, 8] (what [`housenum::infer::Reader`] accepts back).
+fn parse_stretch(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && (0.25..=8.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number between 0.25 and 8")),
+    }
 }
