@@ -10,6 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "onnx"))
+import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from read import greedy_decode, preprocess  # noqa: E402
 
@@ -19,9 +20,11 @@ def main():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    stretch = float(np.float32(meta.get("housenum.stretch", "1")))
     start = time.perf_counter()
     for path in images:
-        (lp,) = sess.run(["log_probs"], {"strip": preprocess(path)})
+        (lp,) = sess.run(["log_probs"], {"strip": preprocess(path, stretch)})
         greedy_decode(lp[:, 0, :])
     secs = time.perf_counter() - start
     print(f"{len(images) / secs:.1f}")
