@@ -33,8 +33,8 @@ fn training_resumes_from_its_checkpoint() {
 
 #[test]
 fn the_same_seed_trains_the_same_weights() {
-    // Reproducible from its seed: two runs of one configuration (padding and recombination
-    // included) end with identical weights; another seed does not.
+    // Reproducible from its seed: two runs of one configuration (padding, stretch and
+    // recombination included) end with identical weights; another seed does not.
     let Some(svhn) = common::svhn() else { return };
     let run = |seed: u64| {
         let out = tempfile::tempdir().unwrap();
@@ -47,6 +47,7 @@ fn the_same_seed_trains_the_same_weights() {
             recombine_prob: 0.3,
             model: housenum::model::ModelConfig {
                 pad: 12,
+                stretch: 1.4,
                 channels: [8, 8, 16, 16],
                 hidden: 16,
                 ..Default::default()
@@ -60,7 +61,7 @@ fn the_same_seed_trains_the_same_weights() {
             .model
     };
     let (a, b, c) = (run(5), run(5), run(6));
-    assert_eq!(a.config.pad, 12);
+    assert_eq!((a.config.pad, a.config.stretch), (12, 1.4));
     assert_eq!(a.params, b.params);
     assert_ne!(a.params, c.params);
 }
@@ -127,4 +128,29 @@ fn kill_nine_during_training_loses_at_most_one_epoch() {
             .map(|e| e.loss)
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn stretch_outside_its_range_is_refused() {
+    let out = tempfile::tempdir().unwrap();
+    for bad in ["0", "-1", "NaN", "9", "wide"] {
+        let o = std::process::Command::new(common::bin())
+            .args([
+                "train",
+                "--epochs",
+                "1",
+                &format!("--stretch={bad}"),
+                "--out",
+            ])
+            .arg(out.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--stretch {bad}: {err}");
+        assert!(
+            err.contains("--stretch") && err.contains("0.25 and 8"),
+            "{err}"
+        );
+    }
+    assert!(!out.path().join("last.safetensors").exists());
 }
