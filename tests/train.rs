@@ -131,26 +131,32 @@ fn kill_nine_during_training_loses_at_most_one_epoch() {
 }
 
 #[test]
-fn stretch_outside_its_range_is_refused() {
+fn out_of_range_training_options_are_refused() {
     let out = tempfile::tempdir().unwrap();
-    for bad in ["0", "-1", "NaN", "9", "wide"] {
-        let o = std::process::Command::new(common::bin())
-            .args([
-                "train",
-                "--epochs",
-                "1",
-                &format!("--stretch={bad}"),
-                "--out",
-            ])
-            .arg(out.path())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "--stretch {bad}: {err}");
-        assert!(
-            err.contains("--stretch") && err.contains("0.25 and 8"),
-            "{err}"
-        );
+    // (option, bad values, what the message says)
+    let cases = [
+        (
+            "--stretch",
+            &["0", "-1", "NaN", "9", "wide"][..],
+            "0.25 and 8",
+        ),
+        (
+            "--loose",
+            &["-0.1", "1.5", "NaN", "half"][..],
+            "between 0 and 1",
+        ),
+    ];
+    for (flag, bad, says) in cases {
+        for v in bad {
+            let o = std::process::Command::new(common::bin())
+                .args(["train", "--epochs", "1", &format!("{flag}={v}"), "--out"])
+                .arg(out.path())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{flag} {v}: {err}");
+            assert!(err.contains(flag) && err.contains(says), "{err}");
+        }
     }
     assert!(!out.path().join("last.safetensors").exists());
 }

@@ -41,6 +41,10 @@ pub struct TrainArgs {
     /// Maximum training strip width in pixels (bounded sequence lengths).
     #[arg(long, default_value_t = 160)]
     pub max_width: usize,
+    /// Share of training crops that are loose (up to 3.2× the number's width and 2.4× its
+    /// height, like the whole photos `read` sees); the others are tight.
+    #[arg(long, default_value_t = 0.25, value_parser = parse_share)]
+    pub loose: f32,
     /// Output channels of the four convolutions of the window CNN.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 128])]
     pub channels: Vec<usize>,
@@ -125,6 +129,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         ..TrainConfig::default()
     };
     cfg.augment.max_width = a.max_width;
+    cfg.augment.loose_prob = a.loose;
     let state = train(&cfg).with_context(|| format!("training into {}", cfg.out.display()))?;
     eprintln!("done: {} epochs, {:.0} s", state.epoch, state.seconds);
     if a.json {
@@ -145,5 +150,13 @@ fn parse_stretch(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() && (0.25..=8.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a number between 0.25 and 8")),
+    }
+}
+
+/// `--loose`: a share in [0, 1].
+fn parse_share(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0 and 1")),
     }
 }
