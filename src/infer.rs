@@ -110,7 +110,7 @@ impl Reader {
             Some(text) => text
                 .parse::<f32>()
                 .ok()
-                .filter(|s| s.is_finite() && (0.25..=8.0).contains(s))
+                .filter(|s| preprocess::STRETCH_RANGE.contains(s))
                 .ok_or_else(|| err(format!("{STRETCH_KEY} metadata is not valid: {text:?}")))?,
             None => 1.0,
         };

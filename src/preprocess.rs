@@ -35,6 +35,10 @@ pub const MAX_SIDE: u32 = 16_384;
 /// Largest decoder allocation, bytes.
 pub const MAX_ALLOC: u64 = 512 * 1024 * 1024;
 
+/// The horizontal stretches a model may use ([`Geometry::stretch`]); the reader refuses a
+/// model whose metadata says otherwise.
+pub const STRETCH_RANGE: std::ops::RangeInclusive<f32> = 0.25..=8.0;
+
 /// How a model's input strips are laid out: the horizontal stretch of the resize (step 3 of
 /// the recipe) and the zero columns the model itself adds on each side
 /// ([`crate::model::ModelConfig`]; read from an exported model's metadata by

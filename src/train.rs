@@ -398,6 +398,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     if let Some(m) = set.missing_summary() {
         eprintln!("warning: {m}");
     }
+    if !preprocess::STRETCH_RANGE.contains(&cfg.model.stretch) {
+        return Err(Error::Config(format!(
+            "stretch {} is outside {:?}",
+            cfg.model.stretch,
+            preprocess::STRETCH_RANGE
+        )));
+    }
     let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);

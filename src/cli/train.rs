@@ -145,11 +145,17 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--stretch`: a finite factor in [0.25, 8] (what [`housenum::infer::Reader`] accepts back).
+/// `--stretch`: a factor in [`housenum::preprocess::STRETCH_RANGE`] (what the reader accepts
+/// back from an exported model).
 fn parse_stretch(s: &str) -> Result<f32, String> {
+    let range = housenum::preprocess::STRETCH_RANGE;
     match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && (0.25..=8.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not a number between 0.25 and 8")),
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number between {} and {}",
+            range.start(),
+            range.end()
+        )),
     }
 }
 
