@@ -199,16 +199,14 @@ pub fn evaluate_images(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
+    let stretch = reader.geometry().stretch;
     let mut outcomes = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
         let strips: Vec<Result<Vec<(Region, preprocess::Strip)>>> = chunk
             .par_iter()
             .map(|li| {
                 Ok(preprocess::protocol_strips(
-                    &li.image,
-                    protocol,
-                    &li.boxes,
-                    reader.geometry().stretch,
+                    &li.image, protocol, &li.boxes, stretch,
                 ))
             })
             .collect();
