@@ -16,7 +16,7 @@ mkdir -p "$runs"
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
   "$B" train --data "$svhn/train" --out "$runs/$out" --seed 1 -q "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
-pseudo() { [ -s "$runs/$2" ] || "$B" read --protocol full --model "$runs/$1/housenum.onnx" "$svhn/unlabeled" > "$runs/$2" || true; }
+pseudo() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$runs/$1/housenum.onnx" "$svhn/unlabeled" > "$runs/$2" || true; }
 
 train v1 --epochs 400
 pseudo v1 pseudo_v1.tsv
@@ -32,7 +32,7 @@ train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-widt
 [ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" --out "$runs/v10/calibrated.onnx" -q
 echo "model: $runs/v10/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
 if [ "${WITH_REGIONS:-0}" = 1 ]; then  # v8: self-training on the regions search chose (measured, not shipped)
-  [ -s "$runs/pseudo_v6r.tsv" ] || "$B" read --region --model "$runs/v6/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v6r.tsv" || true
+  [ -s "$runs/pseudo_v6r.tsv" ] || "$B" read --region --path-confidence --model "$runs/v6/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v6r.tsv" || true
   train v8 --epochs 50 --lr 0.0007 --dropout 0.1 --pad 12 --init "$runs/v6/last.safetensors" --recombine 0.3 \
     --pseudo "$runs/pseudo_v6r.tsv" --pseudo-min-confidence 0.7
 fi

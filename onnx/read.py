@@ -85,16 +85,45 @@ def preprocess(path, stretch=1.0):
     return to_strip(load(path), stretch)
 
 
+def sequence_log_prob(log_probs, digits):
+    """log P(digits) under log_probs [T, 11]: the CTC forward sum over every alignment (f32, like
+    src/ctc.rs). -inf when no alignment exists."""
+    labels = [int(d) + 1 for d in digits]
+    ext = [0]
+    for k in labels:
+        ext += [k, 0]
+    ext = np.array(ext)
+    s, t = len(ext), log_probs.shape[0]
+    if t == 0:
+        return -math.inf
+    lp = log_probs.astype(np.float32)
+    skip = np.zeros(s, bool)
+    for i in range(2, s):
+        skip[i] = ext[i] != 0 and ext[i] != ext[i - 2]
+    alpha = np.full(s, -np.inf, np.float32)
+    alpha[0] = lp[0, 0]
+    if s > 1:
+        alpha[1] = lp[0, ext[1]]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for tt in range(1, t):
+            a = alpha.copy()
+            a[1:] = np.logaddexp(a[1:], alpha[:-1])
+            a[2:] = np.where(skip[2:], np.logaddexp(a[2:], alpha[:-2]), a[2:])
+            alpha = (a + lp[tt, ext]).astype(np.float32)
+    out = np.logaddexp(alpha[-1], alpha[-2]) if s > 1 else alpha[-1]
+    return min(float(out), 0.0)
+
+
 def greedy_decode(log_probs):
-    """log_probs [T, 11] -> (digits, confidence): best path, repeats merged, blanks (0) dropped."""
-    digits, conf, _ = greedy_decode_spans(log_probs)
-    return digits, conf
+    """log_probs [T, 11] -> (digits, log P(digits)): best path, repeats merged, blanks (0)
+    dropped; the probability summed over all alignments of those digits."""
+    digits, log_p, _ = greedy_decode_spans(log_probs)
+    return digits, log_p
 
 
 def greedy_decode_spans(log_probs):
     """greedy_decode plus, per digit, the steps [first, last] whose argmax emitted it."""
     best = log_probs.argmax(axis=1)
-    conf = float(np.float32(math.exp(float(np.sum(log_probs.max(axis=1).astype(np.float64))))))
     digits, spans, prev = [], [], 0
     for t, k in enumerate(best):
         if k != 0 and k == prev:
@@ -103,11 +132,12 @@ def greedy_decode_spans(log_probs):
             digits.append(str(k - 1))
             spans.append([t, t])
         prev = k
-    return "".join(digits), min(max(conf, 0.0), 1.0), spans
+    digits = "".join(digits)
+    return digits, sequence_log_prob(log_probs, digits), spans
 
 
 # The search rule (src/search.rs): crops must keep the whole image's central number whole;
-# among the admissible readings, votes (sums of raw confidences) decide.
+# among the admissible readings, votes (sums of raw probabilities exp(log P)) decide.
 GROUP_GAP, LONE_DIGIT_HALF_WIDTH = 1.3, 0.15
 
 
@@ -147,23 +177,23 @@ def keeps(region, central, half_width):
 
 
 def choose(regions, readings, pad, stretch):
-    """readings: (digits, raw confidence, spans) per region; regions[0] is the whole image."""
+    """readings: (digits, log P(digits), spans) per region; regions[0] is the whole image."""
     if len(readings) == 1:
         return 0
     whole = regions[0]
     central, hw = central_number(digit_centres(readings[0][2], whole, pad, stretch), whole[2], whole[3])
     votes = []  # [digits, vote, best index], in order of first appearance
-    for i, (digits, conf, _) in enumerate(readings):
+    for i, (digits, log_p, _) in enumerate(readings):
         if i > 0 and not keeps(regions[i], central, hw):
             continue
         for v in votes:
             if v[0] == digits:
-                v[1] += conf
-                if conf > readings[v[2]][1]:
+                v[1] += math.exp(log_p)
+                if log_p > readings[v[2]][1]:
                     v[2] = i
                 break
         else:
-            votes.append([digits, conf, i])
+            votes.append([digits, math.exp(log_p), i])
     best = 0
     for k in range(1, len(votes)):
         if votes[k][1] > votes[best][1]:
@@ -171,12 +201,22 @@ def choose(regions, readings, pad, stretch):
     return votes[best][2]
 
 
-def calibrate(conf, cal):
-    """Platt scaling stored in the model's metadata (`housenum.calibration`): sigmoid(a*logit(p)+b)."""
+LOGIT_LIMIT = 35.0
+
+
+def calibrate(log_p, cal):
+    """Platt scaling stored in the model's metadata (`housenum.calibration`): sigmoid(a*logit(p)+b),
+    the logit computed from log p (precise next to p = 1) and clamped like src/calibrate.rs."""
     if cal is None:
-        return conf
-    p = min(max(conf, 1e-6), 1.0 - 1e-6)
-    z = cal["a"] * math.log(p / (1.0 - p)) + cal["b"]
+        cal = {"a": 1.0, "b": 0.0}
+    log_p = min(log_p, 0.0)
+    if log_p == 0.0:
+        z = LOGIT_LIMIT
+    elif log_p == -math.inf:
+        z = -LOGIT_LIMIT
+    else:
+        z = min(max(log_p - math.log(-math.expm1(log_p)), -LOGIT_LIMIT), LOGIT_LIMIT)
+    z = cal["a"] * z + cal["b"]
     return float(np.float32(1.0 / (1.0 + math.exp(-z))))
 
 
@@ -205,8 +245,8 @@ def main():
             failed += 1
             continue
         readings = [greedy_decode_spans(sess.run(["log_probs"], {"strip": x})[0][:, 0, :]) for x in strips]
-        digits, conf, _ = readings[choose(regs, readings, pad, stretch)]
-        print(f"{path}\t{digits}\t{calibrate(conf, cal):.3f}")
+        digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
+        print(f"{path}\t{digits}\t{calibrate(log_p, cal):.3f}")
     sys.exit(1 if failed else 0)
 
 

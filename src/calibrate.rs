@@ -1,8 +1,10 @@
-//! Confidence calibration. The raw confidence of a reading is its best-path probability (the
-//! product over time steps of the top class probability), which ranks readings well but is not
-//! the probability that the reading is right. Platt scaling maps it to one:
-//! `p = σ(a · logit(raw) + b)`, with `a`, `b` fitted by logistic regression on held-out readings
-//! (`housenum calibrate`). The map is monotone, so coverage at any accuracy is unchanged; it is
+//! Confidence calibration. The raw score of a reading is the model's log-probability of its
+//! digits (summed over all CTC alignments, [`crate::ctc::sequence_log_prob`]), which ranks
+//! readings well but is not the probability that the reading is right. Platt scaling maps it to
+//! one: `p = σ(a · logit(raw) + b)`, with `a`, `b` fitted by logistic regression on held-out
+//! readings (`housenum calibrate`). The logit is computed from the log-probability in f64
+//! (`log p − log(1 − p)`), so readings with `p` within 1e-8 of 1 keep their order; it is clamped
+//! to ±[`LOGIT_LIMIT`]. The map is monotone, so coverage at any accuracy is unchanged; it is
 //! stored in the ONNX file's metadata under [`METADATA_KEY`] as JSON, so every runtime
 //! (`onnx/read.py` too) applies the same one.
 
@@ -24,9 +26,16 @@ impl Default for Calibration {
     }
 }
 
-fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-6, 1.0 - 1e-6);
-    (p / (1.0 - p)).ln()
+/// Largest |logit| a raw score maps to (`p` within about 1e-15 of 0 or 1).
+pub const LOGIT_LIMIT: f64 = 35.0;
+
+/// `log(p / (1 − p))` of `p = exp(log_p)`, precise near `p = 1`, clamped to ±[`LOGIT_LIMIT`].
+pub fn logit_of_log_prob(log_p: f64) -> f64 {
+    if log_p.is_nan() {
+        return -LOGIT_LIMIT;
+    }
+    let log_p = log_p.min(0.0);
+    (log_p - (-log_p.exp_m1()).ln()).clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
 }
 
 fn sigmoid(z: f64) -> f64 {
@@ -34,21 +43,21 @@ fn sigmoid(z: f64) -> f64 {
 }
 
 impl Calibration {
-    /// The identity map (raw confidences, up to the clamp to [1e-6, 1 − 1e-6]).
+    /// The identity map (raw probabilities, up to the logit clamp).
     pub const IDENTITY: Calibration = Calibration { a: 1.0, b: 0.0 };
 
-    /// Calibrated confidence of a raw best-path probability.
-    pub fn apply(&self, raw: f32) -> f32 {
-        sigmoid(self.a * logit(raw as f64) + self.b) as f32
+    /// Calibrated confidence of a reading whose raw log-probability is `log_p`.
+    pub fn apply(&self, log_p: f64) -> f32 {
+        sigmoid(self.a * logit_of_log_prob(log_p) + self.b) as f32
     }
 
     /// Fit by logistic regression (Newton's method, a tiny ridge for stability) on
-    /// `(raw confidence, read right)` pairs. With no pairs, or only right or only wrong ones,
-    /// the fit still converges (the ridge keeps it finite).
-    pub fn fit(pairs: &[(f32, bool)]) -> Calibration {
+    /// `(raw log-probability, read right)` pairs. With no pairs, or only right or only wrong
+    /// ones, the fit still converges (the ridge keeps it finite).
+    pub fn fit(pairs: &[(f64, bool)]) -> Calibration {
         let xs: Vec<(f64, f64)> = pairs
             .iter()
-            .map(|&(p, y)| (logit(p as f64), f64::from(u8::from(y))))
+            .map(|&(lp, y)| (logit_of_log_prob(lp), f64::from(u8::from(y))))
             .collect();
         let (mut a, mut b) = (1.0f64, 0.0f64);
         const RIDGE: f64 = 1e-3;
@@ -102,11 +111,11 @@ pub fn expected_calibration_error(pairs: &[(f32, bool)], bins: usize) -> f64 {
         / pairs.len() as f64
 }
 
-/// Calibration error of a fit checked on data it did not see: the pairs are split in two by
-/// index parity, each half is calibrated with the fit on the other, and the ECE of the pooled
-/// out-of-fold confidences is returned.
-pub fn cross_fitted_error(pairs: &[(f32, bool)], bins: usize) -> f64 {
-    let half = |r: usize| -> Vec<(f32, bool)> {
+/// Calibration error of a fit checked on data it did not see: the `(raw log-probability, read
+/// right)` pairs are split in two by index parity, each half is calibrated with the fit on the
+/// other, and the ECE of the pooled out-of-fold confidences is returned.
+pub fn cross_fitted_error(pairs: &[(f64, bool)], bins: usize) -> f64 {
+    let half = |r: usize| -> Vec<(f64, bool)> {
         pairs
             .iter()
             .enumerate()
@@ -134,9 +143,9 @@ mod tests {
         // Readings whose true correctness probability is σ(2·logit(raw) − 1).
         let truth = Calibration { a: 2.0, b: -1.0 };
         let mut rng = Rng::new(3);
-        let pairs: Vec<(f32, bool)> = (0..20_000)
+        let pairs: Vec<(f64, bool)> = (0..20_000)
             .map(|_| {
-                let raw = rng.uniform(0.02, 0.999);
+                let raw = (rng.uniform(0.02, 0.999) as f64).ln();
                 (raw, rng.f32() < truth.apply(raw))
             })
             .collect();
@@ -145,7 +154,8 @@ mod tests {
             (fit.a - 2.0).abs() < 0.15 && (fit.b + 1.0).abs() < 0.15,
             "{fit:?}"
         );
-        let raw_ece = expected_calibration_error(&pairs, 10);
+        let raw: Vec<(f32, bool)> = pairs.iter().map(|&(lp, y)| (lp.exp() as f32, y)).collect();
+        let raw_ece = expected_calibration_error(&raw, 10);
         let cal: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (fit.apply(p), y)).collect();
         assert!(expected_calibration_error(&cal, 10) < 0.02);
         assert!(
@@ -158,16 +168,38 @@ mod tests {
     #[test]
     fn calibration_is_monotone_and_identity_is_near_identity() {
         let c = Calibration { a: 0.7, b: 0.3 };
-        let ps = [0.01f32, 0.2, 0.5, 0.8, 0.99];
-        assert!(ps.windows(2).all(|w| c.apply(w[0]) < c.apply(w[1])));
+        let ps = [0.01f64, 0.2, 0.5, 0.8, 0.99];
+        assert!(ps
+            .windows(2)
+            .all(|w| c.apply(w[0].ln()) < c.apply(w[1].ln())));
         for p in ps {
-            assert!((Calibration::IDENTITY.apply(p) - p).abs() < 1e-6);
+            assert!((Calibration::IDENTITY.apply(p.ln()) as f64 - p).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn logits_keep_their_order_next_to_certainty() {
+        // (log p, logit): p within 1e-9 .. 1e-12 of 1 still differ; 0 and -inf hit the clamp.
+        let cases = [
+            (-1e-9f64, 1e-9f64.recip().ln()),
+            (-1e-12, 1e-12f64.recip().ln()),
+            ((0.5f64).ln(), 0.0),
+            (0.0, LOGIT_LIMIT),
+            (f64::NEG_INFINITY, -LOGIT_LIMIT),
+            (f64::NAN, -LOGIT_LIMIT),
+        ];
+        for (lp, want) in cases {
+            let got = logit_of_log_prob(lp);
+            assert!(
+                (got - want).abs() < 1e-3,
+                "logit of exp({lp}) = {got}, want {want}"
+            );
         }
     }
 
     #[test]
     fn degenerate_inputs_give_finite_fits() {
-        for pairs in [vec![], vec![(0.9, true); 10], vec![(0.3, false); 10]] {
+        for pairs in [vec![], vec![(-0.1, true); 10], vec![(-1.2, false); 10]] {
             let c = Calibration::fit(&pairs);
             assert!(c.a.is_finite() && c.b.is_finite(), "{c:?}");
         }

@@ -1,7 +1,7 @@
 //! CTC: the loss with its gradient (log-space forward–backward) and greedy decoding with a
 //! confidence. Class 0 is the blank (see [`crate::alphabet`]).
 
-use crate::alphabet::{digit_of_class, BLANK, NUM_CLASSES};
+use crate::alphabet::{class_of_digit, digit_of_class, BLANK, NUM_CLASSES};
 
 /// `log(exp(a) + exp(b))` without overflow.
 fn lse(a: f32, b: f32) -> f32 {
@@ -15,24 +15,24 @@ fn lse(a: f32, b: f32) -> f32 {
     m + ((a - m).exp() + (b - m).exp()).ln()
 }
 
-/// Negative log-likelihood of `labels` (class indices, no blanks) under one sample's
-/// log-probabilities, and its gradient with respect to the *logits* that produced them through
-/// a log-softmax (`softmax − occupancy`).
+/// The CTC forward variables of `labels` (class indices, no blanks) over `t` steps whose
+/// log-probabilities `lp(step, class)` gives, and the log-likelihood of the labels (the
+/// log-sum over every alignment). `None` when no alignment exists (too few steps, or `t = 0`).
 ///
 /// # Shapes
-/// `log_probs`: `[t, NUM_CLASSES]` (log-softmax outputs). Returns `(loss, grad [t, NUM_CLASSES])`,
-/// or `None` when no alignment exists (too few steps for the labels).
-pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f32, Vec<f32>)> {
-    let c = NUM_CLASSES;
+/// Returns `alpha`: `[t, 2·labels.len() + 1]` (the labels interleaved with blanks).
+fn forward(
+    t: usize,
+    labels: &[usize],
+    lp: impl Fn(usize, usize) -> f32,
+) -> Option<(Vec<f32>, f32)> {
     let s_len = 2 * labels.len() + 1;
     let ext = |s: usize| if s % 2 == 0 { BLANK } else { labels[s / 2] };
-    let lp = |tt: usize, k: usize| log_probs[tt * c + k];
     let ninf = f32::NEG_INFINITY;
-    let mut alpha = vec![ninf; t * s_len];
-    let mut beta = vec![ninf; t * s_len];
     if t == 0 {
         return None;
     }
+    let mut alpha = vec![ninf; t * s_len];
     alpha[0] = lp(0, BLANK);
     if s_len > 1 {
         alpha[1] = lp(0, ext(1));
@@ -55,9 +55,39 @@ pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f
     } else {
         alpha[last]
     };
-    if !log_p.is_finite() {
-        return None;
-    }
+    log_p.is_finite().then_some((alpha, log_p))
+}
+
+/// Log-probability of reading exactly `digits` from sample `b` of a batch: the log-sum over
+/// every alignment (path) that collapses to them, not only the best one. This is what
+/// [`Decoded::log_prob`] holds, and it ranks readings far better than the best path's
+/// probability, which splits a confident reading's mass over its alignments. `-inf` when no
+/// alignment exists.
+///
+/// # Shapes
+/// `log_probs`: `[t, n, NUM_CLASSES]` log-probabilities.
+pub fn sequence_log_prob(log_probs: &[f32], t: usize, n: usize, b: usize, digits: &[u8]) -> f64 {
+    let labels: Vec<usize> = digits.iter().map(|&d| class_of_digit(d)).collect();
+    let lp = |tt: usize, k: usize| log_probs[(tt * n + b) * NUM_CLASSES + k];
+    forward(t, &labels, lp).map_or(f64::NEG_INFINITY, |(_, log_p)| log_p as f64)
+}
+
+/// Negative log-likelihood of `labels` (class indices, no blanks) under one sample's
+/// log-probabilities, and its gradient with respect to the *logits* that produced them through
+/// a log-softmax (`softmax − occupancy`).
+///
+/// # Shapes
+/// `log_probs`: `[t, NUM_CLASSES]` (log-softmax outputs). Returns `(loss, grad [t, NUM_CLASSES])`,
+/// or `None` when no alignment exists (too few steps for the labels).
+pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f32, Vec<f32>)> {
+    let c = NUM_CLASSES;
+    let s_len = 2 * labels.len() + 1;
+    let ext = |s: usize| if s % 2 == 0 { BLANK } else { labels[s / 2] };
+    let lp = |tt: usize, k: usize| log_probs[tt * c + k];
+    let ninf = f32::NEG_INFINITY;
+    let (alpha, log_p) = forward(t, labels, lp)?;
+    let mut beta = vec![ninf; t * s_len];
+    let last = (t - 1) * s_len;
     beta[last + s_len - 1] = lp(t - 1, ext(s_len - 1));
     if s_len > 1 {
         beta[last + s_len - 2] = lp(t - 1, ext(s_len - 2));
@@ -99,9 +129,18 @@ pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f
 pub struct Decoded {
     /// The digits, left to right.
     pub digits: Vec<u8>,
-    /// Probability of the best path: the product over steps of the winning class probability,
-    /// in [0, 1].
+    /// Confidence that the reading is right, in [0, 1]: the probability of the digits
+    /// (`exp(log_prob)`) as decoded, mapped through the model's calibration by
+    /// [`crate::infer::Reader`].
     pub confidence: f32,
+    /// Log-probability of exactly these digits under the model: the log-sum over every
+    /// alignment that collapses to them ([`sequence_log_prob`]); never calibrated. Ranks
+    /// readings (coverage, search's votes) and feeds the calibration.
+    pub log_prob: f64,
+    /// Probability of the best path alone (the product over steps of the winning class
+    /// probability), in [0, 1]: the confidence `read` printed in earlier versions, on which the
+    /// shipped model's recipe filters its pseudo labels (`read --path-confidence`).
+    pub path_prob: f32,
     /// For each digit, the time steps `[first, last]` whose argmax emitted it.
     pub spans: Vec<(usize, usize)>,
     /// For each digit, the highest probability its class reached over its span, in [0, 1].
@@ -116,7 +155,7 @@ impl Decoded {
 }
 
 /// Greedy (best-path) CTC decoding of sample `b` of a batch: argmax per step, merge repeats,
-/// drop blanks.
+/// drop blanks; the reading's probability is then summed over all its alignments.
 ///
 /// # Shapes
 /// `log_probs`: `[t, n, NUM_CLASSES]` log-probabilities.
@@ -151,9 +190,12 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
         }
         prev = k;
     }
+    let log_prob = sequence_log_prob(log_probs, t, n, b, &digits).min(0.0);
     Decoded {
         digits,
-        confidence: log_conf.exp().clamp(0.0, 1.0) as f32,
+        confidence: log_prob.exp() as f32,
+        log_prob,
+        path_prob: log_conf.exp().clamp(0.0, 1.0) as f32,
         spans,
         digit_confidences,
     }
@@ -190,7 +232,9 @@ mod tests {
                 failures.push(format!("{path:?}: got {} want {want}", d.text()));
             }
             let expect_conf = 0.9f32.powi(path.len() as i32);
-            assert!((d.confidence - expect_conf).abs() < 1e-4);
+            assert!((d.path_prob - expect_conf).abs() < 1e-4);
+            // Other alignments of the same digits only add probability.
+            assert!(d.confidence >= d.path_prob && d.log_prob <= 0.0, "{d:?}");
         }
         assert!(failures.is_empty(), "{failures:?}");
     }
@@ -227,38 +271,49 @@ mod tests {
             })
             .collect();
         crate::nn::log_softmax_rows(&mut logits, NUM_CLASSES);
-        let labels = [1usize, 1];
-        let mut total = 0f64;
-        for code in 0..NUM_CLASSES.pow(t as u32) {
-            let mut path = Vec::new();
-            let mut c = code;
-            for _ in 0..t {
-                path.push(c % NUM_CLASSES);
-                c /= NUM_CLASSES;
-            }
-            let mut collapsed = Vec::new();
-            let mut prev = BLANK;
-            for &k in &path {
-                if k != BLANK && k != prev {
-                    collapsed.push(k);
+        // Labels (classes) to check: repeated, single, empty, three with a repeat apart.
+        let cases: [&[usize]; 4] = [&[1, 1], &[2], &[], &[3, 4, 3]];
+        for labels in cases {
+            let mut total = 0f64;
+            for code in 0..NUM_CLASSES.pow(t as u32) {
+                let mut path = Vec::new();
+                let mut c = code;
+                for _ in 0..t {
+                    path.push(c % NUM_CLASSES);
+                    c /= NUM_CLASSES;
                 }
-                prev = k;
+                let mut collapsed = Vec::new();
+                let mut prev = BLANK;
+                for &k in &path {
+                    if k != BLANK && k != prev {
+                        collapsed.push(k);
+                    }
+                    prev = k;
+                }
+                if collapsed == labels {
+                    total += path
+                        .iter()
+                        .enumerate()
+                        .map(|(tt, &k)| logits[tt * NUM_CLASSES + k] as f64)
+                        .sum::<f64>()
+                        .exp();
+                }
             }
-            if collapsed == labels {
-                total += path
-                    .iter()
-                    .enumerate()
-                    .map(|(tt, &k)| logits[tt * NUM_CLASSES + k] as f64)
-                    .sum::<f64>()
-                    .exp();
-            }
+            let (loss, _) = ctc_loss_grad(&logits, t, labels).unwrap();
+            assert!(
+                (loss as f64 + total.ln()).abs() < 1e-4,
+                "{labels:?}: {loss} vs {}",
+                -total.ln()
+            );
+            let digits: Vec<u8> = labels.iter().map(|&k| digit_of_class(k).unwrap()).collect();
+            let seq = sequence_log_prob(&logits, t, 1, 0, &digits);
+            assert!(
+                (seq - total.ln()).abs() < 1e-4,
+                "{labels:?}: {seq} vs {}",
+                total.ln()
+            );
         }
-        let (loss, grad) = ctc_loss_grad(&logits, t, &labels).unwrap();
-        assert!(
-            (loss as f64 + total.ln()).abs() < 1e-4,
-            "{loss} vs {}",
-            -total.ln()
-        );
+        let (_, grad) = ctc_loss_grad(&logits, t, &[1, 1]).unwrap();
         // Gradient w.r.t. logits sums to zero on every step.
         for row in grad.chunks(NUM_CLASSES) {
             assert!(row.iter().sum::<f32>().abs() < 1e-5);

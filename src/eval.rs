@@ -39,6 +39,10 @@ pub struct Outcome {
     pub predicted: String,
     /// Confidence of the reading (0 on error).
     pub confidence: f32,
+    /// The model's raw log-probability of the reading (`-inf` on error): breaks ties between
+    /// confidences that round to the same `f32` (near 1) when ranking.
+    #[serde(skip)]
+    pub log_prob: f64,
     /// Edit distance between truth and reading (the truth's length on error).
     pub edit_distance: usize,
     /// The error, when the image could not be read.
@@ -77,14 +81,15 @@ pub struct EvalReport {
     pub outcomes: Vec<Outcome>,
 }
 
-/// Coverage at a target accuracy: sort by confidence, descending, and take the longest prefix
-/// whose accuracy is ≥ `target`.
-pub fn coverage_at(outcomes: &[(f32, bool)], target: f64) -> f64 {
+/// Coverage at a target accuracy over `(confidence, raw log-probability, read right)` triples:
+/// sort by confidence, descending (ties, e.g. confidences that round to 1 in `f32`, by the raw
+/// log-probability), and take the longest prefix whose accuracy is ≥ `target`.
+pub fn coverage_at(outcomes: &[(f32, f64, bool)], target: f64) -> f64 {
     let mut v = outcomes.to_vec();
-    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    v.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1)));
     let mut ok = 0usize;
     let mut best = 0usize;
-    for (i, (_, right)) in v.iter().enumerate() {
+    for (i, (_, _, right)) in v.iter().enumerate() {
         ok += usize::from(*right);
         if ok as f64 >= target * (i + 1) as f64 {
             best = i + 1;
@@ -121,6 +126,7 @@ fn score(
                     edit_distance: edit_distance(digits, &d.digits),
                     predicted: d.text(),
                     confidence: d.confidence,
+                    log_prob: d.log_prob,
                     truth,
                     error: None,
                 }
@@ -130,6 +136,7 @@ fn score(
                 edit_distance: digits.len(),
                 predicted: String::new(),
                 confidence: 0.0,
+                log_prob: f64::NEG_INFINITY,
                 truth,
                 error: Some(e.to_string()),
             },
@@ -232,10 +239,14 @@ pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> Ev
         .count();
     let total_digits: usize = outcomes.iter().map(|o| o.truth.len()).sum();
     let total_edit: usize = outcomes.iter().map(|o| o.edit_distance).sum();
-    let pairs: Vec<(f32, bool)> = outcomes
+    let ranked: Vec<(f32, f64, bool)> = outcomes
         .iter()
-        .map(|o| (o.confidence, o.error.is_none() && o.predicted == o.truth))
+        .map(|o| {
+            let right = o.error.is_none() && o.predicted == o.truth;
+            (o.confidence, o.log_prob, right)
+        })
         .collect();
+    let pairs: Vec<(f32, bool)> = ranked.iter().map(|&(c, _, y)| (c, y)).collect();
     let mut wrong: Vec<Outcome> = outcomes
         .iter()
         .filter(|o| o.error.is_none() && o.predicted != o.truth)
@@ -260,7 +271,7 @@ pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> Ev
         mean_edit_distance: total_edit as f64 / n.max(1) as f64,
         images_per_second: n as f64 / seconds.max(1e-9),
         protocol,
-        coverage_at_98: coverage_at(&pairs, 0.98),
+        coverage_at_98: coverage_at(&ranked, 0.98),
         calibration_error: crate::calibrate::expected_calibration_error(&pairs, 10),
         worst: wrong,
         errors,
@@ -293,10 +304,18 @@ mod tests {
     #[test]
     fn coverage_table() {
         // Confident and right first, then a wrong one.
-        let v = [(0.9, true), (0.8, true), (0.7, false), (0.1, true)];
+        let v = [
+            (0.9, -0.1, true),
+            (0.8, -0.2, true),
+            (0.7, -0.3, false),
+            (0.1, -2.0, true),
+        ];
         assert_eq!(coverage_at(&v, 0.98), 0.5);
         assert_eq!(coverage_at(&v, 0.7), 1.0);
-        assert_eq!(coverage_at(&[(0.5, false)], 0.98), 0.0);
+        assert_eq!(coverage_at(&[(0.5, -0.7, false)], 0.98), 0.0);
+        // Confidences tied at 1: the raw log-probability orders them (the wrong one last).
+        let tied = [(1.0, -1e-9, false), (1.0, -1e-12, true), (1.0, 0.0, true)];
+        assert_eq!(coverage_at(&tied, 0.98), 2.0 / 3.0);
     }
 
     #[test]
@@ -306,6 +325,7 @@ mod tests {
             truth: t.into(),
             predicted: p.into(),
             confidence: 0.5,
+            log_prob: 0.5f64.ln(),
             edit_distance: if err {
                 t.len()
             } else {

@@ -148,6 +148,8 @@ mod tests {
         let d = Decoded {
             digits: vec![4, 2],
             confidence: 0.5,
+            log_prob: 0.5f64.ln(),
+            path_prob: 0.4,
             spans: vec![(0, 0), (3, 4)],
             digit_confidences: vec![0.9, 0.8],
         };

@@ -203,11 +203,12 @@ impl Reader {
 
     /// Read many strips: grouped by width into batches of at most [`MAX_BATCH`] (strips of
     /// one width give the same result batched or alone), decoded greedily, in input order.
-    /// Each reading's `confidence` is the calibrated best-path probability.
+    /// Each reading's `confidence` is its calibrated probability ([`Decoded::log_prob`] through
+    /// the model's calibration).
     pub fn read_strips(&self, strips: &[&Strip]) -> Result<Vec<Decoded>> {
         let mut out = self.read_strips_raw(strips)?;
         for d in &mut out {
-            d.confidence = self.calibration.apply(d.confidence);
+            d.confidence = self.calibration.apply(d.log_prob);
         }
         Ok(out)
     }
@@ -274,7 +275,7 @@ impl Reader {
                 let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
                 let best = search::choose(&regions, &all, self.geometry);
                 let mut d = all.into_iter().nth(best).expect("index in range");
-                d.confidence = self.calibration.apply(d.confidence);
+                d.confidence = self.calibration.apply(d.log_prob);
                 (best, d)
             })
             .collect())

@@ -193,6 +193,7 @@ mod tests {
             truth: t.into(),
             predicted: p.into(),
             confidence: c,
+            log_prob: (c as f64).ln(),
             edit_distance: crate::eval::edit_distance(t.as_bytes(), p.as_bytes()),
             error: None,
         }

@@ -82,10 +82,11 @@ pub fn keeps(crop: Region, central: &[f64], half_width: f64) -> bool {
 /// Index of the reading to answer with: `regions[0]` is the whole image, read as
 /// `readings[0]`; the others are crops of it. Among the admissible candidates (the whole image
 /// and the crops that [`keeps`] its central number), each distinct reading collects the sum of
-/// the confidences of the candidates that read it (a vote across views); the reading with the
-/// largest sum wins (the earliest seen on ties), answered by its most confident candidate
-/// (the earliest on ties). Use raw (uncalibrated) confidences, so that the choice does not
-/// depend on a calibration fitted afterwards; sums are f64, in candidate order.
+/// the probabilities the model gave it in each candidate (`exp(log_prob)`: a vote across
+/// views); the reading with the largest sum wins (the earliest seen on ties), answered by its
+/// most probable candidate (the earliest on ties). Raw probabilities, never calibrated ones, so
+/// that the choice does not depend on a calibration fitted afterwards; sums are f64, in
+/// candidate order.
 ///
 /// # Panics
 /// When `regions` and `readings` differ in length or are empty.
@@ -106,12 +107,12 @@ pub fn choose(regions: &[Region], readings: &[Decoded], g: Geometry) -> usize {
         let d = &readings[i];
         match votes.iter_mut().find(|v| v.0 == d.digits.as_slice()) {
             Some(v) => {
-                v.1 += d.confidence as f64;
-                if d.confidence > readings[v.2].confidence {
+                v.1 += d.log_prob.exp();
+                if d.log_prob > readings[v.2].log_prob {
                     v.2 = i;
                 }
             }
-            None => votes.push((&d.digits, d.confidence as f64, i)),
+            None => votes.push((&d.digits, d.log_prob.exp(), i)),
         }
     }
     let mut best = 0;
@@ -140,6 +141,8 @@ mod tests {
         Decoded {
             digits: digits.to_vec(),
             confidence,
+            log_prob: (confidence as f64).ln(),
+            path_prob: confidence,
             spans: spans.to_vec(),
             digit_confidences: vec![0.9; spans.len()],
         }

@@ -31,7 +31,7 @@ fn read_best_applies_the_search_rule_to_batched_readings() {
         let plain: Vec<&preprocess::Strip> = cands.iter().map(|(_, s)| *s).collect();
         let each = raw.read_strips(&plain).unwrap();
         let want = search::choose(&regions, &each, reader.geometry());
-        let want_conf = cal.apply(each[want].confidence);
+        let want_conf = cal.apply(each[want].log_prob);
         // Alone: the same batches as `read_strips`, so exactly the same numbers.
         let (alone_idx, alone) = reader
             .read_best(std::slice::from_ref(cands))

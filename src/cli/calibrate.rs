@@ -62,14 +62,18 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
     let pb = housenum::progress::bar(records.len() as u64, "calibrate", a.quiet);
     let report = evaluate(&reader, &records, protocol, &pb)?;
     pb.finish_and_clear();
-    let pairs: Vec<(f32, bool)> = report
+    let pairs: Vec<(f64, bool)> = report
         .outcomes
         .iter()
         .filter(|o| o.error.is_none())
-        .map(|o| (o.confidence, o.edit_distance == 0))
+        .map(|o| (o.log_prob, o.edit_distance == 0))
         .collect();
     let fit = Calibration::fit(&pairs);
-    let before = calibrate::expected_calibration_error(&pairs, 10);
+    let raw: Vec<(f32, bool)> = pairs
+        .iter()
+        .map(|&(lp, y)| (Calibration::IDENTITY.apply(lp), y))
+        .collect();
+    let before = calibrate::expected_calibration_error(&raw, 10);
     let after = calibrate::cross_fitted_error(&pairs, 10);
     // Keep the raw confidences when the fit does not help out of fold (e.g. under `search`,
     // whose vote already makes the raw confidence close to calibrated).

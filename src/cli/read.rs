@@ -44,6 +44,11 @@ pub struct ReadArgs {
     /// (one pass, faster).
     #[arg(long, value_enum, default_value = "search")]
     pub protocol: ReadProtocol,
+    /// Print (and abstain on) the raw probability of the best CTC path instead of the
+    /// calibrated confidence: the confidence earlier versions printed. The recipe
+    /// (data/recipe.sh) filters its pseudo labels on it, to reproduce the shipped model.
+    #[arg(long)]
+    pub path_confidence: bool,
 }
 
 /// What `read` looks at (there are no digit boxes, so no `crop`).
@@ -185,7 +190,10 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
         });
         let name = path.display().to_string();
         match result {
-            Ok((img, region, d)) => {
+            Ok((img, region, mut d)) => {
+                if a.path_confidence {
+                    d.confidence = d.path_prob;
+                }
                 let abstain = a.min_confidence.is_some_and(|m| d.confidence < m);
                 abstained += usize::from(abstain);
                 let digits = if abstain { "?".to_string() } else { d.text() };
