@@ -260,6 +260,78 @@ impl Crnn {
             .map(|i| self.param(i))
     }
 
+    /// This model grown to `channels` and `hidden` (each at least the current size) without
+    /// changing what it computes (Net2Net-style): old units keep their weights and ignore the
+    /// new ones (zero weights from new inputs), new units start as in [`Crnn::new`] with `seed`
+    /// (forget-gate bias +1), and every weight *out of* a new unit is zero, so the output is
+    /// the old model's until training moves them. `None` when a size would shrink.
+    pub fn widened(&self, channels: [usize; 4], hidden: usize, seed: u64) -> Option<Crnn> {
+        let old = &self.config;
+        if hidden < old.hidden || channels.iter().zip(&old.channels).any(|(n, o)| n < o) {
+            return None;
+        }
+        let config = ModelConfig {
+            channels,
+            hidden,
+            ..old.clone()
+        };
+        let mut new = Crnn::new(config.clone(), seed);
+        let (h0, h1) = (old.hidden, hidden);
+        let (f0, f1) = (old.channels[3], channels[3]);
+        // Copy old block `src` (rows × cols, row-major) into the new block's top-left corner
+        // and zero the rest of those rows' new columns.
+        let place =
+            |dst: &mut [f32], cols1: usize, src: &[f32], cols0: usize, row0: usize, row1: usize| {
+                let d = &mut dst[row1 * cols1..(row1 + 1) * cols1];
+                d[..cols0].copy_from_slice(&src[row0 * cols0..(row0 + 1) * cols0]);
+                d[cols0..].fill(0.0);
+            };
+        for (idx, (name, shape)) in config.param_specs().iter().enumerate() {
+            let src = self.param_by_name(name).expect("same parameter names");
+            let range = new.param_range(idx);
+            let dst = &mut new.params[range];
+            if let Some(k) = name
+                .strip_prefix("conv")
+                .and_then(|r| r.strip_suffix(".weight"))
+            {
+                let k: usize = k.parse().expect("conv index");
+                let s0 = old.convs()[k - 1];
+                let area = shape[2] * shape[3];
+                for o in 0..s0.co {
+                    place(dst, shape[1] * area, src, s0.ci * area, o, o);
+                }
+            } else if name.starts_with("conv") || name == "fc.bias" {
+                dst[..src.len()].copy_from_slice(src);
+            } else if name.starts_with("lstm") {
+                // [4·hidden, cols], gates i, f, g, o: cols = window features (weight_ih),
+                // hidden units (weight_hh), 1 (bias).
+                let (cols0, cols1) = if name.contains("weight_ih") {
+                    (f0, f1)
+                } else if name.contains("weight_hh") {
+                    (h0, h1)
+                } else {
+                    (1, 1)
+                };
+                for g in 0..4 {
+                    for r in 0..h0 {
+                        place(dst, cols1, src, cols0, g * h0 + r, g * h1 + r);
+                    }
+                }
+            } else if name == "fc.weight" {
+                let dirs = old.dirs();
+                for c in 0..NUM_CLASSES {
+                    let row = &mut dst[c * dirs * h1..(c + 1) * dirs * h1];
+                    row.fill(0.0);
+                    for d in 0..dirs {
+                        row[d * h1..d * h1 + h0]
+                            .copy_from_slice(&src[c * dirs * h0 + d * h0..][..h0]);
+                    }
+                }
+            }
+        }
+        Some(new)
+    }
+
     /// Range of parameter `idx` inside the flat buffer.
     pub fn param_range(&self, idx: usize) -> std::ops::Range<usize> {
         let (o, l) = self.offsets[idx];
@@ -704,6 +776,53 @@ mod tests {
     fn strip(w: usize, seed: u64) -> Vec<f32> {
         let mut r = Rng::new(seed);
         (0..3 * 32 * w).map(|_| r.normal()).collect()
+    }
+
+    #[test]
+    fn widening_keeps_the_function() {
+        let m = tiny_padded(3);
+        let x = strip(45, 8);
+        let before = log_probs(&m, &x, 1, 45);
+        // (channels, hidden): wider everywhere, only the LSTM, only one conv, unchanged.
+        let cases = [
+            ([6, 8, 9, 10], 9),
+            ([4, 5, 6, 7], 8),
+            ([4, 9, 6, 7], 5),
+            ([4, 5, 6, 7], 5),
+        ];
+        for (channels, hidden) in cases {
+            let w = m.widened(channels, hidden, 5).expect("grows");
+            assert_eq!((w.config.channels, w.config.hidden), (channels, hidden));
+            assert_eq!(w.config.pad, 3);
+            let after = log_probs(&w, &x, 1, 45);
+            let diff = before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{channels:?}/{hidden}: max |Δ log p| {diff}");
+            // New LSTM units are live: the head's weights out of them get a gradient.
+            if hidden > 5 {
+                let (_, grad, _) = loss_and_grad(&w, &x, 1, 45, &[vec![3, 4]]);
+                let fc = w.param_range(w.config.param_specs().len() - 2);
+                let out_of_new: f32 = (0..NUM_CLASSES)
+                    .flat_map(|c| (5..hidden).map(move |j| c * 2 * hidden + j))
+                    .map(|i| grad[fc.start + i].abs())
+                    .sum();
+                assert!(
+                    out_of_new > 0.0,
+                    "{channels:?}/{hidden}: new units get no gradient"
+                );
+            }
+        }
+        assert!(
+            m.widened([3, 5, 6, 7], 5, 5).is_none(),
+            "shrinking is refused"
+        );
+        assert!(
+            m.widened([4, 5, 6, 7], 4, 5).is_none(),
+            "shrinking is refused"
+        );
     }
 
     #[test]

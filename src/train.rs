@@ -65,6 +65,10 @@ pub struct TrainConfig {
     /// this run's). Ignored when resuming.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// With `init`: grow the initial model to `model.channels` / `model.hidden` without
+    /// changing what it computes ([`Crnn::widened`]) instead of keeping the file's sizes.
+    #[serde(default)]
+    pub widen: bool,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -91,6 +95,7 @@ impl Default for TrainConfig {
             synth_prob: 0.0,
             synth_max_len: default_synth_max_len(),
             init: None,
+            widen: false,
             quiet: false,
         }
     }
@@ -512,6 +517,18 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 m.config.pad = cfg.model.pad;
                 m.config.stretch = cfg.model.stretch;
                 eprintln!("initial weights from {}", p.display());
+                if cfg.widen {
+                    let (c, h) = (cfg.model.channels, cfg.model.hidden);
+                    m = m.widened(c, h, cfg.seed).ok_or_else(|| {
+                        Error::Config(format!(
+                            "cannot widen {} (channels {:?}, hidden {}) to channels {c:?}, hidden {h}: a size would shrink",
+                            p.display(),
+                            m.config.channels,
+                            m.config.hidden
+                        ))
+                    })?;
+                    eprintln!("widened to channels {c:?}, hidden {h} (same function)");
+                }
                 m
             }
             None => Crnn::new(cfg.model.clone(), cfg.seed),

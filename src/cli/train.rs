@@ -86,6 +86,11 @@ pub struct TrainArgs {
     /// ones (fine-tuning); ignored when `--out` already holds a checkpoint to resume.
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// With `--init`: grow the initial model to `--channels` / `--hidden` (each at least the
+    /// file's), keeping what it computes: new units start random with zero weights out of
+    /// them, so training starts from the old model's accuracy with more capacity.
+    #[arg(long, requires = "init")]
+    pub widen: bool,
     /// Print a JSON summary (epochs, seconds, the last epoch's numbers, checkpoint) at the end.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +130,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         synth_prob: a.synth,
         synth_max_len: a.synth_max_len,
         init: a.init,
+        widen: a.widen,
         quiet: a.quiet,
         ..TrainConfig::default()
     };
