@@ -160,3 +160,57 @@ fn out_of_range_training_options_are_refused() {
     }
     assert!(!out.path().join("last.safetensors").exists());
 }
+
+#[test]
+fn widen_grows_an_init_model_and_refuses_to_shrink_it() {
+    let Some(svhn) = common::svhn() else { return };
+    let small = tempfile::tempdir().unwrap();
+    let model = |c: [usize; 4], hidden: usize| housenum::model::ModelConfig {
+        channels: c,
+        hidden,
+        pad: 4,
+        ..Default::default()
+    };
+    let base = housenum::train::TrainConfig {
+        data: svhn.join("train"),
+        out: small.path().to_path_buf(),
+        epochs: 1,
+        limit: Some(32),
+        model: model([8, 8, 16, 16], 16),
+        quiet: true,
+        ..Default::default()
+    };
+    housenum::train::train(&base).unwrap();
+    let init = small.path().join("last.safetensors");
+    // (channels, hidden, grows?)
+    let cases = [
+        ([8, 12, 16, 24], 20, true),
+        ([8, 8, 16, 16], 12, false),
+        ([4, 8, 16, 16], 16, false),
+    ];
+    for (c, h, grows) in cases {
+        let out = tempfile::tempdir().unwrap();
+        let cfg = housenum::train::TrainConfig {
+            out: out.path().to_path_buf(),
+            init: Some(init.clone()),
+            widen: true,
+            model: model(c, h),
+            ..base.clone()
+        };
+        match housenum::train::train(&cfg) {
+            Ok(_) => {
+                assert!(grows, "{c:?}/{h} should be refused");
+                let ck = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+                assert_eq!((ck.model.config.channels, ck.model.config.hidden), (c, h));
+            }
+            Err(e) => {
+                assert!(!grows, "{c:?}/{h}: {e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("cannot widen") && msg.contains("last.safetensors"),
+                    "{msg}"
+                );
+            }
+        }
+    }
+}
