@@ -75,8 +75,8 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
         .collect();
     let before = calibrate::expected_calibration_error(&raw, 10);
     let after = calibrate::cross_fitted_error(&pairs, 10);
-    // Keep the raw confidences when the fit does not help out of fold (e.g. under `search`,
-    // whose vote already makes the raw confidence close to calibrated).
+    // Keep the raw probabilities when the fit does not help out of fold (e.g. under `crop`,
+    // where the digits' summed probability is already close to calibrated).
     let kept_raw = after >= before;
     let fit = if kept_raw { Calibration::IDENTITY } else { fit };
     let bytes = match &a.model {
