@@ -773,6 +773,14 @@ mod tests {
         m
     }
 
+    /// Largest element-wise |a − b|.
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     fn strip(w: usize, seed: u64) -> Vec<f32> {
         let mut r = Rng::new(seed);
         (0..3 * 32 * w).map(|_| r.normal()).collect()
@@ -795,11 +803,7 @@ mod tests {
             assert_eq!((w.config.channels, w.config.hidden), (channels, hidden));
             assert_eq!(w.config.pad, 3);
             let after = log_probs(&w, &x, 1, 45);
-            let diff = before
-                .iter()
-                .zip(&after)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let diff = max_abs_diff(&before, &after);
             assert!(diff < 1e-5, "{channels:?}/{hidden}: max |Δ log p| {diff}");
             // New LSTM units are live: the head's weights out of them get a gradient.
             if hidden > 5 {
@@ -958,11 +962,7 @@ mod tests {
                 .zip(&g)
                 .for_each(|(a, b)| *a += b / n as f32);
         }
-        let worst = gb
-            .iter()
-            .zip(&mean)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = max_abs_diff(&gb, &mean);
         assert!(worst < 1e-4, "max |batch - mean of singles| = {worst}");
     }
 }
