@@ -1,6 +1,8 @@
 //! Training-time augmentation of real images: crop jitter (tight to loose), aspect and scale
-//! jitter, small rotation and shear, colour changes (gain, contrast, inversion, greyscale) and
-//! noise. One call makes one normalised strip, deterministic given the [`Rng`].
+//! jitter, small rotation and shear, colour changes (gain, contrast, inversion, greyscale),
+//! noise, and optionally lost resolution (blur of an upscaled small image) and cut-out patches.
+//! One call makes one normalised strip, deterministic given the [`Rng`]; the optional steps draw
+//! nothing from it when their share is 0, so older recipes give the same strips.
 
 use image::Rgb32FImage;
 
@@ -19,6 +21,15 @@ pub struct AugmentConfig {
     pub max_shear: f32,
     /// Maximum strip width in pixels: training uses bounded sequence lengths.
     pub max_width: usize,
+    /// Share of strips made from a copy shrunk 1.5–3× first (so the strip is an upscaled small
+    /// image, as SVHN's blurry, low-resolution numbers are). 0 in configs made before it existed.
+    #[serde(default)]
+    pub lowres_prob: f32,
+    /// Share of strips with one cut-out patch (6–14 px high, 3–8 px wide at the 32-px strip
+    /// height: part of a digit at most) filled with a random flat colour. 0 in configs made
+    /// before it existed.
+    #[serde(default)]
+    pub cutout_prob: f32,
 }
 
 impl Default for AugmentConfig {
@@ -28,6 +39,8 @@ impl Default for AugmentConfig {
             max_rotation_deg: 6.0,
             max_shear: 0.25,
             max_width: 160,
+            lowres_prob: 0.0,
+            cutout_prob: 0.0,
         }
     }
 }
@@ -107,7 +120,10 @@ pub fn augment(
     let shear = rng.uniform(-cfg.max_shear, cfg.max_shear);
     // Pre-scale the reachable region with the antialiased resize so that the affine sampling
     // below works near 1:1 (no aliasing when shrinking large photos).
-    let k = (HEIGHT as f32 / ch).min(1.0);
+    let mut k = (HEIGHT as f32 / ch).min(1.0);
+    if cfg.lowres_prob > 0.0 && rng.chance(cfg.lowres_prob) {
+        k /= rng.uniform(1.5, 3.0);
+    }
     let reach = (cw.max(ch) * 0.75 + ch * cfg.max_shear).max(2.0);
     let region = preprocess::expand_region(
         (cx - reach, cy - reach, cx + reach, cy + reach),
@@ -140,6 +156,9 @@ pub fn augment(
             }
         }
     }
+    if cfg.cutout_prob > 0.0 && rng.chance(cfg.cutout_prob) {
+        cutout(&mut data, out_w, rng);
+    }
     colour(&mut data, rng);
     preprocess::normalize(&mut data);
     let mut strip = preprocess::pad_to_min_width(data, out_w);
@@ -147,6 +166,25 @@ pub fn augment(
         strip = preprocess::pad_to_min_width(strip.data, strip.width);
     }
     strip
+}
+
+/// Fills one random patch (6–14 rows, 3–8 columns, clipped to the strip) of channel-major
+/// `[3, HEIGHT, w]` data with a random flat colour.
+fn cutout(data: &mut [f32], w: usize, rng: &mut Rng) {
+    let ph = 6 + rng.below(9);
+    let pw = (3 + rng.below(6)).min(w);
+    let y0 = rng.below(HEIGHT - ph + 1);
+    let x0 = rng.below(w - pw + 1);
+    let fill = [
+        rng.uniform(0.0, 1.0),
+        rng.uniform(0.0, 1.0),
+        rng.uniform(0.0, 1.0),
+    ];
+    for (c, &v) in fill.iter().enumerate() {
+        for y in y0..y0 + ph {
+            data[(c * HEIGHT + y) * w + x0..][..pw].fill(v);
+        }
+    }
 }
 
 fn colour(data: &mut [f32], rng: &mut Rng) {
@@ -196,4 +234,107 @@ pub fn pad_batch(strips: &[Strip], rng: &mut Rng) -> (Vec<f32>, usize) {
         }
     }
     (out, w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    /// A 200×100 photo of vertical stripes 4 px wide with one 60×40 "number" box in the middle.
+    fn striped() -> (Rgb32FImage, Vec<DigitBox>) {
+        let img = Rgb32FImage::from_fn(200, 100, |x, _| {
+            let v = if (x / 4) % 2 == 0 { 0.9 } else { 0.1 };
+            Rgb([v, v, v])
+        });
+        let boxes = vec![DigitBox {
+            left: 70.0,
+            top: 30.0,
+            width: 60.0,
+            height: 40.0,
+        }];
+        (img, boxes)
+    }
+
+    /// Mean absolute difference between horizontally adjacent values (sharpness of a
+    /// normalised strip).
+    fn sharpness(s: &Strip) -> f64 {
+        let (w, mut sum, mut n) = (s.width, 0.0f64, 0usize);
+        for row in s.data.chunks(w) {
+            for p in row.windows(2) {
+                sum += (p[1] - p[0]).abs() as f64;
+                n += 1;
+            }
+        }
+        sum / n as f64
+    }
+
+    fn mean_sharpness(cfg: &AugmentConfig) -> f64 {
+        let (img, boxes) = striped();
+        (0..24)
+            .map(|seed| sharpness(&augment(&img, &boxes, cfg, 1.0, &mut Rng::new(seed))))
+            .sum::<f64>()
+            / 24.0
+    }
+
+    #[test]
+    fn optional_steps_at_zero_share_draw_nothing() {
+        let (img, boxes) = striped();
+        for seed in 0..8 {
+            let (mut a, mut b) = (Rng::new(seed), Rng::new(seed));
+            let old = AugmentConfig::default();
+            let new = AugmentConfig {
+                lowres_prob: 0.0,
+                cutout_prob: 0.0,
+                ..AugmentConfig::default()
+            };
+            assert_eq!(
+                augment(&img, &boxes, &old, 1.4, &mut a).data,
+                augment(&img, &boxes, &new, 1.4, &mut b).data
+            );
+            assert_eq!(a.next_u64(), b.next_u64(), "same draws afterwards");
+        }
+    }
+
+    #[test]
+    fn lost_resolution_blurs_the_strip() {
+        let plain = AugmentConfig {
+            loose_prob: 0.0,
+            ..AugmentConfig::default()
+        };
+        let lowres = AugmentConfig {
+            lowres_prob: 1.0,
+            ..plain.clone()
+        };
+        let (sharp, blurred) = (mean_sharpness(&plain), mean_sharpness(&lowres));
+        assert!(
+            blurred < 0.9 * sharp,
+            "lowres {blurred:.3} vs plain {sharp:.3}"
+        );
+    }
+
+    #[test]
+    fn cutout_fills_one_bounded_flat_patch() {
+        for (seed, w) in [(1u64, 40usize), (2, 8), (3, 120), (4, 3)] {
+            let mut data = vec![-1.0f32; 3 * HEIGHT * w];
+            cutout(&mut data, w, &mut Rng::new(seed));
+            for c in 0..3 {
+                let plane = &data[c * HEIGHT * w..(c + 1) * HEIGHT * w];
+                let hit: Vec<(usize, usize)> = (0..HEIGHT)
+                    .flat_map(|y| (0..w).map(move |x| (y, x)))
+                    .filter(|&(y, x)| plane[y * w + x] != -1.0)
+                    .collect();
+                let rows: std::collections::BTreeSet<usize> = hit.iter().map(|p| p.0).collect();
+                let cols: std::collections::BTreeSet<usize> = hit.iter().map(|p| p.1).collect();
+                assert!((6..=14).contains(&rows.len()), "{} rows", rows.len());
+                assert!((1..=8).contains(&cols.len()) && cols.len() <= w);
+                assert_eq!(hit.len(), rows.len() * cols.len(), "one rectangle");
+                assert_eq!(rows.last().unwrap() - rows.first().unwrap() + 1, rows.len());
+                assert_eq!(cols.last().unwrap() - cols.first().unwrap() + 1, cols.len());
+                let v = plane[hit[0].0 * w + hit[0].1];
+                assert!((0.0..=1.0).contains(&v));
+                assert!(hit.iter().all(|&(y, x)| plane[y * w + x] == v), "flat");
+            }
+        }
+    }
 }

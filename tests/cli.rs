@@ -154,14 +154,40 @@ fn eval_counts_unreadable_images_and_goes_on() {
         common::copy_to(&src.join(f), dir.path(), f);
     }
     std::fs::write(dir.path().join("2.png"), b"\x89PNG broken").unwrap();
+    let tsv = dir.path().join("outcomes.tsv");
     let (code, out, err) = run(
-        &["eval", "--json", "-q", &dir.path().display().to_string()],
+        &[
+            "eval",
+            "--json",
+            "-q",
+            "--outcomes",
+            &tsv.display().to_string(),
+            &dir.path().display().to_string(),
+        ],
         None,
     );
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["images"], 3);
     assert_eq!(v["unreadable"], 1);
+    // Every image's outcome, in input order, agreeing with the summary.
+    let text = std::fs::read_to_string(&tsv).unwrap();
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        rows[0],
+        ["name", "truth", "read", "confidence", "right", "error"]
+    );
+    assert_eq!(rows.len(), 4, "{text}");
+    let names: Vec<&str> = rows[1..].iter().map(|r| r[0]).collect();
+    assert_eq!(names, ["1.png", "2.png", "3.png"]);
+    assert_eq!((rows[1][1], rows[2][1], rows[3][1]), ("19", "23", "25"));
+    assert_eq!((rows[2][2], rows[2][4]), ("", "0"));
+    assert!(rows[2][5].contains("2.png"), "{text}");
+    let right = rows[1..].iter().filter(|r| r[4] == "1").count();
+    assert_eq!(right as f64 / 3.0, v["sequence_accuracy"].as_f64().unwrap());
+    for r in &rows[1..] {
+        assert_eq!(r[4] == "1", r[1] == r[2], "{r:?}");
+    }
     for key in [
         "sequence_accuracy",
         "digit_accuracy",

@@ -15,7 +15,8 @@ use super::eval::ProtocolArg;
 
 /// Fit the confidence calibration of a model on held-out labelled images and write the model
 /// with it in its metadata: afterwards `read` and `eval` (and `onnx/read.py`) report calibrated
-/// confidences. Platt scaling of the best-path probability; coverage at any accuracy is
+/// confidences. Platt scaling of the reading's probability (summed over all CTC alignments,
+/// from its log-probability, so near-certain readings keep their order); coverage at any accuracy is
 /// unchanged (the map is monotone). Prints the calibration error before and after, the "after"
 /// measured out of fold (2-fold cross-fitting), so it is not flattered by the fit. When the fit
 /// does not lower that out-of-fold error, the identity is stored instead (raw confidences).

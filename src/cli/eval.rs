@@ -66,6 +66,11 @@ pub struct EvalArgs {
     /// calibration, worst misreads with thumbnails) to DIR/index.html.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Also write every image's outcome to FILE as tab-separated values (`name`, `truth`,
+    /// `read`, `confidence`, `right`, `error`), in input order: to compare two models image by
+    /// image (which misreads a change fixed, which it broke).
+    #[arg(long, value_name = "FILE")]
+    pub outcomes: Option<PathBuf>,
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -172,6 +177,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         std::fs::write(&file, page).with_context(|| format!("writing {}", file.display()))?;
         eprintln!("report: {}", file.display());
     }
+    if let Some(file) = &a.outcomes {
+        std::fs::write(file, outcomes_tsv(&report.outcomes))
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
     for e in &report.errors {
         eprintln!("unreadable: {}", e.error.as_deref().unwrap_or_default());
     }
@@ -239,4 +248,23 @@ fn recombined(
             }
         })
         .collect())
+}
+
+/// Every outcome as tab-separated values with a header line (`--outcomes`); tabs and newlines
+/// inside an error message become spaces.
+pub fn outcomes_tsv(outcomes: &[housenum::eval::Outcome]) -> String {
+    let mut out = String::from("name\ttruth\tread\tconfidence\tright\terror\n");
+    for o in outcomes {
+        let error = o
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .replace(['\t', '\n', '\r'], " ");
+        let right = u8::from(o.error.is_none() && o.predicted == o.truth);
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{:.6}\t{right}\t{error}\n",
+            o.name, o.truth, o.predicted, o.confidence
+        ));
+    }
+    out
 }

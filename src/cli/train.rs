@@ -45,6 +45,13 @@ pub struct TrainArgs {
     /// height, like the whole photos `read` sees); the others are tight.
     #[arg(long, default_value_t = 0.25, value_parser = parse_share)]
     pub loose: f32,
+    /// Share of training strips made from a copy shrunk 1.5–3× first (blur and lost detail, as
+    /// in SVHN's low-resolution photos).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub lowres: f32,
+    /// Share of training strips with one small cut-out patch (part of a digit at most).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub cutout: f32,
     /// Output channels of the four convolutions of the window CNN.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 128])]
     pub channels: Vec<usize>,
@@ -136,6 +143,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     };
     cfg.augment.max_width = a.max_width;
     cfg.augment.loose_prob = a.loose;
+    cfg.augment.lowres_prob = a.lowres;
+    cfg.augment.cutout_prob = a.cutout;
     let state = train(&cfg).with_context(|| format!("training into {}", cfg.out.display()))?;
     eprintln!("done: {} epochs, {:.0} s", state.epoch, state.seconds);
     if a.json {
@@ -165,7 +174,7 @@ fn parse_stretch(s: &str) -> Result<f32, String> {
     }
 }
 
-/// `--loose`: a share in [0, 1].
+/// `--loose`, `--lowres`, `--cutout`: a share in [0, 1].
 fn parse_share(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
