@@ -6,6 +6,7 @@ test: under "no difference" each changed image is a fair coin).
 Usage: data/paired.py A.tsv B.tsv   (files written by `housenum eval --outcomes FILE`)
 """
 import csv
+import signal
 import sys
 from math import comb
 
@@ -44,4 +45,5 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the listing quietly
     main()
