@@ -49,6 +49,13 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+impl Outcome {
+    /// Whether the image was read exactly (an unreadable image never is).
+    pub fn is_right(&self) -> bool {
+        self.error.is_none() && self.predicted == self.truth
+    }
+}
+
 /// Summary of an evaluation.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EvalReport {
@@ -233,18 +240,12 @@ pub fn evaluate_images(
 /// Turn per-image outcomes into a report.
 pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> EvalReport {
     let n = outcomes.len();
-    let right = outcomes
-        .iter()
-        .filter(|o| o.error.is_none() && o.predicted == o.truth)
-        .count();
+    let right = outcomes.iter().filter(|o| o.is_right()).count();
     let total_digits: usize = outcomes.iter().map(|o| o.truth.len()).sum();
     let total_edit: usize = outcomes.iter().map(|o| o.edit_distance).sum();
     let ranked: Vec<(f32, f64, bool)> = outcomes
         .iter()
-        .map(|o| {
-            let right = o.error.is_none() && o.predicted == o.truth;
-            (o.confidence, o.log_prob, right)
-        })
+        .map(|o| (o.confidence, o.log_prob, o.is_right()))
         .collect();
     let pairs: Vec<(f32, bool)> = ranked.iter().map(|&(c, _, y)| (c, y)).collect();
     let mut wrong: Vec<Outcome> = outcomes

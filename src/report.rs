@@ -22,7 +22,7 @@ pub fn accuracy_by_length(outcomes: &[Outcome]) -> BTreeMap<usize, (usize, usize
     for o in outcomes {
         let e = m.entry(o.truth.len()).or_insert((0, 0));
         e.0 += 1;
-        e.1 += usize::from(o.error.is_none() && o.predicted == o.truth);
+        e.1 += usize::from(o.is_right());
     }
     m
 }
@@ -48,7 +48,7 @@ pub fn calibration(outcomes: &[Outcome]) -> Vec<(f64, f64, usize)> {
     for o in outcomes.iter().filter(|o| o.error.is_none()) {
         let b = ((o.confidence * 10.0) as usize).min(9);
         bins[b].0 += o.confidence as f64;
-        bins[b].1 += usize::from(o.predicted == o.truth);
+        bins[b].1 += usize::from(o.is_right());
         bins[b].2 += 1;
     }
     bins.into_iter()

@@ -252,7 +252,7 @@ fn recombined(
 
 /// Every outcome as tab-separated values with a header line (`--outcomes`); tabs and newlines
 /// inside an error message become spaces.
-pub fn outcomes_tsv(outcomes: &[housenum::eval::Outcome]) -> String {
+fn outcomes_tsv(outcomes: &[housenum::eval::Outcome]) -> String {
     let mut out = String::from("name\ttruth\tread\tconfidence\tright\terror\n");
     for o in outcomes {
         let error = o
@@ -260,7 +260,7 @@ pub fn outcomes_tsv(outcomes: &[housenum::eval::Outcome]) -> String {
             .as_deref()
             .unwrap_or_default()
             .replace(['\t', '\n', '\r'], " ");
-        let right = u8::from(o.error.is_none() && o.predicted == o.truth);
+        let right = u8::from(o.is_right());
         out.push_str(&format!(
             "{}\t{}\t{}\t{:.6}\t{right}\t{error}\n",
             o.name, o.truth, o.predicted, o.confidence
