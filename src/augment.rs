@@ -277,22 +277,36 @@ mod tests {
             / 24.0
     }
 
+    /// The strip and the next draw of the random stream after it, for one seed.
+    fn strip_and_next_draw(cfg: &AugmentConfig, seed: u64) -> (Vec<f32>, u64) {
+        let (img, boxes) = striped();
+        let mut rng = Rng::new(seed);
+        let strip = augment(&img, &boxes, cfg, 1.4, &mut rng).data;
+        (strip, rng.next_u64())
+    }
+
     #[test]
     fn optional_steps_at_zero_share_draw_nothing() {
-        let (img, boxes) = striped();
+        // A share too small to ever fire still draws its coin, which moves every later draw;
+        // at exactly 0 the step must not draw, or older recipes would make other strips.
+        let zero = AugmentConfig::default();
+        assert_eq!((zero.lowres_prob, zero.cutout_prob), (0.0, 0.0));
+        let tiny_lowres = AugmentConfig {
+            lowres_prob: 1e-9,
+            ..zero.clone()
+        };
+        let tiny_cutout = AugmentConfig {
+            cutout_prob: 1e-9,
+            ..zero.clone()
+        };
         for seed in 0..8 {
-            let (mut a, mut b) = (Rng::new(seed), Rng::new(seed));
-            let old = AugmentConfig::default();
-            let new = AugmentConfig {
-                lowres_prob: 0.0,
-                cutout_prob: 0.0,
-                ..AugmentConfig::default()
-            };
-            assert_eq!(
-                augment(&img, &boxes, &old, 1.4, &mut a).data,
-                augment(&img, &boxes, &new, 1.4, &mut b).data
-            );
-            assert_eq!(a.next_u64(), b.next_u64(), "same draws afterwards");
+            let base = strip_and_next_draw(&zero, seed);
+            assert_eq!(base, strip_and_next_draw(&zero, seed), "deterministic");
+            for tiny in [&tiny_lowres, &tiny_cutout] {
+                let (strip, next) = strip_and_next_draw(tiny, seed);
+                assert_ne!(next, base.1, "a positive share draws");
+                assert_eq!(strip.len(), base.0.len());
+            }
         }
     }
 
