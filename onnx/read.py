@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Read house numbers with onnx/housenum.onnx under onnxruntime, exactly as `housenum read` does.
 
-Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--protocol search|full] IMG...
+Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
+       [--protocol search|locate|full] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 Needs: onnxruntime, numpy, pillow.
 """
@@ -67,17 +68,52 @@ def to_strip(img, stretch=1.0):
     """[h, w, 3] image (or crop) -> normalised [1, 3, 32, W] float32 strip."""
     h, w = img.shape[:2]
     out_w = target_width(w, h, stretch)
-    wy, wx = triangle_weights(h, HEIGHT), triangle_weights(w, out_w)
-    strip = np.stack([wy @ img[:, :, c] @ wx.T for c in range(3)])  # [3, 32, out_w]
-    strip = strip.astype(np.float32).astype(np.float64)
-    std = max(strip.std(), 0.01)
-    strip = (strip - strip.mean()) / std
+    strip = resize_normalise(img, HEIGHT, out_w)  # [3, 32, out_w]
     if out_w < MIN_WIDTH:
         left = (MIN_WIDTH - out_w) // 2
         padded = np.zeros((3, HEIGHT, MIN_WIDTH))
         padded[:, :, left:left + out_w] = strip
         strip = padded
     return strip[None].astype(np.float32)
+
+
+GROW = 1.3  # src/locate.rs: the predicted box grows like the crop protocol's labelled box
+
+
+def resize_normalise(img, out_h, out_w):
+    """[h, w, 3] image -> [3, out_h, out_w] resized (triangle filter) and normalised, float64."""
+    h, w = img.shape[:2]
+    wy, wx = triangle_weights(h, out_h), triangle_weights(w, out_w)
+    x = np.stack([wy @ img[:, :, c] @ wx.T for c in range(3)])
+    x = x.astype(np.float32).astype(np.float64)
+    return (x - x.mean()) / max(x.std(), 0.01)
+
+
+def expand_region(rect, fx, fy, w, h):
+    """src/preprocess.rs expand_region: grow (l, t, r, b) around its centre in f32, round
+    outwards, clamp to the image, never empty."""
+    l, t, r, b = (np.float32(v) for v in rect)
+    two = np.float32(2.0)
+    cx, cy = (l + r) / two, (t + b) / two
+    hw, hh = (r - l) * np.float32(fx) / two, (b - t) * np.float32(fy) / two
+    clamp = lambda v, hi: min(int(max(v, np.float32(0.0))), hi)  # noqa: E731
+    x0 = clamp(np.floor(cx - hw), w - 1)
+    y0 = clamp(np.floor(cy - hh), h - 1)
+    x1 = max(clamp(np.ceil(cx + hw), w), x0 + 1)
+    y1 = max(clamp(np.ceil(cy + hh), h), y0 + 1)
+    return (x0, y0, x1, y1)
+
+
+def locate(img, loc_sess):
+    """The `locate` protocol's region: the localiser's box (fractions -> pixels in f32) grown
+    by GROW."""
+    lh, lw = (int(v) for v in loc_sess.get_modelmeta().custom_metadata_map["housenum.localiser"].split("x"))
+    h, w = img.shape[:2]
+    x = resize_normalise(img, lh, lw)[None].astype(np.float32)
+    b = loc_sess.run(["box"], {"image": x})[0][0]
+    fw, fh = np.float32(w), np.float32(h)
+    box = (min(b[0], b[2]) * fw, min(b[1], b[3]) * fh, max(b[0], b[2]) * fw, max(b[1], b[3]) * fh)
+    return expand_region(box, GROW, GROW, w, h)
 
 
 def preprocess(path, stretch=1.0):
@@ -224,10 +260,14 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.path.join(here, "housenum.onnx"))
-    ap.add_argument("--protocol", choices=["search", "full"], default="search")
+    ap.add_argument("--localiser", default=os.path.join(here, "localiser.onnx"))
+    ap.add_argument("--protocol", choices=["search", "locate", "full"], default="search")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    loc_sess = None
+    if args.protocol == "locate":
+        loc_sess = ort.InferenceSession(args.localiser, providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     cal = json.loads(meta["housenum.calibration"]) if "housenum.calibration" in meta else None
     pad = int(meta.get("housenum.pad", "0"))
@@ -238,7 +278,10 @@ def main():
         try:
             img = load(path)
             h, w = img.shape[:2]
-            regs = regions(w, h, args.protocol == "search")
+            if loc_sess is not None:
+                regs = [locate(img, loc_sess)]
+            else:
+                regs = regions(w, h, args.protocol == "search")
             strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]
         except Exception as e:  # report and go on, like `housenum read`
             print(f"error: {path}: {e}", file=sys.stderr)

@@ -162,11 +162,13 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let stretch = reader.geometry().stretch;
     let prepare = |chunk: &[Record]| -> Vec<Result<Vec<(Region, preprocess::Strip)>>> {
         chunk
             .par_iter()
-            .map(|r| preprocess::preprocess_file_all(&r.path, protocol, &r.boxes, stretch))
+            .map(|r| {
+                let img = preprocess::load_image(&r.path)?;
+                reader.strips(&img, protocol, &r.boxes)
+            })
             .collect()
     };
     let truths_of = |chunk: &[Record]| -> Vec<(String, Vec<u8>)> {
@@ -213,16 +215,11 @@ pub fn evaluate_images(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let stretch = reader.geometry().stretch;
     let mut outcomes = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
         let strips: Vec<Result<Vec<(Region, preprocess::Strip)>>> = chunk
             .par_iter()
-            .map(|li| {
-                Ok(preprocess::protocol_strips(
-                    &li.image, protocol, &li.boxes, stretch,
-                ))
-            })
+            .map(|li| reader.strips(&li.image, protocol, &li.boxes))
             .collect();
         let truths: Vec<(String, Vec<u8>)> = chunk
             .iter()

@@ -14,6 +14,7 @@ use tract_onnx::pb::{
 };
 
 use crate::alphabet::NUM_CLASSES;
+use crate::localiser::{Localiser, OUTPUTS};
 use crate::model::Crnn;
 
 /// Name of the graph input.
@@ -347,6 +348,112 @@ pub fn with_metadata(onnx: &[u8], key: &str, value: &str) -> std::result::Result
         value: value.to_string(),
     });
     Ok(proto.encode_to_vec())
+}
+
+/// Name of the localiser graph's input.
+pub const LOC_INPUT_NAME: &str = "image";
+/// Name of the localiser graph's output.
+pub const LOC_OUTPUT_NAME: &str = "box";
+/// Metadata key marking a localiser (value: its input `HEIGHTxWIDTH`).
+pub const LOC_KEY: &str = "housenum.localiser";
+
+/// The localiser as an ONNX `ModelProto`: `image [N, 3, H, W]` → (Conv → Relu → MaxPool) ×3 →
+/// Conv → Relu → Flatten → Gemm (`transB`) → Sigmoid → `box [N, 4]` (`x0, y0, x1, y1` as fractions
+/// of the image). `metadata` is written into `metadata_props` after [`LOC_KEY`].
+pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelProto {
+    let cfg = &loc.config;
+    let mut nodes = Vec::new();
+    let mut inits = Vec::new();
+    let mut prev = LOC_INPUT_NAME.to_string();
+    for (i, s) in cfg.convs().iter().enumerate() {
+        let (wn, bn) = (
+            format!("conv{}.weight", i + 1),
+            format!("conv{}.bias", i + 1),
+        );
+        inits.push(tensor(&wn, &[s.co, s.ci, s.kh, s.kw], loc.param(2 * i)));
+        inits.push(tensor(&bn, &[s.co], loc.param(2 * i + 1)));
+        let (conv_out, relu_out) = (format!("conv{}", i + 1), format!("relu{}", i + 1));
+        nodes.push(node(
+            "Conv",
+            &conv_out,
+            &[&prev, &wn, &bn],
+            &[&conv_out],
+            vec![
+                ints("kernel_shape", &[s.kh as i64, s.kw as i64]),
+                ints("strides", &[1, 1]),
+                ints("pads", &[0, 0, 0, 0]),
+            ],
+        ));
+        nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
+        prev = relu_out;
+        if i < 3 {
+            let pool = format!("pool{}", i + 1);
+            nodes.push(node(
+                "MaxPool",
+                &pool,
+                &[&prev],
+                &[&pool],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ));
+            prev = pool;
+        }
+    }
+    nodes.push(node(
+        "Flatten",
+        "flatten",
+        &[&prev],
+        &["features"],
+        vec![int("axis", 1)],
+    ));
+    inits.push(tensor(
+        "fc.weight",
+        &[OUTPUTS, cfg.features()],
+        loc.param(8),
+    ));
+    inits.push(tensor("fc.bias", &[OUTPUTS], loc.param(9)));
+    nodes.push(node(
+        "Gemm",
+        "fc",
+        &["features", "fc.weight", "fc.bias"],
+        &["logits"],
+        vec![int("transB", 1)],
+    ));
+    nodes.push(node(
+        "Sigmoid",
+        "sigmoid",
+        &["logits"],
+        &[LOC_OUTPUT_NAME],
+        vec![],
+    ));
+    let graph = GraphProto {
+        name: "housenum-localiser".into(),
+        node: nodes,
+        initializer: inits,
+        input: vec![value_info(
+            LOC_INPUT_NAME,
+            &[Err("N"), Ok(3), Ok(cfg.height as i64), Ok(cfg.width as i64)],
+        )],
+        output: vec![value_info(LOC_OUTPUT_NAME, &[Err("N"), Ok(OUTPUTS as i64)])],
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "housenum".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        metadata_props: std::iter::once((LOC_KEY, format!("{}x{}", cfg.height, cfg.width)))
+            .chain(metadata.iter().map(|(k, v)| (*k, v.clone())))
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.to_string(),
+                value: v,
+            })
+            .collect(),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

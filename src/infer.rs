@@ -14,6 +14,7 @@ use crate::calibrate::{Calibration, METADATA_KEY};
 use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
 use crate::export::{PAD_KEY, STRETCH_KEY};
+use crate::locate::Locator;
 use crate::preprocess::{self, Geometry, Protocol, Region, Strip, HEIGHT};
 use crate::search;
 use crate::svhn::DigitBox;
@@ -30,6 +31,8 @@ pub struct Reader {
     calibration: Calibration,
     geometry: Geometry,
     plans: Mutex<HashMap<usize, Plan>>,
+    /// The localiser of [`Protocol::Locate`]: the embedded one unless set, loaded on first use.
+    locator: Mutex<Option<Arc<Locator>>>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -120,6 +123,7 @@ impl Reader {
             calibration,
             geometry: Geometry { stretch, pad },
             plans: Mutex::new(HashMap::new()),
+            locator: Mutex::new(None),
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan(1)?;
@@ -302,6 +306,38 @@ impl Reader {
         Ok(self.read_image(&img, protocol, boxes)?.1)
     }
 
+    /// Use this localiser for [`Protocol::Locate`] instead of the embedded one.
+    pub fn set_locator(&mut self, locator: Locator) {
+        *self.locator.lock().expect("locator lock") = Some(Arc::new(locator));
+    }
+
+    /// The localiser of [`Protocol::Locate`] (the embedded one, loaded now, unless one was set).
+    pub fn locator(&self) -> Result<Arc<Locator>> {
+        let mut slot = self.locator.lock().expect("locator lock");
+        if let Some(l) = slot.as_ref() {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(Locator::embedded()?);
+        *slot = Some(l.clone());
+        Ok(l)
+    }
+
+    /// The strips of every region `protocol` reads in `img`, with their regions (the whole
+    /// image first when there are several); [`Protocol::Locate`] runs the localiser first.
+    pub fn strips(
+        &self,
+        img: &image::Rgb32FImage,
+        protocol: Protocol,
+        boxes: &[DigitBox],
+    ) -> Result<Vec<(Region, Strip)>> {
+        let stretch = self.geometry.stretch;
+        if protocol == Protocol::Locate {
+            let r = self.locator()?.region(img)?;
+            return Ok(vec![(r, preprocess::strip_from_region(img, r, stretch))]);
+        }
+        Ok(preprocess::protocol_strips(img, protocol, boxes, stretch))
+    }
+
     /// Read a decoded image under a protocol: the reading and the region it came from.
     pub fn read_image(
         &self,
@@ -309,7 +345,7 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<(Region, Decoded)> {
-        let cands = preprocess::protocol_strips(img, protocol, boxes, self.geometry.stretch);
+        let cands = self.strips(img, protocol, boxes)?;
         let (i, d) = self
             .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()])?
             .remove(0);

@@ -26,6 +26,10 @@ pub mod eval;
 pub mod explain;
 pub mod export;
 pub mod infer;
+pub mod localiser;
+#[cfg(feature = "train")]
+pub mod localiser_train;
+pub mod locate;
 pub mod model;
 pub mod nn;
 #[cfg(feature = "train")]

@@ -29,6 +29,8 @@ enum Command {
     #[cfg(feature = "train")]
     Train(cli::train::TrainArgs),
     #[cfg(feature = "train")]
+    TrainLocaliser(cli::train_localiser::TrainLocaliserArgs),
+    #[cfg(feature = "train")]
     Export(cli::export::ExportArgs),
     #[cfg(feature = "train")]
     Bench(cli::bench::BenchArgs),
@@ -62,7 +64,10 @@ fn keep_freed_memory() {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     #[cfg(feature = "train")]
-    if matches!(cli.command, Command::Train(_) | Command::Bench(_)) {
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::TrainLocaliser(_) | Command::Bench(_)
+    ) {
         keep_freed_memory();
     }
     let r: Result<std::process::ExitCode> = match cli.command {
@@ -72,6 +77,8 @@ fn main() -> std::process::ExitCode {
         Command::Synth(a) => cli::synth::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => cli::train::run(a),
+        #[cfg(feature = "train")]
+        Command::TrainLocaliser(a) => cli::train_localiser::run(a),
         #[cfg(feature = "train")]
         Command::Export(a) => cli::export::run(a),
         #[cfg(feature = "train")]

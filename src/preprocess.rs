@@ -73,6 +73,10 @@ pub enum Protocol {
     /// whole image and of the crops that keep its central number vote (see [`crate::search`];
     /// what `housenum read` does). Needs no boxes.
     Search,
+    /// The box the localiser predicts ([`crate::locate`]) grown by 30 %, like `Crop` with a
+    /// predicted box instead of the labelled one. Needs no boxes, but the localiser: only
+    /// [`crate::Reader::strips`] reads it (the functions here read the whole image for it).
+    Locate,
 }
 
 /// The centred crops [`Protocol::Search`] reads besides the whole image, as (width, height)
@@ -94,6 +98,7 @@ impl std::fmt::Display for Protocol {
             Protocol::Crop => "crop",
             Protocol::Full => "full",
             Protocol::Search => "search",
+            Protocol::Locate => "locate",
         })
     }
 }

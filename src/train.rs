@@ -102,14 +102,28 @@ impl Default for TrainConfig {
 }
 
 /// Adam with bias correction.
-struct Adam {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: u64,
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// First moments.
+    pub m: Vec<f32>,
+    /// Second moments.
+    pub v: Vec<f32>,
+    /// Steps taken.
+    pub t: u64,
 }
 
 impl Adam {
-    fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
+    /// Fresh state for `n` parameters.
+    pub fn new(n: usize) -> Adam {
+        Adam {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            t: 0,
+        }
+    }
+
+    /// One update of `params` with `grad` at learning rate `lr`.
+    pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
         const B1: f32 = 0.9;
         const B2: f32 = 0.999;
         const EPS: f32 = 1e-8;

@@ -146,6 +146,56 @@ fn an_unusable_model_is_rejected_naming_the_file() {
 }
 
 #[test]
+fn an_unusable_localiser_is_rejected_naming_the_file() {
+    // Garbage, and the reader model given as a localiser (no localiser metadata).
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.onnx");
+    std::fs::write(&bogus, b"not a model").unwrap();
+    let reader_model = common::root().join("onnx/housenum.onnx");
+    let sample = samples()[0].0.display().to_string();
+    for (m, why) in [
+        (&bogus, "cannot parse"),
+        (&reader_model, "not a housenum localiser"),
+    ] {
+        let m = m.display().to_string();
+        let (code, _, err) = run(
+            &["read", "--protocol", "locate", "--localiser", &m, &sample],
+            None,
+        );
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(&m) && err.contains(why), "{err}");
+    }
+}
+
+#[test]
+fn locate_reads_the_samples() {
+    // The locate protocol (the embedded localiser, then the reader on its box) reads every
+    // sample, and `--region` reports the box it read, inside the image.
+    let files: Vec<String> = samples()
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    let mut args = vec!["read", "--protocol", "locate", "--region"];
+    args.extend(files.iter().map(|s| s.as_str()));
+    let (code, out, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let mut boxed = 0;
+    for ((path, want), line) in samples().iter().zip(out.lines()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f[1], want, "{line}");
+        let r: Vec<u32> = f[3].split(',').map(|v| v.parse().unwrap()).collect();
+        let (w, h) = image::image_dimensions(path).unwrap();
+        assert!(
+            r[0] < r[2] && r[2] <= w && r[1] < r[3] && r[3] <= h,
+            "{line}"
+        );
+        boxed += usize::from((r[2] - r[0]) * (r[3] - r[1]) < w * h);
+    }
+    // A box, not the whole photo, for most samples (a tightly framed one grows to the photo).
+    assert!(boxed >= 4, "{out}");
+}
+
+#[test]
 fn eval_counts_unreadable_images_and_goes_on() {
     let Some(svhn) = common::svhn() else { return };
     let dir = tempfile::tempdir().unwrap();

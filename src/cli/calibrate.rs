@@ -46,7 +46,7 @@ pub struct CalibrateArgs {
 
 /// Run the subcommand.
 pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
-    let mut reader = super::read::load_reader(a.model.as_deref())?;
+    let mut reader = super::read::load_reader(a.model.as_deref(), None)?;
     reader.set_calibration(Calibration::IDENTITY);
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
     let records: Vec<_> = set

@@ -34,7 +34,7 @@ pub struct EvalArgs {
     pub dir: PathBuf,
     /// `crop`: the union of the digit boxes grown by 30 % (the standard SVHN protocol);
     /// `full`: the whole image; `search`: the whole image and centred crops of it, the most
-    /// confident reading winning (what `housenum read` does).
+    /// confident reading winning; `locate`: the box the localiser predicts, grown by 30 %.
     #[arg(long, value_enum, default_value = "crop")]
     pub protocol: ProtocolArg,
     /// Evaluate only this split (`val` is what training never saw).
@@ -49,6 +49,10 @@ pub struct EvalArgs {
     /// Use this `.onnx` model instead of the one compiled in.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Use this localiser (`train-localiser --export`) for `--protocol locate` instead of the
+    /// one compiled in.
+    #[arg(long, value_name = "FILE")]
+    pub localiser: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +89,8 @@ pub enum ProtocolArg {
     Full,
     /// The whole image and centred crops; their readings vote.
     Search,
+    /// The box the localiser predicts, grown by 30 % (no labelled boxes used).
+    Locate,
 }
 
 impl From<ProtocolArg> for Protocol {
@@ -93,13 +99,14 @@ impl From<ProtocolArg> for Protocol {
             ProtocolArg::Crop => Protocol::Crop,
             ProtocolArg::Full => Protocol::Full,
             ProtocolArg::Search => Protocol::Search,
+            ProtocolArg::Locate => Protocol::Locate,
         }
     }
 }
 
 /// Run the subcommand.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
-    let reader = super::read::load_reader(a.model.as_deref())?;
+    let reader = super::read::load_reader(a.model.as_deref(), a.localiser.as_deref())?;
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
     if let Some(m) = set.missing_summary() {
         eprintln!("warning: {m}");

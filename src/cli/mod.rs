@@ -9,3 +9,5 @@ pub mod read;
 pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
+#[cfg(feature = "train")]
+pub mod train_localiser;

@@ -27,6 +27,10 @@ pub struct ReadArgs {
     /// Use this `.onnx` model instead of the one compiled in.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Use this localiser (`train-localiser --export`) for `--protocol locate` instead of the
+    /// one compiled in.
+    #[arg(long, value_name = "FILE")]
+    pub localiser: Option<PathBuf>,
     /// Abstain below this confidence: print `?` instead of the digits (exit code 3).
     #[arg(long, value_name = "X")]
     pub min_confidence: Option<f32>,
@@ -40,8 +44,9 @@ pub struct ReadArgs {
     #[arg(long)]
     pub region: bool,
     /// `search`: read the whole image and centred crops of it; crops that keep the whole
-    /// image's central number vote with their confidences; `full`: read the whole image only
-    /// (one pass, faster).
+    /// image's central number vote with their confidences; `locate`: a small CNN predicts the
+    /// number's box, which is read grown by 30 %; `full`: read the whole image only (one pass,
+    /// fastest).
     #[arg(long, value_enum, default_value = "search")]
     pub protocol: ReadProtocol,
     /// Print (and abstain on) the raw probability of the best CTC path instead of the
@@ -56,6 +61,8 @@ pub struct ReadArgs {
 pub enum ReadProtocol {
     /// The whole image and centred crops; their readings vote.
     Search,
+    /// The box the localiser predicts, grown by 30 %.
+    Locate,
     /// The whole image.
     Full,
 }
@@ -65,16 +72,26 @@ impl From<ReadProtocol> for Protocol {
         match p {
             ReadProtocol::Search => Protocol::Search,
             ReadProtocol::Full => Protocol::Full,
+            ReadProtocol::Locate => Protocol::Locate,
         }
     }
 }
 
-/// The model chosen by `--model`, or the embedded one.
-pub fn load_reader(model: Option<&Path>) -> Result<Reader> {
-    match model {
-        Some(p) => Reader::from_path(p).with_context(|| format!("loading model {}", p.display())),
-        None => Reader::embedded().context("loading the embedded model"),
+/// The model chosen by `--model` (or the embedded one), with the localiser chosen by
+/// `--localiser` (or, on first use, the embedded one).
+pub fn load_reader(model: Option<&Path>, localiser: Option<&Path>) -> Result<Reader> {
+    let mut reader = match model {
+        Some(p) => {
+            Reader::from_path(p).with_context(|| format!("loading model {}", p.display()))?
+        }
+        None => Reader::embedded().context("loading the embedded model")?,
+    };
+    if let Some(p) = localiser {
+        let l = housenum::locate::Locator::from_path(p)
+            .with_context(|| format!("loading localiser {}", p.display()))?;
+        reader.set_locator(l);
     }
+    Ok(reader)
 }
 
 const IMAGE_EXTENSIONS: [&str; 8] = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"];
@@ -157,7 +174,7 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
 
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
-    let reader = load_reader(a.model.as_deref())?;
+    let reader = load_reader(a.model.as_deref(), a.localiser.as_deref())?;
     let protocol = Protocol::from(a.protocol);
     let (inputs, empty_dirs) = expand_inputs(&a.images);
     let stdout = std::io::stdout();

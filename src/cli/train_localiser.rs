@@ -1,0 +1,118 @@
+//! `housenum train-localiser`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use housenum::export::localiser_to_onnx;
+use housenum::localiser::LocaliserConfig;
+use housenum::localiser_train::{train_localiser, LocCheckpoint, LocTrainConfig};
+use prost::Message;
+
+/// Train (or resume) the number localiser that the `locate` protocol uses: a small CNN that
+/// predicts the box around the house number in a whole photo. Trains on the digit boxes of a
+/// folder in the official SVHN layout and writes the ONNX model with `--export`.
+#[derive(Args, Debug)]
+pub struct TrainLocaliserArgs {
+    /// Folder with `N.png` images and `digitStruct.mat`.
+    #[arg(long, default_value = "../shared/svhn/train")]
+    pub data: PathBuf,
+    /// Output folder for `localiser.safetensors` (resumed from if present) and `history.json`.
+    #[arg(long, default_value = "runs/localiser")]
+    pub out: PathBuf,
+    /// Epochs over the training split.
+    #[arg(long, default_value_t = 60)]
+    pub epochs: usize,
+    /// Images per optimiser step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Clip the global gradient norm to this value.
+    #[arg(long, default_value_t = 5.0)]
+    pub clip_norm: f32,
+    /// Seed for initialisation, augmentation and data order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of images held out for validation (chosen by a hash of the file name; the same
+    /// split as `train`'s at the same share).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Use at most this many training images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Output channels of the four convolutions.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 128])]
+    pub channels: Vec<usize>,
+    /// Also train on every image of this official-layout folder (e.g. `housenum synth`
+    /// output with `--backgrounds` from the same data); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub extra: Vec<PathBuf>,
+    /// Input size `HEIGHTxWIDTH` the photo is resized to.
+    #[arg(long, default_value = "48x96", value_parser = parse_size)]
+    pub input: (usize, usize),
+    /// Write the trained localiser as ONNX here (e.g. `onnx/localiser.onnx`).
+    #[arg(long, value_name = "FILE")]
+    pub export: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
+    let channels: [usize; 4] = a
+        .channels
+        .as_slice()
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("--channels takes four numbers"))?;
+    let cfg = LocTrainConfig {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        epochs: a.epochs,
+        batch_size: a.batch_size.max(1),
+        lr: a.lr,
+        clip_norm: a.clip_norm,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+        limit: a.limit,
+        model: LocaliserConfig {
+            height: a.input.0,
+            width: a.input.1,
+            channels,
+        },
+        quiet: a.quiet,
+        stop_after: None,
+        extra: a.extra.clone(),
+    };
+    let history = train_localiser(&cfg)
+        .with_context(|| format!("training the localiser on {}", a.data.display()))?;
+    if let Some(last) = history.last() {
+        eprintln!(
+            "localiser: {} epochs, validation IoU {:.3} (>=0.5 on {:.1}% of images)",
+            last.epoch,
+            last.val_iou,
+            100.0 * last.val_iou50
+        );
+    }
+    if let Some(path) = &a.export {
+        let ck_path = housenum::localiser_train::checkpoint_path(&a.out);
+        let ck = LocCheckpoint::load(&ck_path)
+            .with_context(|| format!("loading {}", ck_path.display()))?;
+        let bytes = localiser_to_onnx(
+            &ck.model,
+            &[("housenum.localiser.epochs", history.len().to_string())],
+        )
+        .encode_to_vec();
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    s.split_once('x')
+        .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)))
+        .ok_or_else(|| format!("{s:?} is not HEIGHTxWIDTH (e.g. 48x96)"))
+}

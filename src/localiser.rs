@@ -1,0 +1,461 @@
+//! The number localiser: a small CNN that looks at the whole photo, resized to a fixed
+//! `height × width` (48 × 96), and predicts the box around the house number as fractions of the
+//! image (`x0, y0, x1, y1`, each in `[0, 1]`). The reader then reads that box grown by 30 %, as
+//! the crop protocol reads the labelled box: the `locate` protocol.
+//!
+//! Architecture (valid 3×3 convolutions, like the reader's): conv → ReLU → 2×2 max-pool, three
+//! times, conv → ReLU, flatten (`[c4, h4, w4]` order, as ONNX's `Flatten`), linear to 4, sigmoid.
+//! Forward and backward run on the kernels of [`crate::nn`]; the exported ONNX graph
+//! ([`crate::export::localiser_to_onnx`]) and tract ([`crate::locate::Locator`]) compute the same.
+
+use crate::nn::{self, ConvShape};
+use crate::rng::Rng;
+
+/// Outputs: `x0, y0, x1, y1` as fractions of the image width and height.
+pub const OUTPUTS: usize = 4;
+
+/// Architecture of a [`Localiser`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocaliserConfig {
+    /// Input height in pixels.
+    pub height: usize,
+    /// Input width in pixels.
+    pub width: usize,
+    /// Output channels of the four convolutions.
+    pub channels: [usize; 4],
+}
+
+impl Default for LocaliserConfig {
+    /// The shipped geometry: 48 × 96 input, 32/64/128/128 channels (249 k parameters).
+    fn default() -> Self {
+        LocaliserConfig {
+            height: 48,
+            width: 96,
+            channels: [32, 64, 128, 128],
+        }
+    }
+}
+
+impl LocaliserConfig {
+    /// The four convolutions.
+    pub fn convs(&self) -> [ConvShape; 4] {
+        let c = self.channels;
+        let conv = |ci, co| ConvShape {
+            ci,
+            co,
+            kh: 3,
+            kw: 3,
+        };
+        [
+            conv(3, c[0]),
+            conv(c[0], c[1]),
+            conv(c[1], c[2]),
+            conv(c[2], c[3]),
+        ]
+    }
+
+    /// Spatial sizes `(h, w)` of the inputs of conv1..conv4 and of conv4's output; `None` when
+    /// the input is too small for the stack.
+    pub fn sizes(&self) -> Option<[(usize, usize); 5]> {
+        let step = |(h, w): (usize, usize), pool: bool| -> Option<(usize, usize)> {
+            let (h, w) = (h.checked_sub(2)?, w.checked_sub(2)?);
+            let (h, w) = if pool { (h / 2, w / 2) } else { (h, w) };
+            (h > 0 && w > 0).then_some((h, w))
+        };
+        let s0 = (self.height, self.width);
+        let s1 = step(s0, true)?;
+        let s2 = step(s1, true)?;
+        let s3 = step(s2, true)?;
+        let s4 = step(s3, false)?;
+        Some([s0, s1, s2, s3, s4])
+    }
+
+    /// Length of the flattened conv4 output: `c4 · h4 · w4`.
+    pub fn features(&self) -> usize {
+        let [.., (h, w)] = self.sizes().expect("a valid localiser geometry");
+        self.channels[3] * h * w
+    }
+
+    /// Names and shapes of all parameters, in storage order.
+    pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v = Vec::new();
+        for (i, s) in self.convs().iter().enumerate() {
+            v.push((
+                format!("conv{}.weight", i + 1),
+                vec![s.co, s.ci, s.kh, s.kw],
+            ));
+            v.push((format!("conv{}.bias", i + 1), vec![s.co]));
+        }
+        v.push(("fc.weight".into(), vec![OUTPUTS, self.features()]));
+        v.push(("fc.bias".into(), vec![OUTPUTS]));
+        v
+    }
+}
+
+/// A localiser: its config and all parameters in one flat buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Localiser {
+    /// Architecture.
+    pub config: LocaliserConfig,
+    /// All parameters, concatenated in [`LocaliserConfig::param_specs`] order.
+    pub params: Vec<f32>,
+    offsets: Vec<(usize, usize)>,
+}
+
+/// The forward pass of a batch, with what its backward pass needs.
+#[derive(Debug, Clone)]
+pub struct LocForward {
+    /// Batch size.
+    pub n: usize,
+    /// Post-ReLU outputs of conv1..conv4, channel-major `[c, n, h, w]`.
+    acts: [Vec<f32>; 4],
+    /// im2col matrices of conv1..conv4.
+    cols: [Vec<f32>; 4],
+    /// Argmax indices of the three poolings.
+    pool_idx: [Vec<u32>; 3],
+    /// Flattened features `[n, features]`.
+    feat: Vec<f32>,
+    /// Predicted boxes `[n, 4]` (after the sigmoid).
+    pub boxes: Vec<f32>,
+}
+
+impl Localiser {
+    /// A freshly initialised localiser: He-uniform convolutions, uniform `±1/√fan_in` head,
+    /// zero biases.
+    pub fn new(config: LocaliserConfig, seed: u64) -> Localiser {
+        let mut rng = Rng::new(seed);
+        let mut params = Vec::new();
+        for (name, shape) in config.param_specs() {
+            let len: usize = shape.iter().product();
+            let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+            if name.ends_with("bias") {
+                params.extend(std::iter::repeat_n(0.0, len));
+            } else {
+                let b = if name.starts_with("conv") {
+                    (6.0 / fan_in as f32).sqrt()
+                } else {
+                    1.0 / (fan_in as f32).sqrt()
+                };
+                params.extend((0..len).map(|_| rng.uniform(-b, b)));
+            }
+        }
+        Localiser::from_params(config, params).expect("sizes follow the specs")
+    }
+
+    /// A localiser from a config and a flat parameter buffer; `None` when the geometry is
+    /// invalid or the size does not match.
+    pub fn from_params(config: LocaliserConfig, params: Vec<f32>) -> Option<Localiser> {
+        config.sizes()?;
+        let mut offsets = Vec::new();
+        let mut off = 0;
+        for (_, shape) in config.param_specs() {
+            let len: usize = shape.iter().product();
+            offsets.push((off, len));
+            off += len;
+        }
+        (off == params.len()).then_some(Localiser {
+            config,
+            params,
+            offsets,
+        })
+    }
+
+    /// Parameter `idx` (in spec order) as a slice.
+    pub fn param(&self, idx: usize) -> &[f32] {
+        let (o, l) = self.offsets[idx];
+        &self.params[o..o + l]
+    }
+
+    fn param_range(&self, idx: usize) -> std::ops::Range<usize> {
+        let (o, l) = self.offsets[idx];
+        o..o + l
+    }
+
+    /// Forward pass of a batch.
+    ///
+    /// # Shapes
+    /// `x`: `[n, 3, height, width]` (each image normalised like a strip) → [`LocForward`] whose
+    /// `boxes` is `[n, 4]`.
+    pub fn forward(&self, x: &[f32], n: usize) -> LocForward {
+        let cfg = &self.config;
+        let (h0, w0) = (cfg.height, cfg.width);
+        assert_eq!(
+            x.len(),
+            n * 3 * h0 * w0,
+            "input must be [n, 3, height, width]"
+        );
+        let s = cfg.convs();
+        let sz = cfg.sizes().expect("checked at construction");
+        let plane = h0 * w0;
+        let mut xc = vec![0f32; 3 * n * plane];
+        for b in 0..n {
+            for c in 0..3 {
+                xc[(c * n + b) * plane..][..plane]
+                    .copy_from_slice(&x[(b * 3 + c) * plane..][..plane]);
+            }
+        }
+        let mut acts: [Vec<f32>; 4] = Default::default();
+        let mut cols: [Vec<f32>; 4] = Default::default();
+        let mut pool_idx: [Vec<u32>; 3] = Default::default();
+        let mut input = xc;
+        for i in 0..4 {
+            let (h, w) = sz[i];
+            let (a, c) = nn::conv_relu(
+                &input,
+                s[i],
+                n,
+                h,
+                w,
+                self.param(2 * i),
+                self.param(2 * i + 1),
+            );
+            if i < 3 {
+                let (p, idx) = nn::maxpool2(&a, s[i].co * n, h - 2, w - 2);
+                input = p;
+                pool_idx[i] = idx;
+            }
+            acts[i] = a;
+            cols[i] = c;
+        }
+        let (h4, w4) = sz[4];
+        let c4 = cfg.channels[3];
+        let f = c4 * h4 * w4;
+        let hw = h4 * w4;
+        let mut feat = vec![0f32; n * f];
+        for c in 0..c4 {
+            for b in 0..n {
+                feat[b * f + c * hw..][..hw].copy_from_slice(&acts[3][(c * n + b) * hw..][..hw]);
+            }
+        }
+        let mut boxes = vec![0f32; n * OUTPUTS];
+        for row in boxes.chunks_exact_mut(OUTPUTS) {
+            row.copy_from_slice(self.param(9));
+        }
+        nn::gemm(
+            n,
+            f,
+            OUTPUTS,
+            &feat,
+            false,
+            self.param(8),
+            true,
+            &mut boxes,
+            1.0,
+        );
+        boxes
+            .iter_mut()
+            .for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
+        LocForward {
+            n,
+            acts,
+            cols,
+            pool_idx,
+            feat,
+            boxes,
+        }
+    }
+
+    /// Backward pass: `dboxes` `[n, 4]` is the loss gradient w.r.t. the predicted boxes (after
+    /// the sigmoid). Returns the gradient of every parameter, flat, in storage order.
+    pub fn backward(&self, fwd: &LocForward, dboxes: &[f32]) -> Vec<f32> {
+        let cfg = &self.config;
+        let n = fwd.n;
+        let s = cfg.convs();
+        let sz = cfg.sizes().expect("checked at construction");
+        let mut grad = vec![0f32; self.params.len()];
+        let dlogit: Vec<f32> = dboxes
+            .iter()
+            .zip(&fwd.boxes)
+            .map(|(d, y)| d * y * (1.0 - y))
+            .collect();
+        let (h4, w4) = sz[4];
+        let c4 = cfg.channels[3];
+        let hw = h4 * w4;
+        let f = c4 * hw;
+        nn::gemm(
+            OUTPUTS,
+            n,
+            f,
+            &dlogit,
+            true,
+            &fwd.feat,
+            false,
+            &mut grad[self.param_range(8)],
+            1.0,
+        );
+        {
+            let db = &mut grad[self.param_range(9)];
+            for row in dlogit.chunks_exact(OUTPUTS) {
+                db.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+            }
+        }
+        let mut dfeat = vec![0f32; n * f];
+        nn::gemm(
+            n,
+            OUTPUTS,
+            f,
+            &dlogit,
+            false,
+            self.param(8),
+            false,
+            &mut dfeat,
+            0.0,
+        );
+        let mut dy = vec![0f32; c4 * n * hw];
+        for c in 0..c4 {
+            for b in 0..n {
+                dy[(c * n + b) * hw..][..hw].copy_from_slice(&dfeat[b * f + c * hw..][..hw]);
+            }
+        }
+        for i in (0..4).rev() {
+            let (h, w) = sz[i];
+            let (wr, br) = (self.param_range(2 * i), self.param_range(2 * i + 1));
+            let (dw, db) = {
+                let (lo, hi) = grad.split_at_mut(br.start);
+                (&mut lo[wr], &mut hi[..br.len()])
+            };
+            let dx = nn::conv_relu_backward(
+                &mut dy,
+                &fwd.acts[i],
+                &fwd.cols[i],
+                s[i],
+                n,
+                h,
+                w,
+                self.param(2 * i),
+                dw,
+                db,
+                i > 0,
+            );
+            if let Some(dx) = dx {
+                // dx is the gradient of pool i−1's output; route it to conv i−1's output.
+                dy = nn::maxpool2_backward(&dx, &fwd.pool_idx[i - 1], fwd.acts[i - 1].len());
+            }
+        }
+        grad
+    }
+}
+
+/// Smooth-L1 (Huber) loss with transition `beta`, averaged over all `n · 4` coordinates, and its
+/// gradient w.r.t. `pred`.
+///
+/// # Shapes
+/// `pred`, `target`: `[n, 4]` → (loss, `[n, 4]` gradient).
+pub fn smooth_l1(pred: &[f32], target: &[f32], beta: f32) -> (f32, Vec<f32>) {
+    let k = pred.len().max(1) as f32;
+    let mut loss = 0f64;
+    let grad = pred
+        .iter()
+        .zip(target)
+        .map(|(p, t)| {
+            let d = p - t;
+            if d.abs() < beta {
+                loss += (0.5 * d * d / beta) as f64;
+                d / beta / k
+            } else {
+                loss += (d.abs() - 0.5 * beta) as f64;
+                d.signum() / k
+            }
+        })
+        .collect();
+    ((loss / k as f64) as f32, grad)
+}
+
+/// Intersection over union of two `(x0, y0, x1, y1)` boxes (0 when either is empty).
+pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let iy = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = ix * iy;
+    let area = |r: [f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> LocaliserConfig {
+        LocaliserConfig {
+            height: 40,
+            width: 46,
+            channels: [3, 4, 5, 3],
+        }
+    }
+
+    #[test]
+    fn geometry_of_the_shipped_config() {
+        let c = LocaliserConfig::default();
+        assert_eq!(c.sizes().unwrap()[4], (2, 8));
+        assert_eq!(c.features(), 128 * 16);
+        assert!(LocaliserConfig { height: 20, ..c }.sizes().is_none());
+    }
+
+    #[test]
+    fn gradient_matches_finite_differences() {
+        // Directional derivatives along random directions (ReLU and max-pool kinks average out
+        // over all parameters), with beta = 1 so that the loss is quadratic in the boxes.
+        let loc = Localiser::new(tiny(), 3);
+        let mut rng = Rng::new(9);
+        let n = 2;
+        let x: Vec<f32> = (0..n * 3 * 40 * 46).map(|_| rng.normal()).collect();
+        let target = [0.1, 0.2, 0.7, 0.9, 0.3, 0.1, 0.5, 0.6];
+        let loss_of = |l: &Localiser| smooth_l1(&l.forward(&x, n).boxes, &target, 1.0).0 as f64;
+        let fwd = loc.forward(&x, n);
+        let (_, d) = smooth_l1(&fwd.boxes, &target, 1.0);
+        let grad = loc.backward(&fwd, &d);
+        for trial in 0..4 {
+            let dir: Vec<f32> = (0..loc.params.len()).map(|_| rng.normal()).collect();
+            let eps = 1e-4f32;
+            let shifted = |sign: f32| {
+                let mut p = loc.clone();
+                p.params
+                    .iter_mut()
+                    .zip(&dir)
+                    .for_each(|(v, d)| *v += sign * eps * d);
+                loss_of(&p)
+            };
+            let num = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+            let ana: f64 = grad.iter().zip(&dir).map(|(g, d)| (*g * *d) as f64).sum();
+            let err = (num - ana).abs() / num.abs().max(ana.abs());
+            assert!(err < 0.02, "trial {trial}: numeric {num} vs analytic {ana}");
+        }
+        // Gradient steps lower the loss.
+        let mut p = loc.clone();
+        p.params
+            .iter_mut()
+            .zip(&grad)
+            .for_each(|(v, g)| *v -= 0.1 * g);
+        assert!(loss_of(&p) < loss_of(&loc));
+    }
+
+    #[test]
+    fn smooth_l1_table() {
+        // (pred, target, beta, loss)
+        let cases = [
+            (0.5, 0.5, 0.1, 0.0),
+            (0.55, 0.5, 0.1, 0.0125),
+            (0.9, 0.5, 0.1, 0.35),
+        ];
+        for (p, t, b, want) in cases {
+            let (l, _) = smooth_l1(&[p], &[t], b);
+            assert!((l - want).abs() < 1e-6, "{p} {t} {b}: {l} != {want}");
+        }
+    }
+
+    #[test]
+    fn iou_table() {
+        let cases = [
+            ([0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], 1.0),
+            ([0.0, 0.0, 1.0, 1.0], [0.5, 0.0, 1.5, 1.0], 1.0 / 3.0),
+            ([0.0, 0.0, 1.0, 1.0], [2.0, 2.0, 3.0, 3.0], 0.0),
+        ];
+        for (a, b, want) in cases {
+            assert!((iou(a, b) - want).abs() < 1e-6);
+        }
+    }
+}

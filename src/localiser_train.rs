@@ -1,0 +1,419 @@
+//! Training the [`Localiser`]: whole training-split photos with the union of their digit boxes
+//! as the target, augmented by random crops that keep the whole number (so it sees tight and
+//! loose framings), mirror images (the box mirrors with it), inverted and channel-swapped
+//! colours and contrast changes. Smooth-L1 loss on the four box fractions, Adam with warm-up and
+//! cosine decay, global-norm clipping, a checkpoint after every epoch (resumable), and the mean
+//! IoU on the validation split (held out by name, never trained on) as a per-epoch monitor.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::Rgb32FImage;
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+use crate::localiser::{iou, smooth_l1, Localiser, LocaliserConfig, OUTPUTS};
+use crate::preprocess::{self, boxes_union, Region};
+use crate::rng::Rng;
+use crate::svhn::{split_by_name, Record, SvhnSet};
+use crate::train::{clip_grad_norm, lr_at, Adam};
+
+/// Everything that defines a localiser training run; saved in its checkpoint.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LocTrainConfig {
+    /// Folder in the official SVHN layout (digit boxes are the targets).
+    pub data: PathBuf,
+    /// Output folder: `localiser.safetensors` (checkpoint) and `history.json`.
+    pub out: PathBuf,
+    /// Epochs over the training split.
+    pub epochs: usize,
+    /// Images per optimiser step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// Global gradient-norm clip.
+    pub clip_norm: f32,
+    /// Seed of initialisation, augmentation and order.
+    pub seed: u64,
+    /// Share of images (by file-name hash) held out for validation.
+    pub val_fraction: f64,
+    /// Use at most this many training images (for quick runs).
+    pub limit: Option<usize>,
+    /// Architecture.
+    pub model: LocaliserConfig,
+    /// No progress bars.
+    pub quiet: bool,
+    /// More official-layout folders (e.g. `housenum synth` output) whose every image is
+    /// trained on too; validation stays the `data` folder's split.
+    #[serde(default)]
+    pub extra: Vec<PathBuf>,
+    /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
+    /// a later call resumes): a run cut in parts, as a kill would cut it.
+    #[serde(default)]
+    pub stop_after: Option<usize>,
+}
+
+/// One epoch of a localiser run.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LocEpoch {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f32,
+    /// Mean IoU of the predicted and labelled boxes on the validation split (whole images).
+    pub val_iou: f64,
+    /// Share of validation images with IoU ≥ 0.5.
+    pub val_iou50: f64,
+    /// Seconds of this epoch.
+    pub seconds: f64,
+}
+
+/// A photo in memory with the box of its number as `(x0, y0, x1, y1)` pixels.
+struct Item {
+    image: Rgb32FImage,
+    target: (f32, f32, f32, f32),
+}
+
+/// The localiser's input for a region of an image: resized to `height × width` with the strip
+/// resampler and normalised like a strip.
+///
+/// # Shapes
+/// Returns `[3, height, width]`.
+pub fn input_of(img: &Rgb32FImage, region: Region, cfg: &LocaliserConfig) -> Vec<f32> {
+    let mut x = preprocess::resize_region(img, region, cfg.width, cfg.height);
+    preprocess::normalize(&mut x);
+    x
+}
+
+/// A training sample: a random crop that keeps the whole number, maybe mirrored, its colours
+/// changed. Returns (`[3, height, width]` input, `[4]` box fractions of the crop).
+fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32; 4]) {
+    let (iw, ih) = item.image.dimensions();
+    let (l, t, r, b) = item.target;
+    let (l, t) = (l.clamp(0.0, iw as f32 - 1.0), t.clamp(0.0, ih as f32 - 1.0));
+    let (r, b) = (r.clamp(l + 1.0, iw as f32), b.clamp(t + 1.0, ih as f32));
+    // Each side: keep the image edge, or cut somewhere between it and the number.
+    let mut side = |keep: f32, room: f32| -> f32 {
+        if rng.chance(keep) {
+            0.0
+        } else {
+            rng.f32() * room
+        }
+    };
+    let x0 = side(0.3, l).floor() as u32;
+    let y0 = side(0.5, t).floor() as u32;
+    let x1 = iw - side(0.3, iw as f32 - r).floor() as u32;
+    let y1 = ih - side(0.5, ih as f32 - b).floor() as u32;
+    let region = Region { x0, y0, x1, y1 };
+    let (cw, ch) = (region.width() as f32, region.height() as f32);
+    let mut target = [
+        (l - x0 as f32) / cw,
+        (t - y0 as f32) / ch,
+        (r - x0 as f32) / cw,
+        (b - y0 as f32) / ch,
+    ];
+    let mut x = preprocess::resize_region(&item.image, region, cfg.width, cfg.height);
+    let (h, w) = (cfg.height, cfg.width);
+    if rng.chance(0.5) {
+        for row in x.chunks_exact_mut(w) {
+            row.reverse();
+        }
+        target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
+    }
+    if rng.chance(0.3) {
+        x.iter_mut().for_each(|v| *v = 1.0 - *v);
+    }
+    // Channel permutation and contrast/brightness (normalisation removes the global part of
+    // the latter, so only its clipping-free share matters: keep it mild).
+    let mut perm = [0usize, 1, 2];
+    rng.shuffle(&mut perm);
+    let plane = h * w;
+    let mut out = vec![0f32; 3 * plane];
+    for (c, &p) in perm.iter().enumerate() {
+        out[c * plane..][..plane].copy_from_slice(&x[p * plane..][..plane]);
+    }
+    let gamma = rng.uniform(0.7, 1.4);
+    out.iter_mut()
+        .for_each(|v| *v = v.clamp(0.0, 1.0).powf(gamma));
+    preprocess::normalize(&mut out);
+    (out, target)
+}
+
+fn load_items(records: &[Record], quiet: bool) -> (Vec<Item>, Vec<String>) {
+    let pb = crate::progress::bar(records.len() as u64, "loading", quiet);
+    let loaded: Vec<std::result::Result<Item, String>> = records
+        .par_iter()
+        .map(|r| {
+            pb.inc(1);
+            if r.boxes.is_empty() {
+                return Err(format!("{}: no digit boxes", r.path.display()));
+            }
+            let image = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
+            Ok(Item {
+                image,
+                target: boxes_union(&r.boxes),
+            })
+        })
+        .collect();
+    pb.finish_and_clear();
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    for l in loaded {
+        match l {
+            Ok(i) => ok.push(i),
+            Err(e) => errors.push(e),
+        }
+    }
+    (ok, errors)
+}
+
+/// Predicted boxes (pixels) of whole images, batched.
+pub fn predict(loc: &Localiser, images: &[&Rgb32FImage]) -> Vec<[f32; 4]> {
+    images
+        .par_chunks(16)
+        .flat_map_iter(|chunk| {
+            let x: Vec<f32> = chunk
+                .iter()
+                .flat_map(|img| {
+                    let (w, h) = img.dimensions();
+                    input_of(img, Region::full(w, h), &loc.config)
+                })
+                .collect();
+            let boxes = loc.forward(&x, chunk.len()).boxes;
+            chunk
+                .iter()
+                .zip(boxes.chunks_exact(OUTPUTS))
+                .map(|(img, b)| {
+                    let (w, h) = img.dimensions();
+                    let (w, h) = (w as f32, h as f32);
+                    [b[0] * w, b[1] * h, b[2] * w, b[3] * h]
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Where the checkpoint of a run in `out` lives.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("localiser.safetensors")
+}
+
+fn ck_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A localiser checkpoint: parameters, Adam moments and the run's history.
+#[derive(Debug, Clone)]
+pub struct LocCheckpoint {
+    /// The localiser.
+    pub model: Localiser,
+    /// Adam state.
+    pub adam: Adam,
+    /// Epochs done so far.
+    pub history: Vec<LocEpoch>,
+}
+
+impl LocCheckpoint {
+    /// Write atomically (temporary file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let bufs = [
+            ("params", bytes(&self.model.params)),
+            ("adam_m", bytes(&self.adam.m)),
+            ("adam_v", bytes(&self.adam.v)),
+        ];
+        let views: Vec<(String, TensorView)> = bufs
+            .iter()
+            .map(|(n, b)| {
+                Ok((
+                    n.to_string(),
+                    TensorView::new(Dtype::F32, vec![b.len() / 4], b)
+                        .map_err(|e| ck_err(path, e))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let mut meta = HashMap::new();
+        let json = |v: serde_json::Value| v.to_string();
+        meta.insert("config".into(), json(serde_json::json!(self.model.config)));
+        meta.insert("history".into(), json(serde_json::json!(self.history)));
+        meta.insert("adam_t".into(), self.adam.t.to_string());
+        let out = safetensors::serialize(views, Some(meta)).map_err(|e| ck_err(path, e))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Read a checkpoint written by [`LocCheckpoint::save`].
+    pub fn load(path: &Path) -> Result<LocCheckpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| ck_err(path, e))?;
+        let meta = meta.metadata().clone().unwrap_or_default();
+        let get = |k: &str| meta.get(k).ok_or_else(|| ck_err(path, format!("no {k}")));
+        let config: LocaliserConfig =
+            serde_json::from_str(get("config")?).map_err(|e| ck_err(path, e))?;
+        let history: Vec<LocEpoch> =
+            serde_json::from_str(get("history")?).map_err(|e| ck_err(path, e))?;
+        let t: u64 = get("adam_t")?.parse().map_err(|e| ck_err(path, e))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e))?;
+        let read = |name: &str| -> Result<Vec<f32>> {
+            let v = st.tensor(name).map_err(|e| ck_err(path, e))?;
+            if v.dtype() != Dtype::F32 {
+                return Err(ck_err(path, format!("{name} is not f32")));
+            }
+            Ok(v.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect())
+        };
+        let model = Localiser::from_params(config, read("params")?)
+            .ok_or_else(|| ck_err(path, "parameter count does not match the config"))?;
+        let (m, v) = (read("adam_m")?, read("adam_v")?);
+        if m.len() != model.params.len() || v.len() != model.params.len() {
+            return Err(ck_err(path, "Adam state does not match the parameters"));
+        }
+        Ok(LocCheckpoint {
+            model,
+            adam: Adam { m, v, t },
+            history,
+        })
+    }
+}
+
+/// Train (or resume, when `out` holds a checkpoint of an earlier run) and return the history.
+pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    if cfg.model.sizes().is_none() {
+        return Err(Error::Config(format!(
+            "localiser input {}x{} is too small for its conv stack",
+            cfg.model.height, cfg.model.width
+        )));
+    }
+    let set = SvhnSet::open(&cfg.data)?;
+    let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
+    if let Some(l) = cfg.limit {
+        train_recs.truncate(l);
+    }
+    for dir in &cfg.extra {
+        train_recs.extend(SvhnSet::open(dir)?.records);
+    }
+    let (items, errors) = load_items(&train_recs, cfg.quiet);
+    let (val_items, _) = load_items(&val_recs, true);
+    for e in errors.iter().take(5) {
+        eprintln!("skipped: {e}");
+    }
+    if items.is_empty() {
+        return Err(Error::Config(format!(
+            "{}: no usable training images",
+            cfg.data.display()
+        )));
+    }
+    eprintln!(
+        "localiser data: {} training images, {} validation images (held out by name hash)",
+        items.len(),
+        val_items.len()
+    );
+    let ck_path = checkpoint_path(&cfg.out);
+    let mut ck = if ck_path.exists() {
+        let ck = LocCheckpoint::load(&ck_path)?;
+        if ck.model.config != cfg.model {
+            return Err(ck_err(&ck_path, "its architecture differs from this run's"));
+        }
+        eprintln!("resuming after epoch {}", ck.history.len());
+        ck
+    } else {
+        let model = Localiser::new(cfg.model, cfg.seed);
+        let n = model.params.len();
+        LocCheckpoint {
+            model,
+            adam: Adam::new(n),
+            history: Vec::new(),
+        }
+    };
+    let per_epoch = items.len().div_ceil(cfg.batch_size) as u64;
+    let total = per_epoch * cfg.epochs as u64;
+    let last = cfg.stop_after.unwrap_or(cfg.epochs).min(cfg.epochs);
+    for epoch in ck.history.len()..last {
+        let start = Instant::now();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        Rng::derive(cfg.seed, 1_000_000 + epoch as u64).shuffle(&mut order);
+        let pb = crate::progress::bar(per_epoch, &format!("epoch {}", epoch + 1), cfg.quiet);
+        let mut loss_sum = 0f64;
+        for (bi, batch) in order.chunks(cfg.batch_size).enumerate() {
+            let step = epoch as u64 * per_epoch + bi as u64;
+            let samples: Vec<(Vec<f32>, [f32; 4])> = batch
+                .par_iter()
+                .map(|&i| {
+                    let mut rng = Rng::derive(cfg.seed, (step << 24) | i as u64);
+                    sample(&items[i], &cfg.model, &mut rng)
+                })
+                .collect();
+            let model = &ck.model;
+            // Forward + backward in parallel halves; gradients summed (the loss is a mean over
+            // the whole batch, so each half's gradient is scaled by its share).
+            let parts: Vec<(f64, Vec<f32>)> = samples
+                .par_chunks(samples.len().div_ceil(2).max(1))
+                .map(|part| {
+                    let x: Vec<f32> = part.iter().flat_map(|(x, _)| x.iter().cloned()).collect();
+                    let t: Vec<f32> = part.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+                    let fwd = model.forward(&x, part.len());
+                    let (loss, d) = smooth_l1(&fwd.boxes, &t, 0.05);
+                    let share = part.len() as f32 / samples.len() as f32;
+                    let d: Vec<f32> = d.iter().map(|g| g * share).collect();
+                    (loss as f64 * share as f64, model.backward(&fwd, &d))
+                })
+                .collect();
+            let mut grad = vec![0f32; ck.model.params.len()];
+            let mut loss = 0f64;
+            for (l, g) in parts {
+                loss += l;
+                grad.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            }
+            let norm = clip_grad_norm(&mut grad, cfg.clip_norm);
+            if loss.is_finite() && norm.is_finite() {
+                ck.adam
+                    .step(&mut ck.model.params, &grad, lr_at(cfg.lr, step, total));
+            }
+            loss_sum += loss;
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let imgs: Vec<&Rgb32FImage> = val_items.iter().map(|i| &i.image).collect();
+        let pred = predict(&ck.model, &imgs);
+        let ious: Vec<f32> = pred
+            .iter()
+            .zip(&val_items)
+            .map(|(p, i)| iou(*p, [i.target.0, i.target.1, i.target.2, i.target.3]))
+            .collect();
+        let k = ious.len().max(1) as f64;
+        let log = LocEpoch {
+            epoch: epoch + 1,
+            loss: (loss_sum / per_epoch as f64) as f32,
+            val_iou: ious.iter().map(|&v| v as f64).sum::<f64>() / k,
+            val_iou50: ious.iter().filter(|&&v| v >= 0.5).count() as f64 / k,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {:>3}/{}  loss {:.4}  val IoU {:.3} (>=0.5: {:.1}%)  {:.0}s",
+            log.epoch,
+            cfg.epochs,
+            log.loss,
+            log.val_iou,
+            100.0 * log.val_iou50,
+            log.seconds
+        );
+        ck.history.push(log);
+        ck.save(&ck_path)?;
+        let hist = cfg.out.join("history.json");
+        std::fs::write(
+            &hist,
+            serde_json::to_string_pretty(&ck.history).expect("history serialises"),
+        )
+        .map_err(|e| Error::io(&hist, e))?;
+    }
+    Ok(ck.history)
+}
