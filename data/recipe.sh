@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The shipped model from scratch: v1 (real images) → pseudo labels → v2 (+ self-training) →
 # pseudo labels → v3 (+ recombination, wider) → pseudo labels → v6 (+ padding, fine-tuned from
-# v3) → v10 (+ strips stretched 1.4× horizontally, fine-tuned from v6) → export → calibration.
+# v3) → v10 (+ strips stretched 1.4× horizontally, fine-tuned from v6) → export → calibration,
+# and the localiser of the locate protocol.
 # With WITH_REGIONS=1 also v8 (self-training on search's regions, fine-tuned from v6; measured,
 # not shipped). With WITH_SYNTH=1 also v4 (+ synthetic numbers, fine-tuned from v3; measured no
 # better, so not shipped). Every step is skipped when its output exists and every training run
@@ -31,8 +32,13 @@ train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-widt
   --init "$runs/v6/last.safetensors" --recombine 0.3 --pseudo "$runs/pseudo_v3.tsv" --pseudo-min-confidence 0.5
 [ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" --out "$runs/v10/calibrated.onnx" -q
 echo "model: $runs/v10/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
+# The localiser of `read --protocol locate`: trained on the digit boxes, a development split (the
+# next 10 % by name hash) held out besides validation.
+[ -f "$runs/localiser/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$runs/localiser" \
+  --epochs 80 --val-fraction 0.2 --seed 1 --quiet --export "$runs/localiser/localiser.onnx"
+echo "localiser: $runs/localiser/localiser.onnx (copy to onnx/localiser.onnx and rebuild to ship it)"
 if [ "${WITH_REGIONS:-0}" = 1 ]; then  # v8: self-training on the regions search chose (measured, not shipped)
-  [ -s "$runs/pseudo_v6r.tsv" ] || "$B" read --region --path-confidence --model "$runs/v6/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v6r.tsv" || true
+  [ -s "$runs/pseudo_v6r.tsv" ] || "$B" read --protocol search --region --path-confidence --model "$runs/v6/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v6r.tsv" || true
   train v8 --epochs 50 --lr 0.0007 --dropout 0.1 --pad 12 --init "$runs/v6/last.safetensors" --recombine 0.3 \
     --pseudo "$runs/pseudo_v6r.tsv" --pseudo-min-confidence 0.7
 fi

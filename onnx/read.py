@@ -2,7 +2,7 @@
 """Read house numbers with onnx/housenum.onnx under onnxruntime, exactly as `housenum read` does.
 
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
-       [--protocol search|locate|full] IMG...
+       [--protocol locate|search|full] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 Needs: onnxruntime, numpy, pillow.
 """
@@ -261,7 +261,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=os.path.join(here, "housenum.onnx"))
     ap.add_argument("--localiser", default=os.path.join(here, "localiser.onnx"))
-    ap.add_argument("--protocol", choices=["search", "locate", "full"], default="search")
+    ap.add_argument("--protocol", choices=["locate", "search", "full"], default="locate")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])

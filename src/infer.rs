@@ -290,9 +290,9 @@ impl Reader {
         Ok(self.read_strips(&[strip])?.remove(0))
     }
 
-    /// Read one image file as `housenum read` does (search protocol).
+    /// Read one image file as `housenum read` does (locate protocol).
     pub fn read_file(&self, path: &Path) -> Result<Decoded> {
-        self.read_file_with(path, Protocol::Search, &[])
+        self.read_file_with(path, Protocol::Locate, &[])
     }
 
     /// Read one image file under a protocol (crop needs the digit boxes).

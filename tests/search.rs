@@ -68,7 +68,12 @@ fn search_reading_is_the_chosen_region() {
             full.digits, each[0].digits,
             "the first region is the whole image"
         );
-        assert_eq!(reader.read_file(&path).unwrap(), d, "read_file searches");
+        let located = reader.read_image(&img, Protocol::Locate, &[]).unwrap().1;
+        assert_eq!(
+            reader.read_file(&path).unwrap(),
+            located,
+            "read_file locates"
+        );
     }
 }
 
@@ -77,7 +82,11 @@ fn cli_read_protocols() {
     let (path, _) = &common::samples()[0];
     let p = path.display().to_string();
     let reader = Reader::embedded().unwrap();
-    for (arg, protocol) in [("search", Protocol::Search), ("full", Protocol::Full)] {
+    for (arg, protocol) in [
+        ("locate", Protocol::Locate),
+        ("search", Protocol::Search),
+        ("full", Protocol::Full),
+    ] {
         let (code, out, err) = common::run(&["read", "--protocol", arg, &p], None);
         assert_eq!(code, 0, "{err}");
         let d = reader.read_file_with(path, protocol, &[]).unwrap();
@@ -87,10 +96,10 @@ fn cli_read_protocols() {
     assert_eq!(code, 0);
     assert!(
         out.starts_with(&format!("{p}\t")),
-        "default is search: {out}"
+        "default is locate: {out}"
     );
-    let (.., search, _) = common::run(&["read", "--protocol", "search", &p], None);
-    assert_eq!(out, search);
+    let (.., located, _) = common::run(&["read", "--protocol", "locate", &p], None);
+    assert_eq!(out, located);
 }
 
 #[test]

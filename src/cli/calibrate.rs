@@ -30,9 +30,12 @@ pub struct CalibrateArgs {
     /// Where to write the calibrated model.
     #[arg(long)]
     pub out: PathBuf,
-    /// Protocol of the readings to calibrate on (`search` is what `read` does).
-    #[arg(long, value_enum, default_value = "search")]
+    /// Protocol of the readings to calibrate on (`locate` is what `read` does).
+    #[arg(long, value_enum, default_value = "locate")]
     pub protocol: ProtocolArg,
+    /// Localiser for `--protocol locate` (default: the embedded one).
+    #[arg(long, value_name = "FILE")]
+    pub localiser: Option<PathBuf>,
     /// Validation share (the images `train` held out, by name hash): calibration uses them only.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
@@ -46,7 +49,7 @@ pub struct CalibrateArgs {
 
 /// Run the subcommand.
 pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
-    let mut reader = super::read::load_reader(a.model.as_deref(), None)?;
+    let mut reader = super::read::load_reader(a.model.as_deref(), a.localiser.as_deref())?;
     reader.set_calibration(Calibration::IDENTITY);
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
     let records: Vec<_> = set

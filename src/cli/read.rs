@@ -39,15 +39,16 @@ pub struct ReadArgs {
     /// `NAME.explain.png`.
     #[arg(long, value_name = "OUT")]
     pub explain: Option<PathBuf>,
-    /// Add a fourth column `X0,Y0,X1,Y1`: the image region the answer was read from (the whole
-    /// image, or the crop `search` chose); `train --pseudo` then trains on that region.
+    /// Add a fourth column `X0,Y0,X1,Y1`: the image region the answer was read from (the
+    /// localiser's box grown 30 %, the crop `search` chose, or the whole image); `train --pseudo`
+    /// then trains on that region.
     #[arg(long)]
     pub region: bool,
-    /// `search`: read the whole image and centred crops of it; crops that keep the whole
-    /// image's central number vote with their confidences; `locate`: a small CNN predicts the
-    /// number's box, which is read grown by 30 %; `full`: read the whole image only (one pass,
-    /// fastest).
-    #[arg(long, value_enum, default_value = "search")]
+    /// `locate`: a small CNN (the localiser) predicts the number's box, which is read grown by
+    /// 30 %; `search`: read the whole image and centred crops of it, crops that keep the whole
+    /// image's central number voting with their confidences (six readings); `full`: read the
+    /// whole image only (one pass, fastest).
+    #[arg(long, value_enum, default_value = "locate")]
     pub protocol: ReadProtocol,
     /// Print (and abstain on) the raw probability of the best CTC path instead of the
     /// calibrated confidence: the confidence earlier versions printed. The recipe
@@ -59,10 +60,10 @@ pub struct ReadArgs {
 /// What `read` looks at (there are no digit boxes, so no `crop`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadProtocol {
-    /// The whole image and centred crops; their readings vote.
-    Search,
     /// The box the localiser predicts, grown by 30 %.
     Locate,
+    /// The whole image and centred crops; their readings vote.
+    Search,
     /// The whole image.
     Full,
 }
