@@ -30,13 +30,16 @@ train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.saf
   --pseudo "$runs/pseudo_v3.tsv" --pseudo-min-confidence 0.5
 train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v6/last.safetensors" --recombine 0.3 --pseudo "$runs/pseudo_v3.tsv" --pseudo-min-confidence 0.5
-[ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" --out "$runs/v10/calibrated.onnx" -q
-echo "model: $runs/v10/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
-# The localiser of `read --protocol locate`: trained on the digit boxes, a development split (the
+# The localiser of the locate protocol (`read`'s default): trained on the digit boxes, a development split (the
 # next 10 % by name hash) held out besides validation.
 [ -f "$runs/localiser/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$runs/localiser" \
   --epochs 80 --val-fraction 0.2 --seed 1 --quiet --export "$runs/localiser/localiser.onnx"
 echo "localiser: $runs/localiser/localiser.onnx (copy to onnx/localiser.onnx and rebuild to ship it)"
+# Calibration under locate, what `read` does, with the localiser just trained.
+[ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" \
+  --protocol locate --localiser "$runs/localiser/localiser.onnx" --out "$runs/v10/calibrated.onnx" -q
+echo "model: $runs/v10/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
+
 if [ "${WITH_REGIONS:-0}" = 1 ]; then  # v8: self-training on the regions search chose (measured, not shipped)
   [ -s "$runs/pseudo_v6r.tsv" ] || "$B" read --protocol search --region --path-confidence --model "$runs/v6/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v6r.tsv" || true
   train v8 --epochs 50 --lr 0.0007 --dropout 0.1 --pad 12 --init "$runs/v6/last.safetensors" --recombine 0.3 \
