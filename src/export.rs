@@ -16,6 +16,7 @@ use tract_onnx::pb::{
 use crate::alphabet::NUM_CLASSES;
 use crate::localiser::{Localiser, OUTPUTS};
 use crate::model::Crnn;
+use crate::nn::ConvShape;
 
 /// Name of the graph input.
 pub const INPUT_NAME: &str = "strip";
@@ -130,6 +131,54 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
     }
 }
 
+/// The nodes and initialisers of a stack of valid convolutions, each followed by ReLU, the first
+/// `pools` of them also by a 2×2 max-pooling; `params[i]` is conv `i`'s (weight, bias). Returns
+/// the name of the stack's output.
+fn conv_stack(
+    convs: &[ConvShape],
+    params: &[(&[f32], &[f32])],
+    pools: usize,
+    input: &str,
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<TensorProto>,
+) -> String {
+    let mut prev = input.to_string();
+    for (i, (s, (w, b))) in convs.iter().zip(params).enumerate() {
+        let (wn, bn) = (
+            format!("conv{}.weight", i + 1),
+            format!("conv{}.bias", i + 1),
+        );
+        inits.push(tensor(&wn, &[s.co, s.ci, s.kh, s.kw], w));
+        inits.push(tensor(&bn, &[s.co], b));
+        let (conv_out, relu_out) = (format!("conv{}", i + 1), format!("relu{}", i + 1));
+        nodes.push(node(
+            "Conv",
+            &conv_out,
+            &[&prev, &wn, &bn],
+            &[&conv_out],
+            vec![
+                ints("kernel_shape", &[s.kh as i64, s.kw as i64]),
+                ints("strides", &[1, 1]),
+                ints("pads", &[0, 0, 0, 0]),
+            ],
+        ));
+        nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
+        prev = relu_out;
+        if i < pools {
+            let pool = format!("pool{}", i + 1);
+            nodes.push(node(
+                "MaxPool",
+                &pool,
+                &[&prev],
+                &[&pool],
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            ));
+            prev = pool;
+        }
+    }
+    prev
+}
+
 /// The model as an ONNX `ModelProto`. `metadata` is written into `metadata_props`.
 pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
     let cfg = &model.config;
@@ -148,48 +197,16 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         ));
         prev = "padded".into();
     }
-    for (i, s) in cfg.convs().iter().enumerate() {
-        let (wn, bn) = (
-            format!("conv{}.weight", i + 1),
-            format!("conv{}.bias", i + 1),
-        );
-        inits.push(tensor(
-            &wn,
-            &[s.co, s.ci, s.kh, s.kw],
-            model.param_by_name(&wn).expect("conv weight"),
-        ));
-        inits.push(tensor(
-            &bn,
-            &[s.co],
-            model.param_by_name(&bn).expect("conv bias"),
-        ));
-        let conv_out = format!("conv{}", i + 1);
-        let relu_out = format!("relu{}", i + 1);
-        nodes.push(node(
-            "Conv",
-            &conv_out,
-            &[&prev, &wn, &bn],
-            &[&conv_out],
-            vec![
-                ints("kernel_shape", &[s.kh as i64, s.kw as i64]),
-                ints("strides", &[1, 1]),
-                ints("pads", &[0, 0, 0, 0]),
-            ],
-        ));
-        nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
-        prev = relu_out;
-        if i < 2 {
-            let pool = format!("pool{}", i + 1);
-            nodes.push(node(
-                "MaxPool",
-                &pool,
-                &[&prev],
-                &[&pool],
-                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-            ));
-            prev = pool;
-        }
-    }
+    let params: Vec<(&[f32], &[f32])> = (0..4)
+        .map(|i| {
+            let p = |n: String| model.param_by_name(&n).expect("conv parameter");
+            (
+                p(format!("conv{}.weight", i + 1)),
+                p(format!("conv{}.bias", i + 1)),
+            )
+        })
+        .collect();
+    prev = conv_stack(&cfg.convs(), &params, 2, &prev, &mut nodes, &mut inits);
     // [N, C, 1, T] → [T, N, C]
     inits.push(tensor_i64("squeeze_axes", &[2]));
     nodes.push(node(
@@ -309,28 +326,11 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         )],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "housenum".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        metadata_props: [
-            (PAD_KEY, cfg.pad.to_string()),
-            (STRETCH_KEY, cfg.stretch.to_string()),
-        ]
-        .into_iter()
-        .chain(metadata.iter().map(|(k, v)| (*k, v.clone())))
-        .map(|(k, v)| StringStringEntryProto {
-            key: k.to_string(),
-            value: v,
-        })
-        .collect(),
-        ..Default::default()
-    }
+    let own = [
+        (PAD_KEY, cfg.pad.to_string()),
+        (STRETCH_KEY, cfg.stretch.to_string()),
+    ];
+    model_proto(graph, &own, metadata)
 }
 
 /// The model as ONNX bytes.
@@ -364,40 +364,17 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
     let cfg = &loc.config;
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
-    let mut prev = LOC_INPUT_NAME.to_string();
-    for (i, s) in cfg.convs().iter().enumerate() {
-        let (wn, bn) = (
-            format!("conv{}.weight", i + 1),
-            format!("conv{}.bias", i + 1),
-        );
-        inits.push(tensor(&wn, &[s.co, s.ci, s.kh, s.kw], loc.param(2 * i)));
-        inits.push(tensor(&bn, &[s.co], loc.param(2 * i + 1)));
-        let (conv_out, relu_out) = (format!("conv{}", i + 1), format!("relu{}", i + 1));
-        nodes.push(node(
-            "Conv",
-            &conv_out,
-            &[&prev, &wn, &bn],
-            &[&conv_out],
-            vec![
-                ints("kernel_shape", &[s.kh as i64, s.kw as i64]),
-                ints("strides", &[1, 1]),
-                ints("pads", &[0, 0, 0, 0]),
-            ],
-        ));
-        nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
-        prev = relu_out;
-        if i < 3 {
-            let pool = format!("pool{}", i + 1);
-            nodes.push(node(
-                "MaxPool",
-                &pool,
-                &[&prev],
-                &[&pool],
-                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
-            ));
-            prev = pool;
-        }
-    }
+    let params: Vec<(&[f32], &[f32])> = (0..4)
+        .map(|i| (loc.param(2 * i), loc.param(2 * i + 1)))
+        .collect();
+    let prev = conv_stack(
+        &cfg.convs(),
+        &params,
+        3,
+        LOC_INPUT_NAME,
+        &mut nodes,
+        &mut inits,
+    );
     nodes.push(node(
         "Flatten",
         "flatten",
@@ -436,6 +413,13 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         output: vec![value_info(LOC_OUTPUT_NAME, &[Err("N"), Ok(OUTPUTS as i64)])],
         ..Default::default()
     };
+    let own = [(LOC_KEY, format!("{}x{}", cfg.height, cfg.width))];
+    model_proto(graph, &own, metadata)
+}
+
+/// A `ModelProto` of opset [`OPSET`] around `graph`, with `own` and then `extra` as
+/// `metadata_props`.
+fn model_proto(graph: GraphProto, own: &[(&str, String)], extra: &[(&str, String)]) -> ModelProto {
     ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
@@ -445,11 +429,12 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         producer_name: "housenum".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
-        metadata_props: std::iter::once((LOC_KEY, format!("{}x{}", cfg.height, cfg.width)))
-            .chain(metadata.iter().map(|(k, v)| (*k, v.clone())))
+        metadata_props: own
+            .iter()
+            .chain(extra)
             .map(|(k, v)| StringStringEntryProto {
                 key: k.to_string(),
-                value: v,
+                value: v.clone(),
             })
             .collect(),
         ..Default::default()

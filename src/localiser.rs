@@ -146,14 +146,8 @@ impl Localiser {
     /// invalid or the size does not match.
     pub fn from_params(config: LocaliserConfig, params: Vec<f32>) -> Option<Localiser> {
         config.sizes()?;
-        let mut offsets = Vec::new();
-        let mut off = 0;
-        for (_, shape) in config.param_specs() {
-            let len: usize = shape.iter().product();
-            offsets.push((off, len));
-            off += len;
-        }
-        (off == params.len()).then_some(Localiser {
+        let (offsets, total) = nn::param_offsets(&config.param_specs());
+        (total == params.len()).then_some(Localiser {
             config,
             params,
             offsets,

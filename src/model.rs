@@ -226,14 +226,8 @@ impl Crnn {
 
     /// A model from a config and a flat parameter buffer; `None` when the size does not match.
     pub fn from_params(config: ModelConfig, params: Vec<f32>) -> Option<Crnn> {
-        let mut offsets = Vec::new();
-        let mut off = 0;
-        for (_, shape) in config.param_specs() {
-            let len: usize = shape.iter().product();
-            offsets.push((off, len));
-            off += len;
-        }
-        (off == params.len()).then_some(Crnn {
+        let (offsets, total) = nn::param_offsets(&config.param_specs());
+        (total == params.len()).then_some(Crnn {
             config,
             params,
             offsets,

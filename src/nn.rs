@@ -43,6 +43,19 @@ pub fn gemm(
     }
 }
 
+/// `(offset, length)` of each parameter of `specs` (names and shapes, in storage order) inside
+/// one flat buffer, and the buffer's total length.
+pub fn param_offsets(specs: &[(String, Vec<usize>)]) -> (Vec<(usize, usize)>, usize) {
+    let mut offsets = Vec::with_capacity(specs.len());
+    let mut off = 0;
+    for (_, shape) in specs {
+        let len: usize = shape.iter().product();
+        offsets.push((off, len));
+        off += len;
+    }
+    (offsets, off)
+}
+
 /// Geometry of one valid (unpadded, stride-1) convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvShape {
