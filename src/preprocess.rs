@@ -71,11 +71,12 @@ pub enum Protocol {
     Full,
     /// The whole image and [`SEARCH_CROPS`] centred crops of it, each read; the readings of the
     /// whole image and of the crops that keep its central number vote (see [`crate::search`];
-    /// what `housenum read` does). Needs no boxes.
+    /// `housenum read --protocol search`). Needs no boxes.
     Search,
     /// The box the localiser predicts ([`crate::locate`]) grown by 30 %, like `Crop` with a
     /// predicted box instead of the labelled one. Needs no boxes, but the localiser: only
     /// [`crate::Reader::strips`] reads it (the functions here read the whole image for it).
+    /// What `housenum read` does.
     Locate,
 }
 
