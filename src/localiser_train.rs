@@ -17,6 +17,7 @@ use safetensors::SafeTensors;
 use crate::error::{Error, Result};
 use crate::localiser::{iou, smooth_l1, Localiser, LocaliserConfig, OUTPUTS};
 use crate::preprocess::{self, boxes_union, Region};
+use crate::recombine::{compose, cut_digits, DigitCrop};
 use crate::rng::Rng;
 use crate::svhn::{split_by_name, Record, SvhnSet};
 use crate::train::{clip_grad_norm, lr_at, Adam};
@@ -50,10 +51,22 @@ pub struct LocTrainConfig {
     /// trained on too; validation stays the `data` folder's split.
     #[serde(default)]
     pub extra: Vec<PathBuf>,
+    /// Share of samples replaced by a number recombined from the training split's real digits
+    /// (1 to `recombine_max_len` of them side by side, `crate::recombine`): numbers longer than
+    /// any real training number, so that the box grows with the number. 0 draws nothing.
+    #[serde(default)]
+    pub recombine_prob: f32,
+    /// Longest recombined number.
+    #[serde(default = "default_recombine_max_len")]
+    pub recombine_max_len: usize,
     /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
     /// a later call resumes): a run cut in parts, as a kill would cut it.
     #[serde(default)]
     pub stop_after: Option<usize>,
+}
+
+fn default_recombine_max_len() -> usize {
+    10
 }
 
 /// One epoch of a localiser run.
@@ -142,9 +155,15 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
     (out, target)
 }
 
-fn load_items(records: &[Record], quiet: bool) -> (Vec<Item>, Vec<String>) {
+/// The photos of `records` with their number boxes, and (when `cut`) their digits cut out for
+/// recombination.
+fn load_items(
+    records: &[Record],
+    quiet: bool,
+    cut: bool,
+) -> (Vec<Item>, Vec<DigitCrop>, Vec<String>) {
     let pb = crate::progress::bar(records.len() as u64, "loading", quiet);
-    let loaded: Vec<std::result::Result<Item, String>> = records
+    let loaded: Vec<std::result::Result<(Item, Vec<DigitCrop>), String>> = records
         .par_iter()
         .map(|r| {
             pb.inc(1);
@@ -152,21 +171,30 @@ fn load_items(records: &[Record], quiet: bool) -> (Vec<Item>, Vec<String>) {
                 return Err(format!("{}: no digit boxes", r.path.display()));
             }
             let image = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
-            Ok(Item {
+            let digits = if cut {
+                cut_digits(&image, &r.boxes, &r.digits)
+            } else {
+                Vec::new()
+            };
+            let item = Item {
                 image,
                 target: boxes_union(&r.boxes),
-            })
+            };
+            Ok((item, digits))
         })
         .collect();
     pb.finish_and_clear();
-    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    let (mut ok, mut pool, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for l in loaded {
         match l {
-            Ok(i) => ok.push(i),
+            Ok((i, d)) => {
+                ok.push(i);
+                pool.extend(d);
+            }
             Err(e) => errors.push(e),
         }
     }
-    (ok, errors)
+    (ok, pool, errors)
 }
 
 /// Predicted boxes (pixels) of whole images, batched.
@@ -298,11 +326,14 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);
     }
+    let recombine = cfg.recombine_prob > 0.0;
+    let (mut items, pool, mut errors) = load_items(&train_recs, cfg.quiet, recombine);
     for dir in &cfg.extra {
-        train_recs.extend(SvhnSet::open(dir)?.records);
+        let (more, _, more_errors) = load_items(&SvhnSet::open(dir)?.records, cfg.quiet, false);
+        items.extend(more);
+        errors.extend(more_errors);
     }
-    let (items, errors) = load_items(&train_recs, cfg.quiet);
-    let (val_items, _) = load_items(&val_recs, true);
+    let (val_items, _, _) = load_items(&val_recs, true, false);
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
     }
@@ -349,6 +380,16 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                 .par_iter()
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed, (step << 24) | i as u64);
+                    // At share 0 no draw is made, so runs without recombination are unchanged.
+                    if recombine && !pool.is_empty() && rng.chance(cfg.recombine_prob) {
+                        let len = 1 + rng.below(cfg.recombine_max_len.max(1));
+                        let (image, boxes, _) = compose(&pool, len, &mut rng);
+                        let item = Item {
+                            image,
+                            target: boxes_union(&boxes),
+                        };
+                        return sample(&item, &cfg.model, &mut rng);
+                    }
                     sample(&items[i], &cfg.model, &mut rng)
                 })
                 .collect();

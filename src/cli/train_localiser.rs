@@ -50,6 +50,13 @@ pub struct TrainLocaliserArgs {
     /// output with `--backgrounds` from the same data); repeatable.
     #[arg(long, value_name = "DIR")]
     pub extra: Vec<PathBuf>,
+    /// Share of samples replaced by numbers of 1 to `--recombine-max-len` real digits from the
+    /// training split set side by side (teaches boxes for numbers longer than any real one).
+    #[arg(long, default_value_t = 0.0)]
+    pub recombine: f32,
+    /// Longest recombined number.
+    #[arg(long, default_value_t = 10)]
+    pub recombine_max_len: usize,
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
     pub input: (usize, usize),
@@ -85,6 +92,8 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         quiet: a.quiet,
         stop_after: None,
         extra: a.extra.clone(),
+        recombine_prob: a.recombine.clamp(0.0, 1.0),
+        recombine_max_len: a.recombine_max_len.max(1),
     };
     let history = train_localiser(&cfg)
         .with_context(|| format!("training the localiser on {}", a.data.display()))?;
