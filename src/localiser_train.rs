@@ -65,6 +65,25 @@ pub struct LocTrainConfig {
     pub stop_after: Option<usize>,
 }
 
+impl LocTrainConfig {
+    /// The options a resumed run must share with the run it continues: everything that shapes
+    /// the samples, the order and the steps, except `epochs` (a finished run can be resumed
+    /// with its epoch count to export it) and where data and output live.
+    pub fn options(&self) -> serde_json::Value {
+        serde_json::json!({
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "clip_norm": self.clip_norm,
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "limit": self.limit,
+            "recombine_prob": self.recombine_prob,
+            "recombine_max_len": self.recombine_max_len,
+            "extra": self.extra,
+        })
+    }
+}
+
 fn default_recombine_max_len() -> usize {
     10
 }
@@ -244,6 +263,9 @@ pub struct LocCheckpoint {
     pub adam: Adam,
     /// Epochs done so far.
     pub history: Vec<LocEpoch>,
+    /// The run's options that shape training ([`LocTrainConfig::options`]); a resumed run must
+    /// match them. `None` in checkpoints written before they were recorded.
+    pub options: Option<serde_json::Value>,
 }
 
 impl LocCheckpoint {
@@ -270,6 +292,9 @@ impl LocCheckpoint {
         meta.insert("config".into(), json(serde_json::json!(self.model.config)));
         meta.insert("history".into(), json(serde_json::json!(self.history)));
         meta.insert("adam_t".into(), self.adam.t.to_string());
+        if let Some(o) = &self.options {
+            meta.insert("options".into(), o.to_string());
+        }
         let out = safetensors::serialize(views, Some(meta)).map_err(|e| ck_err(path, e))?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
@@ -304,10 +329,15 @@ impl LocCheckpoint {
         if m.len() != model.params.len() || v.len() != model.params.len() {
             return Err(ck_err(path, "Adam state does not match the parameters"));
         }
+        let options = match meta.get("options") {
+            Some(o) => Some(serde_json::from_str(o).map_err(|e| ck_err(path, e))?),
+            None => None,
+        };
         Ok(LocCheckpoint {
             model,
             adam: Adam { m, v, t },
             history,
+            options,
         })
     }
 }
@@ -354,6 +384,15 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         if ck.model.config != cfg.model {
             return Err(ck_err(&ck_path, "its architecture differs from this run's"));
         }
+        if let Some(saved) = ck.options.as_ref().filter(|o| **o != cfg.options()) {
+            return Err(ck_err(
+                &ck_path,
+                format!(
+                    "it was trained with other options ({saved}, now {}); use another --out",
+                    cfg.options()
+                ),
+            ));
+        }
         eprintln!("resuming after epoch {}", ck.history.len());
         ck
     } else {
@@ -363,6 +402,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
             model,
             adam: Adam::new(n),
             history: Vec::new(),
+            options: Some(cfg.options()),
         }
     };
     let per_epoch = items.len().div_ceil(cfg.batch_size) as u64;

@@ -140,6 +140,32 @@ fn localiser_training_resumes_and_is_reproducible() {
         wa.model.params != wc.model.params,
         "another seed gave the same weights"
     );
+    // Resuming a run with other options is refused, naming the checkpoint.
+    let other = LocTrainConfig {
+        data: svhn.join("train"),
+        out: a.path().to_path_buf(),
+        epochs: 3,
+        batch_size: 16,
+        lr: 2e-3,
+        clip_norm: 5.0,
+        seed: 1,
+        val_fraction: 0.1,
+        limit: Some(48),
+        model: LocaliserConfig {
+            channels: [4, 4, 8, 8],
+            ..LocaliserConfig::default()
+        },
+        quiet: true,
+        stop_after: None,
+        extra: Vec::new(),
+        recombine_prob: 0.5,
+        recombine_max_len: 10,
+    };
+    let err = train_localiser(&other).unwrap_err().to_string();
+    assert!(
+        err.contains("localiser.safetensors") && err.contains("other options"),
+        "{err}"
+    );
     // Recombined long numbers mixed in: trains, and changes what is learnt.
     let d = tempfile::tempdir().unwrap();
     let hd = run(d.path(), 2, 1, 0.5);
