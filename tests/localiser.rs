@@ -95,28 +95,29 @@ fn localiser_training_resumes_and_is_reproducible() {
         checkpoint_path, train_localiser, LocCheckpoint, LocTrainConfig,
     };
     let Some(svhn) = common::svhn() else { return };
+    // A tiny run: 2 epochs over 48 images; `stop_after` cuts it as a kill would.
+    let config = |dir: &Path, stop_after: usize, seed: u64, recombine_prob: f32| LocTrainConfig {
+        data: svhn.join("train"),
+        out: dir.to_path_buf(),
+        epochs: 2,
+        stop_after: Some(stop_after),
+        extra: Vec::new(),
+        recombine_prob,
+        recombine_max_len: 10,
+        batch_size: 16,
+        lr: 2e-3,
+        clip_norm: 5.0,
+        seed,
+        val_fraction: 0.1,
+        limit: Some(48),
+        model: LocaliserConfig {
+            channels: [4, 4, 8, 8],
+            ..LocaliserConfig::default()
+        },
+        quiet: true,
+    };
     let run = |dir: &Path, stop_after: usize, seed: u64, recombine_prob: f32| {
-        let cfg = LocTrainConfig {
-            data: svhn.join("train"),
-            out: dir.to_path_buf(),
-            epochs: 2,
-            stop_after: Some(stop_after),
-            extra: Vec::new(),
-            recombine_prob,
-            recombine_max_len: 10,
-            batch_size: 16,
-            lr: 2e-3,
-            clip_norm: 5.0,
-            seed,
-            val_fraction: 0.1,
-            limit: Some(48),
-            model: LocaliserConfig {
-                channels: [4, 4, 8, 8],
-                ..LocaliserConfig::default()
-            },
-            quiet: true,
-        };
-        train_localiser(&cfg).unwrap()
+        train_localiser(&config(dir, stop_after, seed, recombine_prob)).unwrap()
     };
     let (a, b, c) = (
         tempfile::tempdir().unwrap(),
@@ -142,24 +143,9 @@ fn localiser_training_resumes_and_is_reproducible() {
     );
     // Resuming a run with other options is refused, naming the checkpoint.
     let other = LocTrainConfig {
-        data: svhn.join("train"),
-        out: a.path().to_path_buf(),
         epochs: 3,
-        batch_size: 16,
-        lr: 2e-3,
-        clip_norm: 5.0,
-        seed: 1,
-        val_fraction: 0.1,
-        limit: Some(48),
-        model: LocaliserConfig {
-            channels: [4, 4, 8, 8],
-            ..LocaliserConfig::default()
-        },
-        quiet: true,
         stop_after: None,
-        extra: Vec::new(),
-        recombine_prob: 0.5,
-        recombine_max_len: 10,
+        ..config(a.path(), 3, 1, 0.5)
     };
     let err = train_localiser(&other).unwrap_err().to_string();
     assert!(
