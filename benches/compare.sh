@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Whole-program benchmark, reference side in the same run: `housenum eval` (tract) against the
 # same .onnx under onnxruntime with the same preprocessing (benches/ort_eval.py), and the cold
-# start of `housenum read one.png`; `read`'s default protocol (locate) against search; and the training step of `housenum bench` against the same
+# start of `housenum read one.png`; `read`'s default protocol (locate, seven framings) against one
+# framing and search; and the training step of `housenum bench` against the same
 # architecture under PyTorch CPU (benches/torch_train.py), same batch (32) and strip (3×32×128).
 # Medians of 5 runs; prints ratios.
 # Usage: benches/compare.sh [SVHN_DIR] (default ../shared/svhn/train); needs `pip install
@@ -21,18 +22,21 @@ ort=$(for _ in 1 2 3 4 5; do xargs python3 benches/ort_eval.py onnx/housenum.onn
   < /tmp/housenum-bench-list.txt; done | median)
 cold=$(for _ in 1 2 3 4 5; do s=$(date +%s%N); "$bin" read data/samples/sample-1.png >/dev/null; \
   echo $(( ($(date +%s%N) - s) / 1000000 )); done | median)
-# read's default (locate: localiser + one reading) against search (six readings), interleaved.
-for _ in 1 2 3; do for p in locate search; do
-  echo "$p $("$bin" eval "$data" --protocol $p --json -q \
+# read's default (locate: localiser + seven framings read), locate with one framing
+# (--views 1) and search (six readings), interleaved.
+for _ in 1 2 3; do for p in locate locate1 search; do
+  args="--protocol ${p%1}"; [ "$p" = locate1 ] && args="$args --views 1"
+  echo "$p $("$bin" eval "$data" $args --json -q \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_second"])')"
 done; done > /tmp/housenum-bench-protocols.txt
 loc=$(awk '$1 == "locate" {print $2}' /tmp/housenum-bench-protocols.txt | median)
+loc1=$(awk '$1 == "locate1" {print $2}' /tmp/housenum-bench-protocols.txt | median)
 sea=$(awk '$1 == "search" {print $2}' /tmp/housenum-bench-protocols.txt | median)
 echo "eval end to end (full protocol), images/s: housenum (tract) $rust, onnxruntime pipeline $ort, ratio $(python3 -c "print(f'{$rust/$ort:.2f}')")"
 cold_full=$(for _ in 1 2 3 4 5; do s=$(date +%s%N); "$bin" read --protocol full data/samples/sample-1.png >/dev/null; \
   echo $(( ($(date +%s%N) - s) / 1000000 )); done | median)
 echo "housenum read one.png, cold start: ${cold} ms (locate, the default), ${cold_full} ms (--protocol full)"
-echo "eval, images/s: locate $loc, search $sea, ratio $(python3 -c "print(f'{$loc/$sea:.2f}')")"
+echo "eval, images/s: locate $loc (7 framings), locate --views 1 $loc1, search $sea; ratios locate/search $(python3 -c "print(f'{$loc/$sea:.2f}')"), one framing/seven $(python3 -c "print(f'{$loc1/$loc:.2f}')")"
 tpy="${TORCH_PYTHON:-/usr/bin/python3}"
 if "$tpy" -c "import torch" 2>/dev/null; then
   # Interleaved (ours, theirs, ours, …) so that drifts of a shared machine hit both sides alike.

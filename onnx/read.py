@@ -2,7 +2,7 @@
 """Read house numbers with onnx/housenum.onnx under onnxruntime, exactly as `housenum read` does.
 
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
-       [--protocol locate|search|full] IMG...
+       [--protocol locate|search|full] [--views 1-7] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 Needs: onnxruntime, numpy, pillow.
 """
@@ -77,7 +77,6 @@ def to_strip(img, stretch=1.0):
     return strip[None].astype(np.float32)
 
 
-GROW = 1.3  # src/locate.rs: the predicted box grows like the crop protocol's labelled box
 
 
 def resize_normalise(img, out_h, out_w):
@@ -104,16 +103,52 @@ def expand_region(rect, fx, fy, w, h):
     return (x0, y0, x1, y1)
 
 
-def locate(img, loc_sess):
-    """The `locate` protocol's region: the localiser's box (fractions -> pixels in f32) grown
-    by GROW."""
+def locate_box(img, loc_sess):
+    """The localiser's box (fractions -> pixels in f32) as (l, t, r, b), not yet grown."""
     lh, lw = (int(v) for v in loc_sess.get_modelmeta().custom_metadata_map["housenum.localiser"].split("x"))
     h, w = img.shape[:2]
     x = resize_normalise(img, lh, lw)[None].astype(np.float32)
     b = loc_sess.run(["box"], {"image": x})[0][0]
     fw, fh = np.float32(w), np.float32(h)
-    box = (min(b[0], b[2]) * fw, min(b[1], b[3]) * fh, max(b[0], b[2]) * fw, max(b[1], b[3]) * fh)
-    return expand_region(box, GROW, GROW, w, h)
+    return (min(b[0], b[2]) * fw, min(b[1], b[3]) * fh, max(b[0], b[2]) * fw, max(b[1], b[3]) * fh)
+
+
+# src/views.rs FRAMINGS: (grow x, grow y, shift by a fraction of the box width).
+FRAMINGS = [(1.3, 1.3, 0.0), (1.15, 1.15, 0.0), (1.5, 1.3, 0.0), (1.3, 1.5, 0.0),
+            (1.5, 1.5, 0.0), (1.3, 1.3, -0.08), (1.3, 1.3, 0.08)]
+
+
+def framings(box, views, w, h):
+    """src/views.rs framings: the first `views` FRAMINGS of the box, shifted and grown in f32."""
+    l, t, r, b = (np.float32(v) for v in box)
+    bw = r - l
+    out = []
+    for fx, fy, shift in FRAMINGS[:max(1, min(views, len(FRAMINGS)))]:
+        dx = np.float32(shift) * bw
+        out.append(expand_region((l + dx, t, r + dx, b), fx, fy, w, h))
+    return out
+
+
+def combine(log_probs, readings):
+    """src/views.rs combine: each distinct non-empty reading (the empty one if all are empty) is
+    scored by the sum over framings of its log-probability; returns (index of the first framing
+    that read the best, mean log-probability)."""
+    if len(readings) == 1:
+        return 0, readings[0][1]
+    cands = []
+    for i, r in enumerate(readings):
+        if r[0] and r[0] not in [c[1] for c in cands]:
+            cands.append((i, r[0]))
+    if not cands:
+        cands = [(0, "")]
+    best = None
+    for i, digits in cands:
+        total = 0.0
+        for lp in log_probs:
+            total += sequence_log_prob(lp, digits)
+        if best is None or total > best[1]:
+            best = (i, total)
+    return best[0], best[1] / len(log_probs)
 
 
 def preprocess(path, stretch=1.0):
@@ -262,6 +297,8 @@ def main():
     ap.add_argument("--model", default=os.path.join(here, "housenum.onnx"))
     ap.add_argument("--localiser", default=os.path.join(here, "localiser.onnx"))
     ap.add_argument("--protocol", choices=["locate", "search", "full"], default="locate")
+    ap.add_argument("--views", type=int, choices=range(1, 8), default=7,
+                    help="framings of the localiser's box read under locate (as `housenum read --views`)")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -279,7 +316,7 @@ def main():
             img = load(path)
             h, w = img.shape[:2]
             if loc_sess is not None:
-                regs = [locate(img, loc_sess)]
+                regs = framings(locate_box(img, loc_sess), args.views, w, h)
             else:
                 regs = regions(w, h, args.protocol == "search")
             strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]
@@ -287,8 +324,13 @@ def main():
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        readings = [greedy_decode_spans(sess.run(["log_probs"], {"strip": x})[0][:, 0, :]) for x in strips]
-        digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
+        lps = [sess.run(["log_probs"], {"strip": x})[0][:, 0, :] for x in strips]
+        readings = [greedy_decode_spans(lp) for lp in lps]
+        if loc_sess is not None:
+            best, log_p = combine(lps, readings)
+            digits = readings[best][0]
+        else:
+            digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
         print(f"{path}\t{digits}\t{calibrate(log_p, cal):.3f}")
     sys.exit(1 if failed else 0)
 

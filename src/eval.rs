@@ -111,6 +111,7 @@ fn score(
     reader: &Reader,
     truths: &[(String, Vec<u8>)],
     strips: &[Result<Vec<(Region, preprocess::Strip)>>],
+    protocol: Protocol,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {
     let ok: Vec<Vec<(Region, &preprocess::Strip)>> = strips
@@ -121,7 +122,7 @@ fn score(
                 .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
         })
         .collect();
-    let mut decoded = reader.read_best(&ok)?.into_iter().map(|(_, d)| d);
+    let mut decoded = reader.read_best(&ok, protocol)?.into_iter().map(|(_, d)| d);
     let mut out = Vec::with_capacity(truths.len());
     for ((name, digits), s) in truths.iter().zip(strips) {
         let truth = digits_to_string(digits);
@@ -184,7 +185,7 @@ pub fn evaluate(
     for k in 0..chunks.len() {
         let strips = current.take().expect("prepared chunk");
         let (scored, next) = rayon::join(
-            || score(reader, &truths_of(chunks[k]), &strips, progress),
+            || score(reader, &truths_of(chunks[k]), &strips, protocol, progress),
             || chunks.get(k + 1).map(|c| prepare(c)),
         );
         outcomes.extend(scored?);
@@ -225,7 +226,7 @@ pub fn evaluate_images(
             .iter()
             .map(|l| (l.name.clone(), l.digits.clone()))
             .collect();
-        outcomes.extend(score(reader, &truths, &strips, progress)?);
+        outcomes.extend(score(reader, &truths, &strips, protocol, progress)?);
     }
     Ok(summarise(
         outcomes,

@@ -18,6 +18,7 @@ use crate::locate::Locator;
 use crate::preprocess::{self, Geometry, Protocol, Region, Strip, HEIGHT};
 use crate::search;
 use crate::svhn::DigitBox;
+use crate::views::{self, ViewReading};
 
 /// The shipped model, compiled into the library.
 pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../onnx/housenum.onnx");
@@ -33,6 +34,8 @@ pub struct Reader {
     plans: Mutex<HashMap<usize, Plan>>,
     /// The localiser of [`Protocol::Locate`]: the embedded one unless set, loaded on first use.
     locator: Mutex<Option<Arc<Locator>>>,
+    /// How many [`views::FRAMINGS`] of a box `crop` and `locate` read.
+    views: usize,
 }
 
 impl std::fmt::Debug for Reader {
@@ -124,6 +127,7 @@ impl Reader {
             geometry: Geometry { stretch, pad },
             plans: Mutex::new(HashMap::new()),
             locator: Mutex::new(None),
+            views: views::FRAMINGS.len(),
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan(1)?;
@@ -158,6 +162,18 @@ impl Reader {
     /// the strip).
     pub fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// How many framings of a box the `crop` and `locate` protocols read ([`views`]; all of
+    /// [`views::FRAMINGS`] unless set).
+    pub fn views(&self) -> usize {
+        self.views
+    }
+
+    /// Read `n` framings of a box under `crop` and `locate` (clamped to 1 ..= 7); 1 reads only
+    /// the box grown 30 %, as versions before 0.8 did.
+    pub fn set_views(&mut self, n: usize) {
+        self.views = n.clamp(1, views::FRAMINGS.len());
     }
 
     /// Replace the confidence calibration (e.g. with the identity, to see raw confidences).
@@ -219,6 +235,20 @@ impl Reader {
 
     /// [`Reader::read_strips`] with raw (uncalibrated) confidences.
     fn read_strips_raw(&self, strips: &[&Strip]) -> Result<Vec<Decoded>> {
+        Ok(self
+            .read_views(strips)?
+            .into_iter()
+            .map(|v| v.decoded)
+            .collect())
+    }
+
+    /// Read many strips, keeping each one's log-probabilities: grouped by width into batches of
+    /// at most [`MAX_BATCH`] (strips of one width give the same result batched or alone),
+    /// decoded greedily (raw confidences), in input order.
+    ///
+    /// # Shapes
+    /// Each result's `log_probs` is `[t, NUM_CLASSES]`.
+    fn read_views(&self, strips: &[&Strip]) -> Result<Vec<ViewReading>> {
         let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, s) in strips.iter().enumerate() {
             by_width.entry(s.width).or_default().push(i);
@@ -229,45 +259,66 @@ impl Reader {
             .iter()
             .flat_map(|(&w, idx)| idx.chunks(MAX_BATCH).map(move |c| (w, c)))
             .collect();
-        let done: Vec<Result<Vec<(usize, Decoded)>>> = jobs
+        let done: Vec<Result<Vec<(usize, ViewReading)>>> = jobs
             .par_iter()
             .map(|&(w, chunk)| {
                 let x: Vec<f32> = chunk
                     .iter()
                     .flat_map(|&i| strips[i].data.iter().cloned())
                     .collect();
-                let (lp, t) = self.log_probs(&x, chunk.len(), w)?;
+                let n = chunk.len();
+                let (lp, t) = self.log_probs(&x, n, w)?;
                 Ok(chunk
                     .iter()
                     .enumerate()
-                    .map(|(b, &i)| (i, greedy_decode(&lp, t, chunk.len(), b)))
+                    .map(|(b, &i)| {
+                        let log_probs: Vec<f32> = (0..t)
+                            .flat_map(|tt| lp[(tt * n + b) * NUM_CLASSES..][..NUM_CLASSES].iter())
+                            .cloned()
+                            .collect();
+                        let decoded = greedy_decode(&log_probs, t, 1, 0);
+                        (
+                            i,
+                            ViewReading {
+                                decoded,
+                                log_probs,
+                                t,
+                            },
+                        )
+                    })
                     .collect())
             })
             .collect();
-        let mut out: Vec<Option<Decoded>> = vec![None; strips.len()];
+        let mut out: Vec<Option<ViewReading>> = vec![None; strips.len()];
         for batch in done {
-            for (i, d) in batch? {
-                out[i] = Some(d);
+            for (i, v) in batch? {
+                out[i] = Some(v);
             }
         }
         Ok(out
             .into_iter()
-            .map(|d| d.expect("every strip decoded"))
+            .map(|v| v.expect("every strip decoded"))
             .collect())
     }
 
-    /// Read several images, each given as one or more candidate regions with their strips (a
-    /// protocol's regions, the whole image first when there are several): every strip of every
-    /// image is read in one width-grouped pass, and each image's answer is chosen by
-    /// [`search::choose`] on raw confidences (the only candidate, or the reading most voted
-    /// for by the crops that keep the whole image's central number). Returns, per image, the
+    /// Read several images, each given as one or more candidate regions with their strips (what
+    /// [`Reader::strips`] gives for `protocol`): every strip of every image is read in one
+    /// width-grouped pass, and each image's answer is chosen on raw confidences — under
+    /// [`Protocol::Search`] by [`search::choose`] (the reading most voted for by the crops that
+    /// keep the whole image's central number), otherwise by [`views::combine`] (the reading
+    /// with the highest summed log-probability over the framings of the box; its confidence is
+    /// then the mean of those log-probabilities, calibrated). Returns, per image, the
     /// answering candidate's index and its reading (confidence calibrated).
     ///
     /// # Panics
     /// When an image has no candidate.
-    pub fn read_best(&self, images: &[Vec<(Region, &Strip)>]) -> Result<Vec<(usize, Decoded)>> {
+    pub fn read_best(
+        &self,
+        images: &[Vec<(Region, &Strip)>],
+        protocol: Protocol,
+    ) -> Result<Vec<(usize, Decoded)>> {
         let flat: Vec<&Strip> = images.iter().flatten().map(|(_, s)| *s).collect();
-        let mut decoded = self.read_strips_raw(&flat)?.into_iter();
+        let mut read = self.read_views(&flat)?.into_iter();
         Ok(images
             .iter()
             .map(|cands| {
@@ -275,11 +326,18 @@ impl Reader {
                     !cands.is_empty(),
                     "an image needs at least one candidate strip"
                 );
-                let all: Vec<Decoded> = decoded.by_ref().take(cands.len()).collect();
-                let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
-                let best = search::choose(&regions, &all, self.geometry);
-                let mut d = all.into_iter().nth(best).expect("index in range");
-                d.confidence = self.calibration.apply(d.log_prob);
+                let all: Vec<ViewReading> = read.by_ref().take(cands.len()).collect();
+                let (best, log_prob) = if protocol == Protocol::Search {
+                    let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
+                    let decoded: Vec<Decoded> = all.iter().map(|v| v.decoded.clone()).collect();
+                    let best = search::choose(&regions, &decoded, self.geometry);
+                    (best, decoded[best].log_prob)
+                } else {
+                    views::combine(&all)
+                };
+                let mut d = all.into_iter().nth(best).expect("index in range").decoded;
+                d.log_prob = log_prob;
+                d.confidence = self.calibration.apply(log_prob);
                 (best, d)
             })
             .collect())
@@ -322,8 +380,10 @@ impl Reader {
         Ok(l)
     }
 
-    /// The strips of every region `protocol` reads in `img`, with their regions (the whole
-    /// image first when there are several); [`Protocol::Locate`] runs the localiser first.
+    /// The strips of every region `protocol` reads in `img`, with their regions: for `crop`
+    /// (with boxes) and `locate` the [`Reader::views`] framings of the box (the box grown 30 %
+    /// first; [`Protocol::Locate`] runs the localiser for it), for `search` the whole image
+    /// first and its crops, for `full` the whole image.
     pub fn strips(
         &self,
         img: &image::Rgb32FImage,
@@ -331,11 +391,15 @@ impl Reader {
         boxes: &[DigitBox],
     ) -> Result<Vec<(Region, Strip)>> {
         let stretch = self.geometry.stretch;
-        if protocol == Protocol::Locate {
-            let r = self.locator()?.region(img)?;
-            return Ok(vec![(r, preprocess::strip_from_region(img, r, stretch))]);
-        }
-        Ok(preprocess::protocol_strips(img, protocol, boxes, stretch))
+        let rect = match protocol {
+            Protocol::Locate => self.locator()?.locate(img)?,
+            Protocol::Crop if !boxes.is_empty() => preprocess::boxes_union(boxes),
+            _ => return Ok(preprocess::protocol_strips(img, protocol, boxes, stretch)),
+        };
+        Ok(views::framings(rect, self.views, img.dimensions())
+            .into_iter()
+            .map(|r| (r, preprocess::strip_from_region(img, r, stretch)))
+            .collect())
     }
 
     /// Read a decoded image under a protocol: the reading and the region it came from.
@@ -347,7 +411,7 @@ impl Reader {
     ) -> Result<(Region, Decoded)> {
         let cands = self.strips(img, protocol, boxes)?;
         let (i, d) = self
-            .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()])?
+            .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()], protocol)?
             .remove(0);
         Ok((cands[i].0, d))
     }

@@ -44,6 +44,7 @@ pub mod svhn;
 pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
+pub mod views;
 pub mod window;
 
 pub use ctc::Decoded;

@@ -17,7 +17,7 @@ use safetensors::SafeTensors;
 use crate::error::{Error, Result};
 use crate::localiser::{iou, smooth_l1, Localiser, LocaliserConfig, OUTPUTS};
 use crate::preprocess::{self, boxes_union, Region};
-use crate::recombine::{compose, cut_digits, DigitCrop};
+use crate::recombine::{compose, cut_digits, paste_into, DigitCrop};
 use crate::rng::Rng;
 use crate::svhn::{split_by_name, Record, SvhnSet};
 use crate::train::{clip_grad_norm, lr_at, Adam};
@@ -59,6 +59,11 @@ pub struct LocTrainConfig {
     /// Longest recombined number.
     #[serde(default = "default_recombine_max_len")]
     pub recombine_max_len: usize,
+    /// Share of samples where a recombined number of as many to `recombine_max_len` digits as
+    /// the photo's own is pasted over that number in the photo ([`crate::recombine::paste_into`]):
+    /// long numbers seen inside a real scene. 0 draws nothing.
+    #[serde(default)]
+    pub paste_prob: f32,
     /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
     /// a later call resumes): a run cut in parts, as a kill would cut it.
     #[serde(default)]
@@ -70,7 +75,7 @@ impl LocTrainConfig {
     /// the samples, the order and the steps, except `epochs` (a finished run can be resumed
     /// with its epoch count to export it) and where data and output live.
     pub fn options(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut o = serde_json::json!({
             "batch_size": self.batch_size,
             "lr": self.lr,
             "clip_norm": self.clip_norm,
@@ -80,7 +85,12 @@ impl LocTrainConfig {
             "recombine_prob": self.recombine_prob,
             "recombine_max_len": self.recombine_max_len,
             "extra": self.extra,
-        })
+        });
+        // Recorded only when used, so checkpoints of earlier runs still resume.
+        if self.paste_prob > 0.0 {
+            o["paste_prob"] = serde_json::json!(self.paste_prob);
+        }
+        o
     }
 }
 
@@ -107,6 +117,8 @@ pub struct LocEpoch {
 struct Item {
     image: Rgb32FImage,
     target: (f32, f32, f32, f32),
+    /// How many digits the number has.
+    digits: usize,
 }
 
 /// The localiser's input for a region of an image: resized to `height × width` with the strip
@@ -198,6 +210,7 @@ fn load_items(
             let item = Item {
                 image,
                 target: boxes_union(&r.boxes),
+                digits: r.digits.len(),
             };
             Ok((item, digits))
         })
@@ -356,7 +369,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);
     }
-    let recombine = cfg.recombine_prob > 0.0;
+    let recombine = cfg.recombine_prob > 0.0 || cfg.paste_prob > 0.0;
     let (mut items, pool, mut errors) = load_items(&train_recs, cfg.quiet, recombine);
     for dir in &cfg.extra {
         let (more, _, more_errors) = load_items(&SvhnSet::open(dir)?.records, cfg.quiet, false);
@@ -421,12 +434,30 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed, (step << 24) | i as u64);
                     // At share 0 no draw is made, so runs without recombination are unchanged.
-                    if recombine && !pool.is_empty() && rng.chance(cfg.recombine_prob) {
+                    if cfg.recombine_prob > 0.0
+                        && !pool.is_empty()
+                        && rng.chance(cfg.recombine_prob)
+                    {
                         let len = 1 + rng.below(cfg.recombine_max_len.max(1));
-                        let (image, boxes, _) = compose(&pool, len, &mut rng);
+                        let (image, boxes, digits) = compose(&pool, len, &mut rng);
                         let item = Item {
                             image,
                             target: boxes_union(&boxes),
+                            digits: digits.len(),
+                        };
+                        return sample(&item, &cfg.model, &mut rng);
+                    }
+                    if cfg.paste_prob > 0.0 && !pool.is_empty() && rng.chance(cfg.paste_prob) {
+                        let it = &items[i];
+                        let max = cfg.recombine_max_len.max(it.digits).max(1);
+                        let len = it.digits.max(1) + rng.below(max - it.digits.max(1) + 1);
+                        let (strip, sb, digits) = compose(&pool, len, &mut rng);
+                        let (image, boxes) =
+                            paste_into(&it.image, it.target, &strip, &sb, &mut rng);
+                        let item = Item {
+                            image,
+                            target: boxes_union(&boxes),
+                            digits: digits.len(),
                         };
                         return sample(&item, &cfg.model, &mut rng);
                     }

@@ -137,7 +137,8 @@ impl Locator {
         Ok((x0, y0, x1, y1))
     }
 
-    /// The region the `locate` protocol reads: the predicted box grown by [`GROW`].
+    /// The region the `locate` protocol reads with one view (`--views 1`; the first of
+    /// [`crate::views::FRAMINGS`]): the predicted box grown by [`GROW`].
     pub fn region(&self, img: &Rgb32FImage) -> Result<Region> {
         Ok(preprocess::expand_region(
             self.locate(img)?,

@@ -109,6 +109,62 @@ pub fn compose(
     (img, boxes, digits)
 }
 
+/// A recombined number set into a real photo over the photo's own number, so that a long
+/// number is seen with a real scene around it (a [`compose`] strip alone is all number).
+///
+/// `strip` and `strip_boxes` come from [`compose`]; `number` is the photo's number box
+/// `(x0, y0, x1, y1)` in pixels. The strip is scaled so its digits are 0.9–1.2× as tall as the
+/// photo's (at most the photo's height), widened when it would not cover the photo's number,
+/// and pasted centred on it; when it is wider than the photo, the photo is first stretched
+/// horizontally to 1.15× the strip's width. The old number is always covered, so the returned
+/// boxes (one per pasted digit, inside the returned image) are the only number in it.
+pub fn paste_into(
+    photo: &Rgb32FImage,
+    number: (f32, f32, f32, f32),
+    strip: &Rgb32FImage,
+    strip_boxes: &[DigitBox],
+    rng: &mut Rng,
+) -> (Rgb32FImage, Vec<DigitBox>) {
+    let (pw, ph) = photo.dimensions();
+    let (l, t, r, b) = number;
+    let (l, r) = (l.clamp(0.0, pw as f32), r.clamp(0.0, pw as f32));
+    let (t, b) = (t.clamp(0.0, ph as f32), b.clamp(0.0, ph as f32));
+    let digit_h = DIGIT_HEIGHT as f32 / 1.2;
+    let (sw0, sh0) = (strip.width() as f32, strip.height() as f32);
+    let ky = ((b - t).max(4.0) / digit_h * rng.uniform(0.9, 1.2)).min(ph as f32 / sh0);
+    let cw = pw.max((sw0 * ky * 1.15).ceil() as u32);
+    let fx = cw as f32 / pw as f32;
+    let mut canvas = if cw > pw {
+        image::imageops::resize(photo, cw, ph, image::imageops::FilterType::Triangle)
+    } else {
+        photo.clone()
+    };
+    // Cover the old number (stretched with the photo) with a pixel to spare on each side.
+    let need = (r - l) * fx + 2.0;
+    let kx = (ky).max(need / sw0).min(cw as f32 / sw0);
+    let (sw, sh) = (
+        ((sw0 * kx).round() as u32).clamp(1, cw),
+        ((sh0 * ky).round() as u32).clamp(1, ph),
+    );
+    let scaled = image::imageops::resize(strip, sw, sh, image::imageops::FilterType::Triangle);
+    let cx = (l + r) / 2.0 * fx;
+    let cy = (t + b) / 2.0;
+    let x0 = (cx - sw as f32 / 2.0).round().clamp(0.0, (cw - sw) as f32) as u32;
+    let y0 = (cy - sh as f32 / 2.0).round().clamp(0.0, (ph - sh) as f32) as u32;
+    image::imageops::replace(&mut canvas, &scaled, x0 as i64, y0 as i64);
+    let (kx, ky) = (sw as f32 / sw0, sh as f32 / sh0);
+    let boxes = strip_boxes
+        .iter()
+        .map(|bx| DigitBox {
+            left: x0 as f32 + bx.left * kx,
+            top: y0 as f32 + bx.top * ky,
+            width: bx.width * kx,
+            height: bx.height * ky,
+        })
+        .collect();
+    (canvas, boxes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +205,50 @@ mod tests {
         for c in &crops {
             assert_eq!(c.image.height(), DIGIT_HEIGHT);
             assert!(c.span.0 >= 0.0 && c.span.1 <= c.image.width() as f32);
+        }
+    }
+
+    #[test]
+    fn pasted_numbers_cover_the_old_one_and_stay_inside() {
+        let (img, boxes, digits) = photo();
+        let crops = cut_digits(&img, &boxes, &digits);
+        let old = crate::preprocess::boxes_union(&boxes);
+        // A photo of one colour with a number of another: after pasting, no pixel of the old
+        // number's colour may remain.
+        let mut marked = Rgb32FImage::from_pixel(80, 40, Rgb([0.2, 0.2, 0.2]));
+        for x in 20..50 {
+            for y in 10..30 {
+                marked.put_pixel(x, y, Rgb([1.0, 0.0, 1.0]));
+            }
+        }
+        for (len, seed) in [(1, 1), (3, 2), (10, 3), (10, 4)] {
+            let (strip, sb, sd) = compose(&crops, len, &mut Rng::new(seed));
+            let run = |p: &Rgb32FImage, n| paste_into(p, n, &strip, &sb, &mut Rng::new(seed));
+            let (a, ba) = run(&img, old);
+            let (a2, ba2) = run(&img, old);
+            assert_eq!((a.as_raw(), &ba), (a2.as_raw(), &ba2), "deterministic");
+            assert_eq!(ba.len(), sd.len());
+            assert_eq!(a.height(), img.height());
+            for bx in &ba {
+                assert!(bx.left >= -1e-3 && bx.top >= -1e-3, "{bx:?}");
+                assert!(
+                    bx.right() <= a.width() as f32 + 1e-3,
+                    "{bx:?} in {}",
+                    a.width()
+                );
+                assert!(bx.bottom() <= a.height() as f32 + 1e-3, "{bx:?}");
+            }
+            for w in ba.windows(2) {
+                assert!(w[0].right() <= w[1].left + 1e-3);
+            }
+            let (m, _) = run(&marked, (20.0, 10.0, 50.0, 30.0));
+            assert!(
+                m.pixels().all(|p| *p != Rgb([1.0, 0.0, 1.0])),
+                "old number left visible (len {len})"
+            );
+            if len == 10 {
+                assert!(m.width() > marked.width(), "a long number widens the photo");
+            }
         }
     }
 

@@ -104,6 +104,7 @@ fn localiser_training_resumes_and_is_reproducible() {
         extra: Vec::new(),
         recombine_prob,
         recombine_max_len: 10,
+        paste_prob: 0.0,
         batch_size: 16,
         lr: 2e-3,
         clip_norm: 5.0,

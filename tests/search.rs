@@ -21,7 +21,7 @@ fn read_best_applies_the_search_rule_to_batched_readings() {
         .iter()
         .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
         .collect();
-    let together = reader.read_best(&images).unwrap();
+    let together = reader.read_best(&images, Protocol::Search).unwrap();
     // The choice is made on raw confidences; the answer's confidence is then calibrated.
     let mut raw = Reader::embedded().unwrap();
     raw.set_calibration(Calibration::IDENTITY);
@@ -34,7 +34,7 @@ fn read_best_applies_the_search_rule_to_batched_readings() {
         let want_conf = cal.apply(each[want].log_prob);
         // Alone: the same batches as `read_strips`, so exactly the same numbers.
         let (alone_idx, alone) = reader
-            .read_best(std::slice::from_ref(cands))
+            .read_best(std::slice::from_ref(cands), Protocol::Search)
             .unwrap()
             .remove(0);
         assert_eq!(alone_idx, want);

@@ -31,6 +31,11 @@ pub struct ReadArgs {
     /// one compiled in.
     #[arg(long, value_name = "FILE")]
     pub localiser: Option<PathBuf>,
+    /// Framings of the box read under `crop` and `locate` (1–7): the box grown 30 %, then
+    /// grown less and more, wider, taller and shifted; the reading with the highest summed
+    /// log-probability over them answers. 1 reads the single 30 % box (≈ 4× faster).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub views: u8,
     /// Abstain below this confidence: print `?` instead of the digits (exit code 3).
     #[arg(long, value_name = "X")]
     pub min_confidence: Option<f32>,
@@ -79,8 +84,8 @@ impl From<ReadProtocol> for Protocol {
 }
 
 /// The model chosen by `--model` (or the embedded one), with the localiser chosen by
-/// `--localiser` (or, on first use, the embedded one).
-pub fn load_reader(model: Option<&Path>, localiser: Option<&Path>) -> Result<Reader> {
+/// `--localiser` (or, on first use, the embedded one), reading `views` framings of a box.
+pub fn load_reader(model: Option<&Path>, localiser: Option<&Path>, views: u8) -> Result<Reader> {
     let mut reader = match model {
         Some(p) => {
             Reader::from_path(p).with_context(|| format!("loading model {}", p.display()))?
@@ -92,6 +97,7 @@ pub fn load_reader(model: Option<&Path>, localiser: Option<&Path>) -> Result<Rea
             .with_context(|| format!("loading localiser {}", p.display()))?;
         reader.set_locator(l);
     }
+    reader.set_views(views as usize);
     Ok(reader)
 }
 
@@ -175,7 +181,7 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
 
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
-    let reader = load_reader(a.model.as_deref(), a.localiser.as_deref())?;
+    let reader = load_reader(a.model.as_deref(), a.localiser.as_deref(), a.views)?;
     let protocol = Protocol::from(a.protocol);
     let (inputs, empty_dirs) = expand_inputs(&a.images);
     let stdout = std::io::stdout();

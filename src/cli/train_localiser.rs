@@ -57,6 +57,11 @@ pub struct TrainLocaliserArgs {
     /// Longest recombined number.
     #[arg(long, default_value_t = 10)]
     pub recombine_max_len: usize,
+    /// Share of samples where a number of as many to `--recombine-max-len` real digits is
+    /// pasted over the photo's own number (long numbers inside a real scene; the photo is
+    /// widened when the number would not fit).
+    #[arg(long, default_value_t = 0.0)]
+    pub paste: f32,
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
     pub input: (usize, usize),
@@ -94,6 +99,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         extra: a.extra.clone(),
         recombine_prob: a.recombine.clamp(0.0, 1.0),
         recombine_max_len: a.recombine_max_len.max(1),
+        paste_prob: a.paste.clamp(0.0, 1.0),
     };
     let history = train_localiser(&cfg)
         .with_context(|| format!("training the localiser on {}", a.data.display()))?;

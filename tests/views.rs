@@ -1,0 +1,163 @@
+//! Reading a box under several framings (`src/views.rs`) through the public reader.
+
+mod common;
+
+use housenum::alphabet::NUM_CLASSES;
+use housenum::calibrate::Calibration;
+use housenum::ctc::{greedy_decode, sequence_log_prob};
+use housenum::preprocess::{self, Protocol};
+use housenum::svhn::DigitBox;
+use housenum::views::{self, FRAMINGS};
+use housenum::Reader;
+
+/// Per framing: (digits, log-probabilities `[t, NUM_CLASSES]`, t), each strip run alone.
+fn per_view(
+    reader: &Reader,
+    strips: &[(preprocess::Region, preprocess::Strip)],
+) -> Vec<(Vec<u8>, Vec<f32>, usize)> {
+    strips
+        .iter()
+        .map(|(_, s)| {
+            let (lp, t) = reader.log_probs(&s.data, 1, s.width).unwrap();
+            assert_eq!(lp.len(), t * NUM_CLASSES);
+            (greedy_decode(&lp, t, 1, 0).digits, lp, t)
+        })
+        .collect()
+}
+
+#[test]
+fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
+    let reader = Reader::embedded().unwrap();
+    assert_eq!(reader.views(), FRAMINGS.len(), "all framings by default");
+    let locator = reader.locator().unwrap();
+    let cal = reader.calibration();
+    let mut disagreements = 0;
+    for (path, _) in common::samples() {
+        let img = preprocess::load_image(&path).unwrap();
+        let strips = reader.strips(&img, Protocol::Locate, &[]).unwrap();
+        let regions: Vec<_> = strips.iter().map(|(r, _)| *r).collect();
+        let rect = locator.locate(&img).unwrap();
+        assert_eq!(regions, views::framings(rect, 7, img.dimensions()));
+        assert_eq!(
+            regions[0],
+            locator.region(&img).unwrap(),
+            "the 30 % box first"
+        );
+        let views = per_view(&reader, &strips);
+        // Independently: every distinct non-empty reading, scored by its summed log-probability.
+        let mut cands: Vec<&Vec<u8>> = Vec::new();
+        for (d, ..) in &views {
+            if !d.is_empty() && !cands.contains(&d) {
+                cands.push(d);
+            }
+        }
+        disagreements += usize::from(cands.len() > 1);
+        let score = |d: &[u8]| -> f64 {
+            views
+                .iter()
+                .map(|(_, lp, t)| sequence_log_prob(lp, *t, 1, 0, d).min(0.0))
+                .sum()
+        };
+        let best = cands
+            .iter()
+            .fold(None::<(&Vec<u8>, f64)>, |acc, d| match acc {
+                Some((_, s)) if s >= score(d) => acc,
+                _ => Some((d, score(d))),
+            })
+            .unwrap();
+        let (region, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        assert_eq!(&d.digits, best.0, "{}", path.display());
+        let mean = best.1 / 7.0;
+        assert!((d.log_prob - mean).abs() < 1e-4, "{} vs {mean}", d.log_prob);
+        assert!((d.confidence - cal.apply(mean)).abs() < 1e-5);
+        let first = views.iter().position(|(v, ..)| v == best.0).unwrap();
+        assert_eq!(
+            region, regions[first],
+            "the region of the first framing that read it"
+        );
+    }
+    // The samples are not all read alike under every framing, so the choice was exercised.
+    assert!(
+        disagreements > 0,
+        "every sample read the same in every framing"
+    );
+}
+
+#[test]
+fn one_view_is_the_single_box_reading() {
+    let mut reader = Reader::embedded().unwrap();
+    reader.set_views(1);
+    let mut raw = Reader::embedded().unwrap();
+    raw.set_calibration(Calibration::IDENTITY);
+    let cal = reader.calibration();
+    for (path, _) in common::samples() {
+        let img = preprocess::load_image(&path).unwrap();
+        let region = reader.locator().unwrap().region(&img).unwrap();
+        let strip = preprocess::strip_from_region(&img, region, reader.geometry().stretch);
+        let want = raw.read_strip(&strip).unwrap();
+        let (r, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        assert_eq!(r, region);
+        assert_eq!(d.digits, want.digits);
+        assert!((d.confidence - cal.apply(want.log_prob)).abs() < 1e-6);
+    }
+    reader.set_views(0);
+    assert_eq!(reader.views(), 1, "clamped");
+    reader.set_views(100);
+    assert_eq!(reader.views(), FRAMINGS.len(), "clamped");
+}
+
+#[test]
+fn crop_frames_the_labelled_box_and_full_and_search_are_unchanged() {
+    let reader = Reader::embedded().unwrap();
+    let img = image::Rgb32FImage::from_pixel(120, 60, image::Rgb([0.5, 0.5, 0.5]));
+    let boxes = [DigitBox {
+        left: 40.0,
+        top: 15.0,
+        width: 30.0,
+        height: 30.0,
+    }];
+    let crop: Vec<_> = reader
+        .strips(&img, Protocol::Crop, &boxes)
+        .unwrap()
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(crop.len(), 7);
+    assert_eq!(
+        crop[0],
+        preprocess::protocol_region(Protocol::Crop, (120, 60), &boxes)
+    );
+    assert_eq!(
+        crop,
+        views::framings(preprocess::boxes_union(&boxes), 7, (120, 60))
+    );
+    for p in [Protocol::Full, Protocol::Search] {
+        let got: Vec<_> = reader
+            .strips(&img, p, &boxes)
+            .unwrap()
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(got, preprocess::protocol_regions(p, (120, 60), &boxes));
+    }
+    // Crop without boxes reads the whole image once.
+    assert_eq!(reader.strips(&img, Protocol::Crop, &[]).unwrap().len(), 1);
+}
+
+#[test]
+fn cli_views_option() {
+    let (path, _) = &common::samples()[2];
+    let p = path.display().to_string();
+    let mut reader = Reader::embedded().unwrap();
+    for n in [1usize, 4, 7] {
+        reader.set_views(n);
+        let d = reader.read_file(path).unwrap();
+        let (code, out, err) = common::run(&["read", "--views", &n.to_string(), &p], None);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("{p}\t{}\t{:.3}\n", d.text(), d.confidence));
+    }
+    for bad in ["0", "8", "x"] {
+        let (code, _, err) = common::run(&["read", "--views", bad, &p], None);
+        assert_eq!(code, 2, "--views {bad}: {err}");
+    }
+}
