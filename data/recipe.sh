@@ -36,7 +36,7 @@ train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-widt
 [ -f "$runs/localiser/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$runs/localiser" \
   --epochs 80 --val-fraction 0.2 --recombine 0.3 --seed 1 --quiet --export "$runs/localiser/localiser.onnx"
 echo "localiser: $runs/localiser/localiser.onnx (copy to onnx/localiser.onnx and rebuild to ship it)"
-# Calibration under locate, what `read` does, with the localiser just trained.
+# Calibration under locate with its seven framings, what `read` does, with the localiser just trained.
 [ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" \
   --protocol locate --localiser "$runs/localiser/localiser.onnx" --out "$runs/v10/calibrated.onnx" -q
 echo "model: $runs/v10/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
