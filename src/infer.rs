@@ -49,7 +49,7 @@ impl std::fmt::Debug for Reader {
 /// Largest batch given to one plan run: 1. tract runs strips one at a time as fast as in
 /// batches (`cargo bench`: 32 strips alone 96.6 ms, as one batch 109 ms), and every new batch
 /// size costs a plan build (tract's LSTM needs a concrete batch): with seven framings per image
-/// the cold start of `read` was 122–155 ms with batches of up to 32 and 68–97 ms with 1, and
+/// the cold start of `read` was 122–199 ms with batches of up to 32 and 68–97 ms with 1, and
 /// `eval` ran 1.0–1.5× faster (measured interleaved on 2,026 images, README "Performance").
 /// Independent runs are spread over rayon's threads instead.
 pub const MAX_BATCH: usize = 1;
@@ -176,7 +176,7 @@ impl Reader {
     }
 
     /// Read `n` framings of a box under `crop` and `locate` (clamped to 1 ..= 7); 1 reads only
-    /// the box grown 30 %, as versions before 0.8 did.
+    /// the box grown 30 %, as earlier versions did.
     pub fn set_views(&mut self, n: usize) {
         self.views = n.clamp(1, views::FRAMINGS.len());
     }
