@@ -332,16 +332,18 @@ impl Reader {
                     "an image needs at least one candidate strip"
                 );
                 let all: Vec<ViewReading> = read.by_ref().take(cands.len()).collect();
-                let (best, log_prob) = if protocol == Protocol::Search {
+                let (best, mut d) = if protocol == Protocol::Search {
                     let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
-                    let decoded: Vec<Decoded> = all.iter().map(|v| v.decoded.clone()).collect();
+                    let decoded: Vec<Decoded> = all.into_iter().map(|v| v.decoded).collect();
                     let best = search::choose(&regions, &decoded, self.geometry);
-                    (best, decoded[best].log_prob)
+                    (best, decoded.into_iter().nth(best).expect("index in range"))
                 } else {
-                    views::combine(&all)
+                    let (best, log_prob) = views::combine(&all);
+                    let mut d = all.into_iter().nth(best).expect("index in range").decoded;
+                    d.log_prob = log_prob;
+                    (best, d)
                 };
-                let mut d = all.into_iter().nth(best).expect("index in range").decoded;
-                d.log_prob = log_prob;
+                let log_prob = d.log_prob;
                 d.confidence = self.calibration.apply(log_prob);
                 (best, d)
             })
