@@ -4,7 +4,8 @@
 # start of `housenum read one.png`; `read`'s default protocol (locate, seven framings) against one
 # framing and search; and the training step of `housenum bench` against the same
 # architecture under PyTorch CPU (benches/torch_train.py), same batch (32) and strip (3×32×128).
-# Medians of 5 runs; prints ratios.
+# Medians of 5 runs; prints ratios. Last, the training step from a trained checkpoint with
+# subnormals flushed (what training does) against kept.
 # Usage: benches/compare.sh [SVHN_DIR] (default ../shared/svhn/train); needs `pip install
 # onnxruntime numpy pillow`, a release build with training (`cargo build --release --features
 # train`), and for the training side a torch: set TORCH_PYTHON to its interpreter (default
@@ -50,4 +51,15 @@ if "$tpy" -c "import torch" 2>/dev/null; then
   echo "training step (batch 32, 3x32x128, shipped architecture), images/s: housenum $ours, PyTorch CPU $torch ($("$tpy" -c 'import torch; print(torch.__version__)')), ratio $(python3 -c "print(f'{$ours/$torch:.2f}')")"
 else
   echo "training step: PyTorch not installed for $tpy, reference side skipped"
+fi
+# The training step from a trained checkpoint (weights and Adam moments), flushing subnormals
+# as training does against keeping them, interleaved inside `housenum bench`. Fresh weights
+# hold no subnormals, so this needs a trained run: CHECKPOINT (default runs/v10/last.safetensors).
+ck="${CHECKPOINT:-runs/v10/last.safetensors}"
+if [ -f "$ck" ]; then
+  "$bin" bench --checkpoint "$ck" --width 224 --steps 10 --runs 5 --json | python3 -c '
+import json, sys; v = json.load(sys.stdin)
+print(f"training step from {v[\"checkpoint\"]} (batch 32, 3x32x224), images/s: subnormals flushed {v[\"images_per_second\"]:.0f}, kept {v[\"images_per_second_subnormals_kept\"]:.0f}, ratio {v[\"ratio\"]:.2f}")'
+else
+  echo "training step from a checkpoint: $ck not found, skipped"
 fi

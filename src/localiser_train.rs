@@ -357,6 +357,7 @@ impl LocCheckpoint {
 
 /// Train (or resume, when `out` holds a checkpoint of an earlier run) and return the history.
 pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
+    let _flush = crate::nn::FlushSubnormals::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     if cfg.model.sizes().is_none() {
         return Err(Error::Config(format!(

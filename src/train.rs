@@ -349,58 +349,69 @@ fn val_strips(
 }
 
 /// Training-step throughput of this engine, for the benchmark against PyTorch
-/// (`benches/torch_train.py` runs the same step there): a model of `config`, a batch of `batch`
-/// random strips `[3, 32, width]` with random 1–5-digit targets, forward + CTC + backward +
-/// clipping + Adam. Three warm-up steps, then `runs` timings of `steps` steps each.
-/// Returns images per second of each run.
+/// (`benches/torch_train.py` runs the same step there): `model` (fresh or trained) with its Adam
+/// state `adam` (`m`/`v` empty for fresh moments), a batch of `batch` random strips
+/// `[3, 32, width]` with random 1–5-digit targets, forward + CTC + backward + clipping + Adam.
+/// Three warm-up steps, then `runs` timings of `steps` steps each, alternating between a copy
+/// that flushes subnormals (what [`train`] does, [`crate::nn::FlushSubnormals`]) and one that
+/// keeps them. Returns images per second of each run: `(flushed, kept)`.
 pub fn step_throughput(
-    config: &ModelConfig,
+    model: &Crnn,
+    adam: &Adam,
     batch: usize,
     width: usize,
     steps: usize,
     runs: usize,
-) -> Vec<f64> {
-    let mut model = Crnn::new(config.clone(), 0);
+) -> (Vec<f64>, Vec<f64>) {
     let n = model.num_params();
-    let mut adam = Adam {
+    let fresh = Adam {
         m: vec![0.0; n],
         v: vec![0.0; n],
         t: 0,
     };
+    let adam = if adam.m.len() == n && adam.v.len() == n {
+        adam.clone()
+    } else {
+        fresh
+    };
+    let height = model.config.height;
     let mut rng = Rng::new(1);
-    let x: Vec<f32> = (0..batch * 3 * config.height * width)
+    let x: Vec<f32> = (0..batch * 3 * height * width)
         .map(|_| rng.normal())
         .collect();
     let targets: Vec<Vec<u8>> = (0..batch)
         .map(|_| (0..1 + rng.below(5)).map(|_| rng.below(10) as u8).collect())
         .collect();
-    let mut one = || {
+    let one = |model: &mut Crnn, adam: &mut Adam| {
         let (loss, mut grad, used) =
-            loss_and_grad_dropout(&model, &x, batch, width, &targets, 0.0, 0);
-        apply_step(
-            &mut model.params,
-            &mut adam,
-            &mut grad,
-            loss,
-            used,
-            5.0,
-            1e-3,
-        );
+            loss_and_grad_dropout(model, &x, batch, width, &targets, 0.0, 0);
+        apply_step(&mut model.params, adam, &mut grad, loss, used, 5.0, 1e-3);
     };
-    for _ in 0..3 {
-        one();
+    let mut states = [(model.clone(), adam.clone()), (model.clone(), adam)];
+    for (i, (m, a)) in states.iter_mut().enumerate() {
+        let _flush = (i == 0).then(crate::nn::FlushSubnormals::new);
+        for _ in 0..3 {
+            one(m, a);
+        }
     }
-    (0..runs)
-        .map(|_| {
+    let (mut flushed, mut kept) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        for (i, (m, a)) in states.iter_mut().enumerate() {
+            let _flush = (i == 0).then(crate::nn::FlushSubnormals::new);
             let t0 = Instant::now();
             for _ in 0..steps {
-                one();
+                one(m, a);
             }
-            (batch * steps) as f64 / t0.elapsed().as_secs_f64()
-        })
-        .collect()
+            let rate = (batch * steps) as f64 / t0.elapsed().as_secs_f64();
+            if i == 0 {
+                flushed.push(rate)
+            } else {
+                kept.push(rate)
+            }
+        }
+    }
+    (flushed, kept)
 }
-
 /// Path of the resumable checkpoint inside an output folder.
 pub fn last_checkpoint(out: &Path) -> PathBuf {
     out.join("last.safetensors")
@@ -412,6 +423,7 @@ fn default_synth_max_len() -> usize {
 
 /// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
 pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
+    let _flush = crate::nn::FlushSubnormals::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let set = SvhnSet::open(&cfg.data)?;
     if let Some(m) = set.missing_summary() {

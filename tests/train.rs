@@ -214,3 +214,58 @@ fn widen_grows_an_init_model_and_refuses_to_shrink_it() {
         }
     }
 }
+
+#[test]
+fn bench_times_a_checkpoint_flushing_and_keeping_subnormals() {
+    // `housenum bench --checkpoint` starts from a checkpoint's weights and Adam moments (here
+    // a small model whose first moments are subnormal, as a dead channel's become) and reports
+    // both timings and their ratio; an unreadable checkpoint is an error naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let config = housenum::model::ModelConfig {
+        channels: [4, 4, 8, 8],
+        hidden: 8,
+        ..Default::default()
+    };
+    let model = housenum::model::Crnn::new(config, 3);
+    let n = model.num_params();
+    let ck = Checkpoint {
+        model,
+        adam_m: vec![1e-40; n],
+        adam_v: vec![1e-8; n],
+        state: Default::default(),
+    };
+    let path = dir.path().join("last.safetensors");
+    ck.save(&path).unwrap();
+    let bench = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_housenum"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ckpt = path.to_str().unwrap();
+    let out = bench(&[
+        "--checkpoint",
+        ckpt,
+        "--steps",
+        "1",
+        "--runs",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["parameters"], n);
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(v["runs_subnormals_kept"].as_array().unwrap().len(), 2);
+    let ratio = v["ratio"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0, "{v}");
+    let missing = dir.path().join("missing.safetensors");
+    let out = bench(&["--checkpoint", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.safetensors"));
+}

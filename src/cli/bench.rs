@@ -2,13 +2,16 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use housenum::model::ModelConfig;
+use housenum::model::{Crnn, ModelConfig};
+use housenum::train::Adam;
 
 /// Measure this engine's training step (forward + CTC + backward + clip + Adam) on random
 /// strips, images per second: the Rust side of `benches/compare.sh`'s comparison with PyTorch
-/// (`benches/torch_train.py` runs the same step and shapes).
+/// (`benches/torch_train.py` runs the same step and shapes). Each run is timed twice,
+/// alternately: flushing subnormal floats to zero, as training does, and keeping them (the
+/// reference); `--checkpoint` starts from a trained model and its Adam moments, where it matters.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Batch size.
@@ -29,6 +32,10 @@ pub struct BenchArgs {
     /// LSTM hidden size per direction.
     #[arg(long, default_value_t = 160)]
     pub hidden: usize,
+    /// Start from this training checkpoint (`last.safetensors`: weights and Adam moments)
+    /// instead of fresh weights; its architecture replaces `--channels`/`--hidden`.
+    #[arg(long)]
+    pub checkpoint: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,31 +46,62 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if a.channels.len() != 4 || a.width < 26 || a.batch == 0 || a.runs == 0 || a.steps == 0 {
         bail!("need 4 channels, --width >= 26 and positive --batch, --steps, --runs");
     }
-    let config = ModelConfig {
-        channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
-        hidden: a.hidden,
-        ..ModelConfig::default()
+    let (model, adam) = match &a.checkpoint {
+        Some(p) => {
+            let ck = housenum::checkpoint::Checkpoint::load(p)
+                .with_context(|| format!("loading checkpoint {}", p.display()))?;
+            let step = ck.state.step;
+            let adam = Adam {
+                m: ck.adam_m,
+                v: ck.adam_v,
+                t: step,
+            };
+            (ck.model, adam)
+        }
+        None => {
+            let config = ModelConfig {
+                channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
+                hidden: a.hidden,
+                ..ModelConfig::default()
+            };
+            let empty = Adam {
+                m: Vec::new(),
+                v: Vec::new(),
+                t: 0,
+            };
+            (Crnn::new(config, 0), empty)
+        }
     };
-    let mut rates = housenum::train::step_throughput(&config, a.batch, a.width, a.steps, a.runs);
-    let runs = rates.clone();
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
+    let (flushed, kept) =
+        housenum::train::step_throughput(&model, &adam, a.batch, a.width, a.steps, a.runs);
+    let (f, k) = (median(&flushed), median(&kept));
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"images_per_second": median, "runs": runs, "batch": a.batch,
-                "width": a.width, "threads": rayon::current_num_threads(),
-                "parameters": housenum::model::Crnn::new(config, 0).num_params()})
+            serde_json::json!({"images_per_second": f, "runs": flushed,
+                "images_per_second_subnormals_kept": k, "runs_subnormals_kept": kept,
+                "ratio": f / k, "batch": a.batch, "width": a.width,
+                "threads": rayon::current_num_threads(), "parameters": model.num_params(),
+                "checkpoint": a.checkpoint})
         );
     } else {
         println!(
-            "training step, batch {} × 3×32×{}: {:.0} images/s (median of {} runs, {} threads)",
+            "training step, batch {} × 3×32×{}: {:.0} images/s (median of {} runs, {} threads); \
+             keeping subnormals: {:.0} images/s; ratio {:.2}",
             a.batch,
             a.width,
-            median,
+            f,
             a.runs,
-            rayon::current_num_threads()
+            rayon::current_num_threads(),
+            k,
+            f / k
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
 }
