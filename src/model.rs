@@ -326,6 +326,62 @@ impl Crnn {
         Some(new)
     }
 
+    /// The largest post-ReLU output of each channel of conv1..conv4 over one strip: a channel
+    /// whose peak is 0 on every strip of a data set never fires on it (a dead ReLU).
+    ///
+    /// # Shapes
+    /// `x`: `[3, height, w]` (before [`ModelConfig::pad`]) → four vectors of `channels[k]`.
+    pub fn channel_peaks(&self, x: &[f32], w: usize) -> [Vec<f32>; 4] {
+        let (x, w) = self.config.pad_input(x, w);
+        let cache = self.conv_forward(&x, 1, w);
+        std::array::from_fn(|k| {
+            let c = self.config.channels[k];
+            let per = cache.acts[k].len() / c;
+            cache.acts[k]
+                .chunks(per)
+                .map(|a| a.iter().copied().fold(0.0, f32::max))
+                .collect()
+        })
+    }
+
+    /// This model with the conv channels `dead[k]` of conv`k+1` started again: their incoming
+    /// weights and bias drawn as in [`Crnn::new`] with `seed`, every weight *out of* them (the
+    /// next conv's input slice; for conv4, the LSTM's input columns) set to zero. A channel that
+    /// never fired contributed nothing, so on the data it was found dead on the model computes
+    /// what it did, as [`Crnn::widened`] does for new units, and training can use it again.
+    /// Indices past a layer's width are ignored.
+    pub fn revived(&self, dead: &[Vec<usize>; 4], seed: u64) -> Crnn {
+        let fresh = Crnn::new(self.config.clone(), seed);
+        let mut out = self.clone();
+        let s = self.config.convs();
+        for (k, chans) in dead.iter().enumerate() {
+            let area = s[k].ci * s[k].kh * s[k].kw;
+            for &o in chans.iter().filter(|&&o| o < s[k].co) {
+                let (w, b) = (self.param_range(CONV_W[k]), self.param_range(CONV_B[k]));
+                out.params[w.start + o * area..][..area]
+                    .copy_from_slice(&fresh.params[w.start + o * area..][..area]);
+                out.params[b.start + o] = fresh.params[b.start + o];
+                if k + 1 < 4 {
+                    // Next conv's weight [co, ci, kh, kw]: zero input channel `o` of every row.
+                    let n = s[k + 1];
+                    let r = out.param_range(CONV_W[k + 1]);
+                    for row in out.params[r].chunks_mut(n.ci * n.kh * n.kw) {
+                        row[o * n.kh * n.kw..][..n.kh * n.kw].fill(0.0);
+                    }
+                } else {
+                    // LSTM weight_ih [4·hidden, c4] of each direction: zero column `o`.
+                    for d in 0..self.config.dirs() {
+                        let r = out.param_range(LSTM0 + 3 * d);
+                        for row in out.params[r].chunks_mut(s[3].co) {
+                            row[o] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Range of parameter `idx` inside the flat buffer.
     pub fn param_range(&self, idx: usize) -> std::ops::Range<usize> {
         let (o, l) = self.offsets[idx];
@@ -821,6 +877,56 @@ mod tests {
             m.widened([4, 5, 6, 7], 4, 5).is_none(),
             "shrinking is refused"
         );
+    }
+
+    #[test]
+    fn reviving_dead_channels_keeps_the_function_and_lets_them_learn() {
+        // One channel of each conv layer killed (bias far below zero), found by its peaks,
+        // started again: same log-probabilities, the channel fires, the weights out of it get
+        // a gradient (the next conv's input slice, or the LSTM's input column for conv4).
+        let x = strip(45, 8);
+        for (k, ch) in [(0, 2), (1, 0), (2, 5), (3, 6)] {
+            let mut m = tiny_padded(3);
+            let b = m.param_range(CONV_B[k]);
+            m.params[b.start + ch] = -1e3;
+            let peaks = m.channel_peaks(&x, 45);
+            assert_eq!(peaks[k][ch], 0.0, "conv{} ch {ch} is dead", k + 1);
+            let dead: [Vec<usize>; 4] = std::array::from_fn(|l| {
+                (0..peaks[l].len())
+                    .filter(|&c| peaks[l][c] <= 0.0)
+                    .collect()
+            });
+            assert!(dead[k].contains(&ch));
+            let r = m.revived(&dead, 9);
+            let diff = max_abs_diff(&log_probs(&m, &x, 1, 45), &log_probs(&r, &x, 1, 45));
+            assert!(diff < 1e-5, "conv{}: max |Δ log p| {diff}", k + 1);
+            assert!(
+                r.channel_peaks(&x, 45)[k][ch] > 0.0,
+                "conv{} ch {ch} fires",
+                k + 1
+            );
+            let (_, grad, _) = loss_and_grad(&r, &x, 1, 45, &[vec![3, 4]]);
+            let out_of: f32 = if k < 3 {
+                let n = r.config.convs()[k + 1];
+                let w = r.param_range(CONV_W[k + 1]);
+                grad[w]
+                    .chunks(n.ci * n.kh * n.kw)
+                    .flat_map(|row| row[ch * n.kh * n.kw..][..n.kh * n.kw].to_vec())
+                    .map(f32::abs)
+                    .sum()
+            } else {
+                let w = r.param_range(LSTM0);
+                grad[w]
+                    .chunks(r.config.channels[3])
+                    .map(|row| row[ch].abs())
+                    .sum()
+            };
+            assert!(
+                out_of > 0.0,
+                "conv{}: weights out of the revived channel learn",
+                k + 1
+            );
+        }
     }
 
     #[test]

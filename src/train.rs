@@ -69,6 +69,10 @@ pub struct TrainConfig {
     /// changing what it computes ([`Crnn::widened`]) instead of keeping the file's sizes.
     #[serde(default)]
     pub widen: bool,
+    /// With `init`: start again the conv channels that never fire (ReLU output 0) on the
+    /// crops of the first 500 training-split images ([`Crnn::revived`]; same function).
+    #[serde(default)]
+    pub revive: bool,
     /// Hide progress bars.
     pub quiet: bool,
 }
@@ -96,6 +100,7 @@ impl Default for TrainConfig {
             synth_max_len: default_synth_max_len(),
             init: None,
             widen: false,
+            revive: false,
             quiet: false,
         }
     }
@@ -321,6 +326,24 @@ pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>
         }
     }
     Ok(out)
+}
+
+/// Channels of conv1..conv4 whose ReLU output is 0 at every position of every strip.
+pub fn dead_channels(model: &Crnn, strips: &[Strip]) -> [Vec<usize>; 4] {
+    let peaks = strips
+        .par_iter()
+        .map(|s| model.channel_peaks(&s.data, s.width))
+        .reduce(
+            || std::array::from_fn(|k| vec![0.0; model.config.channels[k]]),
+            |a, b| {
+                std::array::from_fn(|k| a[k].iter().zip(&b[k]).map(|(x, y)| x.max(*y)).collect())
+            },
+        );
+    std::array::from_fn(|k| {
+        (0..peaks[k].len())
+            .filter(|&c| peaks[k][c] <= 0.0)
+            .collect()
+    })
 }
 
 fn val_strips(
@@ -554,6 +577,22 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                         ))
                     })?;
                     eprintln!("widened to channels {c:?}, hidden {h} (same function)");
+                }
+                if cfg.revive {
+                    let probe = &train_recs[..train_recs.len().min(500)];
+                    let (strips, _) = val_strips(probe, Protocol::Crop, m.config.stretch);
+                    let dead = dead_channels(&m, &strips);
+                    let counts: Vec<String> = dead
+                        .iter()
+                        .zip(m.config.channels)
+                        .map(|(d, c)| format!("{}/{c}", d.len()))
+                        .collect();
+                    m = m.revived(&dead, cfg.seed);
+                    eprintln!(
+                        "revived conv channels that never fired on {} training crops: {} (same function)",
+                        strips.len(),
+                        counts.join(" ")
+                    );
                 }
                 m
             }

@@ -98,6 +98,11 @@ pub struct TrainArgs {
     /// them, so training starts from the old model's accuracy with more capacity.
     #[arg(long, requires = "init")]
     pub widen: bool,
+    /// With `--init`: start again the conv channels that never fire (dead ReLUs) on the crops
+    /// of 500 training images: fresh weights into them, zero weights out of them (same
+    /// function), so training can use them again.
+    #[arg(long, requires = "init")]
+    pub revive: bool,
     /// Print a JSON summary (epochs, seconds, the last epoch's numbers, checkpoint) at the end.
     #[arg(long)]
     pub json: bool,
@@ -138,6 +143,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         synth_max_len: a.synth_max_len,
         init: a.init,
         widen: a.widen,
+        revive: a.revive,
         quiet: a.quiet,
         ..TrainConfig::default()
     };
