@@ -10,7 +10,8 @@
 /// step into the subnormal range, where every multiply takes ~100 cycles, and trained models
 /// ran ~30 % slower per epoch than fresh ones. The values flushed are below 1.2e-38.
 /// Guards nest and may overlap across threads: the pool's bits are set by the first live guard
-/// and cleared by the last; each guard restores its own thread's previous state.
+/// and cleared by the last; each guard restores its own thread's previous state. Create it
+/// outside the rayon pool it changes (as [`crate::train::train`] does, on the caller's thread).
 pub struct FlushSubnormals {
     #[cfg(target_arch = "x86_64")]
     saved: u32,
