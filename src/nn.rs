@@ -11,7 +11,7 @@
 /// ran ~30 % slower per epoch than fresh ones. The values flushed are below 1.2e-38.
 /// Guards nest and may overlap across threads: the pool's bits are set by the first live guard
 /// and cleared by the last; each guard restores its own thread's previous state. Create it
-/// outside the rayon pool it changes (as [`crate::train::train`] does, on the caller's thread).
+/// outside the rayon pool it changes (as `train::train` does, on the caller's thread).
 pub struct FlushSubnormals {
     #[cfg(target_arch = "x86_64")]
     saved: u32,
