@@ -53,8 +53,9 @@ else
   echo "training step: PyTorch not installed for $tpy, reference side skipped"
 fi
 # The training step from a trained checkpoint (weights and Adam moments), flushing subnormals
-# as training does against keeping them, interleaved inside `housenum bench`. Fresh weights
-# hold no subnormals, so this needs a trained run: CHECKPOINT (default runs/v10/last.safetensors).
+# as training does against keeping them, interleaved inside `housenum bench` (the fresh-weight
+# run above flushes too). A trained run's Adam moments are where the subnormals pile up:
+# CHECKPOINT (default runs/v10/last.safetensors).
 ck="${CHECKPOINT:-runs/v10/last.safetensors}"
 if [ -f "$ck" ]; then
   "$bin" bench --checkpoint "$ck" --width 224 --steps 10 --runs 5 --json | python3 -c '

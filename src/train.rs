@@ -346,7 +346,9 @@ pub fn dead_channels(model: &Crnn, strips: &[Strip]) -> [Vec<usize>; 4] {
     })
 }
 
-fn val_strips(
+/// Strips of labelled records under `protocol` (validation during training; training crops for
+/// `revive`), with their digits; unreadable images are left out.
+fn labelled_strips(
     records: &[crate::svhn::Record],
     protocol: Protocol,
     stretch: f32,
@@ -435,6 +437,7 @@ pub fn step_throughput(
     }
     (flushed, kept)
 }
+
 /// Path of the resumable checkpoint inside an output folder.
 pub fn last_checkpoint(out: &Path) -> PathBuf {
     out.join("last.safetensors")
@@ -580,7 +583,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 }
                 if cfg.revive {
                     let probe = &train_recs[..train_recs.len().min(500)];
-                    let (strips, _) = val_strips(probe, Protocol::Crop, m.config.stretch);
+                    let (strips, _) = labelled_strips(probe, Protocol::Crop, m.config.stretch);
                     let dead = dead_channels(&m, &strips);
                     let counts: Vec<String> = dead
                         .iter()
@@ -620,8 +623,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     );
     // The strips' stretch is the model's (a resumed run keeps its checkpoint's).
     let stretch = model.config.stretch;
-    let (vc, vct) = val_strips(&val_recs, Protocol::Crop, stretch);
-    let (vf, vft) = val_strips(&val_recs, Protocol::Full, stretch);
+    let (vc, vct) = labelled_strips(&val_recs, Protocol::Crop, stretch);
+    let (vf, vft) = labelled_strips(&val_recs, Protocol::Full, stretch);
     let steps_per_epoch = samples.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
 
