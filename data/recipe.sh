@@ -31,11 +31,11 @@ train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.saf
   --pseudo "$runs/pseudo_v3.tsv" --pseudo-min-confidence 0.5
 train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v6/last.safetensors" --recombine 0.3 --pseudo "$runs/pseudo_v3.tsv" --pseudo-min-confidence 0.5
-# The localiser of the locate protocol (`read`'s default): trained on the digit boxes, with 10 %
-# recombined numbers of 1-10 digits, a development split (the next 10 % by name hash) held out
-# besides validation.
+# The localiser of the locate protocol (`read`'s default): column and row profiles over 32 x 16
+# bands (`--bins`), trained on the digit boxes, with 10 % recombined numbers of 1-10 digits, a
+# development split (the next 10 % by name hash) held out besides validation.
 [ -f "$runs/localiser/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$runs/localiser" \
-  --epochs 80 --val-fraction 0.2 --recombine 0.1 --seed 1 --quiet --export "$runs/localiser/localiser.onnx"
+  --epochs 80 --val-fraction 0.2 --recombine 0.1 --bins 32x16 --seed 1 --quiet --export "$runs/localiser/localiser.onnx"
 echo "localiser: $runs/localiser/localiser.onnx (copy to onnx/localiser.onnx and rebuild to ship it)"
 # Calibration under locate with its seven framings, what `read` does, with the localiser just trained.
 [ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" \

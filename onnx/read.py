@@ -103,13 +103,50 @@ def expand_region(rect, fx, fy, w, h):
     return (x0, y0, x1, y1)
 
 
+def profile_span(p):
+    """src/localiser.rs profile_span, in f32: the run of bands >= 1/2 with the largest sum (first
+    on ties), its edges placed inside their bands by the coverage of the two bands at each edge;
+    the highest band when none reaches 1/2. Returns (lo, hi) fractions."""
+    f = np.float32
+    bins, best, j = len(p), None, 0
+    while j < bins:
+        if p[j] < f(0.5):
+            j += 1
+            continue
+        start, mass = j, f(0.0)
+        while j < bins and p[j] >= f(0.5):
+            mass = f(mass + p[j])
+            j += 1
+        if best is None or mass > best[2]:
+            best = (start, j - 1, mass)
+    if best is None:
+        top = 0
+        for i in range(bins):
+            if p[i] > p[top]:
+                top = i
+        return f(top) / f(bins), f(top + 1) / f(bins)
+    s, e, _ = best
+    at = lambda i: p[i] if 0 <= i < bins else f(0.0)  # noqa: E731
+    lo = min(max(f(f(f(f(s) + f(1.0)) - at(s)) - at(s - 1)) / f(bins), f(0.0)), f(1.0))
+    hi = min(max(f(f(f(e) + at(e)) + at(e + 1)) / f(bins), f(0.0)), f(1.0))
+    return lo, max(hi, lo)
+
+
 def locate_box(img, loc_sess):
-    """The localiser's box (fractions -> pixels in f32) as (l, t, r, b), not yet grown."""
-    lh, lw = (int(v) for v in loc_sess.get_modelmeta().custom_metadata_map["housenum.localiser"].split("x"))
+    """The localiser's box (fractions -> pixels in f32) as (l, t, r, b), not yet grown. A box
+    head gives the box; a profile localiser (`housenum.localiser.bins` = BXxBY) gives column and
+    row profiles, decoded as src/localiser.rs does."""
+    meta = loc_sess.get_modelmeta().custom_metadata_map
+    lh, lw = (int(v) for v in meta["housenum.localiser"].split("x"))
     h, w = img.shape[:2]
     x = resize_normalise(img, lh, lw)[None].astype(np.float32)
-    b = loc_sess.run(["box"], {"image": x})[0][0]
     fw, fh = np.float32(w), np.float32(h)
+    if "housenum.localiser.bins" in meta:
+        bx = int(meta["housenum.localiser.bins"].split("x")[0])
+        p = loc_sess.run(["profile"], {"image": x})[0][0]
+        (x0, x1), (y0, y1) = profile_span(p[:bx]), profile_span(p[bx:])
+        return (x0 * fw, y0 * fh, x1 * fw, y1 * fh)
+    b = loc_sess.run(["box"], {"image": x})[0][0]
     return (min(b[0], b[2]) * fw, min(b[1], b[3]) * fh, max(b[0], b[2]) * fw, max(b[1], b[3]) * fh)
 
 

@@ -14,7 +14,7 @@ use tract_onnx::pb::{
 };
 
 use crate::alphabet::NUM_CLASSES;
-use crate::localiser::{Localiser, OUTPUTS};
+use crate::localiser::Localiser;
 use crate::model::Crnn;
 use crate::nn::ConvShape;
 
@@ -352,14 +352,21 @@ pub fn with_metadata(onnx: &[u8], key: &str, value: &str) -> std::result::Result
 
 /// Name of the localiser graph's input.
 pub const LOC_INPUT_NAME: &str = "image";
-/// Name of the localiser graph's output.
+/// Name of the localiser graph's output (a box head).
 pub const LOC_OUTPUT_NAME: &str = "box";
+/// Name of the localiser graph's output when it predicts profiles
+/// ([`crate::localiser::LocaliserConfig::bins`]).
+pub const LOC_PROFILE_NAME: &str = "profile";
 /// Metadata key marking a localiser (value: its input `HEIGHTxWIDTH`).
 pub const LOC_KEY: &str = "housenum.localiser";
+/// Metadata key of a profile localiser's bands (value: `BXxBY`); absent for a box head.
+pub const LOC_BINS_KEY: &str = "housenum.localiser.bins";
 
 /// The localiser as an ONNX `ModelProto`: `image [N, 3, H, W]` → (Conv → Relu → MaxPool) ×3 →
 /// Conv → Relu → Flatten → Gemm (`transB`) → Sigmoid → `box [N, 4]` (`x0, y0, x1, y1` as fractions
-/// of the image). `metadata` is written into `metadata_props` after [`LOC_KEY`].
+/// of the image), or for a profile localiser `profile [N, bx + by]` (the column then row profiles,
+/// decoded as [`crate::localiser::decode`] does; [`LOC_BINS_KEY`] says `BXxBY`). `metadata` is
+/// written into `metadata_props` after [`LOC_KEY`] (and [`LOC_BINS_KEY`]).
 pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelProto {
     let cfg = &loc.config;
     let mut nodes = Vec::new();
@@ -382,12 +389,14 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         &["features"],
         vec![int("axis", 1)],
     ));
-    inits.push(tensor(
-        "fc.weight",
-        &[OUTPUTS, cfg.features()],
-        loc.param(8),
-    ));
-    inits.push(tensor("fc.bias", &[OUTPUTS], loc.param(9)));
+    let k = cfg.outputs();
+    let output = if cfg.bins.is_some() {
+        LOC_PROFILE_NAME
+    } else {
+        LOC_OUTPUT_NAME
+    };
+    inits.push(tensor("fc.weight", &[k, cfg.features()], loc.param(8)));
+    inits.push(tensor("fc.bias", &[k], loc.param(9)));
     nodes.push(node(
         "Gemm",
         "fc",
@@ -395,13 +404,7 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         &["logits"],
         vec![int("transB", 1)],
     ));
-    nodes.push(node(
-        "Sigmoid",
-        "sigmoid",
-        &["logits"],
-        &[LOC_OUTPUT_NAME],
-        vec![],
-    ));
+    nodes.push(node("Sigmoid", "sigmoid", &["logits"], &[output], vec![]));
     let graph = GraphProto {
         name: "housenum-localiser".into(),
         node: nodes,
@@ -410,10 +413,13 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
             LOC_INPUT_NAME,
             &[Err("N"), Ok(3), Ok(cfg.height as i64), Ok(cfg.width as i64)],
         )],
-        output: vec![value_info(LOC_OUTPUT_NAME, &[Err("N"), Ok(OUTPUTS as i64)])],
+        output: vec![value_info(output, &[Err("N"), Ok(k as i64)])],
         ..Default::default()
     };
-    let own = [(LOC_KEY, format!("{}x{}", cfg.height, cfg.width))];
+    let mut own = vec![(LOC_KEY, format!("{}x{}", cfg.height, cfg.width))];
+    if let Some([bx, by]) = cfg.bins {
+        own.push((LOC_BINS_KEY, format!("{bx}x{by}")));
+    }
     model_proto(graph, &own, metadata)
 }
 

@@ -5,13 +5,21 @@
 //!
 //! Architecture (valid 3×3 convolutions, like the reader's): conv → ReLU → 2×2 max-pool, three
 //! times, conv → ReLU, flatten (`[c4, h4, w4]` order, as ONNX's `Flatten`), linear to 4, sigmoid.
+//!
+//! With [`LocaliserConfig::bins`] the head predicts *profiles* instead of a box: for each of
+//! `bx` column bands and `by` row bands of the image, the share of the band that the number's box
+//! covers (sigmoid outputs, trained with binary cross-entropy on those soft targets).
+//! [`profile_box`] decodes them: the run of bands over ½ with the most mass on each axis, its
+//! edges placed inside the bands by their coverage. A box regressor that cannot decide whether a
+//! neighbouring number belongs to the box predicts edges between the two answers; profiles can
+//! keep the number and leave the neighbour out.
 //! Forward and backward run on the kernels of [`crate::nn`]; the exported ONNX graph
 //! ([`crate::export::localiser_to_onnx`]) and tract ([`crate::locate::Locator`]) compute the same.
 
 use crate::nn::{self, ConvShape};
 use crate::rng::Rng;
 
-/// Outputs: `x0, y0, x1, y1` as fractions of the image width and height.
+/// Outputs of a box head: `x0, y0, x1, y1` as fractions of the image width and height.
 pub const OUTPUTS: usize = 4;
 
 /// Architecture of a [`Localiser`].
@@ -23,6 +31,11 @@ pub struct LocaliserConfig {
     pub width: usize,
     /// Output channels of the four convolutions.
     pub channels: [usize; 4],
+    /// `[bx, by]`: predict column and row profiles over that many bands instead of the box
+    /// (module docs). `None` (the shipped localiser, and every config made before profiles
+    /// existed): the box head.
+    #[serde(default)]
+    pub bins: Option<[usize; 2]>,
 }
 
 impl Default for LocaliserConfig {
@@ -32,6 +45,7 @@ impl Default for LocaliserConfig {
             height: 48,
             width: 96,
             channels: [32, 64, 128, 128],
+            bins: None,
         }
     }
 }
@@ -76,6 +90,20 @@ impl LocaliserConfig {
         self.channels[3] * h * w
     }
 
+    /// Length of the head's output: [`OUTPUTS`] for a box, `bx + by` for profiles.
+    pub fn outputs(&self) -> usize {
+        self.bins.map_or(OUTPUTS, |[bx, by]| bx + by)
+    }
+
+    /// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
+    /// image's head output.
+    ///
+    /// # Shapes
+    /// `out`: `[outputs()]` → `[4]`.
+    pub fn decode(&self, out: &[f32]) -> [f32; 4] {
+        decode(self.bins, out)
+    }
+
     /// Names and shapes of all parameters, in storage order.
     pub fn param_specs(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = Vec::new();
@@ -86,8 +114,8 @@ impl LocaliserConfig {
             ));
             v.push((format!("conv{}.bias", i + 1), vec![s.co]));
         }
-        v.push(("fc.weight".into(), vec![OUTPUTS, self.features()]));
-        v.push(("fc.bias".into(), vec![OUTPUTS]));
+        v.push(("fc.weight".into(), vec![self.outputs(), self.features()]));
+        v.push(("fc.bias".into(), vec![self.outputs()]));
         v
     }
 }
@@ -115,8 +143,9 @@ pub struct LocForward {
     pool_idx: [Vec<u32>; 3],
     /// Flattened features `[n, features]`.
     feat: Vec<f32>,
-    /// Predicted boxes `[n, 4]` (after the sigmoid).
-    pub boxes: Vec<f32>,
+    /// Head outputs `[n, outputs]` after the sigmoid: box fractions, or column then row
+    /// profiles ([`LocaliserConfig::outputs`]).
+    pub outputs: Vec<f32>,
 }
 
 impl Localiser {
@@ -169,7 +198,7 @@ impl Localiser {
     ///
     /// # Shapes
     /// `x`: `[n, 3, height, width]` (each image normalised like a strip) → [`LocForward`] whose
-    /// `boxes` is `[n, 4]`.
+    /// `outputs` is `[n, outputs]`.
     pub fn forward(&self, x: &[f32], n: usize) -> LocForward {
         let cfg = &self.config;
         let (h0, w0) = (cfg.height, cfg.width);
@@ -221,22 +250,23 @@ impl Localiser {
                 feat[b * f + c * hw..][..hw].copy_from_slice(&acts[3][(c * n + b) * hw..][..hw]);
             }
         }
-        let mut boxes = vec![0f32; n * OUTPUTS];
-        for row in boxes.chunks_exact_mut(OUTPUTS) {
+        let k = cfg.outputs();
+        let mut outputs = vec![0f32; n * k];
+        for row in outputs.chunks_exact_mut(k) {
             row.copy_from_slice(self.param(9));
         }
         nn::gemm(
             n,
             f,
-            OUTPUTS,
+            k,
             &feat,
             false,
             self.param(8),
             true,
-            &mut boxes,
+            &mut outputs,
             1.0,
         );
-        boxes
+        outputs
             .iter_mut()
             .for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
         LocForward {
@@ -245,32 +275,39 @@ impl Localiser {
             cols,
             pool_idx,
             feat,
-            boxes,
+            outputs,
         }
     }
 
-    /// Backward pass: `dboxes` `[n, 4]` is the loss gradient w.r.t. the predicted boxes (after
+    /// Backward pass: `dout` `[n, outputs]` is the loss gradient w.r.t. the head's outputs (after
     /// the sigmoid). Returns the gradient of every parameter, flat, in storage order.
-    pub fn backward(&self, fwd: &LocForward, dboxes: &[f32]) -> Vec<f32> {
+    pub fn backward(&self, fwd: &LocForward, dout: &[f32]) -> Vec<f32> {
+        let dlogit: Vec<f32> = dout
+            .iter()
+            .zip(&fwd.outputs)
+            .map(|(d, y)| d * y * (1.0 - y))
+            .collect();
+        self.backward_logits(fwd, &dlogit)
+    }
+
+    /// [`Localiser::backward`] from the gradient w.r.t. the head's logits (before the
+    /// sigmoid), `[n, outputs]`: what [`profile_bce`] gives, exact where the sigmoid saturates.
+    pub fn backward_logits(&self, fwd: &LocForward, dlogit: &[f32]) -> Vec<f32> {
         let cfg = &self.config;
         let n = fwd.n;
         let s = cfg.convs();
         let sz = cfg.sizes().expect("checked at construction");
+        let k = cfg.outputs();
         let mut grad = vec![0f32; self.params.len()];
-        let dlogit: Vec<f32> = dboxes
-            .iter()
-            .zip(&fwd.boxes)
-            .map(|(d, y)| d * y * (1.0 - y))
-            .collect();
         let (h4, w4) = sz[4];
         let c4 = cfg.channels[3];
         let hw = h4 * w4;
         let f = c4 * hw;
         nn::gemm(
-            OUTPUTS,
+            k,
             n,
             f,
-            &dlogit,
+            dlogit,
             true,
             &fwd.feat,
             false,
@@ -279,16 +316,16 @@ impl Localiser {
         );
         {
             let db = &mut grad[self.param_range(9)];
-            for row in dlogit.chunks_exact(OUTPUTS) {
+            for row in dlogit.chunks_exact(k) {
                 db.iter_mut().zip(row).for_each(|(g, d)| *g += d);
             }
         }
         let mut dfeat = vec![0f32; n * f];
         nn::gemm(
             n,
-            OUTPUTS,
+            k,
             f,
-            &dlogit,
+            dlogit,
             false,
             self.param(8),
             false,
@@ -355,6 +392,101 @@ pub fn smooth_l1(pred: &[f32], target: &[f32], beta: f32) -> (f32, Vec<f32>) {
     ((loss / k as f64) as f32, grad)
 }
 
+/// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
+/// image's head output: a box head's four values, or (with `bins`) the column and row profiles
+/// decoded by [`profile_span`].
+///
+/// # Shapes
+/// `out`: `[4]`, or `[bx + by]` with `bins = Some([bx, by])` → `[4]`.
+pub fn decode(bins: Option<[usize; 2]>, out: &[f32]) -> [f32; 4] {
+    match bins {
+        None => [
+            out[0].min(out[2]),
+            out[1].min(out[3]),
+            out[0].max(out[2]),
+            out[1].max(out[3]),
+        ],
+        Some([bx, _]) => {
+            let (x0, x1) = profile_span(&out[..bx]);
+            let (y0, y1) = profile_span(&out[bx..]);
+            [x0, y0, x1, y1]
+        }
+    }
+}
+
+/// Soft profile targets of the box `(x0, y0, x1, y1)` (fractions of the image): for each of the
+/// `bx` column bands, then each of the `by` row bands, the share of the band inside the box.
+///
+/// # Shapes
+/// → `[bx + by]`.
+pub fn profile_targets(b: [f32; 4], [bx, by]: [usize; 2]) -> Vec<f32> {
+    let axis = |lo: f32, hi: f32, bins: usize| {
+        (0..bins).map(move |j| {
+            let (a, z) = (j as f32 / bins as f32, (j + 1) as f32 / bins as f32);
+            ((hi.min(z) - lo.max(a)) * bins as f32).clamp(0.0, 1.0)
+        })
+    };
+    axis(b[0].min(b[2]), b[0].max(b[2]), bx)
+        .chain(axis(b[1].min(b[3]), b[1].max(b[3]), by))
+        .collect()
+}
+
+/// Decode one axis's profile into `(lo, hi)` fractions: the run of bands whose value is at least
+/// ½ with the largest sum (the first on ties), each edge placed inside its band as the coverage
+/// of the two bands at the edge says — exact for the targets of [`profile_targets`] when those
+/// two bands are not both cut by the box's two edges. When no band reaches ½: the highest band.
+pub fn profile_span(p: &[f32]) -> (f32, f32) {
+    let bins = p.len();
+    let mut best: Option<(usize, usize, f32)> = None;
+    let mut j = 0;
+    while j < bins {
+        if p[j] < 0.5 {
+            j += 1;
+            continue;
+        }
+        let start = j;
+        let mut mass = 0.0;
+        while j < bins && p[j] >= 0.5 {
+            mass += p[j];
+            j += 1;
+        }
+        if best.is_none_or(|(_, _, m)| mass > m) {
+            best = Some((start, j - 1, mass));
+        }
+    }
+    let Some((s, e, _)) = best else {
+        let top = (0..bins).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        return (top as f32 / bins as f32, (top + 1) as f32 / bins as f32);
+    };
+    let at = |i: Option<usize>| i.and_then(|i| p.get(i)).copied().unwrap_or(0.0);
+    let lo = (s as f32 + 1.0 - at(Some(s)) - at(s.checked_sub(1))) / bins as f32;
+    let hi = (e as f32 + at(Some(e)) + at(Some(e + 1))) / bins as f32;
+    (
+        lo.clamp(0.0, 1.0),
+        hi.clamp(0.0, 1.0).max(lo.clamp(0.0, 1.0)),
+    )
+}
+
+/// Binary cross-entropy of sigmoid outputs `pred` against soft `target`s, averaged over all
+/// values, and its gradient w.r.t. the logits (`(pred − target) / len`).
+///
+/// # Shapes
+/// `pred`, `target`: `[n, k]` → (loss, `[n, k]` gradient).
+pub fn profile_bce(pred: &[f32], target: &[f32]) -> (f32, Vec<f32>) {
+    let k = pred.len().max(1) as f32;
+    let mut loss = 0f64;
+    let grad = pred
+        .iter()
+        .zip(target)
+        .map(|(&p, &t)| {
+            let q = p.clamp(1e-7, 1.0 - 1e-7) as f64;
+            loss -= t as f64 * q.ln() + (1.0 - t as f64) * (1.0 - q).ln();
+            (p - t) / k
+        })
+        .collect();
+    ((loss / k as f64) as f32, grad)
+}
+
 /// Intersection over union of two `(x0, y0, x1, y1)` boxes (0 when either is empty).
 pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     let ix = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
@@ -378,6 +510,93 @@ mod tests {
             height: 40,
             width: 46,
             channels: [3, 4, 5, 3],
+            bins: None,
+        }
+    }
+
+    #[test]
+    fn profile_targets_decode_to_their_box() {
+        // (box, bins): the decoded box is the box, wherever its edges fall in their bands (each
+        // edge's neighbouring bands covered from one side: boxes over a band wide).
+        let cases: [([f32; 4], [usize; 2]); 6] = [
+            ([0.2, 0.1, 0.7, 0.9], [32, 16]),
+            ([0.0, 0.0, 1.0, 1.0], [32, 16]),
+            ([0.31, 0.33, 0.40, 0.45], [32, 16]),
+            ([0.5, 0.25, 0.75, 0.5], [8, 4]),
+            ([0.7, 0.9, 0.2, 0.1], [10, 10]),
+            ([0.01, 0.3, 0.99, 0.7], [7, 3]),
+        ];
+        for (b, bins) in cases {
+            let cfg = LocaliserConfig {
+                bins: Some(bins),
+                ..LocaliserConfig::default()
+            };
+            let t = profile_targets(b, bins);
+            assert_eq!(t.len(), cfg.outputs());
+            assert!(t.iter().all(|v| (0.0..=1.0).contains(v)));
+            let d = cfg.decode(&t);
+            let want = [
+                b[0].min(b[2]),
+                b[1].min(b[3]),
+                b[0].max(b[2]),
+                b[1].max(b[3]),
+            ];
+            for (got, w) in d.iter().zip(want) {
+                assert!((got - w).abs() < 1e-5, "{b:?} {bins:?}: decoded {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn profile_decoding_keeps_the_heaviest_run() {
+        // (profile, span): two runs over ½, the heavier wins; none over ½, the top band.
+        let cases: [(&[f32], (f32, f32)); 4] = [
+            (&[0.0, 0.9, 0.9, 0.0, 0.0, 1.0, 1.0, 1.0], (0.625, 1.0)),
+            (&[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.0], (0.0, 0.25)),
+            (&[0.1, 0.3, 0.2, 0.0], (0.25, 0.5)),
+            (&[0.0, 0.0, 0.0, 0.0], (0.0, 0.25)),
+        ];
+        for (p, (lo, hi)) in cases {
+            let (a, b) = profile_span(p);
+            assert!(
+                (a - lo).abs() < 1e-6 && (b - hi).abs() < 1e-6,
+                "{p:?}: {a}, {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn profile_gradient_matches_finite_differences() {
+        let cfg = LocaliserConfig {
+            bins: Some([6, 4]),
+            ..tiny()
+        };
+        let loc = Localiser::new(cfg, 4);
+        let mut rng = Rng::new(11);
+        let n = 2;
+        let x: Vec<f32> = (0..n * 3 * 40 * 46).map(|_| rng.normal()).collect();
+        let mut target = profile_targets([0.2, 0.1, 0.65, 0.8], [6, 4]);
+        target.extend(profile_targets([0.5, 0.3, 0.9, 0.6], [6, 4]));
+        let loss_of = |l: &Localiser| profile_bce(&l.forward(&x, n).outputs, &target).0 as f64;
+        let fwd = loc.forward(&x, n);
+        assert_eq!(fwd.outputs.len(), n * 10);
+        let (_, d) = profile_bce(&fwd.outputs, &target);
+        let grad = loc.backward_logits(&fwd, &d);
+        for trial in 0..4 {
+            let dir: Vec<f32> = (0..loc.params.len()).map(|_| rng.normal()).collect();
+            let eps = 1e-4f32;
+            let shifted = |sign: f32| {
+                let mut p = loc.clone();
+                p.params
+                    .iter_mut()
+                    .zip(&dir)
+                    .for_each(|(v, d)| *v += sign * eps * d);
+                loss_of(&p)
+            };
+            let num = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+            let ana: f64 = grad.iter().zip(&dir).map(|(g, d)| (*g * *d) as f64).sum();
+            let err = (num - ana).abs() / num.abs().max(ana.abs());
+            assert!(err < 0.02, "trial {trial}: numeric {num} vs analytic {ana}");
         }
     }
 
@@ -398,9 +617,9 @@ mod tests {
         let n = 2;
         let x: Vec<f32> = (0..n * 3 * 40 * 46).map(|_| rng.normal()).collect();
         let target = [0.1, 0.2, 0.7, 0.9, 0.3, 0.1, 0.5, 0.6];
-        let loss_of = |l: &Localiser| smooth_l1(&l.forward(&x, n).boxes, &target, 1.0).0 as f64;
+        let loss_of = |l: &Localiser| smooth_l1(&l.forward(&x, n).outputs, &target, 1.0).0 as f64;
         let fwd = loc.forward(&x, n);
-        let (_, d) = smooth_l1(&fwd.boxes, &target, 1.0);
+        let (_, d) = smooth_l1(&fwd.outputs, &target, 1.0);
         let grad = loc.backward(&fwd, &d);
         for trial in 0..4 {
             let dir: Vec<f32> = (0..loc.params.len()).map(|_| rng.normal()).collect();

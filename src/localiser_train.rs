@@ -1,7 +1,9 @@
 //! Training the [`Localiser`]: whole training-split photos with the union of their digit boxes
 //! as the target, augmented by random crops that keep the whole number (so it sees tight and
 //! loose framings), mirror images (the box mirrors with it), inverted and channel-swapped
-//! colours and contrast changes. Smooth-L1 loss on the four box fractions, Adam with warm-up and
+//! colours and contrast changes. Smooth-L1 loss on the four box fractions (a profile head,
+//! [`LocaliserConfig::bins`]: binary cross-entropy on the bands' coverage of the box, the
+//! validation IoU on the decoded box), Adam with warm-up and
 //! cosine decay, global-norm clipping, a checkpoint after every epoch (resumable), and the mean
 //! IoU on the validation split (held out by name, never trained on) as a per-epoch monitor.
 
@@ -15,7 +17,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
-use crate::localiser::{iou, smooth_l1, Localiser, LocaliserConfig, OUTPUTS};
+use crate::localiser::{iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig};
 use crate::preprocess::{self, boxes_union, Region};
 use crate::recombine::{compose, cut_digits, paste_into, DigitCrop};
 use crate::rng::Rng;
@@ -241,11 +243,12 @@ pub fn predict(loc: &Localiser, images: &[&Rgb32FImage]) -> Vec<[f32; 4]> {
                     input_of(img, Region::full(w, h), &loc.config)
                 })
                 .collect();
-            let boxes = loc.forward(&x, chunk.len()).boxes;
+            let out = loc.forward(&x, chunk.len()).outputs;
             chunk
                 .iter()
-                .zip(boxes.chunks_exact(OUTPUTS))
-                .map(|(img, b)| {
+                .zip(out.chunks_exact(loc.config.outputs()))
+                .map(|(img, o)| {
+                    let b = loc.config.decode(o);
                     let (w, h) = img.dimensions();
                     let (w, h) = (w as f32, h as f32);
                     [b[0] * w, b[1] * h, b[2] * w, b[3] * h]
@@ -474,10 +477,24 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                     let x: Vec<f32> = part.iter().flat_map(|(x, _)| x.iter().cloned()).collect();
                     let t: Vec<f32> = part.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
                     let fwd = model.forward(&x, part.len());
-                    let (loss, d) = smooth_l1(&fwd.boxes, &t, 0.05);
                     let share = part.len() as f32 / samples.len() as f32;
-                    let d: Vec<f32> = d.iter().map(|g| g * share).collect();
-                    (loss as f64 * share as f64, model.backward(&fwd, &d))
+                    let (loss, grad) = match model.config.bins {
+                        None => {
+                            let (loss, d) = smooth_l1(&fwd.outputs, &t, 0.05);
+                            let d: Vec<f32> = d.iter().map(|g| g * share).collect();
+                            (loss, model.backward(&fwd, &d))
+                        }
+                        Some(bins) => {
+                            let t: Vec<f32> = t
+                                .chunks_exact(4)
+                                .flat_map(|b| profile_targets([b[0], b[1], b[2], b[3]], bins))
+                                .collect();
+                            let (loss, d) = profile_bce(&fwd.outputs, &t);
+                            let d: Vec<f32> = d.iter().map(|g| g * share).collect();
+                            (loss, model.backward_logits(&fwd, &d))
+                        }
+                    };
+                    (loss as f64 * share as f64, grad)
                 })
                 .collect();
             let mut grad = vec![0f32; ck.model.params.len()];

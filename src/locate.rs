@@ -10,7 +10,7 @@ use image::Rgb32FImage;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::export::LOC_KEY;
+use crate::export::{LOC_BINS_KEY, LOC_KEY};
 use crate::localiser::OUTPUTS;
 use crate::preprocess::{self, Region};
 
@@ -26,6 +26,8 @@ pub struct Locator {
     source: PathBuf,
     height: usize,
     width: usize,
+    /// Profile bands `[bx, by]` of a profile localiser; `None` for a box head.
+    bins: Option<[usize; 2]>,
     plan: Arc<TypedRunnableModel>,
 }
 
@@ -34,6 +36,7 @@ impl std::fmt::Debug for Locator {
         f.debug_struct("Locator")
             .field("source", &self.source)
             .field("input", &(self.height, self.width))
+            .field("bins", &self.bins)
             .finish()
     }
 }
@@ -64,22 +67,35 @@ impl Locator {
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(|e| err(format!("cannot parse ONNX: {e}")))?;
-        let size = model
-            .properties
-            .get(&format!("onnx.metadata_props.{LOC_KEY}"))
-            .and_then(|t| {
-                t.to_plain_array_view::<String>()
-                    .ok()?
-                    .iter()
-                    .next()
-                    .cloned()
-            })
+        let meta = |key: &str| {
+            model
+                .properties
+                .get(&format!("onnx.metadata_props.{key}"))
+                .and_then(|t| {
+                    t.to_plain_array_view::<String>()
+                        .ok()?
+                        .iter()
+                        .next()
+                        .cloned()
+                })
+        };
+        let pair = |s: &str| {
+            s.split_once('x')
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+                .filter(|&(a, b)| (1..=1024).contains(&a) && (1..=1024).contains(&b))
+        };
+        let size = meta(LOC_KEY)
             .ok_or_else(|| err(format!("no {LOC_KEY} metadata: not a housenum localiser")))?;
-        let (height, width) = size
-            .split_once('x')
-            .and_then(|(h, w)| Some((h.parse::<usize>().ok()?, w.parse::<usize>().ok()?)))
-            .filter(|&(h, w)| (1..=1024).contains(&h) && (1..=1024).contains(&w))
+        let (height, width) = pair(&size)
             .ok_or_else(|| err(format!("{LOC_KEY} metadata is not HEIGHTxWIDTH: {size:?}")))?;
+        let bins = match meta(LOC_BINS_KEY) {
+            None => None,
+            Some(b) => {
+                let (bx, by) = pair(&b)
+                    .ok_or_else(|| err(format!("{LOC_BINS_KEY} metadata is not BXxBY: {b:?}")))?;
+                Some([bx, by])
+            }
+        };
         let plan = model
             .set_input_fact(0, f32::fact([1, 3, height, width]).into())
             .and_then(|_| model.into_optimized())
@@ -89,6 +105,7 @@ impl Locator {
             source: source.to_path_buf(),
             height,
             width,
+            bins,
             plan,
         };
         let probe = vec![0f32; 3 * height * width];
@@ -108,8 +125,8 @@ impl Locator {
     /// The graph on one input.
     ///
     /// # Shapes
-    /// `x`: `[3, height, width]` → `[4]`.
-    fn run(&self, x: &[f32]) -> Result<[f32; OUTPUTS]> {
+    /// `x`: `[3, height, width]` → `[4]` (a box head) or `[bx + by]` (profiles).
+    fn run(&self, x: &[f32]) -> Result<Vec<f32>> {
         let input = Tensor::from_shape(&[1, 3, self.height, self.width], x)
             .map_err(|e| Error::Inference(e.to_string()))?;
         let out = self
@@ -120,9 +137,14 @@ impl Locator {
             .to_plain_array_view::<f32>()
             .map_err(|e| Error::Inference(e.to_string()))?;
         let v: Vec<f32> = view.iter().cloned().collect();
-        v.try_into().map_err(|v: Vec<f32>| {
-            Error::Inference(format!("localiser gave {} values, not {OUTPUTS}", v.len()))
-        })
+        let want = self.bins.map_or(OUTPUTS, |[bx, by]| bx + by);
+        if v.len() != want {
+            return Err(Error::Inference(format!(
+                "localiser gave {} values, not {want}",
+                v.len()
+            )));
+        }
+        Ok(v)
     }
 
     /// The number's predicted box in `img`, as `(left, top, right, bottom)` pixels.
@@ -130,11 +152,9 @@ impl Locator {
         let (w, h) = img.dimensions();
         let mut x = preprocess::resize_region(img, Region::full(w, h), self.width, self.height);
         preprocess::normalize(&mut x);
-        let b = self.run(&x)?;
+        let b = crate::localiser::decode(self.bins, &self.run(&x)?);
         let (w, h) = (w as f32, h as f32);
-        let (x0, x1) = (b[0].min(b[2]) * w, b[0].max(b[2]) * w);
-        let (y0, y1) = (b[1].min(b[3]) * h, b[1].max(b[3]) * h);
-        Ok((x0, y0, x1, y1))
+        Ok((b[0] * w, b[1] * h, b[2] * w, b[3] * h))
     }
 
     /// The region the `locate` protocol reads with one view (`--views 1`; the first of

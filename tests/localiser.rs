@@ -14,35 +14,55 @@ use prost::Message;
 
 #[test]
 fn exported_localiser_runs_the_same_in_tract() {
-    let cfg = LocaliserConfig {
-        channels: [6, 8, 10, 12],
-        ..LocaliserConfig::default()
-    };
-    let loc = Localiser::new(cfg, 5);
-    let bytes = housenum::export::localiser_to_onnx(&loc, &[]).encode_to_vec();
-    let locator = Locator::from_bytes(&bytes, Path::new("<test>")).unwrap();
-    let mut rng = Rng::new(2);
-    // Images of several sizes and aspect ratios, resized to the input by the locator.
-    for (w, h) in [(96, 48), (200, 60), (31, 77)] {
-        let img =
-            image::Rgb32FImage::from_fn(w, h, |_, _| image::Rgb([rng.f32(), rng.f32(), rng.f32()]));
-        let mut x = preprocess::resize_region(&img, Region::full(w, h), cfg.width, cfg.height);
-        preprocess::normalize(&mut x);
-        let want = loc.forward(&x, 1).boxes;
-        let got = locator.locate(&img).unwrap();
-        let (fw, fh) = (w as f32, h as f32);
-        let want_px = [
-            want[0].min(want[2]) * fw,
-            want[1].min(want[3]) * fh,
-            want[0].max(want[2]) * fw,
-            want[1].max(want[3]) * fh,
-        ];
-        let got = [got.0, got.1, got.2, got.3];
-        for (a, b) in want_px.iter().zip(&got) {
-            assert!(
-                (a - b).abs() < 1e-3,
-                "{w}x{h}: engine {want_px:?} vs tract {got:?}"
-            );
+    // A box head and a profile head (column and row bands), each exported and run by tract.
+    for bins in [None, Some([12, 6])] {
+        let cfg = LocaliserConfig {
+            channels: [6, 8, 10, 12],
+            bins,
+            ..LocaliserConfig::default()
+        };
+        let mut loc = Localiser::new(cfg, 5);
+        if let Some([bx, _]) = bins {
+            // Keep every band well away from the ½ threshold (the head's weights shrunk, its
+            // biases ±3: a run over columns 3–7 and rows 1–3), so that rounding differences
+            // between the engine and tract cannot change which bands form the run.
+            let (k, f) = (cfg.outputs(), cfg.features());
+            let n = loc.params.len();
+            loc.params[n - k - k * f..n - k]
+                .iter_mut()
+                .for_each(|v| *v *= 0.01);
+            for (j, v) in loc.params[n - k..].iter_mut().enumerate() {
+                let on = if j < bx {
+                    (3..8).contains(&j)
+                } else {
+                    (1..4).contains(&(j - bx))
+                };
+                *v = if on { 3.0 } else { -3.0 };
+            }
+        }
+        let bytes = housenum::export::localiser_to_onnx(&loc, &[]).encode_to_vec();
+        let locator = Locator::from_bytes(&bytes, Path::new("<test>")).unwrap();
+        let mut rng = Rng::new(2);
+        // Images of several sizes and aspect ratios, resized to the input by the locator.
+        for (w, h) in [(96, 48), (200, 60), (31, 77)] {
+            let img = image::Rgb32FImage::from_fn(w, h, |_, _| {
+                image::Rgb([rng.f32(), rng.f32(), rng.f32()])
+            });
+            let mut x = preprocess::resize_region(&img, Region::full(w, h), cfg.width, cfg.height);
+            preprocess::normalize(&mut x);
+            let out = loc.forward(&x, 1).outputs;
+            assert_eq!(out.len(), cfg.outputs());
+            let want = cfg.decode(&out);
+            let got = locator.locate(&img).unwrap();
+            let (fw, fh) = (w as f32, h as f32);
+            let want_px = [want[0] * fw, want[1] * fh, want[2] * fw, want[3] * fh];
+            let got = [got.0, got.1, got.2, got.3];
+            for (a, b) in want_px.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() < 1e-3,
+                    "{bins:?} {w}x{h}: engine {want_px:?} vs tract {got:?}"
+                );
+            }
         }
     }
 }

@@ -65,6 +65,11 @@ pub struct TrainLocaliserArgs {
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
     pub input: (usize, usize),
+    /// Predict column and row profiles over `BXxBY` bands (e.g. `32x16`) instead of the box:
+    /// the share of each band the number covers, decoded into the heaviest run of bands over ½
+    /// (README, "Finding the number"). Off: the box head (the shipped localiser).
+    #[arg(long, value_name = "BXxBY", value_parser = parse_size)]
+    pub bins: Option<(usize, usize)>,
     /// Write the trained localiser as ONNX here (e.g. `onnx/localiser.onnx`).
     #[arg(long, value_name = "FILE")]
     pub export: Option<PathBuf>,
@@ -93,6 +98,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
             height: a.input.0,
             width: a.input.1,
             channels,
+            bins: a.bins.map(|(bx, by)| [bx, by]),
         },
         quiet: a.quiet,
         stop_after: None,
@@ -129,5 +135,5 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
     s.split_once('x')
         .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)))
-        .ok_or_else(|| format!("{s:?} is not HEIGHTxWIDTH (e.g. 48x96)"))
+        .ok_or_else(|| format!("{s:?} is not two numbers AxB (e.g. 48x96)"))
 }
