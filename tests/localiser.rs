@@ -70,10 +70,28 @@ fn exported_localiser_runs_the_same_in_tract() {
 #[test]
 fn bad_localiser_files_are_refused_naming_the_file() {
     let reader_model = housenum::infer::EMBEDDED_MODEL;
-    let cases: [(&str, &[u8], &str); 3] = [
+    // A profile localiser (12 + 6 bands) whose bands metadata is changed afterwards.
+    let profile = |bins: &str| {
+        let cfg = LocaliserConfig {
+            channels: [2, 2, 2, 2],
+            bins: Some([12, 6]),
+            ..LocaliserConfig::default()
+        };
+        let mut proto = housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &[]);
+        for p in &mut proto.metadata_props {
+            if p.key == housenum::export::LOC_BINS_KEY {
+                p.value = bins.to_string();
+            }
+        }
+        proto.encode_to_vec()
+    };
+    let (wrong_bins, bad_bins) = (profile("12x7"), profile("twelve"));
+    let cases: [(&str, &[u8], &str); 5] = [
         ("empty.onnx", b"", "empty file"),
         ("garbage.onnx", b"not a model at all", "cannot parse ONNX"),
         ("reader.onnx", reader_model, "not a housenum localiser"),
+        ("wrong-bins.onnx", &wrong_bins, "gave 18 values, not 19"),
+        ("bad-bins.onnx", &bad_bins, "is not BXxBY"),
     ];
     for (name, bytes, want) in cases {
         let err = Locator::from_bytes(bytes, Path::new(name))
@@ -182,6 +200,27 @@ fn localiser_training_resumes_and_is_reproducible() {
         wa.model.params != wd.model.params,
         "recombination changed nothing"
     );
+    // A profile head: trains, keeps its bands in the checkpoint, and resuming the box run's
+    // folder with it is refused.
+    let e = tempfile::tempdir().unwrap();
+    let profile = |dir: &Path| LocTrainConfig {
+        model: LocaliserConfig {
+            bins: Some([12, 6]),
+            ..config(dir, 2, 1, 0.0).model
+        },
+        ..config(dir, 2, 1, 0.0)
+    };
+    let he = train_localiser(&profile(e.path())).unwrap();
+    assert!(he
+        .iter()
+        .all(|x| x.loss.is_finite() && x.val_iou.is_finite()));
+    let we = LocCheckpoint::load(&checkpoint_path(e.path())).unwrap();
+    assert_eq!(we.model.config.bins, Some([12, 6]));
+    assert_eq!(
+        we.model.params.len(),
+        wa.model.params.len() + 14 * (8 * 2 * 8 + 1)
+    );
+    assert!(train_localiser(&profile(a.path())).is_err());
 }
 
 #[test]
