@@ -1,6 +1,7 @@
 //! The first stage of the `locate` protocol, through tract: the exported localiser
 //! ([`crate::localiser`]) looks at the whole photo (resized to its input size and normalised
-//! like a strip) and predicts the number's box; the reader then reads that box grown by
+//! like a strip) and predicts the number's box (directly, or as column and row profiles decoded
+//! by [`crate::localiser::decode`]); the reader then reads that box grown by
 //! [`GROW`] in both directions, as the crop protocol reads the labelled box.
 
 use std::path::{Path, PathBuf};
