@@ -9,7 +9,7 @@
 //! With [`LocaliserConfig::bins`] the head predicts *profiles* instead of a box: for each of
 //! `bx` column bands and `by` row bands of the image, the share of the band that the number's box
 //! covers (sigmoid outputs, trained with binary cross-entropy on those soft targets).
-//! [`profile_box`] decodes them: the run of bands over ½ with the most mass on each axis, its
+//! [`profile_span`] decodes them: the run of bands over ½ with the most mass on each axis, its
 //! edges placed inside the bands by their coverage. A box regressor that cannot decide whether a
 //! neighbouring number belongs to the box predicts edges between the two answers; profiles can
 //! keep the number and leave the neighbour out.
