@@ -1,7 +1,8 @@
 //! The number localiser: a small CNN that looks at the whole photo, resized to a fixed
-//! `height × width` (48 × 96), and predicts the box around the house number as fractions of the
-//! image (`x0, y0, x1, y1`, each in `[0, 1]`). The reader then reads that box grown by 30 %, as
-//! the crop protocol reads the labelled box: the `locate` protocol.
+//! `height × width` (48 × 96 by default; the shipped one 64 × 128), and predicts the box around
+//! the house number as fractions of the image (`x0, y0, x1, y1`, each in `[0, 1]`). The reader
+//! then reads that box grown by 30 %, as the crop protocol reads the labelled box: the `locate`
+//! protocol.
 //!
 //! Architecture (valid 3×3 convolutions, like the reader's): conv → ReLU → 2×2 max-pool, three
 //! times, conv → ReLU, flatten (`[c4, h4, w4]` order, as ONNX's `Flatten`), linear to 4, sigmoid.
@@ -39,7 +40,9 @@ pub struct LocaliserConfig {
 }
 
 impl Default for LocaliserConfig {
-    /// The shipped geometry: 48 × 96 input, 32/64/128/128 channels (249 k parameters).
+    /// A box head on a 48 × 96 input, 32/64/128/128 channels (249 k parameters): the localisers
+    /// shipped before profiles. The shipped one is this with `bins: Some([32, 16])` on a
+    /// 64 × 128 input (536 k parameters; `data/recipe.sh`).
     fn default() -> Self {
         LocaliserConfig {
             height: 48,
