@@ -517,6 +517,32 @@ mod tests {
         }
     }
 
+    /// `grad` (of `loss_of` at `loc`) against central differences along four random directions
+    /// (ReLU and max-pool kinks average out over all parameters): within 2 %.
+    fn directional_derivatives_agree(
+        loc: &Localiser,
+        grad: &[f32],
+        loss_of: impl Fn(&Localiser) -> f64,
+        rng: &mut Rng,
+    ) {
+        for trial in 0..4 {
+            let dir: Vec<f32> = (0..loc.params.len()).map(|_| rng.normal()).collect();
+            let eps = 1e-4f32;
+            let shifted = |sign: f32| {
+                let mut p = loc.clone();
+                p.params
+                    .iter_mut()
+                    .zip(&dir)
+                    .for_each(|(v, d)| *v += sign * eps * d);
+                loss_of(&p)
+            };
+            let num = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
+            let ana: f64 = grad.iter().zip(&dir).map(|(g, d)| (*g * *d) as f64).sum();
+            let err = (num - ana).abs() / num.abs().max(ana.abs());
+            assert!(err < 0.02, "trial {trial}: numeric {num} vs analytic {ana}");
+        }
+    }
+
     #[test]
     fn profile_targets_decode_to_their_box() {
         // (box, bins): the decoded box is the box, wherever its edges fall in their bands (each
@@ -585,26 +611,11 @@ mod tests {
         assert_eq!(fwd.outputs.len(), n * 10);
         let (_, d) = profile_bce(&fwd.outputs, &target);
         let grad = loc.backward_logits(&fwd, &d);
-        for trial in 0..4 {
-            let dir: Vec<f32> = (0..loc.params.len()).map(|_| rng.normal()).collect();
-            let eps = 1e-4f32;
-            let shifted = |sign: f32| {
-                let mut p = loc.clone();
-                p.params
-                    .iter_mut()
-                    .zip(&dir)
-                    .for_each(|(v, d)| *v += sign * eps * d);
-                loss_of(&p)
-            };
-            let num = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-            let ana: f64 = grad.iter().zip(&dir).map(|(g, d)| (*g * *d) as f64).sum();
-            let err = (num - ana).abs() / num.abs().max(ana.abs());
-            assert!(err < 0.02, "trial {trial}: numeric {num} vs analytic {ana}");
-        }
+        directional_derivatives_agree(&loc, &grad, loss_of, &mut rng);
     }
 
     #[test]
-    fn geometry_of_the_shipped_config() {
+    fn geometry_of_the_default_config() {
         let c = LocaliserConfig::default();
         assert_eq!(c.sizes().unwrap()[4], (2, 8));
         assert_eq!(c.features(), 128 * 16);
@@ -624,22 +635,7 @@ mod tests {
         let fwd = loc.forward(&x, n);
         let (_, d) = smooth_l1(&fwd.outputs, &target, 1.0);
         let grad = loc.backward(&fwd, &d);
-        for trial in 0..4 {
-            let dir: Vec<f32> = (0..loc.params.len()).map(|_| rng.normal()).collect();
-            let eps = 1e-4f32;
-            let shifted = |sign: f32| {
-                let mut p = loc.clone();
-                p.params
-                    .iter_mut()
-                    .zip(&dir)
-                    .for_each(|(v, d)| *v += sign * eps * d);
-                loss_of(&p)
-            };
-            let num = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps as f64);
-            let ana: f64 = grad.iter().zip(&dir).map(|(g, d)| (*g * *d) as f64).sum();
-            let err = (num - ana).abs() / num.abs().max(ana.abs());
-            assert!(err < 0.02, "trial {trial}: numeric {num} vs analytic {ana}");
-        }
+        directional_derivatives_agree(&loc, &grad, loss_of, &mut rng);
         // Gradient steps lower the loss.
         let mut p = loc.clone();
         p.params
