@@ -67,7 +67,8 @@ pub struct TrainLocaliserArgs {
     pub input: (usize, usize),
     /// Predict column and row profiles over `BXxBY` bands (e.g. `32x16`) instead of the box:
     /// the share of each band the number covers, decoded into the heaviest run of bands over ½
-    /// (README, "Finding the number"). Off: the box head (the shipped localiser).
+    /// (README, "Finding the number"; the shipped localiser: `--bins 32x16 --input 64x128`).
+    /// Off: the box head of the localisers shipped before.
     #[arg(long, value_name = "BXxBY", value_parser = parse_size)]
     pub bins: Option<(usize, usize)>,
     /// Write the trained localiser as ONNX here (e.g. `onnx/localiser.onnx`).
