@@ -26,6 +26,7 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     Calibrate(cli::calibrate::CalibrateArgs),
     Synth(cli::synth::SynthArgs),
+    Label(cli::label::LabelArgs),
     #[cfg(feature = "train")]
     Train(cli::train::TrainArgs),
     #[cfg(feature = "train")]
@@ -75,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => cli::eval::run(a),
         Command::Calibrate(a) => cli::calibrate::run(a),
         Command::Synth(a) => cli::synth::run(a),
+        Command::Label(a) => cli::label::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => cli::train::run(a),
         #[cfg(feature = "train")]

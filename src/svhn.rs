@@ -52,6 +52,22 @@ impl DigitBox {
             height: b - t,
         }
     }
+
+    /// `n` boxes side by side, each an equal share of the width of `(left, top, right,
+    /// bottom)` and its whole height: digit boxes for a number whose box alone is known (what
+    /// `housenum label` writes).
+    pub fn split_even(rect: (f32, f32, f32, f32), n: usize) -> Vec<DigitBox> {
+        let (l, t, r, b) = rect;
+        let w = (r - l) / n.max(1) as f32;
+        (0..n)
+            .map(|i| DigitBox {
+                left: l + w * i as f32,
+                top: t,
+                width: w,
+                height: b - t,
+            })
+            .collect()
+    }
 }
 
 /// One labelled image.

@@ -387,3 +387,96 @@ fn bad_input_corpus_table() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn label_writes_an_official_layout_with_reads_readings_and_the_localisers_box() {
+    use housenum::preprocess::{boxes_union, expand_region};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("labelled");
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let (out_s, bad_s) = (out.display().to_string(), bad.display().to_string());
+    let (code, _, err) = run(
+        &[
+            "label",
+            "data/samples",
+            &bad_s,
+            "--out",
+            &out_s,
+            "--min-confidence",
+            "0",
+            "-q",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "one photo is unreadable: exit 1\n{err}");
+    assert!(
+        err.lines().any(|l| l.contains("bad.png")),
+        "the bad photo is named: {err}"
+    );
+    // Every sample is kept (threshold 0), with `read`'s digits, one box per digit side by side,
+    // whose union grown 30 % is the region `read --views 1` reads.
+    let (code, read_out, err) = run(&["read", "--views", "1", "--region", "data/samples"], None);
+    assert_eq!(code, 0, "{err}");
+    let (_, read7, _) = run(&["read", "data/samples"], None);
+    let entries = housenum::svhn::read_digit_struct(&out.join("digitStruct.mat")).unwrap();
+    assert_eq!(entries.len(), samples().len());
+    for (((name, digits, boxes), line), line7) in
+        entries.iter().zip(read_out.lines()).zip(read7.lines())
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let f7: Vec<&str> = line7.split('\t').collect();
+        assert!(f[0].ends_with(name.as_str()), "{name} vs {line}");
+        assert_eq!(
+            housenum::alphabet::digits_to_string(digits),
+            f7[1],
+            "{name}"
+        );
+        assert_eq!(boxes.len(), digits.len(), "{name}");
+        for pair in boxes.windows(2) {
+            assert!(
+                (pair[0].right() - pair[1].left).abs() < 1e-3,
+                "{name}: {boxes:?}"
+            );
+            assert_eq!(pair[0].width, pair[1].width, "{name}");
+        }
+        let (w, h) = image::image_dimensions(out.join(name)).unwrap();
+        let got = expand_region(boxes_union(boxes), 1.3, 1.3, (w, h));
+        let want: Vec<i64> = f[3].split(',').map(|v| v.parse().unwrap()).collect();
+        let got = [got.x0, got.y0, got.x1, got.y1].map(i64::from);
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1),
+            "{name}: boxes grown 30 % give {got:?}, read's region {want:?}"
+        );
+    }
+    let labels = std::fs::read_to_string(out.join("labels.tsv")).unwrap();
+    assert_eq!(labels.lines().count(), 1 + samples().len(), "{labels}");
+    // A threshold no reading reaches keeps nothing: an error that says so.
+    let (code, _, err) = run(
+        &[
+            "label",
+            "data/samples",
+            "--out",
+            &out_s,
+            "--min-confidence",
+            "1.5",
+            "-q",
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--min-confidence"), "{err}");
+    // Two photos with one file name cannot both be linked: refused, naming both.
+    let twin = dir.path().join("sample-1.png");
+    std::fs::copy(&samples()[0].0, &twin).unwrap();
+    let twin_s = twin.display().to_string();
+    let (code, _, err) = run(
+        &["label", "data/samples", &twin_s, "--out", &out_s, "-q"],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("same file name") && err.contains(&twin_s),
+        "{err}"
+    );
+}

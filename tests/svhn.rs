@@ -174,3 +174,23 @@ fn official_train_entries_survive_a_write_read_round_trip() {
     write_digit_struct(&mat, &official).unwrap();
     assert_eq!(read_digit_struct(&mat).unwrap(), official);
 }
+
+#[test]
+fn split_even_table() {
+    // (box, n, expected lefts, expected width)
+    type Case = ((f32, f32, f32, f32), usize, &'static [f32], f32);
+    let cases: [Case; 3] = [
+        ((10.0, 5.0, 40.0, 25.0), 3, &[10.0, 20.0, 30.0], 10.0),
+        ((0.0, 0.0, 8.0, 4.0), 1, &[0.0], 8.0),
+        ((2.0, 1.0, 12.0, 9.0), 4, &[2.0, 4.5, 7.0, 9.5], 2.5),
+    ];
+    for (rect, n, lefts, width) in cases {
+        let b = DigitBox::split_even(rect, n);
+        assert_eq!(b.len(), n);
+        for (d, &l) in b.iter().zip(lefts) {
+            assert_eq!((d.left, d.width), (l, width), "{rect:?} into {n}");
+            assert_eq!((d.top, d.bottom()), (rect.1, rect.3), "{rect:?}");
+        }
+    }
+    assert!(DigitBox::split_even((0.0, 0.0, 8.0, 4.0), 0).is_empty());
+}

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
+pub mod label;
 pub mod read;
 pub mod synth;
 #[cfg(feature = "train")]
