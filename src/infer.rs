@@ -397,16 +397,29 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<Vec<(Region, Strip)>> {
-        let stretch = self.geometry.stretch;
         let rect = match protocol {
             Protocol::Locate => self.locator()?.locate(img)?,
             Protocol::Crop if !boxes.is_empty() => preprocess::boxes_union(boxes),
-            _ => return Ok(preprocess::protocol_strips(img, protocol, boxes, stretch)),
+            _ => {
+                let stretch = self.geometry.stretch;
+                return Ok(preprocess::protocol_strips(img, protocol, boxes, stretch));
+            }
         };
-        Ok(views::framings(rect, self.views, img.dimensions())
+        Ok(self.framed_strips(img, rect))
+    }
+
+    /// The [`Reader::views`] framings of the box `rect` = `(left, top, right, bottom)` pixels in
+    /// `img`, with their strips: what `crop` and `locate` read once they have the box.
+    pub fn framed_strips(
+        &self,
+        img: &image::Rgb32FImage,
+        rect: (f32, f32, f32, f32),
+    ) -> Vec<(Region, Strip)> {
+        let stretch = self.geometry.stretch;
+        views::framings(rect, self.views, img.dimensions())
             .into_iter()
             .map(|r| (r, preprocess::strip_from_region(img, r, stretch)))
-            .collect())
+            .collect()
     }
 
     /// Read a decoded image under a protocol: the reading and the region it came from.

@@ -82,7 +82,9 @@ pub fn run(a: LabelArgs) -> Result<ExitCode> {
             .map(|path| {
                 let img = preprocess::load_image(path)?;
                 let rect = locator.locate(&img)?;
-                let (_, d) = reader.read_image(&img, Protocol::Locate, &[])?;
+                let cands = reader.framed_strips(&img, rect);
+                let framed: Vec<_> = cands.iter().map(|(r, s)| (*r, s)).collect();
+                let (_, d) = reader.read_best(&[framed], Protocol::Locate)?.remove(0);
                 Ok((d.digits, d.confidence, rect))
             })
             .collect();
