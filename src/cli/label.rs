@@ -24,7 +24,8 @@ pub struct LabelArgs {
     /// Image files or directories of them (file names must be unique: they name the links).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Output folder (created; links and files of an earlier run there are replaced).
+    /// Output folder (created; its `digitStruct.mat`, `labels.tsv` and links of the same names
+    /// from an earlier run are replaced).
     #[arg(long)]
     pub out: PathBuf,
     /// Keep readings with at least this (calibrated) confidence.
