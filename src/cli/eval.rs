@@ -13,6 +13,8 @@ use housenum::svhn::{is_validation_name, SvhnSet};
 use housenum::Protocol;
 use rayon::prelude::*;
 
+use super::read::ModelArgs;
+
 /// Which images of the folder to evaluate.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Split {
@@ -47,18 +49,8 @@ pub struct EvalArgs {
     /// Evaluate at most N images (after the split).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Use this `.onnx` model instead of the one compiled in.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Use this localiser (`train-localiser --export`) for `--protocol locate` instead of the
-    /// one compiled in.
-    #[arg(long, value_name = "FILE")]
-    pub localiser: Option<PathBuf>,
-    /// Framings of the box read under `crop` and `locate` (1–7): the box grown 30 %, then
-    /// grown less and more, wider, taller and shifted; the reading with the highest summed
-    /// log-probability over them answers. 1 reads the single 30 % box (≈ 4× faster).
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
-    pub views: u8,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -112,7 +104,7 @@ impl From<ProtocolArg> for Protocol {
 
 /// Run the subcommand.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
-    let reader = super::read::load_reader(a.model.as_deref(), a.localiser.as_deref(), a.views)?;
+    let reader = a.models.reader()?;
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
     if let Some(m) = set.missing_summary() {
         eprintln!("warning: {m}");

@@ -11,7 +11,7 @@ use housenum::svhn::{self, DigitBox, DigitStructEntry};
 use housenum::{preprocess, Protocol};
 use rayon::prelude::*;
 
-use super::read::{expand_inputs, load_reader};
+use super::read::{expand_inputs, ModelArgs};
 
 /// Label unlabelled photos with the reader, in the official layout: `OUT/digitStruct.mat` and a
 /// link `OUT/NAME` to every photo read under `locate` with at least `--min-confidence`, its
@@ -31,15 +31,8 @@ pub struct LabelArgs {
     /// Keep readings with at least this (calibrated) confidence.
     #[arg(long, default_value_t = 0.9)]
     pub min_confidence: f32,
-    /// Use this `.onnx` model instead of the one compiled in.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Use this localiser instead of the one compiled in.
-    #[arg(long, value_name = "FILE")]
-    pub localiser: Option<PathBuf>,
-    /// Framings of the box read (1–7), as `read --views`.
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
-    pub views: u8,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Hide the progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -50,7 +43,7 @@ type Labelled = (Vec<u8>, f32, (f32, f32, f32, f32));
 
 /// Run the subcommand.
 pub fn run(a: LabelArgs) -> Result<ExitCode> {
-    let reader = load_reader(a.model.as_deref(), a.localiser.as_deref(), a.views)?;
+    let reader = a.models.reader()?;
     let locator = reader.locator().context("loading the localiser")?;
     let (inputs, empty_dirs) = expand_inputs(&a.images);
     for d in &empty_dirs {

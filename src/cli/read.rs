@@ -24,18 +24,8 @@ pub struct ReadArgs {
     /// Print one JSON object per image (`path`, `digits`, `confidence`, or `error`).
     #[arg(long)]
     pub json: bool,
-    /// Use this `.onnx` model instead of the one compiled in.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Use this localiser (`train-localiser --export`) for `--protocol locate` instead of the
-    /// one compiled in.
-    #[arg(long, value_name = "FILE")]
-    pub localiser: Option<PathBuf>,
-    /// Framings of the box read under `crop` and `locate` (1–7): the box grown 30 %, then
-    /// grown less and more, wider, taller and shifted; the reading with the highest summed
-    /// log-probability over them answers. 1 reads the single 30 % box (≈ 4× faster).
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
-    pub views: u8,
+    #[command(flatten)]
+    pub models: ModelArgs,
     /// Abstain below this confidence: print `?` instead of the digits (exit code 3).
     #[arg(long, value_name = "X")]
     pub min_confidence: Option<f32>,
@@ -80,6 +70,30 @@ impl From<ReadProtocol> for Protocol {
             ReadProtocol::Full => Protocol::Full,
             ReadProtocol::Locate => Protocol::Locate,
         }
+    }
+}
+
+/// The model, localiser and framings `read`, `eval` and `label` share.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Use this `.onnx` model instead of the one compiled in.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Use this localiser (`train-localiser --export`) for the `locate` protocol instead of
+    /// the one compiled in.
+    #[arg(long, value_name = "FILE")]
+    pub localiser: Option<PathBuf>,
+    /// Framings of the box read under `crop` and `locate` (1–7): the box grown 30 %, then
+    /// grown less and more, wider, taller and shifted; the reading with the highest summed
+    /// log-probability over them answers. 1 reads the single 30 % box (≈ 4× faster).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
+    pub views: u8,
+}
+
+impl ModelArgs {
+    /// The reader these options choose (see [`load_reader`]).
+    pub fn reader(&self) -> Result<Reader> {
+        load_reader(self.model.as_deref(), self.localiser.as_deref(), self.views)
     }
 }
 
@@ -181,7 +195,7 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
 
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
-    let reader = load_reader(a.model.as_deref(), a.localiser.as_deref(), a.views)?;
+    let reader = a.models.reader()?;
     let protocol = Protocol::from(a.protocol);
     let (inputs, empty_dirs) = expand_inputs(&a.images);
     let stdout = std::io::stdout();
