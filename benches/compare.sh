@@ -38,6 +38,18 @@ cold_full=$(for _ in 1 2 3 4 5; do s=$(date +%s%N); "$bin" read --protocol full 
   echo $(( ($(date +%s%N) - s) / 1000000 )); done | median)
 echo "housenum read one.png, cold start: ${cold} ms (locate, the default), ${cold_full} ms (--protocol full)"
 echo "eval, images/s: locate $loc (7 framings), locate --views 1 $loc1, search $sea; ratios locate/search $(python3 -c "print(f'{$loc/$sea:.2f}')"), one framing/seven $(python3 -c "print(f'{$loc1/$loc:.2f}')")"
+# `read` over a whole folder (chunks of 32 photos prepared in parallel, their strips read in one
+# pass) against `eval --protocol locate` on the same folder (the same readings, plus scoring),
+# interleaved; images/s.
+n=$(wc -l < /tmp/housenum-bench-list.txt)
+for _ in 1 2 3; do
+  s=$(date +%s%N); "$bin" read "$data" > /dev/null
+  echo "read $(python3 -c "print($n * 1e9 / ($(date +%s%N) - $s))")"
+  echo "eval $("$bin" eval "$data" --protocol locate --json -q | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_second"])')"
+done > /tmp/housenum-bench-read.txt
+rd=$(awk '$1 == "read" {print $2}' /tmp/housenum-bench-read.txt | median)
+ev=$(awk '$1 == "eval" {print $2}' /tmp/housenum-bench-read.txt | median)
+echo "read DIR (locate), images/s: $(python3 -c "print(f'{$rd:.1f}')"), eval --protocol locate $ev, ratio read/eval $(python3 -c "print(f'{$rd/$ev:.2f}')")"
 tpy="${TORCH_PYTHON:-/usr/bin/python3}"
 if "$tpy" -c "import torch" 2>/dev/null; then
   # Interleaved (ours, theirs, ours, …) so that drifts of a shared machine hit both sides alike.

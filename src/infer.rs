@@ -350,6 +350,23 @@ impl Reader {
             .collect())
     }
 
+    /// [`Reader::read_best`] where a failure is one image's only: all images in one pass, and
+    /// should that pass fail, each image alone, so that each error belongs to its image. For
+    /// batch jobs (`read`, `label`) that report a bad image and go on.
+    pub fn read_best_each(
+        &self,
+        images: Vec<Vec<(Region, &Strip)>>,
+        protocol: Protocol,
+    ) -> Vec<Result<(usize, Decoded)>> {
+        match self.read_best(&images, protocol) {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(_) => images
+                .into_iter()
+                .map(|g| self.read_best(&[g], protocol).map(|mut v| v.remove(0)))
+                .collect(),
+        }
+    }
+
     /// Read one strip.
     pub fn read_strip(&self, strip: &Strip) -> Result<Decoded> {
         Ok(self.read_strips(&[strip])?.remove(0))

@@ -126,6 +126,49 @@ fn bad_inputs_are_reported_by_name_and_the_rest_still_read() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `read` prepares and reads images in chunks: many files at once, across chunk boundaries and
+/// with unreadable files among them, print in input order exactly what each file alone prints.
+#[test]
+fn many_files_read_as_each_alone_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    let s = samples();
+    let mut paths: Vec<String> = Vec::new();
+    for i in 0..75 {
+        paths.push(if i % 29 == 7 {
+            bad.display().to_string()
+        } else {
+            s[i % s.len()].0.display().to_string()
+        });
+    }
+    for protocol in ["locate", "search"] {
+        let mut args = vec!["read", "--region", "--protocol", protocol];
+        args.extend(paths.iter().map(String::as_str));
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 1, "{err}");
+        let alone: Vec<String> = s
+            .iter()
+            .map(|(p, _)| {
+                let p = p.display().to_string();
+                let (code, out, err) = run(&["read", "--region", "--protocol", protocol, &p], None);
+                assert_eq!(code, 0, "{err}");
+                out
+            })
+            .collect();
+        let want: String = (0..paths.len())
+            .filter(|i| i % 29 != 7)
+            .map(|i| alone[i % s.len()].as_str())
+            .collect();
+        assert_eq!(out, want, "{protocol}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains("bad.png")).count(),
+            (0..paths.len()).filter(|i| i % 29 == 7).count(),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn an_unusable_model_is_rejected_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use housenum::locate::Locator;
+use housenum::preprocess::{Region, Strip};
 use housenum::svhn::{self, DigitBox, DigitStructEntry};
-use housenum::{preprocess, Protocol};
+use housenum::{preprocess, Protocol, Reader};
 use rayon::prelude::*;
 
 use super::read::{expand_inputs, ModelArgs};
@@ -71,17 +73,7 @@ pub fn run(a: LabelArgs) -> Result<ExitCode> {
     let mut entries: Vec<DigitStructEntry> = Vec::new();
     let mut failed = empty_dirs.len();
     for chunk in inputs.chunks(64) {
-        let done: Vec<housenum::Result<Labelled>> = chunk
-            .par_iter()
-            .map(|path| {
-                let img = preprocess::load_image(path)?;
-                let rect = locator.locate(&img)?;
-                let cands = reader.framed_strips(&img, rect);
-                let framed: Vec<_> = cands.iter().map(|(r, s)| (*r, s)).collect();
-                let (_, d) = reader.read_best(&[framed], Protocol::Locate)?.remove(0);
-                Ok((d.digits, d.confidence, rect))
-            })
-            .collect();
+        let done = label_chunk(&reader, &locator, chunk);
         for (path, result) in chunk.iter().zip(done) {
             match result {
                 Ok((digits, confidence, rect)) => {
@@ -128,6 +120,38 @@ pub fn run(a: LabelArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Read `paths` under `locate`: decoding, localising and framing in parallel, then the strips of
+/// every photo that decoded in one [`Reader::read_best_each`] pass (each photo's reading as `read`
+/// gives it). A failure is that photo's result only.
+fn label_chunk(
+    reader: &Reader,
+    locator: &Locator,
+    paths: &[PathBuf],
+) -> Vec<housenum::Result<Labelled>> {
+    let prepared: Vec<housenum::Result<_>> = paths
+        .par_iter()
+        .map(|path| {
+            let img = preprocess::load_image(path)?;
+            let rect = locator.locate(&img)?;
+            Ok((rect, reader.framed_strips(&img, rect)))
+        })
+        .collect();
+    let groups: Vec<Vec<(Region, &Strip)>> = prepared
+        .iter()
+        .flatten()
+        .map(|(_, c)| c.iter().map(|(r, s)| (*r, s)).collect())
+        .collect();
+    let mut read = reader.read_best_each(groups, Protocol::Locate).into_iter();
+    prepared
+        .into_iter()
+        .map(|p| {
+            let (rect, _) = p?;
+            let (_, d) = read.next().expect("one reading per decoded photo")?;
+            Ok((d.digits, d.confidence, rect))
+        })
+        .collect()
 }
 
 fn file_name(p: &Path) -> Result<String> {

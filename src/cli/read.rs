@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::{explain, preprocess, Protocol, Reader};
+use housenum::preprocess::{Region, Strip};
+use housenum::{explain, preprocess, Decoded, Protocol, Reader};
+use rayon::prelude::*;
 
 /// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`
 /// (`--region` adds the region read; `--json` gives `path`, `digits`, `confidence`, `region`).
@@ -212,74 +214,68 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
             .with_context(|| format!("creating {}", out_path.display()))?;
     }
     let mut abstained = 0usize;
-    for path in &inputs {
-        let image = if path.as_os_str() == "-" {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .context("reading standard input")?;
-            preprocess::decode_image(&bytes, Path::new("<stdin>"))
-        } else {
-            preprocess::load_image(path)
-        };
-        let result = image.and_then(|img| {
-            let (region, d) = reader.read_image(&img, protocol, &[])?;
-            Ok((img, region, d))
-        });
-        let name = path.display().to_string();
-        match result {
-            Ok((img, region, mut d)) => {
-                if a.path_confidence {
-                    d.confidence = d.path_prob;
-                }
-                let abstain = a.min_confidence.is_some_and(|m| d.confidence < m);
-                abstained += usize::from(abstain);
-                let digits = if abstain { "?".to_string() } else { d.text() };
-                let r = [region.x0, region.y0, region.x1, region.y1];
-                if a.json {
-                    let v = serde_json::json!({"path": name, "digits": digits, "confidence": d.confidence, "region": r});
-                    writeln!(out, "{v}")?;
-                } else if a.region {
-                    let [x0, y0, x1, y1] = r;
-                    writeln!(
-                        out,
-                        "{name}\t{digits}\t{:.3}\t{x0},{y0},{x1},{y1}",
-                        d.confidence
-                    )?;
-                } else {
-                    writeln!(out, "{name}\t{digits}\t{:.3}", d.confidence)?;
-                }
-                if let Some(target) = &a.explain {
-                    let file = if inputs.len() > 1 {
-                        let stem = path
-                            .file_stem()
-                            .map(|s| s.to_string_lossy().into_owned())
-                            .unwrap_or_else(|| "stdin".into());
-                        target.join(format!("{stem}.explain.png"))
+    let pb = housenum::progress::bar(inputs.len() as u64, "read", false);
+    for chunk in inputs.chunks(CHUNK) {
+        for (path, result) in chunk.iter().zip(read_chunk(&reader, protocol, chunk)) {
+            let name = path.display().to_string();
+            match result {
+                Ok((img, region, mut d)) => {
+                    if a.path_confidence {
+                        d.confidence = d.path_prob;
+                    }
+                    let abstain = a.min_confidence.is_some_and(|m| d.confidence < m);
+                    abstained += usize::from(abstain);
+                    let digits = if abstain { "?".to_string() } else { d.text() };
+                    let r = [region.x0, region.y0, region.x1, region.y1];
+                    if a.json {
+                        let v = serde_json::json!({"path": name, "digits": digits, "confidence": d.confidence, "region": r});
+                        writeln!(out, "{v}")?;
+                    } else if a.region {
+                        let [x0, y0, x1, y1] = r;
+                        writeln!(
+                            out,
+                            "{name}\t{digits}\t{:.3}\t{x0},{y0},{x1},{y1}",
+                            d.confidence
+                        )?;
                     } else {
-                        target.clone()
-                    };
-                    let picture =
-                        explain::draw(&img, &explain::digit_spans(&d, region, reader.geometry()));
-                    picture
-                        .save(&file)
-                        .with_context(|| format!("writing {}", file.display()))?;
+                        writeln!(out, "{name}\t{digits}\t{:.3}", d.confidence)?;
+                    }
+                    if let Some(target) = &a.explain {
+                        let file = if inputs.len() > 1 {
+                            let stem = path
+                                .file_stem()
+                                .map(|s| s.to_string_lossy().into_owned())
+                                .unwrap_or_else(|| "stdin".into());
+                            target.join(format!("{stem}.explain.png"))
+                        } else {
+                            target.clone()
+                        };
+                        let picture = explain::draw(
+                            &img,
+                            &explain::digit_spans(&d, region, reader.geometry()),
+                        );
+                        picture
+                            .save(&file)
+                            .with_context(|| format!("writing {}", file.display()))?;
+                    }
                 }
-            }
-            Err(e) => {
-                failed += 1;
-                if a.json {
-                    writeln!(
-                        out,
-                        "{}",
-                        serde_json::json!({"path": name, "error": e.to_string()})
-                    )?;
+                Err(e) => {
+                    failed += 1;
+                    if a.json {
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({"path": name, "error": e.to_string()})
+                        )?;
+                    }
+                    pb.suspend(|| eprintln!("error: {e}"));
                 }
-                eprintln!("error: {e}");
             }
         }
         out.flush()?;
+        pb.inc(chunk.len() as u64);
     }
+    pb.finish_and_clear();
     if failed == 0 && abstained > 0 {
         return Ok(ExitCode::from(3));
     }
@@ -288,6 +284,57 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Images decoded, framed (the localiser run under `locate`) and prepared in parallel, this many
+/// at a time; their strips are then read in one pass and printed in input order.
+const CHUNK: usize = 32;
+
+/// What reading one image gives: the decoded image (for `--explain`), the region read, the reading.
+type ReadResult = housenum::Result<(image::Rgb32FImage, Region, Decoded)>;
+
+/// Read `paths` (`-` is standard input): decoding and framing in parallel, then every strip of
+/// every image that decoded in one [`Reader::read_best_each`] pass; the same readings as
+/// [`Reader::read_image`] one image at a time. A failure is that image's result only.
+fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<ReadResult> {
+    let prepared: Vec<housenum::Result<_>> = paths
+        .par_iter()
+        .map(|path| {
+            let img = load(path)?;
+            let strips = reader.strips(&img, protocol, &[])?;
+            Ok((img, strips))
+        })
+        .collect();
+    let ok: Vec<Vec<(Region, &Strip)>> = prepared
+        .iter()
+        .flatten()
+        .map(|(_, c)| c.iter().map(|(r, s)| (*r, s)).collect())
+        .collect();
+    let mut answers = reader.read_best_each(ok, protocol).into_iter();
+    prepared
+        .into_iter()
+        .map(|p| {
+            let (img, strips) = p?;
+            let (i, d) = answers.next().expect("one answer per decoded image")?;
+            Ok((img, strips[i].0, d))
+        })
+        .collect()
+}
+
+/// Decode an image file, or standard input for `-`.
+fn load(path: &Path) -> housenum::Result<image::Rgb32FImage> {
+    if path.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| housenum::Error::Io {
+                path: PathBuf::from("<stdin>"),
+                source: e,
+            })?;
+        preprocess::decode_image(&bytes, Path::new("<stdin>"))
+    } else {
+        preprocess::load_image(path)
+    }
 }
 
 #[cfg(test)]
