@@ -352,15 +352,20 @@ impl Reader {
 
     /// [`Reader::read_best`] where a failure is one image's only: all images in one pass, and
     /// should that pass fail, each image alone, so that each error belongs to its image. For
-    /// batch jobs (`read`, `label`) that report a bad image and go on.
+    /// batch jobs (`read`, `label`) that report a bad image and go on. Each image is given as
+    /// its candidates as [`Reader::strips`] returns them.
     pub fn read_best_each(
         &self,
-        images: Vec<Vec<(Region, &Strip)>>,
+        images: &[&[(Region, Strip)]],
         protocol: Protocol,
     ) -> Vec<Result<(usize, Decoded)>> {
-        match self.read_best(&images, protocol) {
+        let all: Vec<Vec<(Region, &Strip)>> = images
+            .iter()
+            .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
+            .collect();
+        match self.read_best(&all, protocol) {
             Ok(v) => v.into_iter().map(Ok).collect(),
-            Err(_) => images
+            Err(_) => all
                 .into_iter()
                 .map(|g| self.read_best(&[g], protocol).map(|mut v| v.remove(0)))
                 .collect(),

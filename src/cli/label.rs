@@ -138,12 +138,12 @@ fn label_chunk(
             Ok((rect, reader.framed_strips(&img, rect)))
         })
         .collect();
-    let groups: Vec<Vec<(Region, &Strip)>> = prepared
+    let groups: Vec<&[(Region, Strip)]> = prepared
         .iter()
         .flatten()
-        .map(|(_, c)| c.iter().map(|(r, s)| (*r, s)).collect())
+        .map(|(_, c)| c.as_slice())
         .collect();
-    let mut read = reader.read_best_each(groups, Protocol::Locate).into_iter();
+    let mut read = reader.read_best_each(&groups, Protocol::Locate).into_iter();
     prepared
         .into_iter()
         .map(|p| {

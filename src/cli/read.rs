@@ -305,12 +305,12 @@ fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<Rea
             Ok((img, strips))
         })
         .collect();
-    let ok: Vec<Vec<(Region, &Strip)>> = prepared
+    let ok: Vec<&[(Region, Strip)]> = prepared
         .iter()
         .flatten()
-        .map(|(_, c)| c.iter().map(|(r, s)| (*r, s)).collect())
+        .map(|(_, c)| c.as_slice())
         .collect();
-    let mut answers = reader.read_best_each(ok, protocol).into_iter();
+    let mut answers = reader.read_best_each(&ok, protocol).into_iter();
     prepared
         .into_iter()
         .map(|p| {
