@@ -54,6 +54,9 @@ impl std::fmt::Debug for Reader {
 /// Independent runs are spread over rayon's threads instead.
 pub const MAX_BATCH: usize = 1;
 
+/// The regions an image is read in, each with its strip (what [`Reader::strips`] gives).
+pub type Candidates = Vec<(Region, Strip)>;
+
 impl Reader {
     /// The model compiled into the binary.
     pub fn embedded() -> Result<Reader> {
@@ -350,26 +353,38 @@ impl Reader {
             .collect())
     }
 
-    /// [`Reader::read_best`] where a failure is one image's only: all images in one pass, and
-    /// should that pass fail, each image alone, so that each error belongs to its image. For
-    /// batch jobs (`read`, `label`) that report a bad image and go on. Each image is given as
-    /// its candidates as [`Reader::strips`] returns them.
-    pub fn read_best_each(
+    /// Read a batch of images prepared elsewhere (each an item `T` the caller keeps, e.g. the
+    /// decoded image, with its candidates as [`Reader::strips`] gives them, or the error that
+    /// stopped its preparation): the candidates of every prepared image in one
+    /// [`Reader::read_best`] pass, and should that pass fail, each image alone, so that every
+    /// error stays its image's. Returns, in order, each item with the region that answered and
+    /// the reading. For batch jobs (`read`, `label`) that report a bad image and go on.
+    pub fn read_prepared<T>(
         &self,
-        images: &[&[(Region, Strip)]],
+        prepared: Vec<Result<(T, Candidates)>>,
         protocol: Protocol,
-    ) -> Vec<Result<(usize, Decoded)>> {
-        let all: Vec<Vec<(Region, &Strip)>> = images
+    ) -> Vec<Result<(T, Region, Decoded)>> {
+        let groups: Vec<Vec<(Region, &Strip)>> = prepared
             .iter()
-            .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
+            .flatten()
+            .map(|(_, c)| c.iter().map(|(r, s)| (*r, s)).collect())
             .collect();
-        match self.read_best(&all, protocol) {
+        let read: Vec<Result<(usize, Decoded)>> = match self.read_best(&groups, protocol) {
             Ok(v) => v.into_iter().map(Ok).collect(),
-            Err(_) => all
+            Err(_) => groups
                 .into_iter()
                 .map(|g| self.read_best(&[g], protocol).map(|mut v| v.remove(0)))
                 .collect(),
-        }
+        };
+        let mut read = read.into_iter();
+        prepared
+            .into_iter()
+            .map(|p| {
+                let (item, cands) = p?;
+                let (i, d) = read.next().expect("one reading per prepared image")?;
+                Ok((item, cands[i].0, d))
+            })
+            .collect()
     }
 
     /// Read one strip.

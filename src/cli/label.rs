@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use housenum::locate::Locator;
-use housenum::preprocess::{Region, Strip};
 use housenum::svhn::{self, DigitBox, DigitStructEntry};
 use housenum::{preprocess, Protocol, Reader};
 use rayon::prelude::*;
@@ -123,7 +122,7 @@ pub fn run(a: LabelArgs) -> Result<ExitCode> {
 }
 
 /// Read `paths` under `locate`: decoding, localising and framing in parallel, then the strips of
-/// every photo that decoded in one [`Reader::read_best_each`] pass (each photo's reading as `read`
+/// every photo that decoded in one pass ([`Reader::read_prepared`]) (each photo's reading as `read`
 /// gives it). A failure is that photo's result only.
 fn label_chunk(
     reader: &Reader,
@@ -138,19 +137,10 @@ fn label_chunk(
             Ok((rect, reader.framed_strips(&img, rect)))
         })
         .collect();
-    let groups: Vec<&[(Region, Strip)]> = prepared
-        .iter()
-        .flatten()
-        .map(|(_, c)| c.as_slice())
-        .collect();
-    let mut read = reader.read_best_each(&groups, Protocol::Locate).into_iter();
-    prepared
+    reader
+        .read_prepared(prepared, Protocol::Locate)
         .into_iter()
-        .map(|p| {
-            let (rect, _) = p?;
-            let (_, d) = read.next().expect("one reading per decoded photo")?;
-            Ok((d.digits, d.confidence, rect))
-        })
+        .map(|r| r.map(|(rect, _, d)| (d.digits, d.confidence, rect)))
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::preprocess::{Region, Strip};
+use housenum::preprocess::Region;
 use housenum::{explain, preprocess, Decoded, Protocol, Reader};
 use rayon::prelude::*;
 
@@ -294,7 +294,7 @@ const CHUNK: usize = 32;
 type ReadResult = housenum::Result<(image::Rgb32FImage, Region, Decoded)>;
 
 /// Read `paths` (`-` is standard input): decoding and framing in parallel, then every strip of
-/// every image that decoded in one [`Reader::read_best_each`] pass; the same readings as
+/// every image that decoded in one pass ([`Reader::read_prepared`]); the same readings as
 /// [`Reader::read_image`] one image at a time. A failure is that image's result only.
 fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<ReadResult> {
     let prepared: Vec<housenum::Result<_>> = paths
@@ -305,20 +305,7 @@ fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<Rea
             Ok((img, strips))
         })
         .collect();
-    let ok: Vec<&[(Region, Strip)]> = prepared
-        .iter()
-        .flatten()
-        .map(|(_, c)| c.as_slice())
-        .collect();
-    let mut answers = reader.read_best_each(&ok, protocol).into_iter();
-    prepared
-        .into_iter()
-        .map(|p| {
-            let (img, strips) = p?;
-            let (i, d) = answers.next().expect("one answer per decoded image")?;
-            Ok((img, strips[i].0, d))
-        })
-        .collect()
+    reader.read_prepared(prepared, protocol)
 }
 
 /// Decode an image file, or standard input for `-`.
