@@ -2,7 +2,8 @@
 """Check onnxruntime against stored log-probabilities (written by tests/parity.rs from tract).
 
 Usage: python3 onnx/parity.py MODEL.onnx CASES.json TOLERANCE
-Each case: {"width": W, "input": [3*32*W floats], "steps": T, "log_probs": [T*11 floats]}.
+Each case: {"width": W, "input": [3*32*W floats], "steps": T, "log_probs": [M*T*11 floats]}, M the
+model's members (1, or an ensemble's; its output is then [M, T, 1, 11] instead of [T, 1, 11]).
 """
 import json
 import sys
@@ -18,7 +19,9 @@ def main():
     for c in json.load(open(cases)):
         x = np.asarray(c["input"], dtype=np.float32).reshape(1, 3, 32, c["width"])
         (lp,) = sess.run(["log_probs"], {"strip": x})
-        want = np.asarray(c["log_probs"], dtype=np.float32).reshape(c["steps"], 1, 11)
+        want = np.asarray(c["log_probs"], dtype=np.float32).reshape(-1, c["steps"], 1, 11)
+        if lp.ndim == 3:
+            want = want[0]
         assert lp.shape == want.shape, (lp.shape, want.shape)
         d = float(np.abs(lp - want).max())
         worst = max(worst, d)

@@ -4,6 +4,8 @@
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
        [--protocol locate|search|full] [--views 1-7] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
+An ensemble (output log_probs [M, T, N, 11], `housenum export` with several checkpoints) is read
+like more framings: every member's reading is scored under every member (see `member_log_probs`).
 Needs: onnxruntime, numpy, pillow.
 """
 import argparse
@@ -188,6 +190,21 @@ def combine(log_probs, readings):
     return best[0], best[1] / len(log_probs)
 
 
+def member_log_probs(sess, strip):
+    """Each member's [T, 11] log-probabilities of one strip: one for a single model
+    (log_probs [T, 1, 11]), M for an ensemble (log_probs [M, T, 1, 11])."""
+    lp = sess.run(["log_probs"], {"strip": strip})[0]
+    return [lp[:, 0, :]] if lp.ndim == 3 else [m[:, 0, :] for m in lp]
+
+
+def combine_members(lps):
+    """One strip's reading from its members' log-probabilities (src/views.rs combine_into):
+    (digits, mean log-probability, spans) of the combined best; a single model's own reading."""
+    readings = [greedy_decode_spans(lp) for lp in lps]
+    best, log_p = combine(lps, readings)
+    return readings[best][0], log_p, readings[best][2]
+
+
 def preprocess(path, stretch=1.0):
     """The image file as a normalised [1, 3, 32, W] float32 strip (full-image protocol)."""
     return to_strip(load(path), stretch)
@@ -361,12 +378,15 @@ def main():
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        lps = [sess.run(["log_probs"], {"strip": x})[0][:, 0, :] for x in strips]
-        readings = [greedy_decode_spans(lp) for lp in lps]
+        per_strip = [member_log_probs(sess, x) for x in strips]
         if loc_sess is not None:
+            # Every member's reading of every framing, framing-major (src/infer.rs read_best).
+            lps = [lp for members in per_strip for lp in members]
+            readings = [greedy_decode_spans(lp) for lp in lps]
             best, log_p = combine(lps, readings)
             digits = readings[best][0]
         else:
+            readings = [combine_members(members) for members in per_strip]
             digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
         print(f"{path}\t{digits}\t{calibrate(log_p, cal):.3f}")
     sys.exit(1 if failed else 0)

@@ -338,6 +338,110 @@ pub fn to_onnx_bytes(model: &Crnn, metadata: &[(&str, String)]) -> Vec<u8> {
     to_onnx(model, metadata).encode_to_vec()
 }
 
+/// Metadata key of an ensemble's member count (absent for a single model).
+pub const MEMBERS_KEY: &str = "housenum.members";
+
+/// Why models cannot be one ensemble: they must read the same strips ([`crate::model::ModelConfig::pad`],
+/// [`crate::model::ModelConfig::stretch`] and height equal, so every member gives the same number of steps).
+pub fn ensemble_mismatch(models: &[&Crnn]) -> Option<String> {
+    let first = &models.first()?.config;
+    models.iter().enumerate().skip(1).find_map(|(k, m)| {
+        let c = &m.config;
+        (c.pad != first.pad || c.stretch != first.stretch || c.height != first.height).then(|| {
+            format!(
+                "member {k} reads other strips (pad {}, stretch {}, height {}) than member 0 \
+                 (pad {}, stretch {}, height {})",
+                c.pad, c.stretch, c.height, first.pad, first.stretch, first.height
+            )
+        })
+    })
+}
+
+/// Several models as one ONNX graph, an ensemble: every member reads the same `strip` and its
+/// `log_probs [T, N, 11]` is stacked into `log_probs [M, T, N, 11]` (Unsqueeze + Concat; member
+/// `k`'s nodes and initialisers are [`to_onnx`]'s, renamed `m{k}.NAME`). One model gives
+/// [`to_onnx`]'s graph unchanged. The reader combines the members' readings as it combines
+/// framings ([`crate::views::combine`]: a product of experts over whole readings, so members
+/// need not align their CTC peaks). [`MEMBERS_KEY`] holds `M`; `metadata` follows it.
+///
+/// # Panics
+/// When `models` is empty or [`ensemble_mismatch`] finds a member that reads other strips.
+pub fn ensemble_to_onnx(models: &[&Crnn], metadata: &[(&str, String)]) -> ModelProto {
+    assert!(!models.is_empty(), "an ensemble needs a member");
+    if let Some(why) = ensemble_mismatch(models) {
+        panic!("{why}");
+    }
+    if models.len() == 1 {
+        return to_onnx(models[0], metadata);
+    }
+    let mut nodes = Vec::new();
+    let mut inits = vec![tensor_i64("members_axis", &[0])];
+    let mut stacked = Vec::new();
+    for (k, m) in models.iter().enumerate() {
+        let g = to_onnx(m, &[]).graph.expect("graph");
+        let rename = |n: &str| {
+            if n == INPUT_NAME || n.is_empty() {
+                n.to_string()
+            } else {
+                format!("m{k}.{n}")
+            }
+        };
+        for mut t in g.initializer {
+            t.name = rename(&t.name);
+            inits.push(t);
+        }
+        for mut n in g.node {
+            n.name = rename(&n.name);
+            n.input = n.input.iter().map(|i| rename(i)).collect();
+            n.output = n.output.iter().map(|o| rename(o)).collect();
+            nodes.push(n);
+        }
+        let (out, up) = (rename(OUTPUT_NAME), format!("m{k}.stacked"));
+        nodes.push(node(
+            "Unsqueeze",
+            &up,
+            &[&out, "members_axis"],
+            &[&up],
+            vec![],
+        ));
+        stacked.push(up);
+    }
+    let refs: Vec<&str> = stacked.iter().map(String::as_str).collect();
+    nodes.push(node(
+        "Concat",
+        "members",
+        &refs,
+        &[OUTPUT_NAME],
+        vec![int("axis", 0)],
+    ));
+    let cfg = &models[0].config;
+    let graph = GraphProto {
+        name: "housenum-ensemble".into(),
+        node: nodes,
+        initializer: inits,
+        input: vec![value_info(
+            INPUT_NAME,
+            &[Err("N"), Ok(3), Ok(cfg.height as i64), Err("W")],
+        )],
+        output: vec![value_info(
+            OUTPUT_NAME,
+            &[
+                Ok(models.len() as i64),
+                Err("T"),
+                Err("N"),
+                Ok(NUM_CLASSES as i64),
+            ],
+        )],
+        ..Default::default()
+    };
+    let own = [
+        (PAD_KEY, cfg.pad.to_string()),
+        (STRETCH_KEY, cfg.stretch.to_string()),
+        (MEMBERS_KEY, models.len().to_string()),
+    ];
+    model_proto(graph, &own, metadata)
+}
+
 /// ONNX bytes with the metadata entry `key` set to `value` (replacing any previous one);
 /// everything else is kept as it was. `Err` holds the protobuf decoder's message.
 pub fn with_metadata(onnx: &[u8], key: &str, value: &str) -> std::result::Result<Vec<u8>, String> {

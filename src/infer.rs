@@ -36,6 +36,8 @@ pub struct Reader {
     locator: Mutex<Option<Arc<Locator>>>,
     /// How many [`views::FRAMINGS`] of a box `crop` and `locate` read.
     views: usize,
+    /// Members of the model: 1, or an ensemble's `M` ([`crate::export::ensemble_to_onnx`]).
+    members: usize,
 }
 
 impl std::fmt::Debug for Reader {
@@ -76,8 +78,8 @@ impl Reader {
     }
 
     /// A model from ONNX bytes; `source` names it in errors. The model is parsed and its
-    /// interface checked here (input `[N, 3, 32, W]`, output `[T, N, 11]`, checked by building the
-    /// batch-1 plan).
+    /// interface checked here (input `[N, 3, 32, W]`, output `[T, N, 11]`, or `[M, T, N, 11]` for
+    /// an ensemble of `M` members, checked by building the batch-1 plan).
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Reader> {
         let err = |reason: String| Error::Model {
             path: source.to_path_buf(),
@@ -136,6 +138,7 @@ impl Reader {
             plans: Mutex::new(HashMap::new()),
             locator: Mutex::new(None),
             views: views::FRAMINGS.len(),
+            members: 1,
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan(1)?;
@@ -145,12 +148,16 @@ impl Reader {
             .run(tvec!(probe.into_tvalue()))
             .map_err(|e| err(format!("does not run on a [1, 3, 32, 32] strip: {e}")))?;
         let shape = out[0].shape().to_vec();
-        if shape.len() != 3 || shape[1] != 1 || shape[2] != NUM_CLASSES {
-            return Err(err(format!(
-                "output shape {shape:?} is not [T, 1, {NUM_CLASSES}]"
-            )));
-        }
-        Ok(reader)
+        let members = match shape.as_slice() {
+            [_, 1, c] if *c == NUM_CLASSES => 1,
+            [m, _, 1, c] if *c == NUM_CLASSES && *m > 0 => *m,
+            _ => {
+                return Err(err(format!(
+                    "output shape {shape:?} is neither [T, 1, {NUM_CLASSES}] nor [M, T, 1, {NUM_CLASSES}]"
+                )))
+            }
+        };
+        Ok(Reader { members, ..reader })
     }
 
     /// Where the model came from.
@@ -170,6 +177,12 @@ impl Reader {
     /// the strip).
     pub fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// How many models the reader is: 1, or an ensemble's members, whose readings every
+    /// protocol combines as it combines framings ([`views::combine`]).
+    pub fn members(&self) -> usize {
+        self.members
     }
 
     /// How many framings of a box the `crop` and `locate` protocols read ([`views`]; all of
@@ -211,10 +224,11 @@ impl Reader {
         Ok(plan)
     }
 
-    /// Log-probabilities of a batch of equal-width strips.
+    /// Log-probabilities of a batch of equal-width strips, every member's.
     ///
     /// # Shapes
-    /// `x`: `[n, 3, HEIGHT, w]` → `[t, n, NUM_CLASSES]`, `t = num_steps(w + 2·pad)`.
+    /// `x`: `[n, 3, HEIGHT, w]` → `[m, t, n, NUM_CLASSES]`, `m` = [`Reader::members`],
+    /// `t = num_steps(w + 2·pad)`.
     pub fn log_probs(&self, x: &[f32], n: usize, w: usize) -> Result<(Vec<f32>, usize)> {
         let plan = self.plan(n)?;
         let input = Tensor::from_shape(&[n, 3, HEIGHT, w], x)
@@ -225,7 +239,7 @@ impl Reader {
         let view = out[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| Error::Inference(e.to_string()))?;
-        let t = view.shape()[0];
+        let t = view.shape()[view.ndim() - 3];
         Ok((view.iter().cloned().collect(), t))
     }
 
@@ -246,17 +260,17 @@ impl Reader {
         Ok(self
             .read_views(strips)?
             .into_iter()
-            .map(|v| v.decoded)
+            .map(|members| views::combine_into(members).1)
             .collect())
     }
 
     /// Read many strips, keeping each one's log-probabilities: grouped by width into batches of
     /// at most [`MAX_BATCH`] (strips of one width give the same result batched or alone),
-    /// decoded greedily (raw confidences), in input order.
+    /// decoded greedily (raw confidences), in input order; per strip, one reading per member.
     ///
     /// # Shapes
-    /// Each result's `log_probs` is `[t, NUM_CLASSES]`.
-    fn read_views(&self, strips: &[&Strip]) -> Result<Vec<ViewReading>> {
+    /// Each reading's `log_probs` is `[t, NUM_CLASSES]`.
+    fn read_views(&self, strips: &[&Strip]) -> Result<Vec<Vec<ViewReading>>> {
         let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, s) in strips.iter().enumerate() {
             by_width.entry(s.width).or_default().push(i);
@@ -267,7 +281,8 @@ impl Reader {
             .iter()
             .flat_map(|(&w, idx)| idx.chunks(MAX_BATCH).map(move |c| (w, c)))
             .collect();
-        let done: Vec<Result<Vec<(usize, ViewReading)>>> = jobs
+        let m = self.members;
+        let done: Vec<Result<Vec<(usize, Vec<ViewReading>)>>> = jobs
             .par_iter()
             .map(|&(w, chunk)| {
                 let x: Vec<f32> = chunk
@@ -280,24 +295,29 @@ impl Reader {
                     .iter()
                     .enumerate()
                     .map(|(b, &i)| {
-                        let log_probs: Vec<f32> = (0..t)
-                            .flat_map(|tt| lp[(tt * n + b) * NUM_CLASSES..][..NUM_CLASSES].iter())
-                            .cloned()
+                        let members = (0..m)
+                            .map(|k| {
+                                let log_probs: Vec<f32> = (0..t)
+                                    .flat_map(|tt| {
+                                        lp[((k * t + tt) * n + b) * NUM_CLASSES..][..NUM_CLASSES]
+                                            .iter()
+                                    })
+                                    .cloned()
+                                    .collect();
+                                let decoded = greedy_decode(&log_probs, t, 1, 0);
+                                ViewReading {
+                                    decoded,
+                                    log_probs,
+                                    t,
+                                }
+                            })
                             .collect();
-                        let decoded = greedy_decode(&log_probs, t, 1, 0);
-                        (
-                            i,
-                            ViewReading {
-                                decoded,
-                                log_probs,
-                                t,
-                            },
-                        )
+                        (i, members)
                     })
                     .collect())
             })
             .collect();
-        let mut out: Vec<Option<ViewReading>> = vec![None; strips.len()];
+        let mut out: Vec<Option<Vec<ViewReading>>> = vec![None; strips.len()];
         for batch in done {
             for (i, v) in batch? {
                 out[i] = Some(v);
@@ -315,7 +335,9 @@ impl Reader {
     /// [`Protocol::Search`] by [`search::choose`] (the reading most voted for by the crops that
     /// keep the whole image's central number), otherwise by [`views::combine`] (the reading
     /// with the highest summed log-probability over the framings of the box; its confidence is
-    /// then the mean of those log-probabilities, calibrated). Returns, per image, the
+    /// then the mean of those log-probabilities, calibrated). An ensemble's members are more
+    /// experts: under `crop`/`locate` every member's reading of every framing is scored over all
+    /// of them; under `search` each region's members are combined first. Returns, per image, the
     /// answering candidate's index and its reading (confidence calibrated).
     ///
     /// # Panics
@@ -334,17 +356,19 @@ impl Reader {
                     !cands.is_empty(),
                     "an image needs at least one candidate strip"
                 );
-                let all: Vec<ViewReading> = read.by_ref().take(cands.len()).collect();
+                let all: Vec<Vec<ViewReading>> = read.by_ref().take(cands.len()).collect();
                 let (best, mut d) = if protocol == Protocol::Search {
                     let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
-                    let decoded: Vec<Decoded> = all.into_iter().map(|v| v.decoded).collect();
+                    let decoded: Vec<Decoded> = all
+                        .into_iter()
+                        .map(|members| views::combine_into(members).1)
+                        .collect();
                     let best = search::choose(&regions, &decoded, self.geometry);
                     (best, decoded.into_iter().nth(best).expect("index in range"))
                 } else {
-                    let (best, log_prob) = views::combine(&all);
-                    let mut d = all.into_iter().nth(best).expect("index in range").decoded;
-                    d.log_prob = log_prob;
-                    (best, d)
+                    // Every member's reading of every framing, framing-major.
+                    let (i, d) = views::combine_into(all.into_iter().flatten().collect());
+                    (i / self.members, d)
                 };
                 let log_prob = d.log_prob;
                 d.confidence = self.calibration.apply(log_prob);

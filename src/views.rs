@@ -6,6 +6,8 @@
 //! experts — and answers with the best. Its confidence is the mean of those log-probabilities:
 //! a reading that only one framing believes ranks low. Chosen on the development split and the
 //! training split (README, "Reading several framings"); `--views 1` reads the single 30 % box.
+//! An ensemble's members ([`crate::Reader::members`]) are more experts of the same product:
+//! every member's reading of every framing is scored under every member and framing.
 
 use crate::ctc::{sequence_log_prob, Decoded};
 use crate::preprocess::{expand_region, Region};
@@ -83,6 +85,19 @@ pub fn combine(views: &[ViewReading]) -> (usize, f64) {
     }
     let (i, total) = best.expect("at least one candidate");
     (i, total / views.len() as f64)
+}
+
+/// [`combine`], returning the winning reading itself: the index of the first reading that
+/// read it and its [`Decoded`] with `log_prob` set to the mean over `views` (unchanged when
+/// there is one view). An ensemble's members reading one strip are combined this way too.
+///
+/// # Panics
+/// When `views` is empty.
+pub fn combine_into(views: Vec<ViewReading>) -> (usize, Decoded) {
+    let (best, log_prob) = combine(&views);
+    let mut d = views.into_iter().nth(best).expect("index in range").decoded;
+    d.log_prob = log_prob;
+    (best, d)
 }
 
 #[cfg(test)]

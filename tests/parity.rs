@@ -51,32 +51,119 @@ fn random_model_exported_runs_the_same_in_tract() {
     }
 }
 
-fn shipped() -> Crnn {
-    Checkpoint::load(&common::root().join("onnx/housenum.safetensors"))
-        .unwrap()
-        .model
+#[test]
+fn random_ensemble_exported_runs_each_member_in_tract() {
+    use housenum::export::{ensemble_mismatch, ensemble_to_onnx};
+    use prost::Message;
+    let cfg = |channels, hidden, pad| ModelConfig {
+        channels,
+        hidden,
+        pad,
+        stretch: 1.4,
+        ..ModelConfig::default()
+    };
+    let members = [
+        Crnn::new(cfg([8, 12, 16, 20], 10, 12), 1),
+        Crnn::new(cfg([4, 8, 8, 12], 6, 12), 2),
+        Crnn::new(cfg([8, 12, 16, 20], 10, 12), 3),
+    ];
+    let refs: Vec<&Crnn> = members.iter().collect();
+    assert_eq!(ensemble_mismatch(&refs), None);
+    let bytes = ensemble_to_onnx(&refs, &[]).encode_to_vec();
+    let reader = Reader::from_bytes(&bytes, std::path::Path::new("<ensemble>")).unwrap();
+    assert_eq!(reader.members(), 3);
+    assert_eq!(reader.geometry(), members[0].config.geometry());
+    let mut rng = Rng::new(5);
+    for (n, w) in [(1, 32), (2, 75)] {
+        let x: Vec<f32> = (0..n * 3 * 32 * w).map(|_| rng.normal()).collect();
+        let (got, t) = reader.log_probs(&x, n, w).unwrap();
+        assert_eq!(t, members[0].config.steps(w));
+        assert_eq!(got.len(), 3 * t * n * 11, "[M, T, N, 11]");
+        for (k, m) in members.iter().enumerate() {
+            let want = log_probs(m, &x, n, w);
+            let d = max_diff(&got[k * want.len()..][..want.len()], &want);
+            assert!(d < TOL, "member {k} n {n} w {w}: max |Δ| {d}");
+        }
+    }
+    // Members that read other strips cannot be one ensemble.
+    for other in [cfg([4, 4, 4, 4], 4, 0), {
+        let mut c = cfg([4, 4, 4, 4], 4, 12);
+        c.stretch = 1.0;
+        c
+    }] {
+        let odd = Crnn::new(other, 4);
+        let why = ensemble_mismatch(&[&members[0], &odd]).expect("mismatch found");
+        assert!(why.contains("member 1"), "{why}");
+    }
 }
 
-fn compare_on(strips: &[Strip], model: &Crnn, reader: &Reader) -> (f32, usize) {
+#[test]
+fn an_ensemble_of_a_model_with_itself_reads_as_the_model_alone() {
+    use housenum::export::{ensemble_to_onnx, to_onnx_bytes};
+    use prost::Message;
+    let model = shipped().remove(0);
+    let alone = Reader::from_bytes(&to_onnx_bytes(&model, &[]), std::path::Path::new("a")).unwrap();
+    let twice = ensemble_to_onnx(&[&model, &model], &[]).encode_to_vec();
+    let twice = Reader::from_bytes(&twice, std::path::Path::new("aa")).unwrap();
+    assert_eq!(twice.members(), 2);
+    for (path, _) in common::samples() {
+        let img = preprocess::load_image(&path).unwrap();
+        for protocol in [Protocol::Locate, Protocol::Search, Protocol::Full] {
+            let (ra, a) = alone.read_image(&img, protocol, &[]).unwrap();
+            let (rb, b) = twice.read_image(&img, protocol, &[]).unwrap();
+            let what = format!("{} {protocol:?}", path.display());
+            assert_eq!((ra, &a.digits), (rb, &b.digits), "{what}");
+            assert!(
+                (a.log_prob - b.log_prob).abs() < 1e-6,
+                "{what}: {a:?} {b:?}"
+            );
+        }
+    }
+}
+
+/// The shipped model's weights: `onnx/housenum.safetensors`, or for an ensemble each member's
+/// `onnx/housenum-K.safetensors` (what `housenum export --weights` writes).
+fn shipped() -> Vec<Crnn> {
+    let members = Reader::embedded().unwrap().members();
+    (0..members)
+        .map(|k| {
+            let name = if members == 1 {
+                "onnx/housenum.safetensors".to_string()
+            } else {
+                format!("onnx/housenum-{k}.safetensors")
+            };
+            Checkpoint::load(&common::root().join(name)).unwrap().model
+        })
+        .collect()
+}
+
+/// Largest |Δ log p| between the reader's members and `models` on `strips`, and how many
+/// (strip, member) greedy readings differ.
+fn compare_on(strips: &[Strip], models: &[Crnn], reader: &Reader) -> (f32, usize) {
     let mut worst = 0f32;
     let mut differ = 0;
     for s in strips {
         let (got, t) = reader.log_probs(&s.data, 1, s.width).unwrap();
-        let want = log_probs(model, &s.data, 1, s.width);
-        worst = worst.max(max_diff(&got, &want));
-        let a = housenum::ctc::greedy_decode(&got, t, 1, 0).digits;
-        let b = housenum::ctc::greedy_decode(&want, t, 1, 0).digits;
-        differ += usize::from(a != b);
+        for (k, model) in models.iter().enumerate() {
+            let want = log_probs(model, &s.data, 1, s.width);
+            let got = &got[k * want.len()..][..want.len()];
+            worst = worst.max(max_diff(got, &want));
+            let a = housenum::ctc::greedy_decode(got, t, 1, 0).digits;
+            let b = housenum::ctc::greedy_decode(&want, t, 1, 0).digits;
+            differ += usize::from(a != b);
+        }
     }
     (worst, differ)
 }
 
 #[test]
 fn shipped_model_tract_matches_training_engine_on_validation() {
-    let model = shipped();
+    let models = shipped();
     let reader = Reader::embedded().unwrap();
     let stretch = reader.geometry().stretch;
-    assert_eq!(reader.geometry(), model.config.geometry());
+    for model in &models {
+        assert_eq!(reader.geometry(), model.config.geometry());
+    }
     let mut strips: Vec<Strip> = common::samples()
         .iter()
         .map(|(p, _)| preprocess::preprocess_file(p, Protocol::Full, &[], stretch).unwrap())
@@ -92,7 +179,7 @@ fn shipped_model_tract_matches_training_engine_on_validation() {
             }
         }
     }
-    let (worst, differ) = compare_on(&strips, &model, &reader);
+    let (worst, differ) = compare_on(&strips, &models, &reader);
     assert!(
         worst < TOL,
         "max |Δ log p| = {worst} over {} strips",
