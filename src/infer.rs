@@ -282,7 +282,8 @@ impl Reader {
             .flat_map(|(&w, idx)| idx.chunks(MAX_BATCH).map(move |c| (w, c)))
             .collect();
         let m = self.members;
-        let done: Vec<Result<Vec<(usize, Vec<ViewReading>)>>> = jobs
+        type Batch = Vec<(usize, Vec<ViewReading>)>;
+        let done: Vec<Result<Batch>> = jobs
             .par_iter()
             .map(|&(w, chunk)| {
                 let x: Vec<f32> = chunk
