@@ -10,17 +10,21 @@ use housenum::svhn::DigitBox;
 use housenum::views::{self, FRAMINGS};
 use housenum::Reader;
 
-/// Per framing: (digits, log-probabilities `[t, NUM_CLASSES]`, t), each strip run alone.
+/// Per framing and, within it, per ensemble member (one for a single model): (digits,
+/// log-probabilities `[t, NUM_CLASSES]`, t), each strip run alone.
 fn per_view(
     reader: &Reader,
     strips: &[(preprocess::Region, preprocess::Strip)],
 ) -> Vec<(Vec<u8>, Vec<f32>, usize)> {
+    let m = reader.members();
     strips
         .iter()
-        .map(|(_, s)| {
+        .flat_map(|(_, s)| {
             let (lp, t) = reader.log_probs(&s.data, 1, s.width).unwrap();
-            assert_eq!(lp.len(), t * NUM_CLASSES);
-            (greedy_decode(&lp, t, 1, 0).digits, lp, t)
+            assert_eq!(lp.len(), m * t * NUM_CLASSES);
+            lp.chunks(t * NUM_CLASSES)
+                .map(|lp| (greedy_decode(lp, t, 1, 0).digits, lp.to_vec(), t))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -78,10 +82,11 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
             .unwrap();
         let (region, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
         assert_eq!(&d.digits, best.0, "{path}");
-        let mean = best.1 / 7.0;
+        assert_eq!(views.len(), 7 * reader.members());
+        let mean = best.1 / views.len() as f64;
         assert!((d.log_prob - mean).abs() < 1e-4, "{} vs {mean}", d.log_prob);
         assert!((d.confidence - cal.apply(mean)).abs() < 1e-5);
-        let first = views.iter().position(|(v, ..)| v == best.0).unwrap();
+        let first = views.iter().position(|(v, ..)| v == best.0).unwrap() / reader.members();
         assert_eq!(
             region, regions[first],
             "the region of the first framing that read it"
