@@ -312,25 +312,40 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         vec![int("axis", 2)],
     ));
 
-    let graph = GraphProto {
-        name: "housenum".into(),
-        node: nodes,
-        initializer: inits,
-        input: vec![value_info(
-            INPUT_NAME,
-            &[Err("N"), Ok(3), Ok(cfg.height as i64), Err("W")],
-        )],
-        output: vec![value_info(
-            OUTPUT_NAME,
-            &[Err("T"), Err("N"), Ok(NUM_CLASSES as i64)],
-        )],
-        ..Default::default()
-    };
+    let graph = reader_graph(
+        "housenum",
+        nodes,
+        inits,
+        cfg.height,
+        &[Err("T"), Err("N"), Ok(NUM_CLASSES as i64)],
+    );
     let own = [
         (PAD_KEY, cfg.pad.to_string()),
         (STRETCH_KEY, cfg.stretch.to_string()),
     ];
     model_proto(graph, &own, metadata)
+}
+
+/// A reader's graph: input [`INPUT_NAME`] `[N, 3, height, W]`, output [`OUTPUT_NAME`] of
+/// dimensions `out` (`Err` names a symbolic one).
+fn reader_graph(
+    name: &str,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    height: usize,
+    out: &[Result<i64, &str>],
+) -> GraphProto {
+    GraphProto {
+        name: name.into(),
+        node: nodes,
+        initializer: inits,
+        input: vec![value_info(
+            INPUT_NAME,
+            &[Err("N"), Ok(3), Ok(height as i64), Err("W")],
+        )],
+        output: vec![value_info(OUTPUT_NAME, out)],
+        ..Default::default()
+    }
 }
 
 /// The model as ONNX bytes.
@@ -415,25 +430,18 @@ pub fn ensemble_to_onnx(models: &[&Crnn], metadata: &[(&str, String)]) -> ModelP
         vec![int("axis", 0)],
     ));
     let cfg = &models[0].config;
-    let graph = GraphProto {
-        name: "housenum-ensemble".into(),
-        node: nodes,
-        initializer: inits,
-        input: vec![value_info(
-            INPUT_NAME,
-            &[Err("N"), Ok(3), Ok(cfg.height as i64), Err("W")],
-        )],
-        output: vec![value_info(
-            OUTPUT_NAME,
-            &[
-                Ok(models.len() as i64),
-                Err("T"),
-                Err("N"),
-                Ok(NUM_CLASSES as i64),
-            ],
-        )],
-        ..Default::default()
-    };
+    let graph = reader_graph(
+        "housenum-ensemble",
+        nodes,
+        inits,
+        cfg.height,
+        &[
+            Ok(models.len() as i64),
+            Err("T"),
+            Err("N"),
+            Ok(NUM_CLASSES as i64),
+        ],
+    );
     let own = [
         (PAD_KEY, cfg.pad.to_string()),
         (STRETCH_KEY, cfg.stretch.to_string()),
