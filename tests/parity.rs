@@ -188,7 +188,8 @@ fn shipped_model_tract_matches_training_engine_on_validation() {
     assert_eq!(differ, 0, "decoded digits differ on {differ} strips");
 }
 
-/// onnxruntime on the same inputs, through `onnx/parity.py`. Skipped when python3 cannot import
+/// onnxruntime on the same inputs, through `onnx/parity.py`: the shipped model, and a random
+/// three-member ensemble (output `[M, T, N, 11]`). Skipped when python3 cannot import
 /// onnxruntime, unless `HOUSENUM_REQUIRE_ORT=1` (CI), which makes that a failure.
 #[test]
 fn onnxruntime_matches_tract() {
@@ -205,7 +206,25 @@ fn onnxruntime_matches_tract() {
         eprintln!("note: python3 with onnxruntime not found; skipping");
         return;
     }
-    let reader = Reader::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ensemble = dir.path().join("ensemble.onnx");
+    let cfg = |c| ModelConfig {
+        channels: [c, 8, 12, 12],
+        hidden: 6,
+        pad: 12,
+        stretch: 1.4,
+        ..ModelConfig::default()
+    };
+    let members: Vec<Crnn> = (0..3).map(|k| Crnn::new(cfg(4 + k), k as u64)).collect();
+    let refs: Vec<&Crnn> = members.iter().collect();
+    let bytes = prost::Message::encode_to_vec(&housenum::export::ensemble_to_onnx(&refs, &[]));
+    std::fs::write(&ensemble, bytes).unwrap();
+    for path in [common::root().join("onnx/housenum.onnx"), ensemble] {
+        ort_matches_tract_on(&path, &Reader::from_path(&path).unwrap(), dir.path());
+    }
+}
+
+fn ort_matches_tract_on(model: &std::path::Path, reader: &Reader, dir: &std::path::Path) {
     let mut rng = Rng::new(3);
     let mut cases = Vec::new();
     for (i, (p, _)) in common::samples().iter().enumerate() {
@@ -221,19 +240,18 @@ fn onnxruntime_matches_tract() {
         let (lp, t) = reader.log_probs(x, 1, *w).unwrap();
         json.push(serde_json::json!({"width": w, "input": x, "steps": t, "log_probs": lp}));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cases.json");
+    let file = dir.join("cases.json");
     std::fs::write(&file, serde_json::to_string(&json).unwrap()).unwrap();
     let out = std::process::Command::new("python3")
         .arg(common::root().join("onnx/parity.py"))
-        .arg(common::root().join("onnx/housenum.onnx"))
+        .arg(model)
         .arg(&file)
         .arg(ORT_TOL.to_string())
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    assert!(out.status.success(), "{}: {text}", model.display());
     assert!(text.contains(&format!("{} cases", cases.len())), "{text}");
 }
 
