@@ -34,7 +34,7 @@ pub struct ExportArgs {
 
 /// Where `--weights` puts member `k` of `members`: the path itself for one model, else
 /// `STEM-k.EXT` beside it.
-pub fn member_weights_path(path: &Path, k: usize, members: usize) -> PathBuf {
+fn member_weights_path(path: &Path, k: usize, members: usize) -> PathBuf {
     if members == 1 {
         return path.to_path_buf();
     }
@@ -142,4 +142,42 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
         println!("{summary}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_weights_paths_table() {
+        // (path, k, members) -> written file
+        let cases = [
+            (
+                "onnx/housenum.safetensors",
+                0,
+                1,
+                "onnx/housenum.safetensors",
+            ),
+            (
+                "onnx/housenum.safetensors",
+                0,
+                4,
+                "onnx/housenum-0.safetensors",
+            ),
+            (
+                "onnx/housenum.safetensors",
+                3,
+                4,
+                "onnx/housenum-3.safetensors",
+            ),
+            ("w", 1, 2, "w-1"),
+        ];
+        for (path, k, m, want) in cases {
+            assert_eq!(
+                member_weights_path(Path::new(path), k, m),
+                PathBuf::from(want),
+                "{path} {k}/{m}"
+            );
+        }
+    }
 }
