@@ -64,6 +64,7 @@ if [ "$ROUNDS" -ge 2 ]; then
   [ -s "$runs/pseudo_e1.tsv" ] || { stamp "pseudo labels (round 2)"; "$B" read --region \
     --model "$runs/round1/calibrated.onnx" --localiser "$loc" "$svhn/unlabeled" > "$runs/pseudo_e1.tsv" || true; }
   n=$(awk -F'\t' '$3 >= 0.9' "$runs/pseudo_e1.tsv" | wc -l)
+  # 1,827: the training split of the 2,026 photos (r1 made 400 epochs of them: 730,800 strips).
   epochs=$(( (730800 + (1827 + n) / 2) / (1827 + n) ))
   ckpts=()
   for s in $SEEDS; do
