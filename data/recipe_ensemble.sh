@@ -40,7 +40,8 @@ loc="$runs/localiser/localiser.onnx"
 [ -f "$loc" ] || { stamp "train-localiser"; "$B" train-localiser --data "$svhn/train" --out "$runs/localiser" \
   --epochs 80 --val-fraction 0.2 --recombine 0.1 --bins 32x16 --input 64x128 --seed 1 --quiet --export "$loc"; }
 # 2. Real photos only.
-train r1 --epochs 400 --seed 1 "${geometry[@]}"
+train_photos=1827; r1_epochs=400  # the training split of the 2,026 photos
+train r1 --epochs "$r1_epochs" --seed 1 "${geometry[@]}"
 # 3. Pseudo labels: r1 reads the unlabelled pool where the localiser boxes the number.
 [ -s "$runs/pseudo_r1.tsv" ] || { stamp "pseudo labels"; "$B" read --region --model "$runs/r1/housenum.onnx" \
   --localiser "$loc" "$svhn/unlabeled" > "$runs/pseudo_r1.tsv" || true; }
@@ -64,8 +65,8 @@ if [ "$ROUNDS" -ge 2 ]; then
   [ -s "$runs/pseudo_e1.tsv" ] || { stamp "pseudo labels (round 2)"; "$B" read --region \
     --model "$runs/round1/calibrated.onnx" --localiser "$loc" "$svhn/unlabeled" > "$runs/pseudo_e1.tsv" || true; }
   n=$(awk -F'\t' '$3 >= 0.9' "$runs/pseudo_e1.tsv" | wc -l)
-  # 1,827: the training split of the 2,026 photos (r1 made 400 epochs of them: 730,800 strips).
-  epochs=$(( (730800 + (1827 + n) / 2) / (1827 + n) ))
+  steps=$(( r1_epochs * train_photos )); seen=$(( train_photos + n ))  # r1's strips: 730,800
+  epochs=$(( (steps + seen / 2) / seen ))
   ckpts=()
   for s in $SEEDS; do
     train "t$s" --epochs "$epochs" --seed "$s" "${geometry[@]}" --recombine 0.3 \
