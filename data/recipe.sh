@@ -5,11 +5,11 @@
 # and the localiser of the locate protocol.
 # With WITH_REGIONS=1 also v8 (self-training on search's regions, fine-tuned from v6; measured,
 # not shipped). With WITH_SYNTH=1 also v4 (+ synthetic numbers, fine-tuned from v3; measured no
-# better, so not shipped). With LOCATED=1 v6 and v10 learn
-# from v3's readings of the unlabelled pool under `locate` (seven framings, `read --region`,
-# confidence >= 0.9, each trained on its region) instead of its whole-image readings (fifteenth
-# session's measurement, not adopted: README). Every step is skipped when its output exists and every training run
-# resumes from its last checkpoint, so a stopped run is continued by running this again.
+# better, so not shipped). With LOCATED=1 v6 and v10 learn from v3's readings of the unlabelled
+# pool under `locate` (seven framings, `read --region`, confidence >= 0.9, each trained on its
+# region) instead of its whole-image readings (fifteenth session; measured, not adopted: README).
+# Every step is skipped when its output exists and every training run resumes from its last
+# checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
 # Measured end to end on 2 cores, nothing beside it: ~56 min (the readers' steps 2,907 s with
