@@ -12,9 +12,9 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Measured end to end on 2 cores, nothing beside it: ~56 min (the readers' steps 2,907 s with
-# SEED=2, the localiser 480 s; the LOCATED=1 variant 3,417 s); r2, the shipped model, is its output
-# with seed 1 (1 h 56 min then, with other work beside it). SEED=K seeds every reader step with K.
+# Measured end to end on 2 cores, nothing beside it: 3,583 s (~1 h; LOCATED=1: 3,417 s), and its
+# v10/calibrated.onnx is onnx/housenum.onnx byte for byte (r2; 1 h 56 min when first run, with
+# other work beside it). SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"

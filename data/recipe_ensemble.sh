@@ -19,7 +19,7 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe_ensemble.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train (or HOUSENUM=binary).
-# The shipped single model (r2, ~56 min alone): data/recipe.sh.
+# The shipped single model (r2, ~1 h alone): data/recipe.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
