@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
 B="${CARGO_TARGET_DIR:-target}/release/housenum"
 mkdir -p "$runs"
-seed="${SEED:-1}"  # the readers' seed (the localiser keeps seed 1)
+seed="${SEED:-1}"  # the readers' seed (the localisers keep seeds 1-4)
+v3_epochs="${V3_EPOCHS:-200}"  # v3's schedule (V3_EPOCHS=300: measured in the sixteenth session)
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
   "$B" train --data "$svhn/train" --out "$runs/$out" --seed "$seed" -q "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
@@ -30,15 +31,23 @@ train v1 --epochs 400
 pseudo v1 pseudo_v1.tsv
 train v2 --epochs 300 --dropout 0.1 --pseudo "$runs/pseudo_v1.tsv" --pseudo-min-confidence 0.5
 pseudo v2 pseudo_v2.tsv
-train v3 --epochs 200 --dropout 0.1 --channels 48,96,192,192 --hidden 160 --recombine 0.3 \
+train v3 --epochs "$v3_epochs" --dropout 0.1 --channels 48,96,192,192 --hidden 160 --recombine 0.3 \
   --pseudo "$runs/pseudo_v2.tsv" --pseudo-min-confidence 0.5
-# The localiser of the locate protocol (`read`'s default): column and row profiles over 32 x 16
-# bands (`--bins`) of the photo resized to 64 x 128, trained on the digit boxes, with 10 % recombined numbers of 1-10 digits, a
-# development split (the next 10 % by name hash) held out besides validation.
-[ -f "$runs/localiser/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$runs/localiser" \
-  --epochs 80 --val-fraction 0.2 --recombine 0.1 --bins 32x16 --input 64x128 --seed 1 --quiet --export "$runs/localiser/localiser.onnx"
+# The localiser of the locate protocol (`read`'s default): four localisers (seeds 1-4) averaged
+# into one ONNX (`export-localiser`; sixteenth session). Each predicts column and row profiles
+# over 32 x 16 bands (`--bins`) of the photo resized to 64 x 128, trained on the digit boxes, with
+# 10 % recombined numbers of 1-10 digits, a development split (the next 10 % by name hash) held
+# out besides validation.
+loc_cks=()
+for s in 1 2 3 4; do d="$runs/localiser"; [ "$s" = 1 ] || d="$runs/localiser_s$s"
+  [ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 80 --val-fraction 0.2 \
+    --recombine 0.1 --bins 32x16 --input 64x128 --seed "$s" --quiet --export "$d/localiser.onnx"
+  loc_cks+=(--checkpoint "$d/localiser.safetensors")
+done
+loc="$runs/localiser/ensemble.onnx"
+[ -f "$loc" ] || "$B" export-localiser "${loc_cks[@]}" --out "$loc"
 if [ "${LOCATED:-0}" = 1 ]; then
-  [ -s "$runs/pseudo_v3r.tsv" ] || "$B" read --region --localiser "$runs/localiser/localiser.onnx" \
+  [ -s "$runs/pseudo_v3r.tsv" ] || "$B" read --region --localiser "$loc" \
     --model "$runs/v3/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v3r.tsv" || true
   p3=(--pseudo "$runs/pseudo_v3r.tsv" --pseudo-min-confidence 0.9)
 else
@@ -49,10 +58,10 @@ train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.saf
   "${p3[@]}"
 train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v6/last.safetensors" --recombine 0.3 "${p3[@]}"
-echo "localiser: $runs/localiser/localiser.onnx (copy to onnx/localiser.onnx and rebuild to ship it)"
-# Calibration under locate with its seven framings, what `read` does, with the localiser just trained.
+echo "localiser: $loc (copy to onnx/localiser.onnx and rebuild to ship it)"
+# Calibration under locate with its seven framings, what `read` does, with the localisers just trained.
 [ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" \
-  --protocol locate --localiser "$runs/localiser/localiser.onnx" --out "$runs/v10/calibrated.onnx" -q
+  --protocol locate --localiser "$loc" --out "$runs/v10/calibrated.onnx" -q
 echo "model: $runs/v10/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
 
 if [ "${WITH_REGIONS:-0}" = 1 ]; then  # v8: self-training on the regions search chose (measured, not shipped)

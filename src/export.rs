@@ -14,7 +14,7 @@ use tract_onnx::pb::{
 };
 
 use crate::alphabet::NUM_CLASSES;
-use crate::localiser::Localiser;
+use crate::localiser::{Localiser, LocaliserConfig};
 use crate::model::Crnn;
 use crate::nn::ConvShape;
 
@@ -394,24 +394,10 @@ pub fn ensemble_to_onnx(models: &[&Crnn], metadata: &[(&str, String)]) -> ModelP
     let mut stacked = Vec::new();
     for (k, m) in models.iter().enumerate() {
         let g = to_onnx(m, &[]).graph.expect("graph");
-        let rename = |n: &str| {
-            if n == INPUT_NAME || n.is_empty() {
-                n.to_string()
-            } else {
-                format!("m{k}.{n}")
-            }
-        };
-        for mut t in g.initializer {
-            t.name = rename(&t.name);
-            inits.push(t);
-        }
-        for mut n in g.node {
-            n.name = rename(&n.name);
-            n.input = n.input.iter().map(|i| rename(i)).collect();
-            n.output = n.output.iter().map(|o| rename(o)).collect();
-            nodes.push(n);
-        }
-        let (out, up) = (rename(OUTPUT_NAME), format!("m{k}.stacked"));
+        let prefix = format!("m{k}.");
+        let io = (INPUT_NAME, INPUT_NAME);
+        let out = absorb(g, (&prefix, &prefix), io, &mut nodes, &mut inits);
+        let up = format!("m{k}.stacked");
         nodes.push(node(
             "Unsqueeze",
             &up,
@@ -448,6 +434,46 @@ pub fn ensemble_to_onnx(models: &[&Crnn], metadata: &[(&str, String)]) -> ModelP
         (MEMBERS_KEY, models.len().to_string()),
     ];
     model_proto(graph, &own, metadata)
+}
+
+/// Moves `graph`'s nodes and initialisers into `nodes` and `inits`: node outputs are prefixed
+/// with `prefix`, initialisers with `weights` (one already in `inits` under that name is shared,
+/// not copied: two copies of a graph on different inputs keep one set of weights), and the graph
+/// input `input` is renamed `feed` (the tensor the absorbed copy reads). Returns the name of the
+/// graph's first output.
+fn absorb(
+    graph: GraphProto,
+    (prefix, weights): (&str, &str),
+    (input, feed): (&str, &str),
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<TensorProto>,
+) -> String {
+    let params: std::collections::HashSet<String> =
+        graph.initializer.iter().map(|t| t.name.clone()).collect();
+    let rename = |n: &str| {
+        if n == input {
+            feed.to_string()
+        } else if n.is_empty() {
+            String::new()
+        } else if params.contains(n) {
+            format!("{weights}{n}")
+        } else {
+            format!("{prefix}{n}")
+        }
+    };
+    for mut t in graph.initializer {
+        t.name = rename(&t.name);
+        if !inits.iter().any(|have| have.name == t.name) {
+            inits.push(t);
+        }
+    }
+    for mut n in graph.node {
+        n.name = rename(&n.name);
+        n.input = n.input.iter().map(|i| rename(i)).collect();
+        n.output = n.output.iter().map(|o| rename(o)).collect();
+        nodes.push(n);
+    }
+    rename(&graph.output[0].name)
 }
 
 /// ONNX bytes with the metadata entry `key` set to `value` (replacing any previous one);
@@ -502,11 +528,7 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         vec![int("axis", 1)],
     ));
     let k = cfg.outputs();
-    let output = if cfg.bins.is_some() {
-        LOC_PROFILE_NAME
-    } else {
-        LOC_OUTPUT_NAME
-    };
+    let output = localiser_output(cfg);
     inits.push(tensor("fc.weight", &[k, cfg.features()], loc.param(8)));
     inits.push(tensor("fc.bias", &[k], loc.param(9)));
     nodes.push(node(
@@ -517,20 +539,153 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         vec![int("transB", 1)],
     ));
     nodes.push(node("Sigmoid", "sigmoid", &["logits"], &[output], vec![]));
-    let graph = GraphProto {
-        name: "housenum-localiser".into(),
+    let graph = localiser_graph("housenum-localiser", cfg, nodes, inits);
+    model_proto(graph, &localiser_metadata(cfg), metadata)
+}
+
+/// The localiser's output name: [`LOC_PROFILE_NAME`] for a profile localiser, else
+/// [`LOC_OUTPUT_NAME`].
+fn localiser_output(cfg: &LocaliserConfig) -> &'static str {
+    if cfg.bins.is_some() {
+        LOC_PROFILE_NAME
+    } else {
+        LOC_OUTPUT_NAME
+    }
+}
+
+/// A localiser's graph: input [`LOC_INPUT_NAME`] `[N, 3, height, width]`, output
+/// [`localiser_output`] `[N, outputs]`.
+fn localiser_graph(
+    name: &str,
+    cfg: &LocaliserConfig,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+) -> GraphProto {
+    GraphProto {
+        name: name.into(),
         node: nodes,
         initializer: inits,
         input: vec![value_info(
             LOC_INPUT_NAME,
             &[Err("N"), Ok(3), Ok(cfg.height as i64), Ok(cfg.width as i64)],
         )],
-        output: vec![value_info(output, &[Err("N"), Ok(k as i64)])],
+        output: vec![value_info(
+            localiser_output(cfg),
+            &[Err("N"), Ok(cfg.outputs() as i64)],
+        )],
         ..Default::default()
-    };
+    }
+}
+
+/// The metadata every localiser carries: [`LOC_KEY`], and [`LOC_BINS_KEY`] for profiles.
+fn localiser_metadata(cfg: &LocaliserConfig) -> Vec<(&'static str, String)> {
     let mut own = vec![(LOC_KEY, format!("{}x{}", cfg.height, cfg.width))];
     if let Some([bx, by]) = cfg.bins {
         own.push((LOC_BINS_KEY, format!("{bx}x{by}")));
+    }
+    own
+}
+
+/// Metadata key of a localiser ensemble: how many localisers it averages.
+pub const LOC_MEMBERS_KEY: &str = "housenum.localiser.members";
+/// Metadata key of a localiser ensemble that also reads the mirrored image (value `1`).
+pub const LOC_MIRROR_KEY: &str = "housenum.localiser.mirror";
+
+/// Why `locs` cannot make one localiser ensemble (with `mirror`), or `None` when they can: every
+/// member must take the same input size and predict the same outputs, and mirroring needs
+/// profiles (a column profile reversed is the mirrored image's; a box head has no such rule
+/// here).
+pub fn localiser_ensemble_mismatch(locs: &[&Localiser], mirror: bool) -> Option<String> {
+    let first = &locs.first()?.config;
+    for (k, l) in locs.iter().enumerate().skip(1) {
+        let c = &l.config;
+        if (c.height, c.width, c.bins) != (first.height, first.width, first.bins) {
+            return Some(format!(
+                "member {k} takes {}x{} with bands {:?}, member 0 {}x{} with bands {:?}",
+                c.height, c.width, c.bins, first.height, first.width, first.bins
+            ));
+        }
+    }
+    (mirror && first.bins.is_none())
+        .then(|| "only profile localisers (--bins) can read the mirrored image".to_string())
+}
+
+/// Several localisers as one: `image [N, 3, H, W]` → the element-wise mean of every member's
+/// output (`box [N, 4]` or `profile [N, bx + by]`, as [`localiser_to_onnx`]) and, with `mirror`,
+/// of every member's profiles of the image mirrored left to right (an ONNX `Gather` reversing the
+/// columns), their column bands reversed back → the same output, so every runtime and
+/// [`crate::locate::Locator`] use it as one localiser. One member without `mirror` is exactly
+/// [`localiser_to_onnx`]. Panics where [`localiser_ensemble_mismatch`] objects.
+pub fn localiser_ensemble_to_onnx(
+    locs: &[&Localiser],
+    mirror: bool,
+    metadata: &[(&str, String)],
+) -> ModelProto {
+    assert!(!locs.is_empty(), "an ensemble needs a member");
+    if let Some(why) = localiser_ensemble_mismatch(locs, mirror) {
+        panic!("{why}");
+    }
+    if locs.len() == 1 && !mirror {
+        return localiser_to_onnx(locs[0], metadata);
+    }
+    let cfg = &locs[0].config;
+    let (mut nodes, mut inits, mut views) = (Vec::new(), Vec::new(), Vec::new());
+    let mirrored = "image_mirrored";
+    if mirror {
+        let cols: Vec<i64> = (0..cfg.width as i64).rev().collect();
+        inits.push(tensor_i64("mirror_columns", &cols));
+        nodes.push(node(
+            "Gather",
+            "mirror",
+            &[LOC_INPUT_NAME, "mirror_columns"],
+            &[mirrored],
+            vec![int("axis", 3)],
+        ));
+        let [bx, by] = cfg.bins.expect("checked: profiles");
+        let bands: Vec<i64> = (0..bx as i64)
+            .rev()
+            .chain(bx as i64..(bx + by) as i64)
+            .collect();
+        inits.push(tensor_i64("unmirror_bands", &bands));
+    }
+    for (k, l) in locs.iter().enumerate() {
+        let feeds: &[&str] = if mirror {
+            &[LOC_INPUT_NAME, mirrored]
+        } else {
+            &[LOC_INPUT_NAME]
+        };
+        for (v, feed) in feeds.iter().enumerate() {
+            let g = localiser_to_onnx(l, &[]).graph.expect("graph");
+            let (prefix, weights) = (format!("m{k}v{v}."), format!("m{k}."));
+            let io = (LOC_INPUT_NAME, *feed);
+            let mut out = absorb(g, (&prefix, &weights), io, &mut nodes, &mut inits);
+            if v == 1 {
+                let back = format!("{prefix}unmirrored");
+                nodes.push(node(
+                    "Gather",
+                    &back,
+                    &[&out, "unmirror_bands"],
+                    &[&back],
+                    vec![int("axis", 1)],
+                ));
+                out = back;
+            }
+            views.push(out);
+        }
+    }
+    let refs: Vec<&str> = views.iter().map(String::as_str).collect();
+    nodes.push(node(
+        "Mean",
+        "mean",
+        &refs,
+        &[localiser_output(cfg)],
+        vec![],
+    ));
+    let graph = localiser_graph("housenum-localiser-ensemble", cfg, nodes, inits);
+    let mut own = localiser_metadata(cfg);
+    own.push((LOC_MEMBERS_KEY, locs.len().to_string()));
+    if mirror {
+        own.push((LOC_MIRROR_KEY, "1".to_string()));
     }
     model_proto(graph, &own, metadata)
 }

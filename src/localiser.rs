@@ -370,6 +370,38 @@ impl Localiser {
     }
 }
 
+/// The mean of several localisers' outputs on one image, as
+/// [`crate::export::localiser_ensemble_to_onnx`] computes it: every member's outputs and, with
+/// `mirror`, its outputs on the image mirrored left to right with the column bands reversed
+/// back. Members share one [`LocaliserConfig`]'s input and outputs (`mirror` needs profiles).
+///
+/// # Shapes
+/// `x`: `[3, height, width]` (normalised like a strip) → `[outputs]`.
+pub fn mean_outputs(locs: &[&Localiser], mirror: bool, x: &[f32]) -> Vec<f32> {
+    let cfg = &locs[0].config;
+    let (h, w) = (cfg.height, cfg.width);
+    let flipped: Vec<f32> = (0..3 * h)
+        .flat_map(|row| x[row * w..][..w].iter().rev().copied())
+        .collect();
+    let bx = cfg.bins.map_or(0, |[bx, _]| bx);
+    let images: &[(&[f32], bool)] = if mirror {
+        &[(x, false), (&flipped, true)]
+    } else {
+        &[(x, false)]
+    };
+    let mut sum = vec![0f32; cfg.outputs()];
+    for l in locs {
+        for &(img, back) in images {
+            let out = l.forward(img, 1).outputs;
+            for (i, s) in sum.iter_mut().enumerate() {
+                *s += out[if back && i < bx { bx - 1 - i } else { i }];
+            }
+        }
+    }
+    let views = (locs.len() * images.len()) as f32;
+    sum.iter().map(|s| s / views).collect()
+}
+
 /// Smooth-L1 (Huber) loss with transition `beta`, averaged over all `n · 4` coordinates, and its
 /// gradient w.r.t. `pred`.
 ///

@@ -123,11 +123,17 @@ impl Locator {
         &self.source
     }
 
-    /// The graph on one input.
+    /// The localiser's input size `(height, width)`.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.height, self.width)
+    }
+
+    /// The graph on one prepared input (resized to [`Locator::input_size`] and normalised like
+    /// a strip): its raw outputs, before [`crate::localiser::decode`].
     ///
     /// # Shapes
     /// `x`: `[3, height, width]` → `[4]` (a box head) or `[bx + by]` (profiles).
-    fn run(&self, x: &[f32]) -> Result<Vec<f32>> {
+    pub fn run(&self, x: &[f32]) -> Result<Vec<f32>> {
         let input = Tensor::from_shape(&[1, 3, self.height, self.width], x)
             .map_err(|e| Error::Inference(e.to_string()))?;
         let out = self

@@ -34,6 +34,8 @@ enum Command {
     #[cfg(feature = "train")]
     Export(cli::export::ExportArgs),
     #[cfg(feature = "train")]
+    ExportLocaliser(cli::export_localiser::ExportLocaliserArgs),
+    #[cfg(feature = "train")]
     Bench(cli::bench::BenchArgs),
     /// Train a model (this build lacks it: install with `--features train`).
     #[cfg(not(feature = "train"))]
@@ -83,6 +85,8 @@ fn main() -> std::process::ExitCode {
         Command::TrainLocaliser(a) => cli::train_localiser::run(a),
         #[cfg(feature = "train")]
         Command::Export(a) => cli::export::run(a),
+        #[cfg(feature = "train")]
+        Command::ExportLocaliser(a) => cli::export_localiser::run(a),
         #[cfg(feature = "train")]
         Command::Bench(a) => cli::bench::run(a),
         #[cfg(not(feature = "train"))]

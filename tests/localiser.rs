@@ -256,3 +256,63 @@ fn shipped_localiser_boxes_numbers_longer_than_any_real_one() {
         "whole number inside the region for {whole} of {n}"
     );
 }
+
+#[test]
+fn localiser_ensemble_runs_the_same_in_tract_and_mirrors_exactly() {
+    use housenum::export::{localiser_ensemble_mismatch, localiser_ensemble_to_onnx};
+    use housenum::localiser::mean_outputs;
+    let cfg = LocaliserConfig {
+        channels: [4, 6, 8, 8],
+        bins: Some([12, 6]),
+        ..LocaliserConfig::default()
+    };
+    let locs = [Localiser::new(cfg, 1), Localiser::new(cfg, 2)];
+    let refs: Vec<&Localiser> = locs.iter().collect();
+    // One member, not mirrored: exactly the single localiser's file.
+    assert_eq!(
+        localiser_ensemble_to_onnx(&refs[..1], false, &[]).encode_to_vec(),
+        housenum::export::localiser_to_onnx(&locs[0], &[]).encode_to_vec()
+    );
+    let (h, w) = (cfg.height, cfg.width);
+    let mut rng = Rng::new(3);
+    let x: Vec<f32> = (0..3 * h * w).map(|_| rng.normal()).collect();
+    let mirrored: Vec<f32> = (0..3 * h)
+        .flat_map(|row| x[row * w..][..w].iter().rev().copied())
+        .collect();
+    // (members, mirror): tract on the exported graph equals the engine's mean.
+    for (n, mirror) in [(1, true), (2, false), (2, true)] {
+        let bytes = localiser_ensemble_to_onnx(&refs[..n], mirror, &[]).encode_to_vec();
+        let locator = Locator::from_bytes(&bytes, Path::new("<test>")).unwrap();
+        let got = locator.run(&x).unwrap();
+        let want = mean_outputs(&refs[..n], mirror, &x);
+        assert_eq!(got.len(), cfg.outputs());
+        for (g, e) in got.iter().zip(&want) {
+            assert!((g - e).abs() < 1e-5, "{n} {mirror}: {got:?} vs {want:?}");
+        }
+        if mirror {
+            // Reading the mirrored image gives the same profiles, columns reversed.
+            let m = locator.run(&mirrored).unwrap();
+            assert_eq!(m.len(), cfg.outputs());
+            for (i, v) in m.iter().enumerate() {
+                let j = if i < 12 { 11 - i } else { i };
+                assert!((v - got[j]).abs() < 1e-5, "band {i}: {v} vs {}", got[j]);
+            }
+        }
+    }
+    // What cannot be one ensemble.
+    let other = Localiser::new(LocaliserConfig { width: 64, ..cfg }, 1);
+    let boxes = Localiser::new(LocaliserConfig { bins: None, ..cfg }, 1);
+    let cases: [(&[&Localiser], bool, Option<&str>); 4] = [
+        (&[&locs[0], &locs[1]], true, None),
+        (&[&locs[0], &other], false, Some("member 1 takes")),
+        (&[&locs[0], &boxes], false, Some("member 1 takes")),
+        (&[&boxes, &boxes], true, Some("only profile localisers")),
+    ];
+    for (members, mirror, want) in cases {
+        let got = localiser_ensemble_mismatch(members, mirror);
+        match want {
+            None => assert_eq!(got, None),
+            Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{got:?}"),
+        }
+    }
+}

@@ -5,6 +5,8 @@ pub mod calibrate;
 pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
+#[cfg(feature = "train")]
+pub mod export_localiser;
 pub mod label;
 pub mod read;
 pub mod synth;
