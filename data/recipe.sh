@@ -2,7 +2,7 @@
 # The shipped model from scratch: v1 (real images) → pseudo labels → v2 (+ self-training) →
 # pseudo labels → v3 (+ recombination, wider) → pseudo labels → v6 (+ padding, fine-tuned from
 # v3) → v10 (+ strips stretched 1.4× horizontally, fine-tuned from v6) → export → calibration,
-# and the localiser of the locate protocol.
+# and the localisers of the locate protocol (four seeds, averaged into one ONNX).
 # With WITH_REGIONS=1 also v8 (self-training on search's regions, fine-tuned from v6; measured,
 # not shipped). With WITH_SYNTH=1 also v4 (+ synthetic numbers, fine-tuned from v3; measured no
 # better, so not shipped). With LOCATED=1 v6 and v10 learn from v3's readings of the unlabelled
@@ -12,9 +12,11 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Measured end to end on 2 cores, nothing beside it: 3,583 s (~1 h; LOCATED=1: 3,417 s), and its
-# v10/calibrated.onnx is onnx/housenum.onnx byte for byte (r2; 1 h 56 min when first run, with
-# other work beside it). SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s).
+# Measured end to end on 2 cores, nothing beside it, with one localiser: 3,583 s (~1 h; LOCATED=1:
+# 3,417 s), and its v10/calibrated.onnx is onnx/housenum.onnx byte for byte (r2; 1 h 56 min when
+# first run, with other work beside it); the three more localisers add ~8 min each (~1 h 24 min),
+# and localiser/ensemble.onnx is onnx/localiser.onnx byte for byte (sixteenth session).
+# SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s). V3_EPOCHS=300: v3 1,745 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
