@@ -373,7 +373,8 @@ impl Localiser {
 /// The mean of several localisers' outputs on one image, as
 /// [`crate::export::localiser_ensemble_to_onnx`] computes it: every member's outputs and, with
 /// `mirror`, its outputs on the image mirrored left to right with the column bands reversed
-/// back. Members share one [`LocaliserConfig`]'s input and outputs (`mirror` needs profiles).
+/// back. Members (at least one) share one [`LocaliserConfig`]'s input and outputs (`mirror`
+/// needs profiles): [`crate::export::localiser_ensemble_mismatch`] says when they do not.
 ///
 /// # Shapes
 /// `x`: `[3, height, width]` (normalised like a strip) → `[outputs]`.
