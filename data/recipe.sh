@@ -12,18 +12,21 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Measured end to end on 2 cores, nothing beside it, with one localiser: 3,583 s (~1 h; LOCATED=1:
-# 3,417 s), and its v10/calibrated.onnx is onnx/housenum.onnx byte for byte (r2; 1 h 56 min when
+# Measured end to end on 2 cores, nothing beside it, with one localiser and V3_EPOCHS=200: 3,583 s
+# (~1 h; LOCATED=1: 3,417 s), and its v10/calibrated.onnx was r2, the model shipped until the
+# seventeenth session, byte for byte (1 h 56 min when
 # first run, with other work beside it); the three more localisers add ~8 min each (~1 h 24 min),
 # and localiser/ensemble.onnx is onnx/localiser.onnx byte for byte (sixteenth session).
-# SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s). V3_EPOCHS=300: v3 1,745 s.
+# SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s with V3_EPOCHS=200).
+# V3_EPOCHS=N sets v3's epochs: 300 by default since the seventeenth session (adopted on three seed
+# pairs; 200 before, r2): v3 1,745 s alone at 300 against ~1,005 s at 200, so ~1 h 36 min in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
 B="${CARGO_TARGET_DIR:-target}/release/housenum"
 mkdir -p "$runs"
 seed="${SEED:-1}"  # the readers' seed (the localisers keep seeds 1-4)
-v3_epochs="${V3_EPOCHS:-200}"  # v3's schedule (V3_EPOCHS=300: measured in the sixteenth session)
+v3_epochs="${V3_EPOCHS:-300}"  # v3's schedule (300 since the seventeenth session; r2 had 200)
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
   "$B" train --data "$svhn/train" --out "$runs/$out" --seed "$seed" -q "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
