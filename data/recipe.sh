@@ -14,8 +14,8 @@
 # Needs a release build with training: cargo build --release --features train.
 # Measured end to end on 2 cores, nothing beside it, with one localiser and V3_EPOCHS=200: 3,583 s
 # (~1 h; LOCATED=1: 3,417 s), and its v10/calibrated.onnx was r2, the model shipped until the
-# seventeenth session, byte for byte (1 h 56 min when
-# first run, with other work beside it); the three more localisers add ~8 min each (~1 h 24 min),
+# seventeenth session, byte for byte (1 h 56 min when first run, with other work beside it); the
+# three more localisers add ~8 min each (~1 h 24 min),
 # and localiser/ensemble.onnx is onnx/localiser.onnx byte for byte (sixteenth session).
 # SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s with V3_EPOCHS=200).
 # V3_EPOCHS=N sets v3's epochs: 300 by default since the seventeenth session (adopted on three seed
