@@ -17,10 +17,10 @@ const TOL: f32 = 1e-4;
 const ORT_TOL: f32 = 1e-3;
 
 /// Largest difference between two log-probability tensors, absolute where `|b| ≤ 1` and relative
-/// to `|b|` beyond (tract and the engine sum in different orders, and float32 rounding grows with
-/// the magnitudes involved: on the shipped ls model's validation strips every difference over 6e-5 is at
-/// log p between −6.8 and −11.5, the largest 1.17e-4 at −6.78, 1.7e-5 of it; a wrong weight or
-/// layout moves the likely classes by ≫ 1e-3).
+/// to `|b|` beyond (tract and the engine sum in different orders, and float32 rounding grows
+/// with the magnitudes involved: on the shipped ls model's validation strips every difference
+/// over 6e-5 is at log p between −6.8 and −11.5, the largest 1.17e-4 at −6.78, 1.7e-5 of it; a
+/// wrong weight or layout moves the likely classes by ≫ 1e-3).
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
