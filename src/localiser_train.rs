@@ -70,6 +70,23 @@ pub struct LocTrainConfig {
     /// a later call resumes): a run cut in parts, as a kill would cut it.
     #[serde(default)]
     pub stop_after: Option<usize>,
+    /// Localiser checkpoints to distil (profile heads with this run's input and bands): every
+    /// sample's target becomes their mean profile on the very input the student sees, mixed
+    /// with the labelled box's coverage by `teacher_weight`. Empty: plain training.
+    #[serde(default)]
+    pub teachers: Vec<PathBuf>,
+    /// Share of the teachers' mean profile in a labelled sample's target (the rest is the
+    /// labelled box's coverage); unlabelled photos (`pool`) take the teachers' profile alone.
+    #[serde(default)]
+    pub teacher_weight: f32,
+    /// Unlabelled photos trained on as well (needs `teachers`): each is cropped around the box
+    /// the teachers find in the whole photo, and the teachers' profile of the crop is its target.
+    #[serde(default)]
+    pub pool: Vec<PathBuf>,
+    /// Start from this localiser checkpoint's weights (same architecture) with a fresh
+    /// optimiser, instead of a random initialisation.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 impl LocTrainConfig {
@@ -91,6 +108,14 @@ impl LocTrainConfig {
         // Recorded only when used, so checkpoints of earlier runs still resume.
         if self.paste_prob > 0.0 {
             o["paste_prob"] = serde_json::json!(self.paste_prob);
+        }
+        if !self.teachers.is_empty() {
+            o["teachers"] = serde_json::json!(self.teachers);
+            o["teacher_weight"] = serde_json::json!(self.teacher_weight);
+            o["pool_images"] = serde_json::json!(self.pool.len());
+        }
+        if let Some(init) = &self.init {
+            o["init"] = serde_json::json!(init);
         }
         o
     }
@@ -119,8 +144,10 @@ pub struct LocEpoch {
 struct Item {
     image: Rgb32FImage,
     target: (f32, f32, f32, f32),
-    /// How many digits the number has.
+    /// How many digits the number has (0 for an unlabelled photo).
     digits: usize,
+    /// Whether `target` is a labelled box (`false`: the teachers' box of an unlabelled photo).
+    labelled: bool,
 }
 
 /// The localiser's input for a region of an image: resized to `height × width` with the strip
@@ -213,6 +240,7 @@ fn load_items(
                 image,
                 target: boxes_union(&r.boxes),
                 digits: r.digits.len(),
+                labelled: true,
             };
             Ok((item, digits))
         })
@@ -231,8 +259,87 @@ fn load_items(
     (ok, pool, errors)
 }
 
+/// Unlabelled photos, each with the box the `teachers` find in the whole photo (pixels), for
+/// distillation; the files that could not be read, as messages naming them.
+fn load_pool(files: &[PathBuf], teachers: &[Localiser], quiet: bool) -> (Vec<Item>, Vec<String>) {
+    let pb = crate::progress::bar(files.len() as u64, "unlabelled photos", quiet);
+    let loaded: Vec<std::result::Result<Item, String>> = files
+        .par_iter()
+        .map(|f| {
+            pb.inc(1);
+            let image = preprocess::load_image(f).map_err(|e| e.to_string())?;
+            let (w, h) = image.dimensions();
+            let cfg = &teachers[0].config;
+            let x = input_of(&image, Region::full(w, h), cfg);
+            let b = cfg.decode(&teacher_mean(teachers, &x, 1));
+            let (w, h) = (w as f32, h as f32);
+            Ok(Item {
+                image,
+                target: (b[0] * w, b[1] * h, b[2] * w, b[3] * h),
+                digits: 0,
+                labelled: false,
+            })
+        })
+        .collect();
+    pb.finish_and_clear();
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    for l in loaded {
+        match l {
+            Ok(i) => ok.push(i),
+            Err(e) => errors.push(e),
+        }
+    }
+    (ok, errors)
+}
+
+/// The mean of the `teachers`' outputs on a batch (each member run batched; the same means as
+/// [`crate::localiser::mean_outputs`] without mirroring).
+///
+/// # Shapes
+/// `x`: `[n, 3, height, width]` → `[n, outputs]`.
+pub fn teacher_mean(teachers: &[Localiser], x: &[f32], n: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; n * teachers[0].config.outputs()];
+    for t in teachers {
+        let out = t.forward(x, n).outputs;
+        sum.iter_mut().zip(&out).for_each(|(s, v)| *s += v);
+    }
+    let k = teachers.len() as f32;
+    sum.iter_mut().for_each(|s| *s /= k);
+    sum
+}
+
+/// Distillation targets: per sample, the teachers' profile `teacher` where `labelled` is
+/// false, else `weight · teacher + (1 − weight) · truth`.
+///
+/// # Shapes
+/// `truth`, `teacher`: `[n, outputs]`; `labelled`: `[n]` → `[n, outputs]`.
+pub fn distil_targets(truth: &[f32], teacher: &[f32], labelled: &[bool], weight: f32) -> Vec<f32> {
+    let k = truth.len() / labelled.len().max(1);
+    truth
+        .chunks_exact(k)
+        .zip(teacher.chunks_exact(k))
+        .zip(labelled)
+        .flat_map(|((tr, te), &l)| {
+            let w = if l { weight } else { 1.0 };
+            tr.iter().zip(te).map(move |(a, b)| w * b + (1.0 - w) * a)
+        })
+        .collect()
+}
+
 /// Predicted boxes (pixels) of whole images, batched.
 pub fn predict(loc: &Localiser, images: &[&Rgb32FImage]) -> Vec<[f32; 4]> {
+    predict_with(images, &loc.config, |x, n| loc.forward(x, n).outputs)
+}
+
+/// Boxes (pixels) of whole images from `forward` (one localiser, or the teachers' mean), batched.
+///
+/// # Shapes
+/// `forward`: `[n, 3, height, width]` inputs, `n` → `[n, outputs]`.
+fn predict_with(
+    images: &[&Rgb32FImage],
+    cfg: &LocaliserConfig,
+    forward: impl Fn(&[f32], usize) -> Vec<f32> + Sync,
+) -> Vec<[f32; 4]> {
     images
         .par_chunks(16)
         .flat_map_iter(|chunk| {
@@ -240,20 +347,75 @@ pub fn predict(loc: &Localiser, images: &[&Rgb32FImage]) -> Vec<[f32; 4]> {
                 .iter()
                 .flat_map(|img| {
                     let (w, h) = img.dimensions();
-                    input_of(img, Region::full(w, h), &loc.config)
+                    input_of(img, Region::full(w, h), cfg)
                 })
                 .collect();
-            let out = loc.forward(&x, chunk.len()).outputs;
+            let out = forward(&x, chunk.len());
             chunk
                 .iter()
-                .zip(out.chunks_exact(loc.config.outputs()))
+                .zip(out.chunks_exact(cfg.outputs()))
                 .map(|(img, o)| {
-                    let b = loc.config.decode(o);
+                    let b = cfg.decode(o);
                     let (w, h) = img.dimensions();
                     let (w, h) = (w as f32, h as f32);
                     [b[0] * w, b[1] * h, b[2] * w, b[3] * h]
                 })
                 .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Mean IoU of the boxes `forward` finds in the photos of `items` with their labelled boxes,
+/// and the share with IoU ≥ 0.5.
+fn val_iou(
+    items: &[Item],
+    forward: impl Fn(&[f32], usize) -> Vec<f32> + Sync,
+    cfg: &LocaliserConfig,
+) -> (f64, f64) {
+    let imgs: Vec<&Rgb32FImage> = items.iter().map(|i| &i.image).collect();
+    let ious: Vec<f32> = predict_with(&imgs, cfg, forward)
+        .iter()
+        .zip(items)
+        .map(|(p, i)| iou(*p, [i.target.0, i.target.1, i.target.2, i.target.3]))
+        .collect();
+    let k = ious.len().max(1) as f64;
+    (
+        ious.iter().map(|&v| v as f64).sum::<f64>() / k,
+        ious.iter().filter(|&&v| v >= 0.5).count() as f64 / k,
+    )
+}
+
+/// The localisers to distil (`cfg.teachers`): profile heads reading this run's input size and
+/// predicting its bands.
+fn load_teachers(cfg: &LocTrainConfig) -> Result<Vec<Localiser>> {
+    if cfg.teachers.is_empty() {
+        if !cfg.pool.is_empty() {
+            return Err(Error::Config(
+                "unlabelled photos need teachers to label them (--teacher)".into(),
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    if cfg.model.bins.is_none() {
+        return Err(Error::Config(
+            "distillation needs a profile localiser (--bins)".into(),
+        ));
+    }
+    cfg.teachers
+        .iter()
+        .map(|p| {
+            let m = LocCheckpoint::load(p)?.model;
+            let (a, b) = (&m.config, &cfg.model);
+            if (a.height, a.width, a.bins) != (b.height, b.width, b.bins) {
+                return Err(ck_err(
+                    p,
+                    format!(
+                        "a teacher must read {}x{} and predict the same bands as the student",
+                        b.height, b.width
+                    ),
+                ));
+            }
+            Ok(m)
         })
         .collect()
 }
@@ -380,6 +542,12 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         items.extend(more);
         errors.extend(more_errors);
     }
+    let teachers = load_teachers(cfg)?;
+    if !teachers.is_empty() {
+        let (pool, pool_errors) = load_pool(&cfg.pool, &teachers, cfg.quiet);
+        items.extend(pool);
+        errors.extend(pool_errors);
+    }
     let (val_items, _, _) = load_items(&val_recs, true, false);
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
@@ -391,10 +559,20 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         )));
     }
     eprintln!(
-        "localiser data: {} training images, {} validation images (held out by name hash)",
+        "localiser data: {} training images ({} unlabelled), {} validation images (held out by name hash)",
         items.len(),
+        items.iter().filter(|i| !i.labelled).count(),
         val_items.len()
     );
+    if !teachers.is_empty() {
+        let (mean_iou, iou50) =
+            val_iou(&val_items, |x, n| teacher_mean(&teachers, x, n), &cfg.model);
+        eprintln!(
+            "teachers ({}): val IoU {mean_iou:.3} (>=0.5: {:.1}%)",
+            teachers.len(),
+            100.0 * iou50
+        );
+    }
     let ck_path = checkpoint_path(&cfg.out);
     let mut ck = if ck_path.exists() {
         let ck = LocCheckpoint::load(&ck_path)?;
@@ -413,7 +591,16 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         eprintln!("resuming after epoch {}", ck.history.len());
         ck
     } else {
-        let model = Localiser::new(cfg.model, cfg.seed);
+        let model = match &cfg.init {
+            None => Localiser::new(cfg.model, cfg.seed),
+            Some(p) => {
+                let m = LocCheckpoint::load(p)?.model;
+                if m.config != cfg.model {
+                    return Err(ck_err(p, "its architecture differs from this run's"));
+                }
+                m
+            }
+        };
         let n = model.params.len();
         LocCheckpoint {
             model,
@@ -433,7 +620,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         let mut loss_sum = 0f64;
         for (bi, batch) in order.chunks(cfg.batch_size).enumerate() {
             let step = epoch as u64 * per_epoch + bi as u64;
-            let samples: Vec<(Vec<f32>, [f32; 4])> = batch
+            let samples: Vec<(Vec<f32>, [f32; 4], bool)> = batch
                 .par_iter()
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed, (step << 24) | i as u64);
@@ -448,11 +635,17 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                             image,
                             target: boxes_union(&boxes),
                             digits: digits.len(),
+                            labelled: true,
                         };
-                        return sample(&item, &cfg.model, &mut rng);
+                        let (x, t) = sample(&item, &cfg.model, &mut rng);
+                        return (x, t, true);
                     }
-                    if cfg.paste_prob > 0.0 && !pool.is_empty() && rng.chance(cfg.paste_prob) {
-                        let it = &items[i];
+                    let it = &items[i];
+                    if cfg.paste_prob > 0.0
+                        && it.labelled
+                        && !pool.is_empty()
+                        && rng.chance(cfg.paste_prob)
+                    {
                         let max = cfg.recombine_max_len.max(it.digits).max(1);
                         let len = it.digits.max(1) + rng.below(max - it.digits.max(1) + 1);
                         let (strip, sb, digits) = compose(&pool, len, &mut rng);
@@ -462,10 +655,13 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                             image,
                             target: boxes_union(&boxes),
                             digits: digits.len(),
+                            labelled: true,
                         };
-                        return sample(&item, &cfg.model, &mut rng);
+                        let (x, t) = sample(&item, &cfg.model, &mut rng);
+                        return (x, t, true);
                     }
-                    sample(&items[i], &cfg.model, &mut rng)
+                    let (x, t) = sample(it, &cfg.model, &mut rng);
+                    (x, t, it.labelled)
                 })
                 .collect();
             let model = &ck.model;
@@ -474,8 +670,8 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
             let parts: Vec<(f64, Vec<f32>)> = samples
                 .par_chunks(samples.len().div_ceil(2).max(1))
                 .map(|part| {
-                    let x: Vec<f32> = part.iter().flat_map(|(x, _)| x.iter().cloned()).collect();
-                    let t: Vec<f32> = part.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+                    let x: Vec<f32> = part.iter().flat_map(|s| s.0.iter().cloned()).collect();
+                    let t: Vec<f32> = part.iter().flat_map(|s| s.1.iter().cloned()).collect();
                     let fwd = model.forward(&x, part.len());
                     let share = part.len() as f32 / samples.len() as f32;
                     let (loss, grad) = match model.config.bins {
@@ -489,6 +685,13 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                                 .chunks_exact(4)
                                 .flat_map(|b| profile_targets([b[0], b[1], b[2], b[3]], bins))
                                 .collect();
+                            let t = if teachers.is_empty() {
+                                t
+                            } else {
+                                let labelled: Vec<bool> = part.iter().map(|s| s.2).collect();
+                                let teacher = teacher_mean(&teachers, &x, part.len());
+                                distil_targets(&t, &teacher, &labelled, cfg.teacher_weight)
+                            };
                             let (loss, d) = profile_bce(&fwd.outputs, &t);
                             let d: Vec<f32> = d.iter().map(|g| g * share).collect();
                             (loss, model.backward_logits(&fwd, &d))
@@ -512,19 +715,14 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
             pb.inc(1);
         }
         pb.finish_and_clear();
-        let imgs: Vec<&Rgb32FImage> = val_items.iter().map(|i| &i.image).collect();
-        let pred = predict(&ck.model, &imgs);
-        let ious: Vec<f32> = pred
-            .iter()
-            .zip(&val_items)
-            .map(|(p, i)| iou(*p, [i.target.0, i.target.1, i.target.2, i.target.3]))
-            .collect();
-        let k = ious.len().max(1) as f64;
+        let model = &ck.model;
+        let (val_iou, val_iou50) =
+            val_iou(&val_items, |x, n| model.forward(x, n).outputs, &cfg.model);
         let log = LocEpoch {
             epoch: epoch + 1,
             loss: (loss_sum / per_epoch as f64) as f32,
-            val_iou: ious.iter().map(|&v| v as f64).sum::<f64>() / k,
-            val_iou50: ious.iter().filter(|&&v| v >= 0.5).count() as f64 / k,
+            val_iou,
+            val_iou50,
             seconds: start.elapsed().as_secs_f64(),
         };
         eprintln!(
@@ -546,4 +744,66 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         .map_err(|e| Error::io(&hist, e))?;
     }
     Ok(ck.history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distillation_targets_mix_teacher_and_truth_only_where_labelled() {
+        /// (truth, teacher, labelled, weight, expected)
+        type Case = (
+            &'static [f32],
+            &'static [f32],
+            &'static [bool],
+            f32,
+            &'static [f32],
+        );
+        let cases: [Case; 4] = [
+            (&[1.0, 0.0], &[0.6, 0.2], &[true], 0.5, &[0.8, 0.1]),
+            (&[1.0, 0.0], &[0.6, 0.2], &[true], 0.0, &[1.0, 0.0]),
+            (&[1.0, 0.0], &[0.6, 0.2], &[false], 0.0, &[0.6, 0.2]),
+            (
+                &[1.0, 1.0, 0.0, 0.0],
+                &[0.5, 0.5, 0.5, 0.5],
+                &[true, false],
+                0.25,
+                &[0.875, 0.875, 0.5, 0.5],
+            ),
+        ];
+        for (truth, teacher, labelled, w, want) in cases {
+            let got = distil_targets(truth, teacher, labelled, w);
+            assert_eq!(got.len(), want.len());
+            for (g, e) in got.iter().zip(want) {
+                assert!(
+                    (g - e).abs() < 1e-6,
+                    "{truth:?} {teacher:?} {labelled:?} {w}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn teacher_mean_of_a_batch_is_each_images_mean_of_members() {
+        let cfg = LocaliserConfig {
+            channels: [4, 4, 8, 8],
+            bins: Some([12, 6]),
+            ..LocaliserConfig::default()
+        };
+        let (a, b) = (Localiser::new(cfg, 1), Localiser::new(cfg, 2));
+        let mut rng = Rng::new(7);
+        let n = 3;
+        let x: Vec<f32> = (0..n * 3 * cfg.height * cfg.width)
+            .map(|_| rng.f32() - 0.5)
+            .collect();
+        let got = teacher_mean(&[a.clone(), b.clone()], &x, n);
+        let k = cfg.outputs();
+        for (i, img) in x.chunks_exact(x.len() / n).enumerate() {
+            let want = crate::localiser::mean_outputs(&[&a, &b], false, img);
+            for (g, w) in got[i * k..][..k].iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5, "image {i}: {g} vs {w}");
+            }
+        }
+    }
 }

@@ -143,6 +143,10 @@ fn localiser_training_resumes_and_is_reproducible() {
         recombine_prob,
         recombine_max_len: 10,
         paste_prob: 0.0,
+        teachers: Vec::new(),
+        teacher_weight: 0.0,
+        pool: Vec::new(),
+        init: None,
         batch_size: 16,
         lr: 2e-3,
         clip_norm: 5.0,
@@ -221,6 +225,64 @@ fn localiser_training_resumes_and_is_reproducible() {
         wa.model.params.len() + 14 * (8 * 2 * 8 + 1)
     );
     assert!(train_localiser(&profile(a.path())).is_err());
+
+    // Distillation: a student of the profile run above, started from it, on labelled photos
+    // and unlabelled ones (the teacher's profile as their target). It trains, records its
+    // teacher, and moves away from the teacher's weights.
+    let pool: Vec<_> = ["1.png", "2.png", "3.png"]
+        .iter()
+        .map(|n| svhn.join("train").join(n))
+        .collect();
+    let teacher = checkpoint_path(e.path());
+    let f = tempfile::tempdir().unwrap();
+    let student = |dir: &Path| LocTrainConfig {
+        teachers: vec![teacher.clone()],
+        teacher_weight: 0.5,
+        pool: pool.clone(),
+        init: Some(teacher.clone()),
+        ..profile(dir)
+    };
+    let hf = train_localiser(&student(f.path())).unwrap();
+    assert!(hf.iter().all(|x| x.loss.is_finite()));
+    let wf = LocCheckpoint::load(&checkpoint_path(f.path())).unwrap();
+    assert!(
+        wf.model.params != we.model.params,
+        "the student did not train"
+    );
+    let options = wf.options.unwrap().to_string();
+    assert!(options.contains("teacher_weight") && options.contains("\"pool_images\":3"));
+    // Refused, each with a reason: unlabelled photos without a teacher, a box head as the
+    // student, a teacher of another input size (named), an initialisation of another shape.
+    let g = tempfile::tempdir().unwrap();
+    let no_teacher = LocTrainConfig {
+        teachers: Vec::new(),
+        ..student(g.path())
+    };
+    let err = train_localiser(&no_teacher).unwrap_err().to_string();
+    assert!(err.contains("teacher"), "{err}");
+    let box_head = LocTrainConfig {
+        init: None,
+        ..student(g.path())
+    };
+    let box_head = LocTrainConfig {
+        model: config(g.path(), 2, 1, 0.0).model,
+        ..box_head
+    };
+    let err = train_localiser(&box_head).unwrap_err().to_string();
+    assert!(err.contains("--bins"), "{err}");
+    let other_input = LocTrainConfig {
+        teachers: vec![checkpoint_path(a.path())],
+        init: None,
+        ..student(g.path())
+    };
+    let err = train_localiser(&other_input).unwrap_err().to_string();
+    assert!(err.contains("localiser.safetensors"), "{err}");
+    let other_init = LocTrainConfig {
+        init: Some(checkpoint_path(a.path())),
+        ..student(g.path())
+    };
+    let err = train_localiser(&other_init).unwrap_err().to_string();
+    assert!(err.contains("architecture"), "{err}");
 }
 
 #[test]
