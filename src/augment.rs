@@ -30,6 +30,18 @@ pub struct AugmentConfig {
     /// before it existed.
     #[serde(default)]
     pub cutout_prob: f32,
+    /// Share of strips of labelled numbers (not whole-image pseudo labels) rotated by up to
+    /// `max_tilt_deg` instead of `max_rotation_deg`, cropped to the rotated number's bounding
+    /// box: slanted numbers made from upright ones. 0 in configs made before it existed.
+    #[serde(default)]
+    pub tilt_prob: f32,
+    /// Largest tilt, degrees (with `tilt_prob`).
+    #[serde(default = "default_max_tilt_deg")]
+    pub max_tilt_deg: f32,
+}
+
+fn default_max_tilt_deg() -> f32 {
+    30.0
 }
 
 impl Default for AugmentConfig {
@@ -41,6 +53,8 @@ impl Default for AugmentConfig {
             max_width: 160,
             lowres_prob: 0.0,
             cutout_prob: 0.0,
+            tilt_prob: 0.0,
+            max_tilt_deg: default_max_tilt_deg(),
         }
     }
 }
@@ -109,15 +123,26 @@ pub fn augment(
     } else {
         (rng.uniform(1.05, 1.6), rng.uniform(1.1, 1.55))
     };
-    let (cw, ch) = (bw * fx, bh * fy);
+    let (mut cw, mut ch) = (bw * fx, bh * fy);
     let cx = (l + r) / 2.0 + rng.uniform(-0.5, 0.5) * (fx - 1.0).abs() / 2.0 * bw;
     let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0).abs() / 2.0 * bh;
     let aspect = rng.uniform(0.8, 1.2) * stretch;
-    let out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
-    let theta = rng
+    let mut out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
+    let mut theta = rng
         .uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
         .to_radians();
     let shear = rng.uniform(-cfg.max_shear, cfg.max_shear);
+    // At share 0 no draw is made, so older recipes make the same strips.
+    if cfg.tilt_prob > 0.0 && !whole && rng.chance(cfg.tilt_prob) {
+        theta = rng
+            .uniform(-cfg.max_tilt_deg, cfg.max_tilt_deg)
+            .to_radians();
+        // The strip's axes turn by theta against the photo's, so the number appears turned by
+        // −theta in it: crop its bounding box in the strip's axes, grown as before.
+        let (tw, th) = turned_extent(bw, bh, theta);
+        (cw, ch) = (tw * fx, th * fy);
+        out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
+    }
     // Pre-scale the reachable region with the antialiased resize so that the affine sampling
     // below works near 1:1 (no aliasing when shrinking large photos).
     let mut k = (HEIGHT as f32 / ch).min(1.0);
@@ -166,6 +191,13 @@ pub fn augment(
         strip = preprocess::pad_to_min_width(strip.data, strip.width);
     }
     strip
+}
+
+/// Width and height of the bounding box, in axes turned by `theta` radians, of a `bw × bh`
+/// rectangle.
+fn turned_extent(bw: f32, bh: f32, theta: f32) -> (f32, f32) {
+    let (c, s) = (theta.cos().abs(), theta.sin().abs());
+    (c * bw + s * bh, s * bw + c * bh)
 }
 
 /// Fills one random patch (6–14 rows, 3–8 columns, clipped to the strip) of channel-major
@@ -290,7 +322,10 @@ mod tests {
         // A share too small to ever fire still draws its coin, which moves every later draw;
         // at exactly 0 the step must not draw, or older recipes would make other strips.
         let zero = AugmentConfig::default();
-        assert_eq!((zero.lowres_prob, zero.cutout_prob), (0.0, 0.0));
+        assert_eq!(
+            (zero.lowres_prob, zero.cutout_prob, zero.tilt_prob),
+            (0.0, 0.0, 0.0)
+        );
         let tiny_lowres = AugmentConfig {
             lowres_prob: 1e-9,
             ..zero.clone()
@@ -299,10 +334,14 @@ mod tests {
             cutout_prob: 1e-9,
             ..zero.clone()
         };
+        let tiny_tilt = AugmentConfig {
+            tilt_prob: 1e-9,
+            ..zero.clone()
+        };
         for seed in 0..8 {
             let base = strip_and_next_draw(&zero, seed);
             assert_eq!(base, strip_and_next_draw(&zero, seed), "deterministic");
-            for tiny in [&tiny_lowres, &tiny_cutout] {
+            for tiny in [&tiny_lowres, &tiny_cutout, &tiny_tilt] {
                 let (strip, next) = strip_and_next_draw(tiny, seed);
                 assert_ne!(next, base.1, "a positive share draws");
                 assert_eq!(strip.len(), base.0.len());
@@ -349,6 +388,70 @@ mod tests {
                 assert!((0.0..=1.0).contains(&v));
                 assert!(hit.iter().all(|&(y, x)| plane[y * w + x] == v), "flat");
             }
+        }
+    }
+
+    #[test]
+    fn a_turned_rectangle_fits_its_turned_extent() {
+        // Table: (width, height, degrees); the four corners, turned, lie inside the extent.
+        for (bw, bh, deg) in [
+            (100.0f32, 20.0f32, 0.0f32),
+            (100.0, 20.0, 30.0),
+            (100.0, 20.0, -30.0),
+            (20.0, 40.0, 12.0),
+            (60.0, 30.0, 90.0),
+        ] {
+            let t = deg.to_radians();
+            let (w, h) = turned_extent(bw, bh, t);
+            let (mut mx, mut my) = (0f32, 0f32);
+            for (x, y) in [(-bw, -bh), (bw, -bh), (-bw, bh), (bw, bh)] {
+                let (x, y) = (x / 2.0, y / 2.0);
+                mx = mx.max((x * t.cos() + y * t.sin()).abs());
+                my = my.max((-x * t.sin() + y * t.cos()).abs());
+            }
+            assert!((2.0 * mx - w).abs() < 1e-3 && (2.0 * my - h).abs() < 1e-3);
+        }
+    }
+
+    #[test]
+    fn tilted_strips_of_a_wide_number_are_taller_and_boxless_images_never_tilt() {
+        // A wide number turned by up to 30 degrees needs a taller crop: its strips come out
+        // narrower (at 32 px high). Whole-image pseudo labels (no boxes) are never tilted.
+        let img = Rgb32FImage::from_fn(400, 200, |x, y| {
+            let v = if (140..260).contains(&x) && (90..110).contains(&y) {
+                0.9
+            } else {
+                0.1
+            };
+            Rgb([v, v, v])
+        });
+        let boxes = vec![DigitBox {
+            left: 140.0,
+            top: 90.0,
+            width: 120.0,
+            height: 20.0,
+        }];
+        let plain = AugmentConfig {
+            loose_prob: 0.0,
+            max_width: 2000,
+            ..AugmentConfig::default()
+        };
+        let tilted = AugmentConfig {
+            tilt_prob: 1.0,
+            ..plain.clone()
+        };
+        let mean_width = |cfg: &AugmentConfig, boxes: &[DigitBox]| {
+            (0..32)
+                .map(|seed| augment(&img, boxes, cfg, 1.0, &mut Rng::new(seed)).width as f64)
+                .sum::<f64>()
+                / 32.0
+        };
+        let (w0, w1) = (mean_width(&plain, &boxes), mean_width(&tilted, &boxes));
+        assert!(w1 < 0.6 * w0, "tilted {w1:.1} vs plain {w0:.1}");
+        for seed in 0..8 {
+            let a = augment(&img, &[], &plain, 1.0, &mut Rng::new(seed));
+            let b = augment(&img, &[], &tilted, 1.0, &mut Rng::new(seed));
+            assert_eq!(a.data, b.data, "seed {seed}: a whole image was tilted");
         }
     }
 }

@@ -52,6 +52,13 @@ pub struct TrainArgs {
     /// Share of training strips with one small cut-out patch (part of a digit at most).
     #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
     pub cutout: f32,
+    /// Share of training strips of labelled numbers turned by up to `--max-tilt` degrees and
+    /// cropped to the turned number's bounding box (slanted numbers made from upright ones).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub tilt: f32,
+    /// Largest turn of `--tilt`, degrees.
+    #[arg(long, default_value_t = 30.0)]
+    pub max_tilt: f32,
     /// Output channels of the four convolutions of the window CNN.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 128])]
     pub channels: Vec<usize>,
@@ -151,6 +158,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     cfg.augment.loose_prob = a.loose;
     cfg.augment.lowres_prob = a.lowres;
     cfg.augment.cutout_prob = a.cutout;
+    cfg.augment.tilt_prob = a.tilt;
+    cfg.augment.max_tilt_deg = a.max_tilt;
     let state = train(&cfg).with_context(|| format!("training into {}", cfg.out.display()))?;
     eprintln!("done: {} epochs, {:.0} s", state.epoch, state.seconds);
     if a.json {
