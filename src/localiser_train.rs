@@ -6,6 +6,8 @@
 //! validation IoU on the decoded box), Adam with warm-up and
 //! cosine decay, global-norm clipping, a checkpoint after every epoch (resumable), and the mean
 //! IoU on the validation split (held out by name, never trained on) as a per-epoch monitor.
+//! With teachers ([`LocTrainConfig::teachers`]) it distils them: their mean profile on each
+//! training input becomes (part of) its target, and unlabelled photos can join the training.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -314,7 +316,10 @@ pub fn teacher_mean(teachers: &[Localiser], x: &[f32], n: usize) -> Vec<f32> {
 /// # Shapes
 /// `truth`, `teacher`: `[n, outputs]`; `labelled`: `[n]` → `[n, outputs]`.
 pub fn distil_targets(truth: &[f32], teacher: &[f32], labelled: &[bool], weight: f32) -> Vec<f32> {
-    let k = truth.len() / labelled.len().max(1);
+    if labelled.is_empty() {
+        return Vec::new();
+    }
+    let k = truth.len() / labelled.len();
     truth
         .chunks_exact(k)
         .zip(teacher.chunks_exact(k))
@@ -760,7 +765,8 @@ mod tests {
             f32,
             &'static [f32],
         );
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
+            (&[], &[], &[], 0.5, &[]),
             (&[1.0, 0.0], &[0.6, 0.2], &[true], 0.5, &[0.8, 0.1]),
             (&[1.0, 0.0], &[0.6, 0.2], &[true], 0.0, &[1.0, 0.0]),
             (&[1.0, 0.0], &[0.6, 0.2], &[false], 0.0, &[0.6, 0.2]),
