@@ -273,19 +273,35 @@ mod tests {
     use super::*;
     use image::Rgb;
 
-    /// A 200×100 photo of vertical stripes 4 px wide with one 60×40 "number" box in the middle.
-    fn striped() -> (Rgb32FImage, Vec<DigitBox>) {
-        let img = Rgb32FImage::from_fn(200, 100, |x, _| {
-            let v = if (x / 4) % 2 == 0 { 0.9 } else { 0.1 };
+    /// A grey `w × h` photo shaded by `shade(x, y)` with one "number" box `[left, top, width,
+    /// height]`.
+    fn photo(
+        (w, h): (u32, u32),
+        [left, top, width, height]: [f32; 4],
+        shade: impl Fn(u32, u32) -> f32,
+    ) -> (Rgb32FImage, Vec<DigitBox>) {
+        let img = Rgb32FImage::from_fn(w, h, |x, y| {
+            let v = shade(x, y);
             Rgb([v, v, v])
         });
         let boxes = vec![DigitBox {
-            left: 70.0,
-            top: 30.0,
-            width: 60.0,
-            height: 40.0,
+            left,
+            top,
+            width,
+            height,
         }];
         (img, boxes)
+    }
+
+    /// A 200×100 photo of vertical stripes 4 px wide with one 60×40 "number" box in the middle.
+    fn striped() -> (Rgb32FImage, Vec<DigitBox>) {
+        photo((200, 100), [70.0, 30.0, 60.0, 40.0], |x, _| {
+            if (x / 4) % 2 == 0 {
+                0.9
+            } else {
+                0.1
+            }
+        })
     }
 
     /// Mean absolute difference between horizontally adjacent values (sharpness of a
@@ -417,20 +433,13 @@ mod tests {
     fn tilted_strips_of_a_wide_number_are_taller_and_boxless_images_never_tilt() {
         // A wide number turned by up to 30 degrees needs a taller crop: its strips come out
         // narrower (at 32 px high). Whole-image pseudo labels (no boxes) are never tilted.
-        let img = Rgb32FImage::from_fn(400, 200, |x, y| {
-            let v = if (140..260).contains(&x) && (90..110).contains(&y) {
+        let (img, boxes) = photo((400, 200), [140.0, 90.0, 120.0, 20.0], |x, y| {
+            if (140..260).contains(&x) && (90..110).contains(&y) {
                 0.9
             } else {
                 0.1
-            };
-            Rgb([v, v, v])
+            }
         });
-        let boxes = vec![DigitBox {
-            left: 140.0,
-            top: 90.0,
-            width: 120.0,
-            height: 20.0,
-        }];
         let plain = AugmentConfig {
             loose_prob: 0.0,
             max_width: 2000,
