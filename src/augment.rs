@@ -127,7 +127,6 @@ pub fn augment(
     let cx = (l + r) / 2.0 + rng.uniform(-0.5, 0.5) * (fx - 1.0).abs() / 2.0 * bw;
     let cy = (t + b) / 2.0 + rng.uniform(-0.5, 0.5) * (fy - 1.0).abs() / 2.0 * bh;
     let aspect = rng.uniform(0.8, 1.2) * stretch;
-    let mut out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
     let mut theta = rng
         .uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)
         .to_radians();
@@ -141,8 +140,8 @@ pub fn augment(
         // −theta in it: crop its bounding box in the strip's axes, grown as before.
         let (tw, th) = turned_extent(bw, bh, theta);
         (cw, ch) = (tw * fx, th * fy);
-        out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
     }
+    let out_w = ((cw / ch * HEIGHT as f32 * aspect).round() as usize).clamp(8, cfg.max_width);
     // Pre-scale the reachable region with the antialiased resize so that the affine sampling
     // below works near 1:1 (no aliasing when shrinking large photos).
     let mut k = (HEIGHT as f32 / ch).min(1.0);
