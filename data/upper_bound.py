@@ -18,7 +18,7 @@ housenum's architecture (benches/torch_train.py); `res` a ResNet CRNN (7.8 M par
 Not part of the build or the tests; README, "An upper bound on a GPU".
 """
 
-import argparse, json, math, os, random, time
+import argparse, json, math, random, time
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
