@@ -18,10 +18,13 @@ housenum's architecture (benches/torch_train.py); `res` a ResNet CRNN (7.8 M par
 Not part of the build or the tests; README, "An upper bound on a GPU".
 """
 
-import argparse, json, math, random, time
+import argparse, json, math, os, random, sys, time
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'benches'))
+from torch_train import Crnn as TorchTrainCrnn  # noqa: E402  (the benchmark's mirror of the model)
 
 H, PAD, WMAX = 32, 12, 232  # output strip: 32 x 232 (region at most 208 px wide)
 
@@ -83,18 +86,22 @@ def strips(imgs, boxes, idx, train, gen, dev):
     return out
 
 
-class Crnn(nn.Module):  # housenum's architecture (benches/torch_train.py), valid convs, T=(W-26)/4+1
+def forget_bias(lstm, hidden):
+    """Biases 0 except the forget gate's (PyTorch's gate order i, f, g, o): 1 in each of b_ih, b_hh."""
+    for name, p in lstm.named_parameters():
+        if 'bias' in name:
+            p.data.zero_()
+            p.data[hidden:2 * hidden] = 1.0
+
+
+class Crnn(TorchTrainCrnn):
+    """housenum's architecture, the layers of benches/torch_train.py (valid convs, T = (W-26)/4+1),
+    with dropout on the window embeddings and the LSTM outputs and the forget-gate bias at +1."""
+
     def __init__(self, channels=(48, 96, 192, 192), hidden=160, drop=0.1):
-        super().__init__()
-        c1, c2, c3, c4 = channels
-        kh = ((H - 2) // 2 - 2) // 2 - 2
-        self.conv1 = nn.Conv2d(3, c1, 3); self.conv2 = nn.Conv2d(c1, c2, 3)
-        self.conv3 = nn.Conv2d(c2, c3, 3); self.conv4 = nn.Conv2d(c3, c4, (kh, 3))
-        self.lstm = nn.LSTM(c4, hidden, bidirectional=True)
-        self.fc = nn.Linear(2 * hidden, 11); self.drop = nn.Dropout(drop)
-        for name, p in self.lstm.named_parameters():
-            if 'bias' in name:
-                p.data.zero_(); p.data[hidden:2 * hidden] = 1.0
+        super().__init__(channels, hidden, H)
+        self.drop = nn.Dropout(drop)
+        forget_bias(self.lstm, hidden)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -126,9 +133,7 @@ class Res(nn.Module):  # ResNet CRNN: 32xW -> 4 x W/4 -> height mean -> BiLSTM
                                   Block(4 * w, 4 * w, (2, 1)), Block(4 * w, 4 * w, 1))
         self.lstm = nn.LSTM(4 * w * 4, hidden, bidirectional=True)
         self.fc = nn.Linear(2 * hidden, 11); self.drop = nn.Dropout(drop)
-        for name, p in self.lstm.named_parameters():
-            if 'bias' in name:
-                p.data.zero_(); p.data[hidden:2 * hidden] = 1.0
+        forget_bias(self.lstm, hidden)
 
     def forward(self, x):
         x = self.body(self.stem(x))  # [B, 4w, 4, W/4]
