@@ -10,10 +10,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use housenum::model::{loss_and_grad, Crnn, ModelConfig};
-use housenum::preprocess::{self, BatchItem, Protocol, HEIGHT};
+use housenum::engine::crnn::{loss_and_grad, Crnn, ModelConfig};
+use housenum::read::window::{cut_window, num_steps, WINDOW};
+use housenum::read::{self, BatchItem, Protocol, HEIGHT};
 use housenum::rng::Rng;
-use housenum::window::{cut_window, num_steps, WINDOW};
 use housenum::Reader;
 
 fn strip(w: usize, seed: u64) -> Vec<f32> {
@@ -38,11 +38,11 @@ fn preprocessing(c: &mut Criterion) {
     let items = sample_items(64);
     let mut g = c.benchmark_group("preprocess_64_images");
     g.bench_function("serial", |b| {
-        b.iter(|| preprocess::preprocess_batch_serial(black_box(&items), Protocol::Full, 1.0))
+        b.iter(|| read::preprocess_batch_serial(black_box(&items), Protocol::Full, 1.0))
     });
     let pb = indicatif::ProgressBar::hidden();
     g.bench_function("rayon", |b| {
-        b.iter(|| preprocess::preprocess_batch(black_box(&items), Protocol::Full, 1.0, &pb))
+        b.iter(|| read::preprocess_batch(black_box(&items), Protocol::Full, 1.0, &pb))
     });
     g.finish();
 }
@@ -66,10 +66,10 @@ fn windows(c: &mut Criterion) {
 fn decoding(c: &mut Criterion) {
     let m = Crnn::new(ModelConfig::default(), 1);
     let w = 128;
-    let lp = housenum::model::log_probs(&m, &strip(w, 3), 1, w);
+    let lp = housenum::engine::crnn::log_probs(&m, &strip(w, 3), 1, w);
     let t = num_steps(w);
     c.bench_function("ctc_greedy_decode_t26", |b| {
-        b.iter(|| housenum::ctc::greedy_decode(black_box(&lp), t, 1, 0))
+        b.iter(|| housenum::read::ctc::greedy_decode(black_box(&lp), t, 1, 0))
     });
 }
 
@@ -115,7 +115,7 @@ fn training_step(c: &mut Criterion) {
 }
 
 fn synthesis(c: &mut Criterion) {
-    use housenum::synth::{Synth, SynthConfig};
+    use housenum::data::synth::{Synth, SynthConfig};
     use rayon::prelude::*;
     // Training-strip settings (as `housenum synth --bench` and `train --synth`), procedural
     // backgrounds so the bench needs no data.

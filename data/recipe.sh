@@ -1,35 +1,29 @@
 #!/usr/bin/env bash
-# The shipped model from scratch: v1 (real images) → pseudo labels → v2 (+ self-training) →
+# The shipped models from scratch: v1 (real photos) → pseudo labels → v2 (+ self-training) →
 # pseudo labels → v3 (+ recombination, wider) → pseudo labels → v6 (+ padding, fine-tuned from
 # v3) → v10 (+ strips stretched 1.4× horizontally, fine-tuned from v6) → export → calibration,
 # and the localisers of the locate protocol (four seeds, averaged into one ONNX).
-# With WITH_REGIONS=1 also v8 (self-training on search's regions, fine-tuned from v6; measured,
-# not shipped). With WITH_SYNTH=1 also v4 (+ synthetic numbers, fine-tuned from v3; measured no
-# better, so not shipped). With LOCATED=1 v6 and v10 learn from v3's readings of the unlabelled
-# pool under `locate` (seven framings, `read --region`, confidence >= 0.9, each trained on its
-# region) instead of its whole-image readings (fifteenth session; measured, not adopted: README).
-# With DISTIL=1 also one localiser distilled from the four (train-localiser --teacher, started from
-# seed 1's, on the training split and the unlabelled pool; eighteenth session, ~11 min alone;
-# 1.8x faster `locate`, measured, not adopted: README, "One localiser distilled from four").
+# docs/experiments.md names each step and what it measured.
+# Options, each measured and not adopted (docs/experiments.md): WITH_REGIONS=1 also trains v8
+# (self-training on search's regions); WITH_SYNTH=1 also v4 (+ synthetic numbers); LOCATED=1
+# trains v6 and v10 on v3's readings of the unlabelled pool under `locate` (seven framings,
+# confidence >= 0.9, each on its region) instead of its whole-image readings; DISTIL=1 also
+# trains one localiser distilled from the four (~11 min; 1.8x faster `locate`).
+# SEED=K seeds every reader step with K; V3_EPOCHS=N sets v3's epochs (default 300).
 # Every step is skipped when its output exists and every training run resumes from its last
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Measured end to end on 2 cores, nothing beside it, with one localiser and V3_EPOCHS=200: 3,583 s
-# (~1 h; LOCATED=1: 3,417 s), and its v10/calibrated.onnx was r2, the model shipped until the
-# seventeenth session, byte for byte (1 h 56 min when first run, with other work beside it); the
-# three more localisers add ~8 min each (~1 h 24 min),
-# and localiser/ensemble.onnx is onnx/localiser.onnx byte for byte (sixteenth session).
-# SEED=K seeds every reader step with K (SEED=2's readers: 2,907 s with V3_EPOCHS=200).
-# V3_EPOCHS=N sets v3's epochs: 300 by default since the seventeenth session (adopted on three seed
-# pairs; 200 before, r2): v3 1,745 s alone at 300 against ~1,005 s at 200, so ~1 h 36 min in all.
+# Measured end to end on 2 cores, nothing beside it: ~1 h 36 min; run over the shipped models'
+# trained steps, v10/calibrated.onnx and localiser/ensemble.onnx are onnx/housenum.onnx and
+# onnx/localiser.onnx byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
 B="${CARGO_TARGET_DIR:-target}/release/housenum"
 mkdir -p "$runs"
 seed="${SEED:-1}"  # the readers' seed (the localisers keep seeds 1-4)
-v3_epochs="${V3_EPOCHS:-300}"  # v3's schedule (300 since the seventeenth session; r2 had 200)
+v3_epochs="${V3_EPOCHS:-300}"  # v3's schedule
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
   "$B" train --data "$svhn/train" --out "$runs/$out" --seed "$seed" -q "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
@@ -42,7 +36,7 @@ pseudo v2 pseudo_v2.tsv
 train v3 --epochs "$v3_epochs" --dropout 0.1 --channels 48,96,192,192 --hidden 160 --recombine 0.3 \
   --pseudo "$runs/pseudo_v2.tsv" --pseudo-min-confidence 0.5
 # The localiser of the locate protocol (`read`'s default): four localisers (seeds 1-4) averaged
-# into one ONNX (`export-localiser`; sixteenth session). Each predicts column and row profiles
+# into one ONNX (`export-localiser`). Each predicts column and row profiles
 # over 32 x 16 bands (`--bins`) of the photo resized to 64 x 128, trained on the digit boxes, with
 # 10 % recombined numbers of 1-10 digits, a development split (the next 10 % by name hash) held
 # out besides validation.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# An ensemble of four small readers from scratch (measured, not shipped: README, "An ensemble of
-# four seeds"):
+# An ensemble of four small readers from scratch (measured, not shipped: docs/experiments.md,
+# "Ensembles of seeds"):
 #   1. the localiser of the locate protocol (`read`'s default);
 #   2. r1: the small reader (0.56 M parameters) on the 1,827 real training photos alone;
 #   3. r1 reads the unlabelled pool under locate (that localiser's box, seven framings); the
@@ -19,7 +19,7 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe_ensemble.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train (or HOUSENUM=binary).
-# The shipped single model (r2, ~1 h alone): data/recipe.sh.
+# The shipped single model: data/recipe.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"

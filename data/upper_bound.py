@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An upper bound, outside the project (nineteenth session): how well do readers trained with far
+"""An upper bound, outside the project: how well do readers trained with far
 more compute than the recipe's (a GPU) read the same 199 validation crops from the same data?
 
   # here (PIL): crops of the 2,026 labelled photos (validation = the names `eval --split val`
@@ -15,7 +15,7 @@ zero columns each side (housenum's geometry), greedy CTC. Training: random frami
 1.1-1.6x, shifted, turned up to 8 degrees, sheared), channel swaps, inversion, noise, sampled on the
 GPU from the stored crops; AdamW, warm-up then cosine decay over a wall-clock budget, bf16. `crnn` is
 housenum's architecture (benches/torch_train.py); `res` a ResNet CRNN (7.8 M parameters at width 64).
-Not part of the build or the tests; README, "An upper bound on a GPU".
+Not part of the build or the tests; docs/experiments.md, "Is it the data or the reader's size?".
 """
 
 import argparse, json, math, os, random, sys, time

@@ -15,42 +15,19 @@
 #![warn(missing_docs)]
 
 pub mod alphabet;
-#[cfg(feature = "train")]
-pub mod augment;
-pub mod calibrate;
-#[cfg(feature = "train")]
-pub mod checkpoint;
-pub mod ctc;
+pub mod data;
+pub mod engine;
 pub mod error;
 pub mod eval;
-pub mod explain;
 pub mod export;
-pub mod infer;
-pub mod localiser;
-#[cfg(feature = "train")]
-pub mod localiser_train;
-pub mod locate;
-pub mod model;
-pub mod nn;
-#[cfg(feature = "train")]
-pub mod plot;
-pub mod preprocess;
 pub mod progress;
-pub mod recombine;
-pub mod report;
+pub mod read;
 pub mod rng;
-pub mod search;
-pub mod svhn;
-pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod views;
-pub mod window;
 
-pub use ctc::Decoded;
 pub use error::{Error, Result};
-pub use infer::Reader;
-pub use preprocess::Protocol;
+pub use read::{Decoded, DigitBox, Locator, Protocol, Reader, Region};
 
 /// The README's code examples, compiled as doctests.
 #[cfg(doctest)]

@@ -8,13 +8,22 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// `housenum --version`: the version and the compiled-in models' identity.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nreader     onnx/housenum.onnx   sha256 ",
+    env!("HOUSENUM_READER_SHA256"),
+    "\nlocaliser  onnx/localiser.onnx  sha256 ",
+    env!("HOUSENUM_LOCALISER_SHA256"),
+);
+
 /// Read house numbers from street photos.
 ///
 /// Exit codes: 0 success; 1 some input images could not be read (`read` reports each on stderr,
 /// naming the file, and still reads the rest); 2 bad arguments, an unusable model or data set,
 /// or any other error.
 #[derive(Parser, Debug)]
-#[command(name = "housenum", version)]
+#[command(name = "housenum", version, long_version = LONG_VERSION)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -3,9 +3,10 @@
 
 use std::path::Path;
 
-use housenum::calibrate::{Calibration, METADATA_KEY};
 use housenum::export::with_metadata;
-use housenum::infer::EMBEDDED_MODEL;
+use housenum::read::calibration::Calibration;
+use housenum::read::metadata::CALIBRATION_KEY;
+use housenum::read::reader::EMBEDDED_MODEL;
 use housenum::{Error, Reader};
 
 fn sample(n: usize) -> std::path::PathBuf {
@@ -19,7 +20,7 @@ fn reader_applies_the_calibration_in_the_metadata() {
     let cal = Calibration { a: 0.5, b: 1.25 };
     let bytes = with_metadata(
         EMBEDDED_MODEL,
-        METADATA_KEY,
+        CALIBRATION_KEY,
         &serde_json::to_string(&cal).unwrap(),
     )
     .unwrap();
@@ -39,16 +40,16 @@ fn reader_applies_the_calibration_in_the_metadata() {
     }
     assert!(changed > 0, "the map must change some confidences");
     // Writing the key again replaces it.
-    let again = with_metadata(&bytes, METADATA_KEY, r#"{"a":1.0,"b":0.0}"#).unwrap();
+    let again = with_metadata(&bytes, CALIBRATION_KEY, r#"{"a":1.0,"b":0.0}"#).unwrap();
     let r2 = Reader::from_bytes(&again, Path::new("cal2.onnx")).unwrap();
     assert_eq!(r2.calibration(), Calibration::IDENTITY);
 }
 
 #[test]
 fn malformed_calibration_metadata_is_an_error_naming_the_model() {
-    let bytes = with_metadata(EMBEDDED_MODEL, METADATA_KEY, "not json").unwrap();
+    let bytes = with_metadata(EMBEDDED_MODEL, CALIBRATION_KEY, "not json").unwrap();
     let err = Reader::from_bytes(&bytes, Path::new("bad-cal.onnx")).unwrap_err();
     assert!(matches!(err, Error::Model { .. }), "{err}");
     assert!(err.to_string().contains("bad-cal.onnx"), "{err}");
-    assert!(with_metadata(b"garbage", METADATA_KEY, "{}").is_err());
+    assert!(with_metadata(b"garbage", CALIBRATION_KEY, "{}").is_err());
 }

@@ -433,7 +433,7 @@ fn bad_input_corpus_table() {
 
 #[test]
 fn label_writes_an_official_layout_with_reads_readings_and_the_localisers_box() {
-    use housenum::preprocess::{boxes_union, expand_region};
+    use housenum::read::{boxes_union, expand_region};
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("labelled");
     let bad = dir.path().join("bad.png");
@@ -462,7 +462,7 @@ fn label_writes_an_official_layout_with_reads_readings_and_the_localisers_box() 
     let (code, read_out, err) = run(&["read", "--views", "1", "--region", "data/samples"], None);
     assert_eq!(code, 0, "{err}");
     let (_, read7, _) = run(&["read", "data/samples"], None);
-    let entries = housenum::svhn::read_digit_struct(&out.join("digitStruct.mat")).unwrap();
+    let entries = housenum::data::svhn::read_digit_struct(&out.join("digitStruct.mat")).unwrap();
     assert_eq!(entries.len(), samples().len());
     for (((name, digits, boxes), line), line7) in
         entries.iter().zip(read_out.lines()).zip(read7.lines())
@@ -521,5 +521,32 @@ fn label_writes_an_official_layout_with_reads_readings_and_the_localisers_box() 
     assert!(
         err.contains("same file name") && err.contains(&twin_s),
         "{err}"
+    );
+}
+
+#[test]
+fn version_names_the_compiled_in_models_by_sha256() {
+    use sha2::{Digest, Sha256};
+    let (code, out, err) = run(&["--version"], None);
+    assert_eq!(code, 0, "{err}");
+    for (role, file) in [
+        ("reader", "onnx/housenum.onnx"),
+        ("localiser", "onnx/localiser.onnx"),
+    ] {
+        let bytes = std::fs::read(common::root().join(file)).unwrap();
+        let hex: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(role))
+            .unwrap_or_else(|| panic!("no {role} line in {out:?}"));
+        assert!(line.contains(file) && line.ends_with(&hex), "{line}");
+    }
+    assert_eq!(
+        housenum::read::reader::EMBEDDED_MODEL_SHA256.len(),
+        64,
+        "a sha256 in hex"
     );
 }

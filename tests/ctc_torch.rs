@@ -1,7 +1,7 @@
 //! housenum's CTC against PyTorch's `F.ctc_loss` on fixed inputs: losses and logit gradients
 //! stored in `tests/fixtures/ctc_torch.json` (written by `benches/torch_train.py --ctc-fixture`).
 
-use housenum::ctc::ctc_loss_grad;
+use housenum::engine::ctc_loss::ctc_loss_grad;
 
 #[test]
 fn ctc_matches_pytorch_on_stored_cases() {

@@ -2,8 +2,8 @@
 
 mod common;
 
-use housenum::explain::digit_spans;
-use housenum::preprocess::{load_image, strip_from_region, Region};
+use housenum::read::explain::digit_spans;
+use housenum::read::{load_image, strip_from_region, Region};
 use housenum::Reader;
 
 #[test]

@@ -5,8 +5,8 @@
 mod common;
 
 use housenum::alphabet::NUM_CLASSES;
-use housenum::ctc::greedy_decode;
-use housenum::preprocess::{decode_image, strip_from_region, Region, HEIGHT, MAX_WIDTH, MIN_WIDTH};
+use housenum::read::ctc::greedy_decode;
+use housenum::read::{decode_image, strip_from_region, Region, HEIGHT, MAX_WIDTH, MIN_WIDTH};
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -57,7 +57,7 @@ proptest! {
     fn decoding_arbitrary_scores(t in 0usize..40, seed in any::<u64>()) {
         let mut r = housenum::rng::Rng::new(seed);
         let mut lp: Vec<f32> = (0..t * NUM_CLASSES).map(|_| r.normal() * 3.0).collect();
-        housenum::nn::log_softmax_rows(&mut lp, NUM_CLASSES);
+        housenum::engine::layers::log_softmax_rows(&mut lp, NUM_CLASSES);
         let d = greedy_decode(&lp, t, 1, 0);
         prop_assert!(d.digits.len() <= t);
         prop_assert!((0.0..=1.0).contains(&d.confidence));

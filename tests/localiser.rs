@@ -6,9 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use housenum::localiser::{iou, Localiser, LocaliserConfig};
-use housenum::locate::Locator;
-use housenum::preprocess::{self, Region};
+use housenum::engine::localiser::{iou, Localiser, LocaliserConfig};
+use housenum::read::locate::Locator;
+use housenum::read::{self, Region};
 use housenum::rng::Rng;
 use prost::Message;
 
@@ -48,8 +48,8 @@ fn exported_localiser_runs_the_same_in_tract() {
             let img = image::Rgb32FImage::from_fn(w, h, |_, _| {
                 image::Rgb([rng.f32(), rng.f32(), rng.f32()])
             });
-            let mut x = preprocess::resize_region(&img, Region::full(w, h), cfg.width, cfg.height);
-            preprocess::normalize(&mut x);
+            let mut x = read::resize_region(&img, Region::full(w, h), cfg.width, cfg.height);
+            read::normalize(&mut x);
             let out = loc.forward(&x, 1).outputs;
             assert_eq!(out.len(), cfg.outputs());
             let want = cfg.decode(&out);
@@ -69,7 +69,7 @@ fn exported_localiser_runs_the_same_in_tract() {
 
 #[test]
 fn bad_localiser_files_are_refused_naming_the_file() {
-    let reader_model = housenum::infer::EMBEDDED_MODEL;
+    let reader_model = housenum::read::reader::EMBEDDED_MODEL;
     // A profile localiser (12 + 6 bands) whose bands metadata is changed afterwards.
     let profile = |bins: &str| {
         let cfg = LocaliserConfig {
@@ -79,7 +79,7 @@ fn bad_localiser_files_are_refused_naming_the_file() {
         };
         let mut proto = housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &[]);
         for p in &mut proto.metadata_props {
-            if p.key == housenum::export::LOC_BINS_KEY {
+            if p.key == housenum::read::metadata::LOC_BINS_KEY {
                 p.value = bins.to_string();
             }
         }
@@ -106,19 +106,19 @@ fn bad_localiser_files_are_refused_naming_the_file() {
 #[test]
 fn shipped_localiser_finds_the_number_on_validation_photos() {
     // The embedded localiser on the validation split (never trained on): most predicted boxes
-    // overlap the labelled one well. Its measured mean IoU is in the README; this bound only
+    // overlap the labelled one well. Its measured mean IoU is in onnx/README.md; this bound only
     // catches a broken pipeline (a mirrored box, swapped axes, wrong normalisation).
     let Some(svhn) = common::svhn() else { return };
-    let set = housenum::svhn::SvhnSet::open(&svhn.join("train")).unwrap();
-    let (_, val) = housenum::svhn::split_by_name(&set.records, 0.1);
+    let set = housenum::data::svhn::SvhnSet::open(&svhn.join("train")).unwrap();
+    let (_, val) = housenum::data::svhn::split_by_name(&set.records, 0.1);
     let locator = Locator::embedded().unwrap();
     let ious: Vec<f32> = val
         .iter()
         .take(100)
         .map(|r| {
-            let img = preprocess::load_image(&r.path).unwrap();
+            let img = read::load_image(&r.path).unwrap();
             let (l, t, rr, b) = locator.locate(&img).unwrap();
-            let (tl, tt, tr, tb) = preprocess::boxes_union(&r.boxes);
+            let (tl, tt, tr, tb) = read::boxes_union(&r.boxes);
             iou([l, t, rr, b], [tl, tt, tr, tb])
         })
         .collect();
@@ -129,7 +129,7 @@ fn shipped_localiser_finds_the_number_on_validation_photos() {
 #[cfg(feature = "train")]
 #[test]
 fn localiser_training_resumes_and_is_reproducible() {
-    use housenum::localiser_train::{
+    use housenum::train::localiser::{
         checkpoint_path, train_localiser, LocCheckpoint, LocTrainConfig,
     };
     let Some(svhn) = common::svhn() else { return };
@@ -292,13 +292,13 @@ fn shipped_localiser_boxes_numbers_longer_than_any_real_one() {
     // digits off. The first shipped localiser, trained on real photos only, failed this (its
     // readings of such numbers: 2 % right, against 54 % from the labelled box).
     let Some(svhn) = common::svhn() else { return };
-    let set = housenum::svhn::SvhnSet::open(&svhn.join("train")).unwrap();
-    let (_, val) = housenum::svhn::split_by_name(&set.records, 0.1);
+    let set = housenum::data::svhn::SvhnSet::open(&svhn.join("train")).unwrap();
+    let (_, val) = housenum::data::svhn::split_by_name(&set.records, 0.1);
     let pool: Vec<_> = val
         .iter()
         .flat_map(|r| {
-            let img = preprocess::load_image(&r.path).unwrap();
-            housenum::recombine::cut_digits(&img, &r.boxes, &r.digits)
+            let img = read::load_image(&r.path).unwrap();
+            housenum::data::recombine::cut_digits(&img, &r.boxes, &r.digits)
         })
         .collect();
     let locator = Locator::embedded().unwrap();
@@ -307,9 +307,9 @@ fn shipped_localiser_boxes_numbers_longer_than_any_real_one() {
     let whole = (0..n)
         .filter(|_| {
             let len = 6 + rng.below(5);
-            let (img, boxes, _) = housenum::recombine::compose(&pool, len, &mut rng);
+            let (img, boxes, _) = housenum::data::recombine::compose(&pool, len, &mut rng);
             let region = locator.region(&img).unwrap();
-            let (l, _, r, _) = preprocess::boxes_union(&boxes);
+            let (l, _, r, _) = read::boxes_union(&boxes);
             region.x0 as f32 <= l + 2.0 && region.x1 as f32 >= r - 2.0
         })
         .count();
@@ -321,8 +321,8 @@ fn shipped_localiser_boxes_numbers_longer_than_any_real_one() {
 
 #[test]
 fn localiser_ensemble_runs_the_same_in_tract_and_mirrors_exactly() {
+    use housenum::engine::localiser::mean_outputs;
     use housenum::export::{localiser_ensemble_mismatch, localiser_ensemble_to_onnx};
-    use housenum::localiser::mean_outputs;
     let cfg = LocaliserConfig {
         channels: [4, 6, 8, 8],
         bins: Some([12, 6]),

@@ -3,11 +3,11 @@
 
 mod common;
 
-use housenum::checkpoint::Checkpoint;
-use housenum::model::{log_probs, Crnn, ModelConfig};
-use housenum::preprocess::{self, Protocol, Strip};
+use housenum::data::svhn::{split_by_name, SvhnSet};
+use housenum::engine::crnn::{log_probs, Crnn, ModelConfig};
+use housenum::read::{self, Protocol, Strip};
 use housenum::rng::Rng;
-use housenum::svhn::{split_by_name, SvhnSet};
+use housenum::train::checkpoint::Checkpoint;
 use housenum::Reader;
 
 /// tract vs the training engine, on [`max_diff`]'s scale.
@@ -18,7 +18,7 @@ const ORT_TOL: f32 = 1e-3;
 
 /// Largest difference between two log-probability tensors, absolute where `|b| ≤ 1` and relative
 /// to `|b|` beyond (tract and the engine sum in different orders, and float32 rounding grows
-/// with the magnitudes involved: on the shipped ls model's validation strips every difference
+/// with the magnitudes involved: on the shipped reader's validation strips every difference
 /// over 6e-5 is at log p between −6.8 and −11.5, the largest 1.17e-4 at −6.78, 1.7e-5 of it; a
 /// wrong weight or layout moves the likely classes by ≫ 1e-3).
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -113,7 +113,7 @@ fn an_ensemble_of_a_model_with_itself_reads_as_the_model_alone() {
     let twice = Reader::from_bytes(&twice, std::path::Path::new("aa")).unwrap();
     assert_eq!(twice.members(), 2);
     for (path, _) in common::samples() {
-        let img = preprocess::load_image(&path).unwrap();
+        let img = read::load_image(&path).unwrap();
         for protocol in [Protocol::Locate, Protocol::Search, Protocol::Full] {
             let (ra, a) = alone.read_image(&img, protocol, &[]).unwrap();
             let (rb, b) = twice.read_image(&img, protocol, &[]).unwrap();
@@ -154,8 +154,8 @@ fn compare_on(strips: &[Strip], models: &[Crnn], reader: &Reader) -> (f32, usize
             let want = log_probs(model, &s.data, 1, s.width);
             let got = &got[k * want.len()..][..want.len()];
             worst = worst.max(max_diff(got, &want));
-            let a = housenum::ctc::greedy_decode(got, t, 1, 0).digits;
-            let b = housenum::ctc::greedy_decode(&want, t, 1, 0).digits;
+            let a = housenum::read::ctc::greedy_decode(got, t, 1, 0).digits;
+            let b = housenum::read::ctc::greedy_decode(&want, t, 1, 0).digits;
             differ += usize::from(a != b);
         }
     }
@@ -172,16 +172,14 @@ fn shipped_model_tract_matches_training_engine_on_validation() {
     }
     let mut strips: Vec<Strip> = common::samples()
         .iter()
-        .map(|(p, _)| preprocess::preprocess_file(p, Protocol::Full, &[], stretch).unwrap())
+        .map(|(p, _)| read::preprocess_file(p, Protocol::Full, &[], stretch).unwrap())
         .collect();
     if let Some(svhn) = common::svhn() {
         let set = SvhnSet::open(&svhn.join("train")).unwrap();
         let (_, val) = split_by_name(&set.records, 0.1);
         for protocol in [Protocol::Crop, Protocol::Full] {
             for r in &val {
-                strips.push(
-                    preprocess::preprocess_file(&r.path, protocol, &r.boxes, stretch).unwrap(),
-                );
+                strips.push(read::preprocess_file(&r.path, protocol, &r.boxes, stretch).unwrap());
             }
         }
     }
@@ -234,8 +232,7 @@ fn ort_matches_tract_on(model: &std::path::Path, reader: &Reader, dir: &std::pat
     let mut rng = Rng::new(3);
     let mut cases = Vec::new();
     for (i, (p, _)) in common::samples().iter().enumerate() {
-        let s =
-            preprocess::preprocess_file(p, Protocol::Full, &[], reader.geometry().stretch).unwrap();
+        let s = read::preprocess_file(p, Protocol::Full, &[], reader.geometry().stretch).unwrap();
         cases.push((s.data, s.width, i));
     }
     for w in [32, 77, 200] {
@@ -263,7 +260,7 @@ fn ort_matches_tract_on(model: &std::path::Path, reader: &Reader, dir: &std::pat
 
 #[test]
 fn bad_geometry_metadata_is_an_error_naming_the_file_and_key() {
-    use housenum::export::{PAD_KEY, STRETCH_KEY};
+    use housenum::read::metadata::{PAD_KEY, STRETCH_KEY};
     use prost::Message;
     let model = Crnn::new(
         ModelConfig {

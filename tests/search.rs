@@ -2,22 +2,23 @@
 
 mod common;
 
-use housenum::calibrate::Calibration;
-use housenum::preprocess::{self, protocol_strips, Protocol};
-use housenum::{search, Reader};
+use housenum::read::calibration::Calibration;
+use housenum::read::search;
+use housenum::read::{self, protocol_strips, Protocol};
+use housenum::Reader;
 
 #[test]
 fn read_best_applies_the_search_rule_to_batched_readings() {
     let reader = Reader::embedded().unwrap();
     let stretch = reader.geometry().stretch;
-    let per_image: Vec<Vec<(preprocess::Region, preprocess::Strip)>> = common::samples()
+    let per_image: Vec<Vec<(read::Region, read::Strip)>> = common::samples()
         .iter()
         .map(|(p, _)| {
-            let img = preprocess::load_image(p).unwrap();
+            let img = read::load_image(p).unwrap();
             protocol_strips(&img, Protocol::Search, &[], stretch)
         })
         .collect();
-    let images: Vec<Vec<(preprocess::Region, &preprocess::Strip)>> = per_image
+    let images: Vec<Vec<(read::Region, &read::Strip)>> = per_image
         .iter()
         .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
         .collect();
@@ -27,8 +28,8 @@ fn read_best_applies_the_search_rule_to_batched_readings() {
     raw.set_calibration(Calibration::IDENTITY);
     let cal = reader.calibration();
     for (cands, (idx, d)) in images.iter().zip(&together) {
-        let regions: Vec<preprocess::Region> = cands.iter().map(|(r, _)| *r).collect();
-        let plain: Vec<&preprocess::Strip> = cands.iter().map(|(_, s)| *s).collect();
+        let regions: Vec<read::Region> = cands.iter().map(|(r, _)| *r).collect();
+        let plain: Vec<&read::Strip> = cands.iter().map(|(_, s)| *s).collect();
         let each = raw.read_strips(&plain).unwrap();
         let want = search::choose(&regions, &each, reader.geometry());
         let want_conf = cal.apply(each[want].log_prob);
@@ -53,13 +54,13 @@ fn search_reading_is_the_chosen_region() {
     let mut raw = Reader::embedded().unwrap();
     raw.set_calibration(Calibration::IDENTITY);
     for (path, _) in common::samples() {
-        let img = preprocess::load_image(&path).unwrap();
+        let img = read::load_image(&path).unwrap();
         let each: Vec<_> = protocol_strips(&img, Protocol::Search, &[], reader.geometry().stretch)
             .iter()
             .map(|(_, s)| raw.read_strip(s).unwrap())
             .collect();
         let (region, d) = reader.read_image(&img, Protocol::Search, &[]).unwrap();
-        let regions = preprocess::protocol_regions(Protocol::Search, img.dimensions(), &[]);
+        let regions = read::protocol_regions(Protocol::Search, img.dimensions(), &[]);
         let i = regions.iter().position(|r| *r == region).unwrap();
         assert_eq!(i, search::choose(&regions, &each, reader.geometry()));
         assert_eq!(each[i].digits, d.digits);
@@ -106,7 +107,7 @@ fn cli_read_protocols() {
 fn read_region_column_names_the_region_read() {
     let (path, _) = &common::samples()[1];
     let p = path.display().to_string();
-    let img = preprocess::load_image(path).unwrap();
+    let img = read::load_image(path).unwrap();
     let reader = Reader::embedded().unwrap();
     for protocol in ["search", "full"] {
         let (code, out, err) = common::run(&["read", "--region", "--protocol", protocol, &p], None);

@@ -4,7 +4,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use housenum::svhn::{read_digit_struct, write_digit_struct, DigitBox, SvhnSet};
+use housenum::data::svhn::{read_digit_struct, write_digit_struct, SvhnSet};
+use housenum::read::DigitBox;
 use housenum::Error;
 
 fn csv_labels(path: &std::path::Path) -> HashMap<String, (Vec<u8>, Vec<DigitBox>)> {

@@ -1,10 +1,10 @@
 //! The synthetic generator: deterministic, labels match what was drawn, boxes inside the image,
 //! and the official-layout output reads back like real data.
 
-use housenum::preprocess::{self, HEIGHT};
+use housenum::data::svhn::SvhnSet;
+use housenum::data::synth::{background_patches, Synth, SynthConfig, FONTS};
+use housenum::read::{self, HEIGHT};
 use housenum::rng::Rng;
-use housenum::svhn::SvhnSet;
-use housenum::synth::{background_patches, Synth, SynthConfig, FONTS};
 
 #[test]
 fn every_embedded_font_draws_every_digit() {
@@ -144,7 +144,7 @@ fn training_strips_are_32_pixels_high_and_normalised() {
     for _ in 0..20 {
         let (strip, digits) = g.strip(1.0, &mut rng);
         assert!(!digits.is_empty());
-        assert!(strip.width >= preprocess::MIN_WIDTH);
+        assert!(strip.width >= read::MIN_WIDTH);
         assert_eq!(strip.data.len(), 3 * HEIGHT * strip.width);
         assert!(strip.data.iter().all(|v| v.is_finite()));
     }
@@ -153,7 +153,7 @@ fn training_strips_are_32_pixels_high_and_normalised() {
 #[test]
 fn background_patches_avoid_the_digits() {
     let img = image::Rgb32FImage::from_pixel(100, 40, image::Rgb([0.5, 0.5, 0.5]));
-    let boxes = [housenum::svhn::DigitBox {
+    let boxes = [housenum::read::DigitBox {
         left: 40.0,
         top: 10.0,
         width: 10.0,

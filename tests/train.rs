@@ -3,13 +3,13 @@
 
 mod common;
 
-use housenum::checkpoint::Checkpoint;
+use housenum::train::checkpoint::Checkpoint;
 
 #[test]
 fn training_resumes_from_its_checkpoint() {
     let Some(svhn) = common::svhn() else { return };
     let out = tempfile::tempdir().unwrap();
-    let mut cfg = housenum::train::TrainConfig {
+    let mut cfg = housenum::train::reader::TrainConfig {
         data: svhn.join("train"),
         out: out.path().to_path_buf(),
         epochs: 1,
@@ -17,11 +17,11 @@ fn training_resumes_from_its_checkpoint() {
         quiet: true,
         ..Default::default()
     };
-    let first = housenum::train::train(&cfg).unwrap();
+    let first = housenum::train::reader::train(&cfg).unwrap();
     assert_eq!(first.epoch, 1);
     let after_one = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
     cfg.epochs = 2;
-    let second = housenum::train::train(&cfg).unwrap();
+    let second = housenum::train::reader::train(&cfg).unwrap();
     assert_eq!(second.epoch, 2);
     assert_eq!(second.history.len(), 2);
     assert_eq!(second.step, 2 * first.step);
@@ -38,14 +38,14 @@ fn the_same_seed_trains_the_same_weights() {
     let Some(svhn) = common::svhn() else { return };
     let run = |seed: u64| {
         let out = tempfile::tempdir().unwrap();
-        let cfg = housenum::train::TrainConfig {
+        let cfg = housenum::train::reader::TrainConfig {
             data: svhn.join("train"),
             out: out.path().to_path_buf(),
             epochs: 1,
             limit: Some(64),
             seed,
             recombine_prob: 0.3,
-            model: housenum::model::ModelConfig {
+            model: housenum::engine::crnn::ModelConfig {
                 pad: 12,
                 stretch: 1.4,
                 channels: [8, 8, 16, 16],
@@ -55,7 +55,7 @@ fn the_same_seed_trains_the_same_weights() {
             quiet: true,
             ..Default::default()
         };
-        housenum::train::train(&cfg).unwrap();
+        housenum::train::reader::train(&cfg).unwrap();
         Checkpoint::load(&out.path().join("last.safetensors"))
             .unwrap()
             .model
@@ -165,13 +165,13 @@ fn out_of_range_training_options_are_refused() {
 fn widen_grows_an_init_model_and_refuses_to_shrink_it() {
     let Some(svhn) = common::svhn() else { return };
     let small = tempfile::tempdir().unwrap();
-    let model = |c: [usize; 4], hidden: usize| housenum::model::ModelConfig {
+    let model = |c: [usize; 4], hidden: usize| housenum::engine::crnn::ModelConfig {
         channels: c,
         hidden,
         pad: 4,
         ..Default::default()
     };
-    let base = housenum::train::TrainConfig {
+    let base = housenum::train::reader::TrainConfig {
         data: svhn.join("train"),
         out: small.path().to_path_buf(),
         epochs: 1,
@@ -180,7 +180,7 @@ fn widen_grows_an_init_model_and_refuses_to_shrink_it() {
         quiet: true,
         ..Default::default()
     };
-    housenum::train::train(&base).unwrap();
+    housenum::train::reader::train(&base).unwrap();
     let init = small.path().join("last.safetensors");
     // (channels, hidden, grows?)
     let cases = [
@@ -190,14 +190,14 @@ fn widen_grows_an_init_model_and_refuses_to_shrink_it() {
     ];
     for (c, h, grows) in cases {
         let out = tempfile::tempdir().unwrap();
-        let cfg = housenum::train::TrainConfig {
+        let cfg = housenum::train::reader::TrainConfig {
             out: out.path().to_path_buf(),
             init: Some(init.clone()),
             widen: true,
             model: model(c, h),
             ..base.clone()
         };
-        match housenum::train::train(&cfg) {
+        match housenum::train::reader::train(&cfg) {
             Ok(_) => {
                 assert!(grows, "{c:?}/{h} should be refused");
                 let ck = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
@@ -221,12 +221,12 @@ fn bench_times_a_checkpoint_flushing_and_keeping_subnormals() {
     // a small model whose first moments are subnormal, as a dead channel's become) and reports
     // both timings and their ratio; an unreadable checkpoint is an error naming the file.
     let dir = tempfile::tempdir().unwrap();
-    let config = housenum::model::ModelConfig {
+    let config = housenum::engine::crnn::ModelConfig {
         channels: [4, 4, 8, 8],
         hidden: 8,
         ..Default::default()
     };
-    let model = housenum::model::Crnn::new(config, 3);
+    let model = housenum::engine::crnn::Crnn::new(config, 3);
     let n = model.num_params();
     let ck = Checkpoint {
         model,

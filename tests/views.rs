@@ -3,18 +3,18 @@
 mod common;
 
 use housenum::alphabet::NUM_CLASSES;
-use housenum::calibrate::Calibration;
-use housenum::ctc::{greedy_decode, sequence_log_prob};
-use housenum::preprocess::{self, Protocol};
-use housenum::svhn::DigitBox;
-use housenum::views::{self, FRAMINGS};
+use housenum::read::calibration::Calibration;
+use housenum::read::ctc::{greedy_decode, sequence_log_prob};
+use housenum::read::framings::{self, FRAMINGS};
+use housenum::read::DigitBox;
+use housenum::read::{self, Protocol};
 use housenum::Reader;
 
 /// Per framing and, within it, per ensemble member (one for a single model): (digits,
 /// log-probabilities `[t, NUM_CLASSES]`, t), each strip run alone.
 fn per_view(
     reader: &Reader,
-    strips: &[(preprocess::Region, preprocess::Strip)],
+    strips: &[(read::Region, read::Strip)],
 ) -> Vec<(Vec<u8>, Vec<f32>, usize)> {
     let m = reader.members();
     strips
@@ -38,21 +38,17 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
     let mut disagreements = 0;
     // The samples, then synthetic numbers (procedural backgrounds, no data needed): some of
     // those are read differently under different framings, so the choice is exercised.
-    let synth = housenum::synth::Synth::new(housenum::synth::SynthConfig::default(), vec![]);
+    let synth =
+        housenum::data::synth::Synth::new(housenum::data::synth::SynthConfig::default(), vec![]);
     let images = common::samples()
         .into_iter()
-        .map(|(path, _)| {
-            (
-                path.display().to_string(),
-                preprocess::load_image(&path).unwrap(),
-            )
-        })
+        .map(|(path, _)| (path.display().to_string(), read::load_image(&path).unwrap()))
         .chain((0..24).map(|i| (format!("synthetic {i}"), synth.render_nth(7, i).image)));
     for (path, img) in images {
         let strips = reader.strips(&img, Protocol::Locate, &[]).unwrap();
         let regions: Vec<_> = strips.iter().map(|(r, _)| *r).collect();
         let rect = locator.locate(&img).unwrap();
-        assert_eq!(regions, views::framings(rect, 7, img.dimensions()));
+        assert_eq!(regions, framings::framings(rect, 7, img.dimensions()));
         assert_eq!(
             regions[0],
             locator.region(&img).unwrap(),
@@ -108,9 +104,9 @@ fn one_view_is_the_single_box_reading() {
     raw.set_calibration(Calibration::IDENTITY);
     let cal = reader.calibration();
     for (path, _) in common::samples() {
-        let img = preprocess::load_image(&path).unwrap();
+        let img = read::load_image(&path).unwrap();
         let region = reader.locator().unwrap().region(&img).unwrap();
-        let strip = preprocess::strip_from_region(&img, region, reader.geometry().stretch);
+        let strip = read::strip_from_region(&img, region, reader.geometry().stretch);
         let want = raw.read_strip(&strip).unwrap();
         let (r, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
         assert_eq!(r, region);
@@ -142,11 +138,11 @@ fn crop_frames_the_labelled_box_and_full_and_search_are_unchanged() {
     assert_eq!(crop.len(), 7);
     assert_eq!(
         crop[0],
-        preprocess::protocol_region(Protocol::Crop, (120, 60), &boxes)
+        read::protocol_region(Protocol::Crop, (120, 60), &boxes)
     );
     assert_eq!(
         crop,
-        views::framings(preprocess::boxes_union(&boxes), 7, (120, 60))
+        framings::framings(read::boxes_union(&boxes), 7, (120, 60))
     );
     for p in [Protocol::Full, Protocol::Search] {
         let got: Vec<_> = reader
@@ -155,7 +151,7 @@ fn crop_frames_the_labelled_box_and_full_and_search_are_unchanged() {
             .into_iter()
             .map(|(r, _)| r)
             .collect();
-        assert_eq!(got, preprocess::protocol_regions(p, (120, 60), &boxes));
+        assert_eq!(got, read::protocol_regions(p, (120, 60), &boxes));
     }
     // Crop without boxes reads the whole image once.
     assert_eq!(reader.strips(&img, Protocol::Crop, &[]).unwrap().len(), 1);

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use housenum::model::{Crnn, ModelConfig};
-use housenum::train::Adam;
+use housenum::engine::crnn::{Crnn, ModelConfig};
+use housenum::train::optim::Adam;
 
 /// Measure this engine's training step (forward + CTC + backward + clip + Adam) on random
 /// strips, images per second: the Rust side of `benches/compare.sh`'s comparison with PyTorch
@@ -48,7 +48,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     }
     let (model, adam) = match &a.checkpoint {
         Some(p) => {
-            let ck = housenum::checkpoint::Checkpoint::load(p)
+            let ck = housenum::train::checkpoint::Checkpoint::load(p)
                 .with_context(|| format!("loading checkpoint {}", p.display()))?;
             let step = ck.state.step;
             let adam = Adam {
@@ -73,7 +73,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         }
     };
     let (flushed, kept) =
-        housenum::train::step_throughput(&model, &adam, a.batch, a.width, a.steps, a.runs);
+        housenum::train::reader::step_throughput(&model, &adam, a.batch, a.width, a.steps, a.runs);
     let (f, k) = (median(&flushed), median(&kept));
     if a.json {
         println!(

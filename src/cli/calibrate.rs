@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::calibrate::{self, Calibration, METADATA_KEY};
+use housenum::data::svhn::{is_validation_name, SvhnSet};
+use housenum::eval::calibration;
 use housenum::eval::evaluate;
-use housenum::infer::EMBEDDED_MODEL;
-use housenum::svhn::{is_validation_name, SvhnSet};
+use housenum::read::calibration::Calibration;
+use housenum::read::metadata::CALIBRATION_KEY;
+use housenum::read::reader::EMBEDDED_MODEL;
 use housenum::Protocol;
 
 use super::eval::ProtocolArg;
@@ -82,8 +84,8 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
         .iter()
         .map(|&(lp, y)| (Calibration::IDENTITY.apply(lp), y))
         .collect();
-    let before = calibrate::expected_calibration_error(&raw, 10);
-    let after = calibrate::cross_fitted_error(&pairs, 10);
+    let before = calibration::expected_calibration_error(&raw, 10);
+    let after = calibration::cross_fitted_error(&pairs, 10);
     // Keep the raw probabilities when the fit does not help out of fold (e.g. under `crop`,
     // where the digits' summed probability is already close to calibrated).
     let kept_raw = after >= before;
@@ -92,8 +94,11 @@ pub fn run(a: CalibrateArgs) -> Result<ExitCode> {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => EMBEDDED_MODEL.to_vec(),
     };
-    let out = housenum::export::with_metadata(&bytes, METADATA_KEY, &serde_json::to_string(&fit)?)
-        .map_err(|e| anyhow::anyhow!("{}: not an ONNX model: {e}", reader.source().display()))?;
+    let out =
+        housenum::export::with_metadata(&bytes, CALIBRATION_KEY, &serde_json::to_string(&fit)?)
+            .map_err(|e| {
+                anyhow::anyhow!("{}: not an ONNX model: {e}", reader.source().display())
+            })?;
     let tmp = a.out.with_extension("onnx.partial");
     std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;

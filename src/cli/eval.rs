@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use housenum::data::recombine::{compose, cut_digits};
+use housenum::data::svhn::Record;
+use housenum::data::svhn::{is_validation_name, SvhnSet};
 use housenum::eval::{evaluate, evaluate_images, LabelledImage};
-use housenum::recombine::{compose, cut_digits};
 use housenum::rng::Rng;
-use housenum::svhn::Record;
-use housenum::svhn::{is_validation_name, SvhnSet};
 use housenum::Protocol;
 use rayon::prelude::*;
 
@@ -144,15 +144,12 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 Some(l) => (l.image.clone(), l.boxes.clone()),
                 None => {
                     let r = records.iter().find(|r| r.name == o.name)?;
-                    (
-                        housenum::preprocess::load_image(&r.path).ok()?,
-                        r.boxes.clone(),
-                    )
+                    (housenum::read::load_image(&r.path).ok()?, r.boxes.clone())
                 }
             };
-            let region = housenum::preprocess::protocol_region(protocol, img.dimensions(), &boxes);
+            let region = housenum::read::protocol_region(protocol, img.dimensions(), &boxes);
             let w = (region.width() * 48 / region.height().max(1)).clamp(1, 400);
-            let data = housenum::preprocess::resize_region(&img, region, w as usize, 48);
+            let data = housenum::read::resize_region(&img, region, w as usize, 48);
             let plane = (48 * w) as usize;
             let rgb = image::RgbImage::from_fn(w, 48, |x, y| {
                 let i = (y * w + x) as usize;
@@ -176,7 +173,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 format!("{:?}", a.split).to_lowercase()
             ),
         };
-        let page = housenum::report::html(&report, &title, &thumb);
+        let page = housenum::eval::report::html(&report, &title, &thumb);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = dir.join("index.html");
         std::fs::write(&file, page).with_context(|| format!("writing {}", file.display()))?;
@@ -233,7 +230,7 @@ fn recombined(
     let pool: Vec<_> = records
         .par_iter()
         .filter_map(|r| {
-            let img = housenum::preprocess::load_image(&r.path).ok()?;
+            let img = housenum::read::load_image(&r.path).ok()?;
             Some(cut_digits(&img, &r.boxes, &r.digits))
         })
         .flatten()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::checkpoint::Checkpoint;
+use housenum::train::checkpoint::Checkpoint;
 use prost::Message;
 
 /// Export a training checkpoint to ONNX (input `strip [N, 3, 32, W]`, output
@@ -53,7 +53,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| Checkpoint::load(p).with_context(|| format!("loading {}", p.display())))
         .collect::<Result<Vec<_>>>()?;
-    let models: Vec<&housenum::model::Crnn> = cks.iter().map(|c| &c.model).collect();
+    let models: Vec<&housenum::engine::crnn::Crnn> = cks.iter().map(|c| &c.model).collect();
     if let Some(why) = housenum::export::ensemble_mismatch(&models) {
         anyhow::bail!("cannot make one ensemble of {:?}: {why}", a.checkpoint);
     }
@@ -112,7 +112,7 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
     let per_member = lp.len() / cks.len();
     let mut diff = 0f32;
     for (k, ck) in cks.iter().enumerate() {
-        let want = housenum::model::log_probs(&ck.model, &x, 1, w);
+        let want = housenum::engine::crnn::log_probs(&ck.model, &x, 1, w);
         anyhow::ensure!(want.len() == per_member, "member {k}: output size differs");
         diff = lp[k * per_member..][..per_member]
             .iter()

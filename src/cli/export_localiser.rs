@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use housenum::engine::localiser::Localiser;
 use housenum::export::{localiser_ensemble_mismatch, localiser_ensemble_to_onnx};
-use housenum::localiser::Localiser;
-use housenum::localiser_train::LocCheckpoint;
+use housenum::train::localiser::LocCheckpoint;
 use prost::Message;
 
 /// Export one or more localiser checkpoints (`train-localiser`'s `localiser.safetensors`) as
@@ -48,12 +48,12 @@ pub fn run(a: ExportLocaliserArgs) -> Result<ExitCode> {
     }
     std::fs::write(&a.out, &bytes).with_context(|| format!("writing {}", a.out.display()))?;
     // Check: tract on the written file against the training engine on a random image.
-    let locator = housenum::locate::Locator::from_path(&a.out)?;
+    let locator = housenum::read::locate::Locator::from_path(&a.out)?;
     let (h, w) = locator.input_size();
     let mut rng = housenum::rng::Rng::new(7);
     let x: Vec<f32> = (0..3 * h * w).map(|_| rng.normal()).collect();
     let got = locator.run(&x)?;
-    let want = housenum::localiser::mean_outputs(&locs, a.mirror, &x);
+    let want = housenum::engine::localiser::mean_outputs(&locs, a.mirror, &x);
     let diff = got
         .iter()
         .zip(&want)

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use housenum::locate::Locator;
-use housenum::svhn::{self, DigitBox, DigitStructEntry};
-use housenum::{preprocess, Protocol, Reader};
+use housenum::data::svhn::{self, DigitStructEntry};
+use housenum::read::locate::Locator;
+use housenum::read::DigitBox;
+use housenum::{read, Protocol, Reader};
 use rayon::prelude::*;
 
 use super::read::{expand_inputs, ModelArgs};
@@ -132,7 +133,7 @@ fn label_chunk(
     let prepared: Vec<housenum::Result<_>> = paths
         .par_iter()
         .map(|path| {
-            let img = preprocess::load_image(path)?;
+            let img = read::load_image(path)?;
             let rect = locator.locate(&img)?;
             Ok((rect, reader.framed_strips(&img, rect)))
         })

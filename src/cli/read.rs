@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::preprocess::Region;
-use housenum::{explain, preprocess, Decoded, Protocol, Reader};
+use housenum::read::Region;
+use housenum::read::{self, explain};
+use housenum::{Decoded, Protocol, Reader};
 use rayon::prelude::*;
 
 /// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`
@@ -48,8 +49,8 @@ pub struct ReadArgs {
     #[arg(long, value_enum, default_value = "locate")]
     pub protocol: ReadProtocol,
     /// Print (and abstain on) the raw probability of the best CTC path instead of the
-    /// calibrated confidence: the confidence earlier versions printed. The recipe
-    /// (data/recipe.sh) filters its pseudo labels on it, to reproduce the shipped model.
+    /// calibrated confidence. The recipe (data/recipe.sh) filters its pseudo labels on it, to
+    /// reproduce the shipped model.
     #[arg(long)]
     pub path_confidence: bool,
 }
@@ -109,7 +110,7 @@ pub fn load_reader(model: Option<&Path>, localiser: Option<&Path>, views: u8) ->
         None => Reader::embedded().context("loading the embedded model")?,
     };
     if let Some(p) = localiser {
-        let l = housenum::locate::Locator::from_path(p)
+        let l = housenum::read::locate::Locator::from_path(p)
             .with_context(|| format!("loading localiser {}", p.display()))?;
         reader.set_locator(l);
     }
@@ -318,9 +319,9 @@ fn load(path: &Path) -> housenum::Result<image::Rgb32FImage> {
                 path: PathBuf::from("<stdin>"),
                 source: e,
             })?;
-        preprocess::decode_image(&bytes, Path::new("<stdin>"))
+        read::decode_image(&bytes, Path::new("<stdin>"))
     } else {
-        preprocess::load_image(path)
+        read::load_image(path)
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use housenum::data::svhn::{self, DigitStructEntry, SvhnSet};
+use housenum::data::synth::{self, Synth, SynthConfig};
 use housenum::rng::Rng;
-use housenum::svhn::{self, DigitStructEntry, SvhnSet};
-use housenum::synth::{self, Synth, SynthConfig};
 use rayon::prelude::*;
 
 /// Generate synthetic house numbers in the official SVHN layout (`1.png`, `2.png`, … and

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use housenum::model::ModelConfig;
-use housenum::train::{train, TrainConfig};
+use housenum::engine::crnn::ModelConfig;
+use housenum::train::reader::{train, TrainConfig};
 
 /// Train (or resume) a model on a folder in the official SVHN layout.
 #[derive(Args, Debug)]
@@ -168,17 +168,17 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             "steps": state.step,
             "seconds": state.seconds,
             "last": state.history.last(),
-            "checkpoint": housenum::train::last_checkpoint(&cfg.out),
+            "checkpoint": housenum::train::reader::last_checkpoint(&cfg.out),
         });
         println!("{v}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--stretch`: a factor in [`housenum::preprocess::STRETCH_RANGE`] (what the reader accepts
+/// `--stretch`: a factor in [`housenum::read::STRETCH_RANGE`] (what the reader accepts
 /// back from an exported model).
 fn parse_stretch(s: &str) -> Result<f32, String> {
-    let range = housenum::preprocess::STRETCH_RANGE;
+    let range = housenum::read::STRETCH_RANGE;
     match s.parse::<f32>() {
         Ok(v) if range.contains(&v) => Ok(v),
         _ => Err(format!(

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use housenum::engine::localiser::LocaliserConfig;
 use housenum::export::localiser_to_onnx;
-use housenum::localiser::LocaliserConfig;
-use housenum::localiser_train::{train_localiser, LocCheckpoint, LocTrainConfig};
+use housenum::train::localiser::{train_localiser, LocCheckpoint, LocTrainConfig};
 use prost::Message;
 
 /// Train (or resume) the number localiser that the `locate` protocol uses: a small CNN that
@@ -67,8 +67,8 @@ pub struct TrainLocaliserArgs {
     pub input: (usize, usize),
     /// Predict column and row profiles over `BXxBY` bands (e.g. `32x16`) instead of the box:
     /// the share of each band the number covers, decoded into the heaviest run of bands over ½
-    /// (README, "Finding the number"; the shipped localiser: `--bins 32x16 --input 64x128`).
-    /// Off: the box head of the localisers shipped before.
+    /// (docs/experiments.md, "Which localiser"; the shipped localiser: `--bins 32x16 --input
+    /// 64x128`). Off: a box head regressing the box's four fractions.
     #[arg(long, value_name = "BXxBY", value_parser = parse_size)]
     pub bins: Option<(usize, usize)>,
     /// Distil this localiser checkpoint (`localiser.safetensors` of a profile localiser with the
@@ -144,7 +144,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         );
     }
     if let Some(path) = &a.export {
-        let ck_path = housenum::localiser_train::checkpoint_path(&a.out);
+        let ck_path = housenum::train::localiser::checkpoint_path(&a.out);
         let ck = LocCheckpoint::load(&ck_path)
             .with_context(|| format!("loading {}", ck_path.display()))?;
         let bytes = localiser_to_onnx(

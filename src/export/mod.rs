@@ -14,21 +14,14 @@ use tract_onnx::pb::{
 };
 
 use crate::alphabet::NUM_CLASSES;
-use crate::localiser::{Localiser, LocaliserConfig};
-use crate::model::Crnn;
-use crate::nn::ConvShape;
+use crate::engine::crnn::Crnn;
+use crate::engine::layers::ConvShape;
+use crate::engine::localiser::{Localiser, LocaliserConfig};
+use crate::read::metadata::{
+    INPUT_NAME, LOC_BINS_KEY, LOC_INPUT_NAME, LOC_KEY, LOC_MEMBERS_KEY, LOC_MIRROR_KEY,
+    LOC_OUTPUT_NAME, LOC_PROFILE_NAME, MEMBERS_KEY, OUTPUT_NAME, PAD_KEY, STRETCH_KEY,
+};
 
-/// Name of the graph input.
-pub const INPUT_NAME: &str = "strip";
-/// Name of the graph output.
-pub const OUTPUT_NAME: &str = "log_probs";
-/// Metadata key holding [`crate::model::ModelConfig::pad`]: the zero columns the graph adds
-/// on each side of the strip, which map time steps back to strip columns.
-pub const PAD_KEY: &str = "housenum.pad";
-/// Metadata key holding [`crate::model::ModelConfig::stretch`]: the horizontal stretch that
-/// preprocessing must apply to the strips this model reads (`onnx/read.py` and
-/// [`crate::infer::Reader`] read it; absent means 1).
-pub const STRETCH_KEY: &str = "housenum.stretch";
 /// ONNX opset the graph uses.
 pub const OPSET: i64 = 17;
 
@@ -353,11 +346,8 @@ pub fn to_onnx_bytes(model: &Crnn, metadata: &[(&str, String)]) -> Vec<u8> {
     to_onnx(model, metadata).encode_to_vec()
 }
 
-/// Metadata key of an ensemble's member count (absent for a single model).
-pub const MEMBERS_KEY: &str = "housenum.members";
-
-/// Why models cannot be one ensemble: they must read the same strips ([`crate::model::ModelConfig::pad`],
-/// [`crate::model::ModelConfig::stretch`] and height equal, so every member gives the same number of steps).
+/// Why models cannot be one ensemble: they must read the same strips ([`crate::engine::crnn::ModelConfig::pad`],
+/// [`crate::engine::crnn::ModelConfig::stretch`] and height equal, so every member gives the same number of steps).
 pub fn ensemble_mismatch(models: &[&Crnn]) -> Option<String> {
     let first = &models.first()?.config;
     models.iter().enumerate().skip(1).find_map(|(k, m)| {
@@ -376,7 +366,7 @@ pub fn ensemble_mismatch(models: &[&Crnn]) -> Option<String> {
 /// `log_probs [T, N, 11]` is stacked into `log_probs [M, T, N, 11]` (Unsqueeze + Concat; member
 /// `k`'s nodes and initialisers are [`to_onnx`]'s, renamed `m{k}.NAME`). One model gives
 /// [`to_onnx`]'s graph unchanged. The reader combines the members' readings as it combines
-/// framings ([`crate::views::combine`]: a product of experts over whole readings, so members
+/// framings ([`crate::read::framings::combine`]: a product of experts over whole readings, so members
 /// need not align their CTC peaks). [`MEMBERS_KEY`] holds `M`; `metadata` follows it.
 ///
 /// # Panics
@@ -488,22 +478,10 @@ pub fn with_metadata(onnx: &[u8], key: &str, value: &str) -> std::result::Result
     Ok(proto.encode_to_vec())
 }
 
-/// Name of the localiser graph's input.
-pub const LOC_INPUT_NAME: &str = "image";
-/// Name of the localiser graph's output (a box head).
-pub const LOC_OUTPUT_NAME: &str = "box";
-/// Name of the localiser graph's output when it predicts profiles
-/// ([`crate::localiser::LocaliserConfig::bins`]).
-pub const LOC_PROFILE_NAME: &str = "profile";
-/// Metadata key marking a localiser (value: its input `HEIGHTxWIDTH`).
-pub const LOC_KEY: &str = "housenum.localiser";
-/// Metadata key of a profile localiser's bands (value: `BXxBY`); absent for a box head.
-pub const LOC_BINS_KEY: &str = "housenum.localiser.bins";
-
 /// The localiser as an ONNX `ModelProto`: `image [N, 3, H, W]` → (Conv → Relu → MaxPool) ×3 →
 /// Conv → Relu → Flatten → Gemm (`transB`) → Sigmoid → `box [N, 4]` (`x0, y0, x1, y1` as fractions
 /// of the image), or for a profile localiser `profile [N, bx + by]` (the column then row profiles,
-/// decoded as [`crate::localiser::decode`] does; [`LOC_BINS_KEY`] says `BXxBY`). `metadata` is
+/// decoded as [`crate::read::locate::decode`] does; [`LOC_BINS_KEY`] says `BXxBY`). `metadata` is
 /// written into `metadata_props` after [`LOC_KEY`] (and [`LOC_BINS_KEY`]).
 pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelProto {
     let cfg = &loc.config;
@@ -586,11 +564,6 @@ fn localiser_metadata(cfg: &LocaliserConfig) -> Vec<(&'static str, String)> {
     own
 }
 
-/// Metadata key of a localiser ensemble: how many localisers it averages.
-pub const LOC_MEMBERS_KEY: &str = "housenum.localiser.members";
-/// Metadata key of a localiser ensemble that also reads the mirrored image (value `1`).
-pub const LOC_MIRROR_KEY: &str = "housenum.localiser.mirror";
-
 /// Why `locs` cannot make one localiser ensemble (with `mirror`), or `None` when they can: every
 /// member must take the same input size and predict the same outputs, and mirroring needs
 /// profiles (a column profile reversed is the mirrored image's; a box head has no such rule
@@ -614,7 +587,7 @@ pub fn localiser_ensemble_mismatch(locs: &[&Localiser], mirror: bool) -> Option<
 /// output (`box [N, 4]` or `profile [N, bx + by]`, as [`localiser_to_onnx`]) and, with `mirror`,
 /// of every member's profiles of the image mirrored left to right (an ONNX `Gather` reversing the
 /// columns), their column bands reversed back → the same output, so every runtime and
-/// [`crate::locate::Locator`] use it as one localiser. One member without `mirror` is exactly
+/// [`crate::read::locate::Locator`] use it as one localiser. One member without `mirror` is exactly
 /// [`localiser_to_onnx`]. Panics where [`localiser_ensemble_mismatch`] objects.
 pub fn localiser_ensemble_to_onnx(
     locs: &[&Localiser],

@@ -7,21 +7,20 @@
 //! Architecture (valid 3×3 convolutions, like the reader's): conv → ReLU → 2×2 max-pool, three
 //! times, conv → ReLU, flatten (`[c4, h4, w4]` order, as ONNX's `Flatten`), linear to 4, sigmoid.
 //!
-//! With [`LocaliserConfig::bins`] the head predicts *profiles* instead of a box: for each of
-//! `bx` column bands and `by` row bands of the image, the share of the band that the number's box
-//! covers (sigmoid outputs, trained with binary cross-entropy on those soft targets).
-//! [`profile_span`] decodes them: the run of bands over ½ with the most mass on each axis, its
-//! edges placed inside the bands by their coverage. A box regressor that cannot decide whether a
-//! neighbouring number belongs to the box predicts edges between the two answers; profiles can
-//! keep the number and leave the neighbour out.
-//! Forward and backward run on the kernels of [`crate::nn`]; the exported ONNX graph
-//! ([`crate::export::localiser_to_onnx`]) and tract ([`crate::locate::Locator`]) compute the same.
+//! With [`LocaliserConfig::bins`] the head predicts *profiles* instead of a box: for each of `bx`
+//! column bands and `by` row bands of the image, the share of the band that the number's box covers
+//! (sigmoid outputs, trained with binary cross-entropy on those soft targets).
+//! [`profile_span`](crate::read::locate::profile_span) decodes them: the run of bands over ½ with
+//! the most mass on each axis, its edges placed inside the bands by their coverage. A box regressor
+//! that cannot decide whether a neighbouring number belongs to the box predicts edges between the
+//! two answers; profiles can keep the number and leave the neighbour out. Forward and backward run
+//! on the kernels of [`crate::engine::layers`]; the exported ONNX graph
+//! ([`crate::export::localiser_to_onnx`]) and tract ([`crate::read::locate::Locator`]) compute the
+//! same.
 
-use crate::nn::{self, ConvShape};
+use crate::engine::layers::{self, ConvShape};
+use crate::read::locate::{decode, OUTPUTS};
 use crate::rng::Rng;
-
-/// Outputs of a box head: `x0, y0, x1, y1` as fractions of the image width and height.
-pub const OUTPUTS: usize = 4;
 
 /// Architecture of a [`Localiser`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -40,9 +39,8 @@ pub struct LocaliserConfig {
 }
 
 impl Default for LocaliserConfig {
-    /// A box head on a 48 × 96 input, 32/64/128/128 channels (249 k parameters): the localisers
-    /// shipped before profiles. The shipped one is this with `bins: Some([32, 16])` on a
-    /// 64 × 128 input (536 k parameters; `data/recipe.sh`).
+    /// A box head on a 48 × 96 input, 32/64/128/128 channels (249 k parameters). The shipped one is
+    /// this with `bins: Some([32, 16])` on a 64 × 128 input (536 k parameters; `data/recipe.sh`).
     fn default() -> Self {
         LocaliserConfig {
             height: 48,
@@ -178,7 +176,7 @@ impl Localiser {
     /// invalid or the size does not match.
     pub fn from_params(config: LocaliserConfig, params: Vec<f32>) -> Option<Localiser> {
         config.sizes()?;
-        let (offsets, total) = nn::param_offsets(&config.param_specs());
+        let (offsets, total) = layers::param_offsets(&config.param_specs());
         (total == params.len()).then_some(Localiser {
             config,
             params,
@@ -226,7 +224,7 @@ impl Localiser {
         let mut input = xc;
         for i in 0..4 {
             let (h, w) = sz[i];
-            let (a, c) = nn::conv_relu(
+            let (a, c) = layers::conv_relu(
                 &input,
                 s[i],
                 n,
@@ -236,7 +234,7 @@ impl Localiser {
                 self.param(2 * i + 1),
             );
             if i < 3 {
-                let (p, idx) = nn::maxpool2(&a, s[i].co * n, h - 2, w - 2);
+                let (p, idx) = layers::maxpool2(&a, s[i].co * n, h - 2, w - 2);
                 input = p;
                 pool_idx[i] = idx;
             }
@@ -258,7 +256,7 @@ impl Localiser {
         for row in outputs.chunks_exact_mut(k) {
             row.copy_from_slice(self.param(9));
         }
-        nn::gemm(
+        layers::gemm(
             n,
             f,
             k,
@@ -306,7 +304,7 @@ impl Localiser {
         let c4 = cfg.channels[3];
         let hw = h4 * w4;
         let f = c4 * hw;
-        nn::gemm(
+        layers::gemm(
             k,
             n,
             f,
@@ -324,7 +322,7 @@ impl Localiser {
             }
         }
         let mut dfeat = vec![0f32; n * f];
-        nn::gemm(
+        layers::gemm(
             n,
             k,
             f,
@@ -348,7 +346,7 @@ impl Localiser {
                 let (lo, hi) = grad.split_at_mut(br.start);
                 (&mut lo[wr], &mut hi[..br.len()])
             };
-            let dx = nn::conv_relu_backward(
+            let dx = layers::conv_relu_backward(
                 &mut dy,
                 &fwd.acts[i],
                 &fwd.cols[i],
@@ -363,7 +361,7 @@ impl Localiser {
             );
             if let Some(dx) = dx {
                 // dx is the gradient of pool i−1's output; route it to conv i−1's output.
-                dy = nn::maxpool2_backward(&dx, &fwd.pool_idx[i - 1], fwd.acts[i - 1].len());
+                dy = layers::maxpool2_backward(&dx, &fwd.pool_idx[i - 1], fwd.acts[i - 1].len());
             }
         }
         grad
@@ -428,28 +426,6 @@ pub fn smooth_l1(pred: &[f32], target: &[f32], beta: f32) -> (f32, Vec<f32>) {
     ((loss / k as f64) as f32, grad)
 }
 
-/// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
-/// image's head output: a box head's four values, or (with `bins`) the column and row profiles
-/// decoded by [`profile_span`].
-///
-/// # Shapes
-/// `out`: `[4]`, or `[bx + by]` with `bins = Some([bx, by])` → `[4]`.
-pub fn decode(bins: Option<[usize; 2]>, out: &[f32]) -> [f32; 4] {
-    match bins {
-        None => [
-            out[0].min(out[2]),
-            out[1].min(out[3]),
-            out[0].max(out[2]),
-            out[1].max(out[3]),
-        ],
-        Some([bx, _]) => {
-            let (x0, x1) = profile_span(&out[..bx]);
-            let (y0, y1) = profile_span(&out[bx..]);
-            [x0, y0, x1, y1]
-        }
-    }
-}
-
 /// Soft profile targets of the box `(x0, y0, x1, y1)` (fractions of the image): for each of the
 /// `bx` column bands, then each of the `by` row bands, the share of the band inside the box.
 ///
@@ -465,42 +441,6 @@ pub fn profile_targets(b: [f32; 4], [bx, by]: [usize; 2]) -> Vec<f32> {
     axis(b[0].min(b[2]), b[0].max(b[2]), bx)
         .chain(axis(b[1].min(b[3]), b[1].max(b[3]), by))
         .collect()
-}
-
-/// Decode one axis's profile into `(lo, hi)` fractions: the run of bands whose value is at least
-/// ½ with the largest sum (the first on ties), each edge placed inside its band as the coverage
-/// of the two bands at the edge says — exact for the targets of [`profile_targets`] when those
-/// two bands are not both cut by the box's two edges. When no band reaches ½: the highest band.
-pub fn profile_span(p: &[f32]) -> (f32, f32) {
-    let bins = p.len();
-    let mut best: Option<(usize, usize, f32)> = None;
-    let mut j = 0;
-    while j < bins {
-        if p[j] < 0.5 {
-            j += 1;
-            continue;
-        }
-        let start = j;
-        let mut mass = 0.0;
-        while j < bins && p[j] >= 0.5 {
-            mass += p[j];
-            j += 1;
-        }
-        if best.is_none_or(|(_, _, m)| mass > m) {
-            best = Some((start, j - 1, mass));
-        }
-    }
-    let Some((s, e, _)) = best else {
-        let top = (0..bins).fold(0, |b, i| if p[i] > p[b] { i } else { b });
-        return (top as f32 / bins as f32, (top + 1) as f32 / bins as f32);
-    };
-    let at = |i: Option<usize>| i.and_then(|i| p.get(i)).copied().unwrap_or(0.0);
-    let lo = (s as f32 + 1.0 - at(Some(s)) - at(s.checked_sub(1))) / bins as f32;
-    let hi = (e as f32 + at(Some(e)) + at(Some(e + 1))) / bins as f32;
-    (
-        lo.clamp(0.0, 1.0),
-        hi.clamp(0.0, 1.0).max(lo.clamp(0.0, 1.0)),
-    )
 }
 
 /// Binary cross-entropy of sigmoid outputs `pred` against soft `target`s, averaged over all
@@ -540,6 +480,7 @@ pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::locate::profile_span;
 
     fn tiny() -> LocaliserConfig {
         LocaliserConfig {

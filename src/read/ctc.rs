@@ -1,10 +1,10 @@
-//! CTC: the loss with its gradient (log-space forward–backward) and greedy decoding with a
-//! confidence. Class 0 is the blank (see [`crate::alphabet`]).
+//! CTC decoding: the greedy (best-path) reading with its confidence, and the log-probability of
+//! a reading summed over all its alignments. Class 0 is the blank (see [`crate::alphabet`]).
 
 use crate::alphabet::{class_of_digit, digit_of_class, BLANK, NUM_CLASSES};
 
 /// `log(exp(a) + exp(b))` without overflow.
-fn lse(a: f32, b: f32) -> f32 {
+pub(crate) fn lse(a: f32, b: f32) -> f32 {
     if a == f32::NEG_INFINITY {
         return b;
     }
@@ -21,7 +21,7 @@ fn lse(a: f32, b: f32) -> f32 {
 ///
 /// # Shapes
 /// Returns `alpha`: `[t, 2·labels.len() + 1]` (the labels interleaved with blanks).
-fn forward(
+pub(crate) fn forward(
     t: usize,
     labels: &[usize],
     lp: impl Fn(usize, usize) -> f32,
@@ -72,58 +72,6 @@ pub fn sequence_log_prob(log_probs: &[f32], t: usize, n: usize, b: usize, digits
     forward(t, &labels, lp).map_or(f64::NEG_INFINITY, |(_, log_p)| log_p as f64)
 }
 
-/// Negative log-likelihood of `labels` (class indices, no blanks) under one sample's
-/// log-probabilities, and its gradient with respect to the *logits* that produced them through
-/// a log-softmax (`softmax − occupancy`).
-///
-/// # Shapes
-/// `log_probs`: `[t, NUM_CLASSES]` (log-softmax outputs). Returns `(loss, grad [t, NUM_CLASSES])`,
-/// or `None` when no alignment exists (too few steps for the labels).
-pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f32, Vec<f32>)> {
-    let c = NUM_CLASSES;
-    let s_len = 2 * labels.len() + 1;
-    let ext = |s: usize| if s % 2 == 0 { BLANK } else { labels[s / 2] };
-    let lp = |tt: usize, k: usize| log_probs[tt * c + k];
-    let ninf = f32::NEG_INFINITY;
-    let (alpha, log_p) = forward(t, labels, lp)?;
-    let mut beta = vec![ninf; t * s_len];
-    let last = (t - 1) * s_len;
-    beta[last + s_len - 1] = lp(t - 1, ext(s_len - 1));
-    if s_len > 1 {
-        beta[last + s_len - 2] = lp(t - 1, ext(s_len - 2));
-    }
-    for tt in (0..t - 1).rev() {
-        for s in 0..s_len {
-            let mut b = beta[(tt + 1) * s_len + s];
-            if s + 1 < s_len {
-                b = lse(b, beta[(tt + 1) * s_len + s + 1]);
-            }
-            if s + 2 < s_len && ext(s) != BLANK && ext(s) != ext(s + 2) {
-                b = lse(b, beta[(tt + 1) * s_len + s + 2]);
-            }
-            beta[tt * s_len + s] = if b == ninf { ninf } else { b + lp(tt, ext(s)) };
-        }
-    }
-    let mut grad = vec![0f32; t * c];
-    for tt in 0..t {
-        let mut occ = [ninf; NUM_CLASSES];
-        for s in 0..s_len {
-            let k = ext(s);
-            occ[k] = lse(occ[k], alpha[tt * s_len + s] + beta[tt * s_len + s]);
-        }
-        for k in 0..c {
-            let y = lp(tt, k).exp();
-            let o = if occ[k] == ninf {
-                0.0
-            } else {
-                (occ[k] - lp(tt, k) - log_p).exp()
-            };
-            grad[tt * c + k] = y - o;
-        }
-    }
-    Some((-log_p, grad))
-}
-
 /// A decoded number.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Decoded {
@@ -131,15 +79,15 @@ pub struct Decoded {
     pub digits: Vec<u8>,
     /// Confidence that the reading is right, in [0, 1]: the probability of the digits
     /// (`exp(log_prob)`) as decoded, mapped through the model's calibration by
-    /// [`crate::infer::Reader`].
+    /// [`crate::read::reader::Reader`].
     pub confidence: f32,
     /// Log-probability of exactly these digits under the model: the log-sum over every
     /// alignment that collapses to them ([`sequence_log_prob`]); never calibrated. Ranks
     /// readings (coverage, search's votes) and feeds the calibration.
     pub log_prob: f64,
     /// Probability of the best path alone (the product over steps of the winning class
-    /// probability), in [0, 1]: the confidence `read` printed in earlier versions, on which the
-    /// shipped model's recipe filters its pseudo labels (`read --path-confidence`).
+    /// probability), in [0, 1]: the score on which the shipped model's recipe filters its pseudo
+    /// labels (`read --path-confidence`).
     pub path_prob: f32,
     /// For each digit, the time steps `[first, last]` whose argmax emitted it.
     pub spans: Vec<(usize, usize)>,
@@ -201,17 +149,18 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
     }
 }
 
+/// `[t, 1, C]` log-probs that put probability `p` on the given class per step (tests only).
+#[cfg(test)]
+pub(crate) fn peaked(path: &[usize], p: f32) -> Vec<f32> {
+    let rest = ((1.0 - p) / (NUM_CLASSES - 1) as f32).ln();
+    path.iter()
+        .flat_map(|&k| (0..NUM_CLASSES).map(move |j| if j == k { p.ln() } else { rest }))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `[t, 1, C]` log-probs that put probability `p` on the given class per step.
-    fn peaked(path: &[usize], p: f32) -> Vec<f32> {
-        let rest = ((1.0 - p) / (NUM_CLASSES - 1) as f32).ln();
-        path.iter()
-            .flat_map(|&k| (0..NUM_CLASSES).map(move |j| if j == k { p.ln() } else { rest }))
-            .collect()
-    }
 
     #[test]
     fn greedy_decode_table() {
@@ -246,77 +195,5 @@ mod tests {
         assert_eq!(d.spans, vec![(1, 2), (4, 4)]);
         assert_eq!(d.digit_confidences.len(), 2);
         assert!((d.digit_confidences[0] - 0.8).abs() < 1e-5);
-    }
-
-    #[test]
-    fn loss_of_a_certain_path_is_small_and_infeasible_is_none() {
-        let lp = peaked(&[0, 2, 0, 3, 0], 0.999);
-        let (loss, _) = ctc_loss_grad(&lp, 5, &[2, 3]).unwrap();
-        assert!(loss < 0.02, "{loss}");
-        // "11" needs at least 3 steps.
-        assert!(ctc_loss_grad(&peaked(&[2, 2], 0.5), 2, &[2, 2]).is_none());
-    }
-
-    #[test]
-    fn loss_matches_brute_force_enumeration() {
-        // Uniform-ish random log-probs over T=4 and labels [1, 1]: sum over all 11^4 paths.
-        let t = 4;
-        let mut seed = 7u64;
-        let mut logits: Vec<f32> = (0..t * NUM_CLASSES)
-            .map(|_| {
-                seed = seed
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        crate::nn::log_softmax_rows(&mut logits, NUM_CLASSES);
-        // Labels (classes) to check: repeated, single, empty, three with a repeat apart.
-        let cases: [&[usize]; 4] = [&[1, 1], &[2], &[], &[3, 4, 3]];
-        for labels in cases {
-            let mut total = 0f64;
-            for code in 0..NUM_CLASSES.pow(t as u32) {
-                let mut path = Vec::new();
-                let mut c = code;
-                for _ in 0..t {
-                    path.push(c % NUM_CLASSES);
-                    c /= NUM_CLASSES;
-                }
-                let mut collapsed = Vec::new();
-                let mut prev = BLANK;
-                for &k in &path {
-                    if k != BLANK && k != prev {
-                        collapsed.push(k);
-                    }
-                    prev = k;
-                }
-                if collapsed == labels {
-                    total += path
-                        .iter()
-                        .enumerate()
-                        .map(|(tt, &k)| logits[tt * NUM_CLASSES + k] as f64)
-                        .sum::<f64>()
-                        .exp();
-                }
-            }
-            let (loss, _) = ctc_loss_grad(&logits, t, labels).unwrap();
-            assert!(
-                (loss as f64 + total.ln()).abs() < 1e-4,
-                "{labels:?}: {loss} vs {}",
-                -total.ln()
-            );
-            let digits: Vec<u8> = labels.iter().map(|&k| digit_of_class(k).unwrap()).collect();
-            let seq = sequence_log_prob(&logits, t, 1, 0, &digits);
-            assert!(
-                (seq - total.ln()).abs() < 1e-4,
-                "{labels:?}: {seq} vs {}",
-                total.ln()
-            );
-        }
-        let (_, grad) = ctc_loss_grad(&logits, t, &[1, 1]).unwrap();
-        // Gradient w.r.t. logits sums to zero on every step.
-        for row in grad.chunks(NUM_CLASSES) {
-            assert!(row.iter().sum::<f32>().abs() < 1e-5);
-        }
     }
 }

@@ -4,9 +4,9 @@
 
 use image::{Rgb, Rgb32FImage};
 
-use crate::preprocess::{self, Region};
+use crate::read::DigitBox;
+use crate::read::{self, Region};
 use crate::rng::Rng;
-use crate::svhn::DigitBox;
 
 /// Height every cut digit is scaled to, pixels.
 pub const DIGIT_HEIGHT: u32 = 40;
@@ -30,7 +30,7 @@ pub fn cut_digits(img: &Rgb32FImage, boxes: &[DigitBox], digits: &[u8]) -> Vec<D
         if b.width < 4.0 || b.height < 4.0 {
             continue;
         }
-        let r: Region = preprocess::expand_region(
+        let r: Region = read::expand_region(
             (b.left, b.top, b.right(), b.bottom()),
             1.1,
             1.2,
@@ -38,7 +38,7 @@ pub fn cut_digits(img: &Rgb32FImage, boxes: &[DigitBox], digits: &[u8]) -> Vec<D
         );
         let scale = DIGIT_HEIGHT as f32 / r.height() as f32;
         let w = ((r.width() as f32 * scale).round() as usize).max(2);
-        let data = preprocess::resize_region(img, r, w, DIGIT_HEIGHT as usize);
+        let data = read::resize_region(img, r, w, DIGIT_HEIGHT as usize);
         let h = DIGIT_HEIGHT as usize;
         let image = Rgb32FImage::from_fn(w as u32, DIGIT_HEIGHT, |x, y| {
             let (x, y) = (x as usize, y as usize);
@@ -212,7 +212,7 @@ mod tests {
     fn pasted_numbers_cover_the_old_one_and_stay_inside() {
         let (img, boxes, digits) = photo();
         let crops = cut_digits(&img, &boxes, &digits);
-        let old = crate::preprocess::boxes_union(&boxes);
+        let old = crate::read::boxes_union(&boxes);
         // A photo of one colour with a number of another: after pasting, no pixel of the old
         // number's colour may remain.
         let mut marked = Rgb32FImage::from_pixel(80, 40, Rgb([0.2, 0.2, 0.2]));

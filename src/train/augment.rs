@@ -6,9 +6,9 @@
 
 use image::Rgb32FImage;
 
-use crate::preprocess::{self, Strip, HEIGHT};
+use crate::read::DigitBox;
+use crate::read::{self, Strip, HEIGHT};
 use crate::rng::Rng;
-use crate::svhn::DigitBox;
 
 /// Augmentation strengths.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -66,7 +66,7 @@ pub fn reachable_part(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Ve
     if boxes.is_empty() {
         return (img.clone(), Vec::new());
     }
-    let r = preprocess::expand_region(preprocess::boxes_union(boxes), 3.5, 2.6, img.dimensions());
+    let r = read::expand_region(read::boxes_union(boxes), 3.5, 2.6, img.dimensions());
     let cut = image::imageops::crop_imm(img, r.x0, r.y0, r.width(), r.height()).to_image();
     let moved = boxes
         .iter()
@@ -98,7 +98,7 @@ fn sample(src: &[f32], w: usize, h: usize, x: f32, y: f32) -> [f32; 3] {
 }
 
 /// One augmented, normalised strip of the number whose digit `boxes` lie in `img`, stretched
-/// horizontally by `stretch` (the model's [`crate::preprocess::Geometry::stretch`]) on top of
+/// horizontally by `stretch` (the model's [`crate::read::Geometry::stretch`]) on top of
 /// the random aspect change.
 pub fn augment(
     img: &Rgb32FImage,
@@ -113,7 +113,7 @@ pub fn augment(
     let (l, t, r, b) = if whole {
         (0.0, 0.0, iw as f32, ih as f32)
     } else {
-        preprocess::boxes_union(boxes)
+        read::boxes_union(boxes)
     };
     let (bw, bh) = ((r - l).max(1.0), (b - t).max(1.0));
     let (fx, fy) = if whole {
@@ -149,7 +149,7 @@ pub fn augment(
         k /= rng.uniform(1.5, 3.0);
     }
     let reach = (cw.max(ch) * 0.75 + ch * cfg.max_shear).max(2.0);
-    let region = preprocess::expand_region(
+    let region = read::expand_region(
         (cx - reach, cy - reach, cx + reach, cy + reach),
         1.0,
         1.0,
@@ -159,7 +159,7 @@ pub fn augment(
         ((region.width() as f32 * k).round() as usize).max(1),
         ((region.height() as f32 * k).round() as usize).max(1),
     );
-    let src = preprocess::resize_region(img, region, sw, sh);
+    let src = read::resize_region(img, region, sw, sh);
     let (kx, ky) = (
         sw as f32 / region.width() as f32,
         sh as f32 / region.height() as f32,
@@ -184,10 +184,10 @@ pub fn augment(
         cutout(&mut data, out_w, rng);
     }
     colour(&mut data, rng);
-    preprocess::normalize(&mut data);
-    let mut strip = preprocess::pad_to_min_width(data, out_w);
-    if strip.width < crate::window::WINDOW {
-        strip = preprocess::pad_to_min_width(strip.data, strip.width);
+    read::normalize(&mut data);
+    let mut strip = read::pad_to_min_width(data, out_w);
+    if strip.width < crate::read::window::WINDOW {
+        strip = read::pad_to_min_width(strip.data, strip.width);
     }
     strip
 }
@@ -254,7 +254,7 @@ pub fn pad_batch(strips: &[Strip], rng: &mut Rng) -> (Vec<f32>, usize) {
         .iter()
         .map(|s| s.width)
         .max()
-        .unwrap_or(preprocess::MIN_WIDTH);
+        .unwrap_or(read::MIN_WIDTH);
     let per = 3 * HEIGHT * w;
     let mut out = vec![0f32; strips.len() * per];
     for (i, s) in strips.iter().enumerate() {

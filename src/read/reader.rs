@@ -10,18 +10,22 @@ use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
 use crate::alphabet::NUM_CLASSES;
-use crate::calibrate::{Calibration, METADATA_KEY};
-use crate::ctc::{greedy_decode, Decoded};
 use crate::error::{Error, Result};
-use crate::export::{PAD_KEY, STRETCH_KEY};
-use crate::locate::Locator;
-use crate::preprocess::{self, Geometry, Protocol, Region, Strip, HEIGHT};
-use crate::search;
-use crate::svhn::DigitBox;
-use crate::views::{self, ViewReading};
+use crate::read::calibration::Calibration;
+use crate::read::ctc::{greedy_decode, Decoded};
+use crate::read::framings::{self, ViewReading};
+use crate::read::locate::Locator;
+use crate::read::metadata::CALIBRATION_KEY;
+use crate::read::metadata::{PAD_KEY, STRETCH_KEY};
+use crate::read::search;
+use crate::read::DigitBox;
+use crate::read::{self, Geometry, Protocol, Region, Strip, HEIGHT};
 
 /// The shipped model, compiled into the library.
-pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../onnx/housenum.onnx");
+pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../../onnx/housenum.onnx");
+
+/// sha256 of [`EMBEDDED_MODEL`], lowercase hex (recorded at build time).
+pub const EMBEDDED_MODEL_SHA256: &str = env!("HOUSENUM_READER_SHA256");
 
 type Plan = Arc<TypedRunnableModel>;
 
@@ -34,7 +38,7 @@ pub struct Reader {
     plans: Mutex<HashMap<usize, Plan>>,
     /// The localiser of [`Protocol::Locate`]: the embedded one unless set, loaded on first use.
     locator: Mutex<Option<Arc<Locator>>>,
-    /// How many [`views::FRAMINGS`] of a box `crop` and `locate` read.
+    /// How many [`framings::FRAMINGS`] of a box `crop` and `locate` read.
     views: usize,
     /// Members of the model: 1, or an ensemble's `M` ([`crate::export::ensemble_to_onnx`]).
     members: usize,
@@ -52,7 +56,7 @@ impl std::fmt::Debug for Reader {
 /// batches (`cargo bench`: 32 strips alone 96.6 ms, as one batch 109 ms), and every new batch
 /// size costs a plan build (tract's LSTM needs a concrete batch): with seven framings per image
 /// the cold start of `read` was 122–199 ms with batches of up to 32 and 68–97 ms with 1, and
-/// `eval` ran 1.0–1.5× faster (measured interleaved on 2,026 images, README "Performance").
+/// `eval` ran 1.0–1.5× faster (measured interleaved on 2,026 images; docs/experiments.md, "Speed").
 /// Independent runs are spread over rayon's threads instead.
 pub const MAX_BATCH: usize = 1;
 
@@ -111,9 +115,9 @@ impl Reader {
                 .ok_or_else(|| err(format!("{key}: empty")))?;
             Ok(Some(text.clone()))
         };
-        let calibration = match metadata(METADATA_KEY)? {
+        let calibration = match metadata(CALIBRATION_KEY)? {
             Some(text) => serde_json::from_str(&text)
-                .map_err(|e| err(format!("{METADATA_KEY} metadata is not valid: {e}")))?,
+                .map_err(|e| err(format!("{CALIBRATION_KEY} metadata is not valid: {e}")))?,
             None => Calibration::IDENTITY,
         };
         let pad = match metadata(PAD_KEY)? {
@@ -126,7 +130,7 @@ impl Reader {
             Some(text) => text
                 .parse::<f32>()
                 .ok()
-                .filter(|s| preprocess::STRETCH_RANGE.contains(s))
+                .filter(|s| read::STRETCH_RANGE.contains(s))
                 .ok_or_else(|| err(format!("{STRETCH_KEY} metadata is not valid: {text:?}")))?,
             None => 1.0,
         };
@@ -137,12 +141,12 @@ impl Reader {
             geometry: Geometry { stretch, pad },
             plans: Mutex::new(HashMap::new()),
             locator: Mutex::new(None),
-            views: views::FRAMINGS.len(),
+            views: framings::FRAMINGS.len(),
             members: 1,
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan(1)?;
-        let probe = Tensor::zero::<f32>(&[1, 3, HEIGHT, preprocess::MIN_WIDTH])
+        let probe = Tensor::zero::<f32>(&[1, 3, HEIGHT, read::MIN_WIDTH])
             .map_err(|e| err(e.to_string()))?;
         let out = plan
             .run(tvec!(probe.into_tvalue()))
@@ -180,21 +184,21 @@ impl Reader {
     }
 
     /// How many models the reader is: 1, or an ensemble's members, whose readings every
-    /// protocol combines as it combines framings ([`views::combine`]).
+    /// protocol combines as it combines framings ([`framings::combine`]).
     pub fn members(&self) -> usize {
         self.members
     }
 
-    /// How many framings of a box the `crop` and `locate` protocols read ([`views`]; all of
-    /// [`views::FRAMINGS`] unless set).
+    /// How many framings of a box the `crop` and `locate` protocols read ([`framings`]; all of
+    /// [`framings::FRAMINGS`] unless set).
     pub fn views(&self) -> usize {
         self.views
     }
 
     /// Read `n` framings of a box under `crop` and `locate` (clamped to 1 ..= 7); 1 reads only
-    /// the box grown 30 %, as earlier versions did.
+    /// the box grown 30 %.
     pub fn set_views(&mut self, n: usize) {
-        self.views = n.clamp(1, views::FRAMINGS.len());
+        self.views = n.clamp(1, framings::FRAMINGS.len());
     }
 
     /// Replace the confidence calibration (e.g. with the identity, to see raw confidences).
@@ -260,7 +264,7 @@ impl Reader {
         Ok(self
             .read_views(strips)?
             .into_iter()
-            .map(|members| views::combine_into(members).1)
+            .map(|members| framings::combine_into(members).1)
             .collect())
     }
 
@@ -334,7 +338,7 @@ impl Reader {
     /// [`Reader::strips`] gives for `protocol`): every strip of every image is read in one
     /// width-grouped pass, and each image's answer is chosen on raw confidences — under
     /// [`Protocol::Search`] by [`search::choose`] (the reading most voted for by the crops that
-    /// keep the whole image's central number), otherwise by [`views::combine`] (the reading
+    /// keep the whole image's central number), otherwise by [`framings::combine`] (the reading
     /// with the highest summed log-probability over the framings of the box; its confidence is
     /// then the mean of those log-probabilities, calibrated). An ensemble's members are more
     /// experts: under `crop`/`locate` every member's reading of every framing is scored over all
@@ -362,13 +366,13 @@ impl Reader {
                     let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
                     let decoded: Vec<Decoded> = all
                         .into_iter()
-                        .map(|members| views::combine_into(members).1)
+                        .map(|members| framings::combine_into(members).1)
                         .collect();
                     let best = search::choose(&regions, &decoded, self.geometry);
                     (best, decoded.into_iter().nth(best).expect("index in range"))
                 } else {
                     // Every member's reading of every framing, framing-major.
-                    let (i, d) = views::combine_into(all.into_iter().flatten().collect());
+                    let (i, d) = framings::combine_into(all.into_iter().flatten().collect());
                     (i / self.members, d)
                 };
                 let log_prob = d.log_prob;
@@ -429,7 +433,7 @@ impl Reader {
         protocol: Protocol,
         boxes: &[DigitBox],
     ) -> Result<Decoded> {
-        let img = preprocess::load_image(path)?;
+        let img = read::load_image(path)?;
         Ok(self.read_image(&img, protocol, boxes)?.1)
     }
 
@@ -461,10 +465,10 @@ impl Reader {
     ) -> Result<Vec<(Region, Strip)>> {
         let rect = match protocol {
             Protocol::Locate => self.locator()?.locate(img)?,
-            Protocol::Crop if !boxes.is_empty() => preprocess::boxes_union(boxes),
+            Protocol::Crop if !boxes.is_empty() => read::boxes_union(boxes),
             _ => {
                 let stretch = self.geometry.stretch;
-                return Ok(preprocess::protocol_strips(img, protocol, boxes, stretch));
+                return Ok(read::protocol_strips(img, protocol, boxes, stretch));
             }
         };
         Ok(self.framed_strips(img, rect))
@@ -478,9 +482,9 @@ impl Reader {
         rect: (f32, f32, f32, f32),
     ) -> Vec<(Region, Strip)> {
         let stretch = self.geometry.stretch;
-        views::framings(rect, self.views, img.dimensions())
+        framings::framings(rect, self.views, img.dimensions())
             .into_iter()
-            .map(|r| (r, preprocess::strip_from_region(img, r, stretch)))
+            .map(|r| (r, read::strip_from_region(img, r, stretch)))
             .collect()
     }
 

@@ -5,12 +5,13 @@
 //! *every* framing — the sum of its CTC log-probabilities over the framings, a product of
 //! experts — and answers with the best. Its confidence is the mean of those log-probabilities:
 //! a reading that only one framing believes ranks low. Chosen on the development split and the
-//! training split (README, "Reading several framings"); `--views 1` reads the single 30 % box.
+//! training split (docs/experiments.md, "Reading several framings"); `--views 1` reads the
+//! single 30 % box.
 //! An ensemble's members ([`crate::Reader::members`]) are more experts of the same product:
 //! every member's reading of every framing is scored under every member and framing.
 
-use crate::ctc::{sequence_log_prob, Decoded};
-use crate::preprocess::{expand_region, Region};
+use crate::read::ctc::{sequence_log_prob, Decoded};
+use crate::read::{expand_region, Region};
 
 /// The framings of a box `(grow x, grow y, shift)`: the box is first moved right by `shift`
 /// times its width, then grown around its centre. The first is the single-view protocol's
@@ -104,7 +105,7 @@ pub fn combine_into(views: Vec<ViewReading>) -> (usize, Decoded) {
 mod tests {
     use super::*;
     use crate::alphabet::NUM_CLASSES;
-    use crate::ctc::greedy_decode;
+    use crate::read::ctc::greedy_decode;
 
     /// Log-probabilities of `t` steps, step `k` putting probability `p` on class `classes[k]`
     /// and the rest evenly on the others.

@@ -18,13 +18,15 @@ use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use crate::data::recombine::{compose, cut_digits, paste_into, DigitCrop};
+use crate::data::svhn::{split_by_name, Record, SvhnSet};
+use crate::engine::localiser::{
+    iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig,
+};
 use crate::error::{Error, Result};
-use crate::localiser::{iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig};
-use crate::preprocess::{self, boxes_union, Region};
-use crate::recombine::{compose, cut_digits, paste_into, DigitCrop};
+use crate::read::{self, boxes_union, Region};
 use crate::rng::Rng;
-use crate::svhn::{split_by_name, Record, SvhnSet};
-use crate::train::{clip_grad_norm, lr_at, Adam};
+use crate::train::optim::{clip_grad_norm, lr_at, Adam};
 
 /// Everything that defines a localiser training run; saved in its checkpoint.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -56,7 +58,7 @@ pub struct LocTrainConfig {
     #[serde(default)]
     pub extra: Vec<PathBuf>,
     /// Share of samples replaced by a number recombined from the training split's real digits
-    /// (1 to `recombine_max_len` of them side by side, `crate::recombine`): numbers longer than
+    /// (1 to `recombine_max_len` of them side by side, `crate::data::recombine`): numbers longer than
     /// any real training number, so that the box grows with the number. 0 draws nothing.
     #[serde(default)]
     pub recombine_prob: f32,
@@ -64,7 +66,7 @@ pub struct LocTrainConfig {
     #[serde(default = "default_recombine_max_len")]
     pub recombine_max_len: usize,
     /// Share of samples where a recombined number of as many to `recombine_max_len` digits as
-    /// the photo's own is pasted over that number in the photo ([`crate::recombine::paste_into`]):
+    /// the photo's own is pasted over that number in the photo ([`crate::data::recombine::paste_into`]):
     /// long numbers seen inside a real scene. 0 draws nothing.
     #[serde(default)]
     pub paste_prob: f32,
@@ -158,8 +160,8 @@ struct Item {
 /// # Shapes
 /// Returns `[3, height, width]`.
 pub fn input_of(img: &Rgb32FImage, region: Region, cfg: &LocaliserConfig) -> Vec<f32> {
-    let mut x = preprocess::resize_region(img, region, cfg.width, cfg.height);
-    preprocess::normalize(&mut x);
+    let mut x = read::resize_region(img, region, cfg.width, cfg.height);
+    read::normalize(&mut x);
     x
 }
 
@@ -190,7 +192,7 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
         (r - x0 as f32) / cw,
         (b - y0 as f32) / ch,
     ];
-    let mut x = preprocess::resize_region(&item.image, region, cfg.width, cfg.height);
+    let mut x = read::resize_region(&item.image, region, cfg.width, cfg.height);
     let (h, w) = (cfg.height, cfg.width);
     if rng.chance(0.5) {
         for row in x.chunks_exact_mut(w) {
@@ -213,7 +215,7 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
     let gamma = rng.uniform(0.7, 1.4);
     out.iter_mut()
         .for_each(|v| *v = v.clamp(0.0, 1.0).powf(gamma));
-    preprocess::normalize(&mut out);
+    read::normalize(&mut out);
     (out, target)
 }
 
@@ -232,7 +234,7 @@ fn load_items(
             if r.boxes.is_empty() {
                 return Err(format!("{}: no digit boxes", r.path.display()));
             }
-            let image = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
+            let image = read::load_image(&r.path).map_err(|e| e.to_string())?;
             let digits = if cut {
                 cut_digits(&image, &r.boxes, &r.digits)
             } else {
@@ -269,7 +271,7 @@ fn load_pool(files: &[PathBuf], teachers: &[Localiser], quiet: bool) -> (Vec<Ite
         .par_iter()
         .map(|f| {
             pb.inc(1);
-            let image = preprocess::load_image(f).map_err(|e| e.to_string())?;
+            let image = read::load_image(f).map_err(|e| e.to_string())?;
             let (w, h) = image.dimensions();
             let cfg = &teachers[0].config;
             let x = input_of(&image, Region::full(w, h), cfg);
@@ -295,7 +297,7 @@ fn load_pool(files: &[PathBuf], teachers: &[Localiser], quiet: bool) -> (Vec<Ite
 }
 
 /// The mean of the `teachers`' outputs on a batch (each member run batched; the same means as
-/// [`crate::localiser::mean_outputs`] without mirroring).
+/// [`crate::engine::localiser::mean_outputs`] without mirroring).
 ///
 /// # Shapes
 /// `x`: `[n, 3, height, width]` → `[n, outputs]`.
@@ -527,7 +529,7 @@ impl LocCheckpoint {
 
 /// Train (or resume, when `out` holds a checkpoint of an earlier run) and return the history.
 pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
-    let _flush = crate::nn::FlushSubnormals::new();
+    let _flush = crate::engine::layers::FlushSubnormals::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     if cfg.model.sizes().is_none() {
         return Err(Error::Config(format!(
@@ -806,7 +808,7 @@ mod tests {
         let got = teacher_mean(&[a.clone(), b.clone()], &x, n);
         let k = cfg.outputs();
         for (i, img) in x.chunks_exact(x.len() / n).enumerate() {
-            let want = crate::localiser::mean_outputs(&[&a, &b], false, img);
+            let want = crate::engine::localiser::mean_outputs(&[&a, &b], false, img);
             for (g, w) in got[i * k..][..k].iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "image {i}: {g} vs {w}");
             }

@@ -6,8 +6,8 @@ use std::path::Path;
 use image::{Rgb, RgbImage};
 use imageproc::drawing::draw_line_segment_mut;
 
-use crate::checkpoint::EpochLog;
 use crate::error::{Error, Result};
+use crate::train::checkpoint::EpochLog;
 
 /// Draw `history` to `path` (800×400 PNG).
 pub fn training_curve(history: &[EpochLog], path: &Path) -> Result<()> {

@@ -8,14 +8,16 @@ use std::time::Instant;
 use image::Rgb32FImage;
 use rayon::prelude::*;
 
-use crate::augment::{self, AugmentConfig};
-use crate::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::data::recombine;
+use crate::data::svhn::{split_by_name, SvhnSet};
+use crate::engine::crnn::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::error::{Error, Result};
-use crate::model::{loss_and_grad_dropout, Crnn, ModelConfig};
-use crate::preprocess::{self, BatchItem, Protocol, Region, Strip};
-use crate::recombine;
+use crate::read::DigitBox;
+use crate::read::{self, BatchItem, Protocol, Region, Strip};
 use crate::rng::Rng;
-use crate::svhn::{split_by_name, DigitBox, SvhnSet};
+use crate::train::augment::{self, AugmentConfig};
+use crate::train::checkpoint::{Checkpoint, EpochLog, TrainState};
+use crate::train::optim::{apply_step, lr_at, Adam};
 
 /// Everything that defines a training run; saved in the checkpoint.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -53,7 +55,7 @@ pub struct TrainConfig {
     pub recombine_prob: f32,
     /// Longest recombined number used in training.
     pub recombine_max_len: usize,
-    /// Share of training samples replaced by synthetic numbers ([`crate::synth`]), drawn on the
+    /// Share of training samples replaced by synthetic numbers ([`crate::data::synth`]), drawn on the
     /// fly with backgrounds from the training split only.
     #[serde(default)]
     pub synth_prob: f32,
@@ -106,90 +108,6 @@ impl Default for TrainConfig {
     }
 }
 
-/// Adam with bias correction.
-#[derive(Debug, Clone)]
-pub struct Adam {
-    /// First moments.
-    pub m: Vec<f32>,
-    /// Second moments.
-    pub v: Vec<f32>,
-    /// Steps taken.
-    pub t: u64,
-}
-
-impl Adam {
-    /// Fresh state for `n` parameters.
-    pub fn new(n: usize) -> Adam {
-        Adam {
-            m: vec![0.0; n],
-            v: vec![0.0; n],
-            t: 0,
-        }
-    }
-
-    /// One update of `params` with `grad` at learning rate `lr`.
-    pub fn step(&mut self, params: &mut [f32], grad: &[f32], lr: f32) {
-        const B1: f32 = 0.9;
-        const B2: f32 = 0.999;
-        const EPS: f32 = 1e-8;
-        self.t += 1;
-        let c1 = 1.0 - B1.powi(self.t as i32);
-        let c2 = 1.0 - B2.powi(self.t as i32);
-        params
-            .par_chunks_mut(4096)
-            .zip(grad.par_chunks(4096))
-            .zip(self.m.par_chunks_mut(4096).zip(self.v.par_chunks_mut(4096)))
-            .for_each(|((p, g), (m, v))| {
-                for i in 0..p.len() {
-                    m[i] = B1 * m[i] + (1.0 - B1) * g[i];
-                    v[i] = B2 * v[i] + (1.0 - B2) * g[i] * g[i];
-                    p[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + EPS);
-                }
-            });
-    }
-}
-
-/// One optimiser step with its guards: clip the gradient to `clip` (global norm), and update the
-/// parameters only when the loss and the gradient are finite and some sample had an alignment.
-/// Returns whether the step was applied; a skipped step leaves parameters and Adam state as
-/// they were.
-fn apply_step(
-    params: &mut [f32],
-    adam: &mut Adam,
-    grad: &mut [f32],
-    loss: f32,
-    used: usize,
-    clip: f32,
-    lr: f32,
-) -> bool {
-    let norm = clip_grad_norm(grad, clip);
-    if used == 0 || !loss.is_finite() || !norm.is_finite() {
-        return false;
-    }
-    adam.step(params, grad, lr);
-    true
-}
-
-/// Learning rate at `step` of `total`: linear warm-up over 300 steps, cosine decay to 5 %.
-pub fn lr_at(peak: f32, step: u64, total: u64) -> f32 {
-    let warm = 300u64.min(total / 10).max(1);
-    if step < warm {
-        return peak * (step + 1) as f32 / warm as f32;
-    }
-    let p = (step - warm) as f32 / (total.saturating_sub(warm)).max(1) as f32;
-    peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f32::consts::PI * p.min(1.0)).cos()))
-}
-
-/// Scale `grad` so its L2 norm is at most `max`; returns the norm before clipping.
-pub fn clip_grad_norm(grad: &mut [f32], max: f32) -> f32 {
-    let norm = grad.iter().map(|g| (*g as f64).powi(2)).sum::<f64>().sqrt() as f32;
-    if norm > max && norm.is_finite() {
-        let s = max / norm;
-        grad.iter_mut().for_each(|g| *g *= s);
-    }
-    norm
-}
-
 /// A training image kept in memory: the reachable part of the photo and its boxes.
 struct Sample {
     image: Rgb32FImage,
@@ -221,11 +139,16 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
                 .iter()
                 .flat_map(|&i| strips[i].data.iter().cloned())
                 .collect();
-            let lp = crate::model::log_probs(model, &x, idx.len(), *w);
+            let lp = crate::engine::crnn::log_probs(model, &x, idx.len(), *w);
             let t = model.config.steps(*w);
             idx.iter()
                 .enumerate()
-                .map(|(b, &i)| (i, crate::ctc::greedy_decode(&lp, t, idx.len(), b).digits))
+                .map(|(b, &i)| {
+                    (
+                        i,
+                        crate::read::ctc::greedy_decode(&lp, t, idx.len(), b).digits,
+                    )
+                })
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -239,7 +162,7 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
 /// Load training samples; `regions[i]`, when given, crops record `i`'s image to that region
 /// first (a pseudo label read from a crop of the image applies to that crop).
 fn load_samples(
-    set: &[crate::svhn::Record],
+    set: &[crate::data::svhn::Record],
     regions: &[Option<Region>],
     quiet: bool,
 ) -> (Vec<Sample>, Vec<String>) {
@@ -249,7 +172,7 @@ fn load_samples(
         .enumerate()
         .map(|(i, r)| {
             pb.inc(1);
-            let mut img = preprocess::load_image(&r.path).map_err(|e| e.to_string())?;
+            let mut img = read::load_image(&r.path).map_err(|e| e.to_string())?;
             if let Some(g) = regions.get(i).copied().flatten() {
                 let (w, h) = img.dimensions();
                 if g.x1 > w || g.y1 > h || g.width() == 0 || g.height() == 0 {
@@ -349,7 +272,7 @@ pub fn dead_channels(model: &Crnn, strips: &[Strip]) -> [Vec<usize>; 4] {
 /// Strips of labelled records under `protocol` (validation during training; training crops for
 /// `revive`), with their digits; unreadable images are left out.
 fn labelled_strips(
-    records: &[crate::svhn::Record],
+    records: &[crate::data::svhn::Record],
     protocol: Protocol,
     stretch: f32,
 ) -> (Vec<Strip>, Vec<Vec<u8>>) {
@@ -360,8 +283,7 @@ fn labelled_strips(
             boxes: r.boxes.clone(),
         })
         .collect();
-    let res =
-        preprocess::preprocess_batch(&items, protocol, stretch, &indicatif::ProgressBar::hidden());
+    let res = read::preprocess_batch(&items, protocol, stretch, &indicatif::ProgressBar::hidden());
     let mut strips = Vec::new();
     let mut truths = Vec::new();
     for (r, s) in records.iter().zip(res) {
@@ -378,7 +300,7 @@ fn labelled_strips(
 /// state `adam` (`m`/`v` empty for fresh moments), a batch of `batch` random strips
 /// `[3, 32, width]` with random 1–5-digit targets, forward + CTC + backward + clipping + Adam.
 /// Three warm-up steps, then `runs` timings of `steps` steps each, alternating between a copy
-/// that flushes subnormals (what [`train`] does, [`crate::nn::FlushSubnormals`]) and one that
+/// that flushes subnormals (what [`train`] does, [`crate::engine::layers::FlushSubnormals`]) and one that
 /// keeps them. Returns images per second of each run: `(flushed, kept)`.
 pub fn step_throughput(
     model: &Crnn,
@@ -414,7 +336,7 @@ pub fn step_throughput(
     };
     let mut states = [(model.clone(), adam.clone()), (model.clone(), adam)];
     for (i, (m, a)) in states.iter_mut().enumerate() {
-        let _flush = (i == 0).then(crate::nn::FlushSubnormals::new);
+        let _flush = (i == 0).then(crate::engine::layers::FlushSubnormals::new);
         for _ in 0..3 {
             one(m, a);
         }
@@ -422,7 +344,7 @@ pub fn step_throughput(
     let (mut flushed, mut kept) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         for (i, (m, a)) in states.iter_mut().enumerate() {
-            let _flush = (i == 0).then(crate::nn::FlushSubnormals::new);
+            let _flush = (i == 0).then(crate::engine::layers::FlushSubnormals::new);
             let t0 = Instant::now();
             for _ in 0..steps {
                 one(m, a);
@@ -449,17 +371,17 @@ fn default_synth_max_len() -> usize {
 
 /// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
 pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
-    let _flush = crate::nn::FlushSubnormals::new();
+    let _flush = crate::engine::layers::FlushSubnormals::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let set = SvhnSet::open(&cfg.data)?;
     if let Some(m) = set.missing_summary() {
         eprintln!("warning: {m}");
     }
-    if !preprocess::STRETCH_RANGE.contains(&cfg.model.stretch) {
+    if !read::STRETCH_RANGE.contains(&cfg.model.stretch) {
         return Err(Error::Config(format!(
             "stretch {} is outside {:?}",
             cfg.model.stretch,
-            preprocess::STRETCH_RANGE
+            read::STRETCH_RANGE
         )));
     }
     let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
@@ -475,9 +397,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     if let Some(p) = &cfg.pseudo {
         let rows = read_pseudo_labels(p, cfg.pseudo_min_confidence)?;
         let regions: Vec<Option<Region>> = rows.iter().map(|r| r.2).collect();
-        let recs: Vec<crate::svhn::Record> = rows
+        let recs: Vec<crate::data::svhn::Record> = rows
             .into_iter()
-            .map(|(path, digits, _)| crate::svhn::Record {
+            .map(|(path, digits, _)| crate::data::svhn::Record {
                 name: path.display().to_string(),
                 path,
                 digits,
@@ -522,16 +444,16 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         );
     }
     let synth = (cfg.synth_prob > 0.0).then(|| {
-        let backgrounds = crate::synth::load_backgrounds(&train_recs);
+        let backgrounds = crate::data::synth::load_backgrounds(&train_recs);
         eprintln!(
             "synthesis: {:.0} % of samples are synthetic numbers of 1-{} digits ({} fonts, {} background patches from the training split)",
             100.0 * cfg.synth_prob,
             cfg.synth_max_len,
-            crate::synth::FONTS.len(),
+            crate::data::synth::FONTS.len(),
             backgrounds.len()
         );
-        crate::synth::Synth::new(
-            crate::synth::SynthConfig {
+        crate::data::synth::Synth::new(
+            crate::data::synth::SynthConfig {
                 max_len: cfg.synth_max_len,
                 max_digit_height: 30.0,
                 max_margin: 2.5,
@@ -739,7 +661,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             serde_json::to_string_pretty(&state.history).expect("history serialises"),
         )
         .map_err(|e| Error::io(&hist, e))?;
-        crate::plot::training_curve(&state.history, &cfg.out.join("curve.png"))?;
+        crate::train::plot::training_curve(&state.history, &cfg.out.join("curve.png"))?;
     }
     Ok(state)
 }
@@ -775,52 +697,5 @@ mod tests {
             let got = read_pseudo_labels(&p, 0.5).map_err(|_| ());
             assert_eq!(got, want, "{text:?}");
         }
-    }
-
-    #[test]
-    fn lr_schedule_warms_up_and_decays() {
-        assert!(lr_at(1.0, 0, 10_000) < 0.01);
-        assert!((lr_at(1.0, 300, 10_000) - 1.0).abs() < 1e-3);
-        assert!((lr_at(1.0, 10_000, 10_000) - 0.05).abs() < 1e-3);
-    }
-
-    #[test]
-    fn non_finite_steps_are_skipped_and_change_nothing() {
-        let mut params = vec![1.0f32, -2.0, 0.5];
-        let mut adam = Adam {
-            m: vec![0.0; 3],
-            v: vec![0.0; 3],
-            t: 0,
-        };
-        // (loss, gradient, samples used, applied?)
-        let cases = [
-            (f32::NAN, vec![0.1, 0.1, 0.1], 4, false),
-            (1.0, vec![f32::INFINITY, 0.0, 0.0], 4, false),
-            (1.0, vec![f32::NAN, 0.0, 0.0], 4, false),
-            (1.0, vec![0.1, 0.1, 0.1], 0, false),
-            (1.0, vec![0.1, -0.2, 0.3], 4, true),
-        ];
-        for (loss, grad, used, want) in cases {
-            let before = (params.clone(), adam.m.clone(), adam.t);
-            let mut g = grad.clone();
-            let applied = apply_step(&mut params, &mut adam, &mut g, loss, used, 5.0, 0.01);
-            assert_eq!(applied, want, "loss {loss} grad {grad:?} used {used}");
-            if !want {
-                assert_eq!((params.clone(), adam.m.clone(), adam.t), before);
-            } else {
-                assert_ne!(params, before.0);
-                assert!(params.iter().all(|p| p.is_finite()));
-            }
-        }
-    }
-
-    #[test]
-    fn clipping_bounds_the_norm() {
-        let mut g = vec![3.0, 4.0];
-        assert_eq!(clip_grad_norm(&mut g, 1.0), 5.0);
-        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
-        let mut small = vec![0.1, 0.1];
-        clip_grad_norm(&mut small, 1.0);
-        assert_eq!(small, vec![0.1, 0.1]);
     }
 }

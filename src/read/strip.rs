@@ -1,5 +1,5 @@
-//! Image loading and preprocessing: decode (with limits), crop by protocol, resize to a fixed
-//! height keeping the aspect ratio, normalise, pad.
+//! Strips: a region of a decoded photo resized to a fixed height, normalised and padded; what
+//! the reader reads.
 //!
 //! The exact recipe, which `onnx/read.py` reimplements in numpy:
 //! 1. Decode to RGB floats in [0, 1] (8-bit values / 255).
@@ -15,14 +15,14 @@
 //! 5. If narrower than [`MIN_WIDTH`], pad with zeros, `(MIN_WIDTH - w) / 2` columns on the left and
 //!    the rest on the right.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{ImageReader, Limits, Rgb32FImage};
+use image::Rgb32FImage;
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::svhn::DigitBox;
+use crate::error::Result;
+use crate::read::decode::load_image;
+use crate::read::region::{protocol_region, protocol_regions, DigitBox, Protocol, Region};
 
 /// Height of every strip, pixels.
 pub const HEIGHT: usize = 32;
@@ -30,10 +30,6 @@ pub const HEIGHT: usize = 32;
 pub const MIN_WIDTH: usize = 32;
 /// Strips wider than this are squeezed to it.
 pub const MAX_WIDTH: usize = 1024;
-/// Largest image side the decoder accepts.
-pub const MAX_SIDE: u32 = 16_384;
-/// Largest decoder allocation, bytes.
-pub const MAX_ALLOC: u64 = 512 * 1024 * 1024;
 
 /// The horizontal stretches a model may use ([`Geometry::stretch`]); the reader refuses a
 /// model whose metadata says otherwise.
@@ -41,8 +37,8 @@ pub const STRETCH_RANGE: std::ops::RangeInclusive<f32> = 0.25..=8.0;
 
 /// How a model's input strips are laid out: the horizontal stretch of the resize (step 3 of
 /// the recipe) and the zero columns the model itself adds on each side
-/// ([`crate::model::ModelConfig`]; read from an exported model's metadata by
-/// [`crate::infer::Reader::geometry`]).
+/// ([`crate::engine::crnn::ModelConfig`]; read from an exported model's metadata by
+/// [`crate::read::reader::Reader::geometry`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Geometry {
     /// Horizontal scale of the strip relative to the aspect-preserving resize: more time steps
@@ -61,49 +57,6 @@ impl Default for Geometry {
     }
 }
 
-/// What part of the image the reader sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// The standard SVHN protocol: the union of the digit boxes grown by 30 %.
-    Crop,
-    /// The image as given.
-    Full,
-    /// The whole image and [`SEARCH_CROPS`] centred crops of it, each read; the readings of the
-    /// whole image and of the crops that keep its central number vote (see [`crate::search`];
-    /// `housenum read --protocol search`). Needs no boxes.
-    Search,
-    /// The box the localiser predicts ([`crate::locate`]) grown by 30 %, like `Crop` with a
-    /// predicted box instead of the labelled one. Needs no boxes, but the localiser: only
-    /// [`crate::Reader::strips`] reads it (the functions here read the whole image for it).
-    /// What `housenum read` does.
-    Locate,
-}
-
-/// The centred crops [`Protocol::Search`] reads besides the whole image, as (width, height)
-/// fractions of the image. Photos are usually framed on the number but carry other text,
-/// neighbouring digits and clutter to its sides; a tighter crop removes them, the whole image
-/// stays a candidate for numbers that are not centred. Chosen on the training split (the
-/// validation split was not used), see the README.
-pub const SEARCH_CROPS: [(f32, f32); 5] = [
-    (0.7, 1.0),
-    (0.5, 1.0),
-    (0.7, 0.85),
-    (0.5, 0.85),
-    (0.35, 0.85),
-];
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::Crop => "crop",
-            Protocol::Full => "full",
-            Protocol::Search => "search",
-            Protocol::Locate => "locate",
-        })
-    }
-}
-
 /// A preprocessed strip: `data` is `[3, HEIGHT, width]`, channel-major, normalised values
 /// (zero mean, unit variance before padding; padding is 0).
 #[derive(Debug, Clone, PartialEq)]
@@ -112,140 +65,6 @@ pub struct Strip {
     pub width: usize,
     /// `[3, HEIGHT, width]` values.
     pub data: Vec<f32>,
-}
-
-/// A pixel rectangle `[x0, x1) × [y0, y1)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region {
-    /// Left, inclusive.
-    pub x0: u32,
-    /// Top, inclusive.
-    pub y0: u32,
-    /// Right, exclusive.
-    pub x1: u32,
-    /// Bottom, exclusive.
-    pub y1: u32,
-}
-
-impl Region {
-    /// The whole `width × height` image.
-    pub fn full(width: u32, height: u32) -> Region {
-        Region {
-            x0: 0,
-            y0: 0,
-            x1: width,
-            y1: height,
-        }
-    }
-    /// Width in pixels.
-    pub fn width(&self) -> u32 {
-        self.x1 - self.x0
-    }
-    /// Height in pixels.
-    pub fn height(&self) -> u32 {
-        self.y1 - self.y0
-    }
-}
-
-/// Decode an image file to RGB floats in [0, 1], with decoder limits against huge images.
-///
-/// # Errors
-/// [`Error::Io`] (missing, directory, permissions), [`Error::Decode`] (empty, truncated,
-/// unknown format), [`Error::Limits`] (larger than [`MAX_SIDE`] or [`MAX_ALLOC`]).
-pub fn load_image(path: &Path) -> Result<Rgb32FImage> {
-    if path.is_dir() {
-        return Err(Error::Decode {
-            path: path.to_path_buf(),
-            reason: "is a directory, not an image file".into(),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_image(&bytes, path)
-}
-
-/// Decode image bytes (any supported format, detected from content); `path` names the source
-/// in errors (use e.g. `"<stdin>"`).
-pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
-    let decode_err = |reason: String| Error::Decode {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if bytes.is_empty() {
-        return Err(decode_err("empty file".into()));
-    }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| decode_err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(decode_err("unknown image format".into()));
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
-        return Err(decode_err(
-            "truncated JPEG (no end-of-image marker after the scan data)".into(),
-        ));
-    }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(l) => Error::Limits {
-            path: path.to_path_buf(),
-            reason: format!("image exceeds decoder limits ({l}; at most {MAX_SIDE} px a side)"),
-        },
-        other => decode_err(other.to_string()),
-    })?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(decode_err("image has zero width or height".into()));
-    }
-    Ok(img.to_rgb32f())
-}
-
-/// Whether JPEG bytes stop before the end-of-image marker that must follow the last scan. The
-/// JPEG decoder fills a truncated scan with grey instead of failing; this catches that case.
-/// (Entropy-coded data cannot contain `FF D9`: byte stuffing forbids it.)
-fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_sos {
-        Some(p) => !bytes[p..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => true,
-    }
-}
-
-/// The region a protocol reads first from an image of size `(width, height)` with digit
-/// `boxes` (the only one for [`Protocol::Crop`] and [`Protocol::Full`]; boxes are ignored by
-/// the others, and an empty box list gives the full image).
-pub fn protocol_region(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox]) -> Region {
-    let (w, h) = size;
-    if protocol != Protocol::Crop || boxes.is_empty() {
-        return Region::full(w, h);
-    }
-    expand_region(boxes_union(boxes), 1.3, 1.3, size)
-}
-
-/// Every region a protocol reads (the first is [`protocol_region`]'s); [`crate::search::choose`]
-/// picks the answer among their readings.
-pub fn protocol_regions(protocol: Protocol, size: (u32, u32), boxes: &[DigitBox]) -> Vec<Region> {
-    let first = protocol_region(protocol, size, boxes);
-    if protocol != Protocol::Search {
-        return vec![first];
-    }
-    let (w, h) = size;
-    let centred = |fw: f32, fh: f32| {
-        let cw = ((w as f32 * fw).round() as u32).clamp(1, w);
-        let ch = ((h as f32 * fh).round() as u32).clamp(1, h);
-        let (x0, y0) = ((w - cw) / 2, (h - ch) / 2);
-        Region {
-            x0,
-            y0,
-            x1: x0 + cw,
-            y1: y0 + ch,
-        }
-    };
-    std::iter::once(first)
-        .chain(SEARCH_CROPS.iter().map(|&(fw, fh)| centred(fw, fh)))
-        .collect()
 }
 
 /// The strips (stretched by `stretch`) of every region `protocol` reads in `img`, with their
@@ -260,40 +79,6 @@ pub fn protocol_strips(
         .into_iter()
         .map(|r| (r, strip_from_region(img, r, stretch)))
         .collect()
-}
-
-/// The union of digit boxes as `(left, top, right, bottom)`.
-pub fn boxes_union(boxes: &[DigitBox]) -> (f32, f32, f32, f32) {
-    boxes.iter().fold(
-        (
-            f32::INFINITY,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NEG_INFINITY,
-        ),
-        |(l, t, r, b), x| {
-            (
-                l.min(x.left),
-                t.min(x.top),
-                r.max(x.right()),
-                b.max(x.bottom()),
-            )
-        },
-    )
-}
-
-/// Grow the float rectangle `(l, t, r, b)` by factors `fx`, `fy` around its centre, round outwards
-/// and clamp to the image; never empty.
-pub fn expand_region(rect: (f32, f32, f32, f32), fx: f32, fy: f32, size: (u32, u32)) -> Region {
-    let (l, t, r, b) = rect;
-    let (cx, cy) = ((l + r) / 2.0, (t + b) / 2.0);
-    let (hw, hh) = ((r - l) * fx / 2.0, (b - t) * fy / 2.0);
-    let clamp = |v: f32, hi: u32| (v.max(0.0) as u32).min(hi);
-    let x0 = clamp((cx - hw).floor(), size.0 - 1);
-    let y0 = clamp((cy - hh).floor(), size.1 - 1);
-    let x1 = clamp((cx + hw).ceil(), size.0).max(x0 + 1);
-    let y1 = clamp((cy + hh).ceil(), size.1).max(y0 + 1);
-    Region { x0, y0, x1, y1 }
 }
 
 /// Resampling weights of the antialiased triangle filter for one axis: for each output pixel,
@@ -537,30 +322,6 @@ mod tests {
     }
 
     #[test]
-    fn crop_region_grows_by_thirty_percent_and_clamps() {
-        let b = DigitBox {
-            left: 10.0,
-            top: 10.0,
-            width: 20.0,
-            height: 40.0,
-        };
-        let r = protocol_region(Protocol::Crop, (100, 100), &[b]);
-        assert_eq!((r.x0, r.y0, r.x1, r.y1), (7, 4, 33, 56));
-        let edge = DigitBox {
-            left: 0.0,
-            top: 0.0,
-            width: 100.0,
-            height: 100.0,
-        };
-        let r = protocol_region(Protocol::Crop, (100, 100), &[edge]);
-        assert_eq!(r, Region::full(100, 100));
-        assert_eq!(
-            protocol_region(Protocol::Full, (50, 60), &[b]),
-            Region::full(50, 60)
-        );
-    }
-
-    #[test]
     fn normalise_and_pad() {
         let mut v: Vec<f32> = (0..3 * HEIGHT * 4).map(|i| i as f32).collect();
         normalize(&mut v);
@@ -575,52 +336,6 @@ mod tests {
         let mut c = vec![0.5f32; 3 * HEIGHT * 40];
         normalize(&mut c);
         assert!(c.iter().all(|x| *x == 0.0));
-    }
-
-    #[test]
-    fn protocol_regions_table() {
-        let boxes = [DigitBox {
-            left: 40.0,
-            top: 20.0,
-            width: 10.0,
-            height: 20.0,
-        }];
-        let full = Region::full(100, 60);
-        // (protocol, boxes?, number of regions, first region)
-        let crop = protocol_region(Protocol::Crop, (100, 60), &boxes);
-        let cases = [
-            (Protocol::Crop, true, 1, crop),
-            (Protocol::Crop, false, 1, full),
-            (Protocol::Full, true, 1, full),
-            (Protocol::Search, true, 1 + SEARCH_CROPS.len(), full),
-            (Protocol::Search, false, 1 + SEARCH_CROPS.len(), full),
-        ];
-        for (protocol, with_boxes, n, first) in cases {
-            let b: &[DigitBox] = if with_boxes { &boxes } else { &[] };
-            let r = protocol_regions(protocol, (100, 60), b);
-            assert_eq!(r.len(), n, "{protocol}");
-            assert_eq!(r[0], first, "{protocol}");
-        }
-        assert_eq!((crop.x0, crop.x1, crop.y0, crop.y1), (38, 52, 17, 43));
-        // Search crops: inside the image, centred, of the listed fractions.
-        for (w, h) in [(100, 60), (1, 1), (7, 3), (333, 101)] {
-            let r = protocol_regions(Protocol::Search, (w, h), &[]);
-            for (reg, (fw, fh)) in r[1..].iter().zip(SEARCH_CROPS) {
-                assert!(reg.x1 <= w && reg.y1 <= h && reg.width() >= 1 && reg.height() >= 1);
-                assert!((reg.x0 + reg.x1).abs_diff(w) <= 1 && (reg.y0 + reg.y1).abs_diff(h) <= 1);
-                assert!((reg.width() as f32 - w as f32 * fw).abs() <= 1.0);
-                assert!((reg.height() as f32 - h as f32 * fh).abs() <= 1.0);
-            }
-        }
-        assert_eq!(
-            protocol_regions(Protocol::Search, (100, 60), &[])[2],
-            Region {
-                x0: 25,
-                y0: 0,
-                x1: 75,
-                y1: 60
-            }
-        );
     }
 
     #[test]
@@ -670,16 +385,5 @@ mod tests {
                 }
             )
         );
-    }
-
-    #[test]
-    fn decode_errors_name_the_file() {
-        let p = Path::new("some/where.png");
-        let e = decode_image(b"", p).unwrap_err().to_string();
-        assert!(e.contains("some/where.png") && e.contains("empty"), "{e}");
-        let e = decode_image(b"hello, I am text", p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("some/where.png"), "{e}");
     }
 }

@@ -5,9 +5,9 @@ use image::{Rgb, Rgb32FImage, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 
-use crate::ctc::Decoded;
-use crate::preprocess::{Geometry, Region, StripColumns};
-use crate::window::window_span;
+use crate::read::ctc::Decoded;
+use crate::read::window::window_span;
+use crate::read::{Geometry, Region, StripColumns};
 
 /// Where one digit was read: image columns `[x0, x1)` covered by the windows that emitted it,
 /// and rows `[y0, y1)` of the region that was read.
@@ -29,7 +29,7 @@ pub struct DigitSpan {
 
 /// Map each decoded digit's time steps back to image columns, for a strip made from `region`
 /// by a model of geometry `g` (undoing the resize, its stretch and the padding of
-/// [`crate::preprocess`], and the model's own pad columns; [`crate::infer::Reader::geometry`]).
+/// [`crate::read`], and the model's own pad columns; [`crate::read::reader::Reader::geometry`]).
 pub fn digit_spans(decoded: &Decoded, region: Region, g: Geometry) -> Vec<DigitSpan> {
     let columns = StripColumns::new(region, g);
     let to_image = |col: usize| columns.to_image_clamped(col as f64) as f32;

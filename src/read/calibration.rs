@@ -1,15 +1,12 @@
 //! Confidence calibration. The raw score of a reading is the model's log-probability of its
-//! digits (summed over all CTC alignments, [`crate::ctc::sequence_log_prob`]), which ranks
+//! digits (summed over all CTC alignments, [`crate::read::ctc::sequence_log_prob`]), which ranks
 //! readings well but is not the probability that the reading is right. Platt scaling maps it to
 //! one: `p = σ(a · logit(raw) + b)`, with `a`, `b` fitted by logistic regression on held-out
 //! readings (`housenum calibrate`). The logit is computed from the log-probability in f64
 //! (`log p − log(1 − p)`), so readings with `p` within 1e-8 of 1 keep their order; it is clamped
 //! to ±[`LOGIT_LIMIT`]. The map is monotone, so coverage at any accuracy is unchanged; it is
-//! stored in the ONNX file's metadata under [`METADATA_KEY`] as JSON, so every runtime
+//! stored in the ONNX file's metadata under [`CALIBRATION_KEY`](crate::read::metadata::CALIBRATION_KEY) as JSON, so every runtime
 //! (`onnx/read.py` too) applies the same one.
-
-/// ONNX `metadata_props` key of the calibration.
-pub const METADATA_KEY: &str = "housenum.calibration";
 
 /// Platt scaling parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -91,79 +88,9 @@ impl Calibration {
     }
 }
 
-/// Expected calibration error over `bins` equal-width confidence bins: the mean over readings of
-/// |accuracy of its bin − mean confidence of its bin|.
-pub fn expected_calibration_error(pairs: &[(f32, bool)], bins: usize) -> f64 {
-    if pairs.is_empty() {
-        return 0.0;
-    }
-    let mut sum = vec![(0f64, 0f64, 0usize); bins];
-    for &(p, y) in pairs {
-        let k = ((p as f64 * bins as f64) as usize).min(bins - 1);
-        sum[k].0 += p as f64;
-        sum[k].1 += f64::from(u8::from(y));
-        sum[k].2 += 1;
-    }
-    sum.iter()
-        .filter(|s| s.2 > 0)
-        .map(|&(c, y, _)| (y - c).abs())
-        .sum::<f64>()
-        / pairs.len() as f64
-}
-
-/// Calibration error of a fit checked on data it did not see: the `(raw log-probability, read
-/// right)` pairs are split in two by index parity, each half is calibrated with the fit on the
-/// other, and the ECE of the pooled out-of-fold confidences is returned.
-pub fn cross_fitted_error(pairs: &[(f64, bool)], bins: usize) -> f64 {
-    let half = |r: usize| -> Vec<(f64, bool)> {
-        pairs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == r)
-            .map(|(_, p)| *p)
-            .collect()
-    };
-    let (h0, h1) = (half(0), half(1));
-    let (c0, c1) = (Calibration::fit(&h1), Calibration::fit(&h0));
-    let pooled: Vec<(f32, bool)> = h0
-        .iter()
-        .map(|&(p, y)| (c0.apply(p), y))
-        .chain(h1.iter().map(|&(p, y)| (c1.apply(p), y)))
-        .collect();
-    expected_calibration_error(&pooled, bins)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
-
-    #[test]
-    fn fit_recovers_a_known_map() {
-        // Readings whose true correctness probability is σ(2·logit(raw) − 1).
-        let truth = Calibration { a: 2.0, b: -1.0 };
-        let mut rng = Rng::new(3);
-        let pairs: Vec<(f64, bool)> = (0..20_000)
-            .map(|_| {
-                let raw = (rng.uniform(0.02, 0.999) as f64).ln();
-                (raw, rng.f32() < truth.apply(raw))
-            })
-            .collect();
-        let fit = Calibration::fit(&pairs);
-        assert!(
-            (fit.a - 2.0).abs() < 0.15 && (fit.b + 1.0).abs() < 0.15,
-            "{fit:?}"
-        );
-        let raw: Vec<(f32, bool)> = pairs.iter().map(|&(lp, y)| (lp.exp() as f32, y)).collect();
-        let raw_ece = expected_calibration_error(&raw, 10);
-        let cal: Vec<(f32, bool)> = pairs.iter().map(|&(p, y)| (fit.apply(p), y)).collect();
-        assert!(expected_calibration_error(&cal, 10) < 0.02);
-        assert!(
-            raw_ece > 0.05,
-            "raw confidences are miscalibrated here ({raw_ece})"
-        );
-        assert!(cross_fitted_error(&pairs, 10) < 0.03);
-    }
 
     #[test]
     fn calibration_is_monotone_and_identity_is_near_identity() {

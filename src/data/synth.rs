@@ -13,15 +13,15 @@
 use ab_glyph::{Font, FontRef, PxScale};
 use image::{Rgb, Rgb32FImage};
 
-use crate::preprocess::{self, Strip};
+use crate::read::DigitBox;
+use crate::read::{self, Strip};
 use crate::rng::Rng;
-use crate::svhn::DigitBox;
 
 macro_rules! fonts {
     ($($name:literal),* $(,)?) => {
         /// The embedded fonts: digit-only subsets (see `data/fonts/LICENSES.md`), by name.
         pub const FONTS: &[(&str, &[u8])] = &[
-            $(($name, include_bytes!(concat!("../data/fonts/", $name, ".ttf")))),*
+            $(($name, include_bytes!(concat!("../../data/fonts/", $name, ".ttf")))),*
         ];
     };
 }
@@ -118,7 +118,7 @@ pub struct Geometry {
 impl Geometry {
     /// The table shipped in `data/geometry.json`.
     pub fn builtin() -> Geometry {
-        serde_json::from_str(include_str!("../data/geometry.json"))
+        serde_json::from_str(include_str!("../../data/geometry.json"))
             .expect("data/geometry.json is valid (checked by a test)")
     }
 
@@ -270,7 +270,7 @@ pub fn background_patches(img: &Rgb32FImage, boxes: &[DigitBox]) -> Vec<Rgb32FIm
         return Vec::new();
     }
     let (w, h) = img.dimensions();
-    let (l, t, r, b) = preprocess::boxes_union(boxes);
+    let (l, t, r, b) = read::boxes_union(boxes);
     let pad = 0.25 * (b - t);
     let (l, t) = ((l - pad).max(0.0) as u32, (t - pad).max(0.0) as u32);
     let (r, b) = (
@@ -603,7 +603,7 @@ impl Synth {
         // Image size and number position.
         let mx = Geometry::draw(&geo.margin_x, rng).clamp(1.15, cfg.max_margin.max(1.15));
         let my = Geometry::draw(&geo.margin_y, rng).clamp(1.1, cfg.max_margin.clamp(1.1, 3.0));
-        let iw = ((uw * mx).max(uw + 6.0).ceil() as u32).clamp(16, preprocess::MAX_WIDTH as u32);
+        let iw = ((uw * mx).max(uw + 6.0).ceil() as u32).clamp(16, read::MAX_WIDTH as u32);
         let ih = ((uh * my).max(uh + 4.0).ceil() as u32).max(16);
         let cxr = Geometry::draw(&geo.centre_x, rng);
         let cyr = Geometry::draw(&geo.centre_y, rng);
@@ -731,36 +731,29 @@ impl Synth {
         }
     }
 
-    /// One training strip (crop protocol, [`preprocess::HEIGHT`] pixels high, stretched by
+    /// One training strip (crop protocol, [`read::HEIGHT`] pixels high, stretched by
     /// `stretch`) and its digits: the union of the drawn boxes grown 5–40 % in width and
     /// 10–45 % in height.
     pub fn strip(&self, stretch: f32, rng: &mut Rng) -> (Strip, Vec<u8>) {
         let s = self.render(rng);
-        let region = preprocess::expand_region(
-            preprocess::boxes_union(&s.boxes),
+        let region = read::expand_region(
+            read::boxes_union(&s.boxes),
             rng.uniform(1.05, 1.4),
             rng.uniform(1.1, 1.45),
             s.image.dimensions(),
         );
-        (
-            preprocess::strip_from_region(&s.image, region, stretch),
-            s.digits,
-        )
+        (read::strip_from_region(&s.image, region, stretch), s.digits)
     }
 }
 
 /// Background patches from the digit-free parts of labelled photos (see
 /// [`background_patches`]), decoded in parallel; patches taller than 96 pixels are scaled down
 /// to 96 (the generator never needs more). Unreadable images are skipped.
-pub fn load_backgrounds(records: &[crate::svhn::Record]) -> Vec<Rgb32FImage> {
+pub fn load_backgrounds(records: &[crate::data::svhn::Record]) -> Vec<Rgb32FImage> {
     use rayon::prelude::*;
     records
         .par_iter()
-        .filter_map(|r| {
-            preprocess::load_image(&r.path)
-                .ok()
-                .map(|img| (img, &r.boxes))
-        })
+        .filter_map(|r| read::load_image(&r.path).ok().map(|img| (img, &r.boxes)))
         .flat_map_iter(|(img, boxes)| background_patches(&img, boxes))
         .map(|p| {
             if p.height() <= 96 {

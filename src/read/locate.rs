@@ -1,8 +1,8 @@
 //! The first stage of the `locate` protocol, through tract: the exported localiser
-//! ([`crate::localiser`]) looks at the whole photo (resized to its input size and normalised
-//! like a strip) and predicts the number's box (directly, or as column and row profiles decoded
-//! by [`crate::localiser::decode`]); the reader then reads that box grown by
-//! [`GROW`] in both directions, as the crop protocol reads the labelled box.
+//! ([`crate::engine::localiser`]) looks at the whole photo (resized to its input size and
+//! normalised like a strip) and predicts the number's box (directly, or as column and row
+//! profiles decoded by [`decode`]); the reader then reads that box grown by [`GROW`] in both
+//! directions, as the crop protocol reads the labelled box.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,16 +11,80 @@ use image::Rgb32FImage;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::export::{LOC_BINS_KEY, LOC_KEY};
-use crate::localiser::OUTPUTS;
-use crate::preprocess::{self, Region};
+use crate::read::metadata::{LOC_BINS_KEY, LOC_KEY};
+use crate::read::{self, Region};
 
 /// The shipped localiser, compiled into the library.
-pub static EMBEDDED_LOCALISER: &[u8] = include_bytes!("../onnx/localiser.onnx");
+pub static EMBEDDED_LOCALISER: &[u8] = include_bytes!("../../onnx/localiser.onnx");
+
+/// sha256 of [`EMBEDDED_LOCALISER`], lowercase hex (recorded at build time).
+pub const EMBEDDED_LOCALISER_SHA256: &str = env!("HOUSENUM_LOCALISER_SHA256");
 
 /// How much the predicted box grows (width and height) before it is read: the crop protocol's
 /// factor, the framing the reader was trained on.
 pub const GROW: f32 = 1.3;
+
+/// Outputs of a box head: `x0, y0, x1, y1` as fractions of the image width and height.
+pub const OUTPUTS: usize = 4;
+
+/// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
+/// image's head output: a box head's four values, or (with `bins`) the column and row profiles
+/// decoded by [`profile_span`].
+///
+/// # Shapes
+/// `out`: `[4]`, or `[bx + by]` with `bins = Some([bx, by])` → `[4]`.
+pub fn decode(bins: Option<[usize; 2]>, out: &[f32]) -> [f32; 4] {
+    match bins {
+        None => [
+            out[0].min(out[2]),
+            out[1].min(out[3]),
+            out[0].max(out[2]),
+            out[1].max(out[3]),
+        ],
+        Some([bx, _]) => {
+            let (x0, x1) = profile_span(&out[..bx]);
+            let (y0, y1) = profile_span(&out[bx..]);
+            [x0, y0, x1, y1]
+        }
+    }
+}
+
+/// Decode one axis's profile into `(lo, hi)` fractions: the run of bands whose value is at least
+/// ½ with the largest sum (the first on ties), each edge placed inside its band as the coverage
+/// of the two bands at the edge says — exact for the targets of
+/// [`profile_targets`](crate::engine::localiser::profile_targets) when those two bands are not
+/// both cut by the box's two edges. When no band reaches ½: the highest band.
+pub fn profile_span(p: &[f32]) -> (f32, f32) {
+    let bins = p.len();
+    let mut best: Option<(usize, usize, f32)> = None;
+    let mut j = 0;
+    while j < bins {
+        if p[j] < 0.5 {
+            j += 1;
+            continue;
+        }
+        let start = j;
+        let mut mass = 0.0;
+        while j < bins && p[j] >= 0.5 {
+            mass += p[j];
+            j += 1;
+        }
+        if best.is_none_or(|(_, _, m)| mass > m) {
+            best = Some((start, j - 1, mass));
+        }
+    }
+    let Some((s, e, _)) = best else {
+        let top = (0..bins).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+        return (top as f32 / bins as f32, (top + 1) as f32 / bins as f32);
+    };
+    let at = |i: Option<usize>| i.and_then(|i| p.get(i)).copied().unwrap_or(0.0);
+    let lo = (s as f32 + 1.0 - at(Some(s)) - at(s.checked_sub(1))) / bins as f32;
+    let hi = (e as f32 + at(Some(e)) + at(Some(e + 1))) / bins as f32;
+    (
+        lo.clamp(0.0, 1.0),
+        hi.clamp(0.0, 1.0).max(lo.clamp(0.0, 1.0)),
+    )
+}
 
 /// A loaded localiser.
 pub struct Locator {
@@ -129,7 +193,7 @@ impl Locator {
     }
 
     /// The graph on one prepared input (resized to [`Locator::input_size`] and normalised like
-    /// a strip): its raw outputs, before [`crate::localiser::decode`].
+    /// a strip): its raw outputs, before [`crate::read::locate::decode`].
     ///
     /// # Shapes
     /// `x`: `[3, height, width]` → `[4]` (a box head) or `[bx + by]` (profiles).
@@ -157,17 +221,17 @@ impl Locator {
     /// The number's predicted box in `img`, as `(left, top, right, bottom)` pixels.
     pub fn locate(&self, img: &Rgb32FImage) -> Result<(f32, f32, f32, f32)> {
         let (w, h) = img.dimensions();
-        let mut x = preprocess::resize_region(img, Region::full(w, h), self.width, self.height);
-        preprocess::normalize(&mut x);
-        let b = crate::localiser::decode(self.bins, &self.run(&x)?);
+        let mut x = read::resize_region(img, Region::full(w, h), self.width, self.height);
+        read::normalize(&mut x);
+        let b = crate::read::locate::decode(self.bins, &self.run(&x)?);
         let (w, h) = (w as f32, h as f32);
         Ok((b[0] * w, b[1] * h, b[2] * w, b[3] * h))
     }
 
     /// The region the `locate` protocol reads with one view (`--views 1`; the first of
-    /// [`crate::views::FRAMINGS`]): the predicted box grown by [`GROW`].
+    /// [`crate::read::framings::FRAMINGS`]): the predicted box grown by [`GROW`].
     pub fn region(&self, img: &Rgb32FImage) -> Result<Region> {
-        Ok(preprocess::expand_region(
+        Ok(read::expand_region(
             self.locate(img)?,
             GROW,
             GROW,

@@ -8,8 +8,8 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use crate::engine::crnn::{Crnn, ModelConfig};
 use crate::error::{Error, Result};
-use crate::model::{Crnn, ModelConfig};
 
 /// Training state saved with the weights.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

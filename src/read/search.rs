@@ -10,15 +10,15 @@
 //! `1975` is a confident `97`). Among the whole image and the admissible crops, readings vote
 //! with their raw confidences ([`choose`]).
 //!
-//! Chosen on the training split with the v6 model (never on validation), share read right: whole
+//! Chosen on the training split (never on validation), share read right: whole
 //! image 64.1 %, most confident of all six views 75.8 % (but `1975` → `97` and `2651` → `65` on
 //! the project's tightly framed samples), votes among all views 78.1 % (same two failures),
 //! votes among admissible views with a grouping gap of 1.6× 73.3 %, of 1.3× 76.4 % — the last
 //! is this rule, and reads all six samples right.
 
-use crate::ctc::Decoded;
-use crate::preprocess::{Geometry, Region, StripColumns};
-use crate::window::{STRIDE, WINDOW};
+use crate::read::ctc::Decoded;
+use crate::read::window::{STRIDE, WINDOW};
+use crate::read::{Geometry, Region, StripColumns};
 
 /// Digits closer than this multiple of the tightest spacing belong to the same number.
 pub const GROUP_GAP: f64 = 1.3;

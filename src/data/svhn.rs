@@ -14,61 +14,7 @@ use rayon::prelude::*;
 
 use crate::alphabet::digit_from_svhn_label;
 use crate::error::{Error, Result};
-
-/// One digit's box in image pixels (left, top, width, height), clamped to the image when its
-/// size is known.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DigitBox {
-    /// Left edge, pixels.
-    pub left: f32,
-    /// Top edge, pixels.
-    pub top: f32,
-    /// Width, pixels.
-    pub width: f32,
-    /// Height, pixels.
-    pub height: f32,
-}
-
-impl DigitBox {
-    /// Right edge.
-    pub fn right(&self) -> f32 {
-        self.left + self.width
-    }
-    /// Bottom edge.
-    pub fn bottom(&self) -> f32 {
-        self.top + self.height
-    }
-    /// This box clamped to a `width × height` image.
-    pub fn clamped(&self, width: u32, height: u32) -> DigitBox {
-        let (w, h) = (width as f32, height as f32);
-        let l = self.left.clamp(0.0, w);
-        let t = self.top.clamp(0.0, h);
-        let r = self.right().clamp(l, w);
-        let b = self.bottom().clamp(t, h);
-        DigitBox {
-            left: l,
-            top: t,
-            width: r - l,
-            height: b - t,
-        }
-    }
-
-    /// `n` boxes side by side, each an equal share of the width of `(left, top, right,
-    /// bottom)` and its whole height: digit boxes for a number whose box alone is known (what
-    /// `housenum label` writes).
-    pub fn split_even(rect: (f32, f32, f32, f32), n: usize) -> Vec<DigitBox> {
-        let (l, t, r, b) = rect;
-        let w = (r - l) / n.max(1) as f32;
-        (0..n)
-            .map(|i| DigitBox {
-                left: l + w * i as f32,
-                top: t,
-                width: w,
-                height: b - t,
-            })
-            .collect()
-    }
-}
+use crate::read::DigitBox;
 
 /// One labelled image.
 #[derive(Debug, Clone, PartialEq)]

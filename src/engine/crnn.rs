@@ -5,14 +5,14 @@
 //! Layers, for a strip `[3, 32, W]`:
 //! `conv1 3×3 → ReLU → maxpool 2×2 → conv2 3×3 → ReLU → maxpool 2×2 → conv3 3×3 → ReLU →
 //! conv4 (h×3, collapses the height) → ReLU` gives `[c4, 1, T]` with `T = (W − 26)/4 + 1`: one
-//! embedding per window of 26 columns, stride 4 (see [`crate::window`]). Then the BiLSTM over
+//! embedding per window of 26 columns, stride 4 (see [`crate::read::window`]). Then the BiLSTM over
 //! the `T` steps and the linear head. Parameters carry PyTorch names (`lstm.weight_ih_l0`, …) and
 //! PyTorch gate order (i, f, g, o); [`crate::export`] maps them to ONNX.
 
 use rayon::prelude::*;
 
 use crate::alphabet::NUM_CLASSES;
-use crate::nn::{self, ConvShape, LstmCache};
+use crate::engine::layers::{self, ConvShape, LstmCache};
 use crate::rng::Rng;
 
 /// Architecture hyper-parameters; saved beside the weights so a checkpoint rebuilds its model.
@@ -45,7 +45,7 @@ fn unit_stretch() -> f32 {
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            height: crate::preprocess::HEIGHT,
+            height: crate::read::HEIGHT,
             channels: [32, 64, 128, 128],
             hidden: 128,
             bidirectional: true,
@@ -57,8 +57,8 @@ impl Default for ModelConfig {
 
 impl ModelConfig {
     /// How this model's strips are made and padded.
-    pub fn geometry(&self) -> crate::preprocess::Geometry {
-        crate::preprocess::Geometry {
+    pub fn geometry(&self) -> crate::read::Geometry {
+        crate::read::Geometry {
             stretch: self.stretch,
             pad: self.pad,
         }
@@ -69,7 +69,7 @@ impl ModelConfig {
     }
     /// Time steps the model gives a strip `w` pixels wide (windows of the padded strip).
     pub fn steps(&self, w: usize) -> usize {
-        crate::window::num_steps(w + 2 * self.pad)
+        crate::read::window::num_steps(w + 2 * self.pad)
     }
     /// `[n, 3, height, w]` strips with [`ModelConfig::pad`] zero columns added on both sides:
     /// `[n, 3, height, w + 2·pad]` (borrowed as is when `pad` is 0).
@@ -226,7 +226,7 @@ impl Crnn {
 
     /// A model from a config and a flat parameter buffer; `None` when the size does not match.
     pub fn from_params(config: ModelConfig, params: Vec<f32>) -> Option<Crnn> {
-        let (offsets, total) = nn::param_offsets(&config.param_specs());
+        let (offsets, total) = layers::param_offsets(&config.param_specs());
         (total == params.len()).then_some(Crnn {
             config,
             params,
@@ -406,17 +406,17 @@ impl Crnn {
             }
         }
         let p = |i: usize| (self.param(CONV_W[i]), self.param(CONV_B[i]));
-        let (a1, c1) = nn::conv_relu(&xc, s[0], m, h0, w, p(0).0, p(0).1);
+        let (a1, c1) = layers::conv_relu(&xc, s[0], m, h0, w, p(0).0, p(0).1);
         let (h1, w1) = (h0 - 2, w - 2);
-        let (p1, i1) = nn::maxpool2(&a1, s[0].co * m, h1, w1);
+        let (p1, i1) = layers::maxpool2(&a1, s[0].co * m, h1, w1);
         let (h1p, w1p) = (h1 / 2, w1 / 2);
-        let (a2, c2) = nn::conv_relu(&p1, s[1], m, h1p, w1p, p(1).0, p(1).1);
+        let (a2, c2) = layers::conv_relu(&p1, s[1], m, h1p, w1p, p(1).0, p(1).1);
         let (h2, w2) = (h1p - 2, w1p - 2);
-        let (p2, i2) = nn::maxpool2(&a2, s[1].co * m, h2, w2);
+        let (p2, i2) = layers::maxpool2(&a2, s[1].co * m, h2, w2);
         let (h2p, w2p) = (h2 / 2, w2 / 2);
-        let (a3, c3) = nn::conv_relu(&p2, s[2], m, h2p, w2p, p(2).0, p(2).1);
+        let (a3, c3) = layers::conv_relu(&p2, s[2], m, h2p, w2p, p(2).0, p(2).1);
         let (h3, w3) = (h2p - 2, w2p - 2);
-        let (a4, c4) = nn::conv_relu(&a3, s[3], m, h3, w3, p(3).0, p(3).1);
+        let (a4, c4) = layers::conv_relu(&a3, s[3], m, h3, w3, p(3).0, p(3).1);
         ConvCache {
             acts: [a1, a2, a3, a4],
             cols: [c1, c2, c3, c4],
@@ -459,7 +459,7 @@ impl Crnn {
         );
         let (x, w) = cfg.pad_input(x, w);
         let per = 3 * cfg.height * w;
-        let t = crate::window::num_steps(w);
+        let t = crate::read::window::num_steps(w);
         let f = cfg.channels[3];
         let convs: Vec<ConvCache> = (0..n)
             .step_by(CONV_GROUP)
@@ -498,7 +498,7 @@ impl Crnn {
         let lstm: Vec<LstmCache> = (0..dirs)
             .map(|d| {
                 let base = LSTM0 + 3 * d;
-                nn::lstm_forward(
+                layers::lstm_forward(
                     &seq,
                     t,
                     n,
@@ -526,7 +526,7 @@ impl Crnn {
         for row in log_probs.chunks_exact_mut(NUM_CLASSES) {
             row.copy_from_slice(self.param(fc_w + 1));
         }
-        nn::gemm(
+        layers::gemm(
             t * n,
             dh,
             NUM_CLASSES,
@@ -537,7 +537,7 @@ impl Crnn {
             &mut log_probs,
             1.0,
         );
-        nn::log_softmax_rows(&mut log_probs, NUM_CLASSES);
+        layers::log_softmax_rows(&mut log_probs, NUM_CLASSES);
         Forward {
             n,
             width: w,
@@ -565,7 +565,7 @@ impl Crnn {
         // Head.
         {
             let r = self.param_range(fc_w);
-            nn::gemm(
+            layers::gemm(
                 NUM_CLASSES,
                 t * n,
                 dh,
@@ -584,7 +584,7 @@ impl Crnn {
             }
         }
         let mut dlstm_out = vec![0f32; t * n * dh];
-        nn::gemm(
+        layers::gemm(
             t * n,
             NUM_CLASSES,
             dh,
@@ -611,7 +611,7 @@ impl Crnn {
                 vec![0f32; self.param(base + 1).len()],
                 vec![0f32; self.param(base + 2).len()],
             );
-            let dx = nn::lstm_backward(
+            let dx = layers::lstm_backward(
                 &fwd.lstm[d],
                 &dhd,
                 &fwd.seq,
@@ -662,7 +662,7 @@ impl Crnn {
                     self.param_range(CONV_B[layer]),
                 );
                 let (gw, gb) = split_two(&mut grad, wr, br);
-                let dx = nn::conv_relu_backward(
+                let dx = layers::conv_relu_backward(
                     &mut dy,
                     &cache.acts[layer],
                     &cache.cols[layer],
@@ -677,8 +677,8 @@ impl Crnn {
                 );
                 let Some(dx) = dx else { break };
                 dy = match layer {
-                    1 => nn::maxpool2_backward(&dx, &cache.pool_idx[0], cache.acts[0].len()),
-                    2 => nn::maxpool2_backward(&dx, &cache.pool_idx[1], cache.acts[1].len()),
+                    1 => layers::maxpool2_backward(&dx, &cache.pool_idx[0], cache.acts[0].len()),
+                    2 => layers::maxpool2_backward(&dx, &cache.pool_idx[1], cache.acts[1].len()),
                     _ => dx,
                 };
             }
@@ -767,7 +767,7 @@ pub fn loss_and_grad_dropout(
                         &fwd.log_probs[(tt * m + b) * NUM_CLASSES..][..NUM_CLASSES],
                     );
                 }
-                if let Some((l, g)) = crate::ctc::ctc_loss_grad(&lp, t, &labels) {
+                if let Some((l, g)) = crate::engine::ctc_loss::ctc_loss_grad(&lp, t, &labels) {
                     let scale = 1.0 / labels.len().max(1) as f32;
                     loss += l * scale;
                     used += 1;
@@ -810,7 +810,7 @@ pub fn log_probs(model: &Crnn, x: &[f32], n: usize, w: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::{cut_window, num_steps, WINDOW};
+    use crate::read::window::{cut_window, num_steps, WINDOW};
 
     fn tiny() -> Crnn {
         let cfg = ModelConfig {

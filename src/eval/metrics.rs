@@ -7,10 +7,11 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::alphabet::digits_to_string;
+use crate::data::svhn::Record;
 use crate::error::Result;
-use crate::infer::Reader;
-use crate::preprocess::{self, Protocol, Region};
-use crate::svhn::{DigitBox, Record};
+use crate::read::reader::Reader;
+use crate::read::DigitBox;
+use crate::read::{self, Protocol, Region};
 
 /// Levenshtein distance between two digit sequences.
 pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
@@ -110,11 +111,11 @@ pub fn coverage_at(outcomes: &[(f32, f64, bool)], target: f64) -> f64 {
 fn score(
     reader: &Reader,
     truths: &[(String, Vec<u8>)],
-    strips: &[Result<Vec<(Region, preprocess::Strip)>>],
+    strips: &[Result<Vec<(Region, read::Strip)>>],
     protocol: Protocol,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {
-    let ok: Vec<Vec<(Region, &preprocess::Strip)>> = strips
+    let ok: Vec<Vec<(Region, &read::Strip)>> = strips
         .iter()
         .filter_map(|s| {
             s.as_ref()
@@ -163,11 +164,11 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let prepare = |chunk: &[Record]| -> Vec<Result<Vec<(Region, preprocess::Strip)>>> {
+    let prepare = |chunk: &[Record]| -> Vec<Result<Vec<(Region, read::Strip)>>> {
         chunk
             .par_iter()
             .map(|r| {
-                let img = preprocess::load_image(&r.path)?;
+                let img = read::load_image(&r.path)?;
                 reader.strips(&img, protocol, &r.boxes)
             })
             .collect()
@@ -218,7 +219,7 @@ pub fn evaluate_images(
     let started = Instant::now();
     let mut outcomes = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
-        let strips: Vec<Result<Vec<(Region, preprocess::Strip)>>> = chunk
+        let strips: Vec<Result<Vec<(Region, read::Strip)>>> = chunk
             .par_iter()
             .map(|li| reader.strips(&li.image, protocol, &li.boxes))
             .collect();
@@ -271,7 +272,7 @@ pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> Ev
         images_per_second: n as f64 / seconds.max(1e-9),
         protocol,
         coverage_at_98: coverage_at(&ranked, 0.98),
-        calibration_error: crate::calibrate::expected_calibration_error(&pairs, 10),
+        calibration_error: crate::eval::calibration::expected_calibration_error(&pairs, 10),
         worst: wrong,
         errors,
         outcomes,

@@ -1,0 +1,13 @@
+//! The training engine: forward and backward passes on CPU, written for this model.
+//!
+//! - [`layers`]: GEMM convolutions, max-pooling, the fused LSTM, log-softmax;
+//! - [`crnn`]: the reader (window CNN + BiLSTM + linear head) with its loss and gradient;
+//! - [`ctc_loss`]: the CTC loss and its gradient;
+//! - [`localiser`]: the network that finds the number's box.
+//!
+//! Inference does not use this module: [`crate::read`] runs the exported ONNX graphs under tract.
+
+pub mod crnn;
+pub mod ctc_loss;
+pub mod layers;
+pub mod localiser;

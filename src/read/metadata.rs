@@ -1,0 +1,38 @@
+//! The contract of the exported ONNX files: graph input and output names, and the
+//! `metadata_props` keys that tell a runtime how to preprocess and decode. `onnx/read.py` reads
+//! the same keys.
+
+/// Name of the graph input.
+pub const INPUT_NAME: &str = "strip";
+/// Name of the graph output.
+pub const OUTPUT_NAME: &str = "log_probs";
+/// Metadata key holding [`crate::engine::crnn::ModelConfig::pad`]: the zero columns the graph adds
+/// on each side of the strip, which map time steps back to strip columns.
+pub const PAD_KEY: &str = "housenum.pad";
+/// Metadata key holding [`crate::engine::crnn::ModelConfig::stretch`]: the horizontal stretch that
+/// preprocessing must apply to the strips this model reads (`onnx/read.py` and
+/// [`crate::read::reader::Reader`] read it; absent means 1).
+pub const STRETCH_KEY: &str = "housenum.stretch";
+
+/// Metadata key of an ensemble's member count (absent for a single model).
+pub const MEMBERS_KEY: &str = "housenum.members";
+
+/// Name of the localiser graph's input.
+pub const LOC_INPUT_NAME: &str = "image";
+/// Name of the localiser graph's output (a box head).
+pub const LOC_OUTPUT_NAME: &str = "box";
+/// Name of the localiser graph's output when it predicts profiles
+/// ([`crate::engine::localiser::LocaliserConfig::bins`]).
+pub const LOC_PROFILE_NAME: &str = "profile";
+/// Metadata key marking a localiser (value: its input `HEIGHTxWIDTH`).
+pub const LOC_KEY: &str = "housenum.localiser";
+/// Metadata key of a profile localiser's bands (value: `BXxBY`); absent for a box head.
+pub const LOC_BINS_KEY: &str = "housenum.localiser.bins";
+
+/// Metadata key of a localiser ensemble: how many localisers it averages.
+pub const LOC_MEMBERS_KEY: &str = "housenum.localiser.members";
+/// Metadata key of a localiser ensemble that also reads the mirrored image (value `1`).
+pub const LOC_MIRROR_KEY: &str = "housenum.localiser.mirror";
+
+/// ONNX `metadata_props` key of the calibration.
+pub const CALIBRATION_KEY: &str = "housenum.calibration";
