@@ -134,22 +134,46 @@ def profile_span(p):
     return lo, max(hi, lo)
 
 
-def locate_box(img, loc_sess):
-    """The localiser's box (fractions -> pixels in f32) as (l, t, r, b), not yet grown. A box
-    head gives the box; a profile localiser (`housenum.localiser.bins` = BXxBY) gives column and
-    row profiles, decoded as src/localiser.rs does."""
+def locate_in(img, loc_sess, region):
+    """The localiser's box within region (x0, y0, x1, y1) of img, in image pixels (f32), as
+    (l, t, r, b), not yet grown. A box head gives the box; a profile localiser
+    (`housenum.localiser.bins` = BXxBY) gives column and row profiles, decoded as
+    src/read/locate.rs does."""
     meta = loc_sess.get_modelmeta().custom_metadata_map
     lh, lw = (int(v) for v in meta["housenum.localiser"].split("x"))
-    h, w = img.shape[:2]
-    x = resize_normalise(img, lh, lw)[None].astype(np.float32)
-    fw, fh = np.float32(w), np.float32(h)
+    rx0, ry0, rx1, ry1 = region
+    x = resize_normalise(img[ry0:ry1, rx0:rx1], lh, lw)[None].astype(np.float32)
+    f = np.float32
+    ox, oy, fw, fh = f(rx0), f(ry0), f(rx1 - rx0), f(ry1 - ry0)
     if "housenum.localiser.bins" in meta:
         bx = int(meta["housenum.localiser.bins"].split("x")[0])
         p = loc_sess.run(["profile"], {"image": x})[0][0]
         (x0, x1), (y0, y1) = profile_span(p[:bx]), profile_span(p[bx:])
-        return (x0 * fw, y0 * fh, x1 * fw, y1 * fh)
-    b = loc_sess.run(["box"], {"image": x})[0][0]
-    return (min(b[0], b[2]) * fw, min(b[1], b[3]) * fh, max(b[0], b[2]) * fw, max(b[1], b[3]) * fh)
+    else:
+        b = loc_sess.run(["box"], {"image": x})[0][0]
+        x0, y0, x1, y1 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
+    return (f(ox + f(x0 * fw)), f(oy + f(y0 * fh)), f(ox + f(x1 * fw)), f(oy + f(y1 * fh)))
+
+
+# src/read/locate.rs REFINE_SKIP: a context covering this share of both sides keeps the first box.
+REFINE_SKIP = np.float32(0.9)
+
+
+def locate_box(img, loc_sess):
+    """The localiser's box in the whole photo; with `housenum.localiser.refine` = AxB (coarse to
+    fine, src/read/locate.rs locate_refined), the box found again within the first box grown
+    A x B, unless that context covers REFINE_SKIP of both sides."""
+    meta = loc_sess.get_modelmeta().custom_metadata_map
+    h, w = img.shape[:2]
+    first = locate_in(img, loc_sess, (0, 0, w, h))
+    if "housenum.localiser.refine" not in meta:
+        return first
+    cx, cy = (float(np.float32(v)) for v in meta["housenum.localiser.refine"].split("x"))
+    ctx = expand_region(first, cx, cy, w, h)
+    if (np.float32(ctx[2] - ctx[0]) >= REFINE_SKIP * np.float32(w)
+            and np.float32(ctx[3] - ctx[1]) >= REFINE_SKIP * np.float32(h)):
+        return first
+    return locate_in(img, loc_sess, ctx)
 
 
 # src/views.rs FRAMINGS: (grow x, grow y, shift by a fraction of the box width).

@@ -86,12 +86,24 @@ fn bad_localiser_files_are_refused_naming_the_file() {
         proto.encode_to_vec()
     };
     let (wrong_bins, bad_bins) = (profile("12x7"), profile("twelve"));
-    let cases: [(&str, &[u8], &str); 5] = [
+    let refine = |value: &str| {
+        let cfg = LocaliserConfig {
+            channels: [2, 2, 2, 2],
+            bins: Some([12, 6]),
+            ..LocaliserConfig::default()
+        };
+        let meta = [(housenum::read::metadata::LOC_REFINE_KEY, value.to_string())];
+        housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &meta).encode_to_vec()
+    };
+    let (bad_refine, small_refine) = (refine("wide"), refine("0.5x1.4"));
+    let cases: [(&str, &[u8], &str); 7] = [
         ("empty.onnx", b"", "empty file"),
         ("garbage.onnx", b"not a model at all", "cannot parse ONNX"),
         ("reader.onnx", reader_model, "not a housenum localiser"),
         ("wrong-bins.onnx", &wrong_bins, "gave 18 values, not 19"),
         ("bad-bins.onnx", &bad_bins, "is not BXxBY"),
+        ("bad-refine.onnx", &bad_refine, "is not WIDTHxHEIGHT"),
+        ("small-refine.onnx", &small_refine, "is not WIDTHxHEIGHT"),
     ];
     for (name, bytes, want) in cases {
         let err = Locator::from_bytes(bytes, Path::new(name))
@@ -101,6 +113,72 @@ fn bad_localiser_files_are_refused_naming_the_file() {
     }
     let missing = Locator::from_path(Path::new("no/such/localiser.onnx")).unwrap_err();
     assert!(missing.to_string().contains("no/such/localiser.onnx"));
+}
+
+/// A random profile localiser exported with or without the coarse-to-fine key.
+fn profile_locator(refine: Option<&str>) -> Locator {
+    let cfg = LocaliserConfig {
+        channels: [3, 4, 4, 4],
+        bins: Some([16, 8]),
+        ..LocaliserConfig::default()
+    };
+    let meta: Vec<(&str, String)> = refine
+        .map(|r| (housenum::read::metadata::LOC_REFINE_KEY, r.to_string()))
+        .into_iter()
+        .collect();
+    let bytes = housenum::export::localiser_to_onnx(&Localiser::new(cfg, 3), &meta).encode_to_vec();
+    Locator::from_bytes(&bytes, Path::new("random.onnx")).unwrap()
+}
+
+#[test]
+fn coarse_to_fine_looks_again_around_the_first_box() {
+    let mut rng = Rng::new(5);
+    let img = image::Rgb32FImage::from_fn(300, 120, |_, _| {
+        image::Rgb([rng.f32(), rng.f32(), rng.f32()])
+    });
+    let once = profile_locator(None);
+    let fine = profile_locator(Some("3.5x1.4"));
+    assert_eq!((once.refine(), fine.refine()), (None, Some((3.5, 1.4))));
+    // Without the key, `locate` is one pass; `locate_in` on the whole photo is that pass.
+    let first = once.locate(&img).unwrap();
+    assert_eq!(first, once.locate_once(&img).unwrap());
+    assert_eq!(first, once.locate_in(&img, Region::full(300, 120)).unwrap());
+    // With it, the second pass looks within the first box grown 3.5 x 1.4, unless that
+    // context already covers 90 % of both sides.
+    let got = fine.locate(&img).unwrap();
+    let context = read::expand_region(first, 3.5, 1.4, (300, 120));
+    let covers = context.width() as f32 >= 0.9 * 300.0 && context.height() as f32 >= 0.9 * 120.0;
+    let want = if covers {
+        first
+    } else {
+        once.locate_in(&img, context).unwrap()
+    };
+    assert_eq!(got, want);
+    let inside = |b: (f32, f32, f32, f32), r: Region| {
+        b.0 >= r.x0 as f32 - 1e-3 && b.2 <= r.x1 as f32 + 1e-3 && b.1 >= r.y0 as f32 - 1e-3
+    };
+    assert!(inside(got, context), "{got:?} outside {context:?}");
+    // A region is a crop: the box found in it is the box found in the cropped photo, moved.
+    let r = Region {
+        x0: 40,
+        y0: 10,
+        x1: 200,
+        y1: 100,
+    };
+    let crop = image::imageops::crop_imm(&img, 40, 10, 160, 90).to_image();
+    let (a, b) = (
+        once.locate_in(&img, r).unwrap(),
+        once.locate_once(&crop).unwrap(),
+    );
+    let moved = (b.0 + 40.0, b.1 + 10.0, b.2 + 40.0, b.3 + 10.0);
+    for (x, y) in [
+        (a.0, moved.0),
+        (a.1, moved.1),
+        (a.2, moved.2),
+        (a.3, moved.3),
+    ] {
+        assert!((x - y).abs() < 1e-3, "{a:?} vs {moved:?}");
+    }
 }
 
 #[test]
@@ -143,6 +221,8 @@ fn localiser_training_resumes_and_is_reproducible() {
         recombine_prob,
         recombine_max_len: 10,
         paste_prob: 0.0,
+        zoom_out_prob: 0.0,
+        zoom_out_max: 6.0,
         teachers: Vec::new(),
         teacher_weight: 0.0,
         pool: Vec::new(),
@@ -204,6 +284,25 @@ fn localiser_training_resumes_and_is_reproducible() {
         wa.model.params != wd.model.params,
         "recombination changed nothing"
     );
+    // Zoomed-out photos mixed in: trains, changes what is learnt, and is recorded, so a run
+    // without them cannot resume its folder.
+    let z = tempfile::tempdir().unwrap();
+    let zoomed = LocTrainConfig {
+        zoom_out_prob: 0.5,
+        zoom_out_max: 4.0,
+        ..config(z.path(), 2, 1, 0.0)
+    };
+    let hz = train_localiser(&zoomed).unwrap();
+    assert!(hz.iter().all(|e| e.loss.is_finite()));
+    let wz = LocCheckpoint::load(&checkpoint_path(z.path())).unwrap();
+    assert!(wa.model.params != wz.model.params, "zoom-out changed nothing");
+    assert_eq!(wz.options.as_ref().unwrap()["zoom_out_max"], 4.0);
+    let plain = LocTrainConfig {
+        epochs: 3,
+        stop_after: None,
+        ..config(z.path(), 3, 1, 0.0)
+    };
+    assert!(train_localiser(&plain).is_err());
     // A profile head: trains, keeps its bands in the checkpoint, and resuming the box run's
     // folder with it is refused.
     let e = tempfile::tempdir().unwrap();

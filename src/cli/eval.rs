@@ -24,6 +24,10 @@ pub enum Split {
     Val,
     /// Only the training split.
     Train,
+    /// Only the development split: the next `--val-fraction` of names by hash after the
+    /// validation split, held out from the localisers (`train-localiser --val-fraction 0.2`)
+    /// but not from the reader. Decide on it; report on `val`.
+    Dev,
 }
 
 /// Evaluate a model on a folder in the official SVHN layout (`N.png` + `digitStruct.mat`).
@@ -58,10 +62,20 @@ pub struct EvalArgs {
     /// with lengths drawn uniformly from MIN-MAX (e.g. `6-10`).
     #[arg(long, value_name = "MIN-MAX")]
     pub recombine: Option<String>,
+    /// Frame every photo K times looser (K ≥ 1): placed at a random position in a canvas K
+    /// times its width and height, filled with digit-free parts of the other photos; the digit
+    /// boxes move with it, so `crop` reads the same numbers. The framing benchmark: compare
+    /// `--protocol locate` (what `read` does) with `crop` at K = 1, 2 and 4.
+    #[arg(long, value_name = "K", conflicts_with = "recombine", value_parser = parse_zoom)]
+    pub zoom_out: Option<f32>,
+    /// Scale every photo (after `--zoom-out`) to a phone camera's 4,000 px width, the number
+    /// at least 20 px high.
+    #[arg(long, conflicts_with = "recombine")]
+    pub phone: bool,
     /// How many recombined numbers to make.
     #[arg(long, default_value_t = 500)]
     pub count: usize,
-    /// Seed of the recombination.
+    /// Seed of the recombination and of `--zoom-out`'s canvases.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Also write a self-contained HTML report (metrics, accuracy by length, digit confusion,
@@ -116,6 +130,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             Split::All => true,
             Split::Val => is_validation_name(&r.name, a.val_fraction),
             Split::Train => !is_validation_name(&r.name, a.val_fraction),
+            Split::Dev => {
+                is_validation_name(&r.name, 2.0 * a.val_fraction)
+                    && !is_validation_name(&r.name, a.val_fraction)
+            }
         })
         .collect();
     if let Some(l) = a.limit {
@@ -124,6 +142,13 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let protocol = Protocol::from(a.protocol);
     let mut in_memory: Vec<LabelledImage> = Vec::new();
     let report = match &a.recombine {
+        None if a.zoom_out.is_some() || a.phone => {
+            let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
+            let k = a.zoom_out.unwrap_or(1.0);
+            let r = reframed(&reader, &records, k, a.phone, a.seed, protocol, &pb)?;
+            pb.finish_and_clear();
+            r
+        }
         None => {
             let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
             let r = evaluate(&reader, &records, protocol, &pb)?;
@@ -213,6 +238,60 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     }
     std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_zoom(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(k) if (1.0..=64.0).contains(&k) => Ok(k),
+        _ => Err(format!("expected a factor from 1 to 64, got {s:?}")),
+    }
+}
+
+/// `records` framed `k` times looser (and scaled to phone size with `phone`), each canvas
+/// filled with digit-free patches of up to 16 other photos; made and read a chunk at a time.
+fn reframed(
+    reader: &housenum::Reader,
+    records: &[Record],
+    k: f32,
+    phone: bool,
+    seed: u64,
+    protocol: Protocol,
+    pb: &indicatif::ProgressBar,
+) -> Result<housenum::eval::EvalReport> {
+    use housenum::data::synth::background_patches;
+    use housenum::eval::framing::{phone_size, zoom_out};
+    let patches: Vec<Vec<image::Rgb32FImage>> = records
+        .par_iter()
+        .map(|r| {
+            housenum::read::load_image(&r.path)
+                .map(|img| background_patches(&img, &r.boxes))
+                .unwrap_or_default()
+        })
+        .collect();
+    let truths: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .map(|r| (r.name.clone(), r.digits.clone()))
+        .collect();
+    let make = |i: usize| {
+        let r = &records[i];
+        let img = housenum::read::load_image(&r.path)?;
+        let mut rng = Rng::derive(seed, i as u64);
+        let mut pool: Vec<&image::Rgb32FImage> = Vec::new();
+        for _ in 0..16.min(records.len().saturating_sub(1)) {
+            let j = (i + 1 + rng.below(records.len() - 1)) % records.len();
+            pool.extend(patches[j].iter());
+        }
+        let (img, boxes) = zoom_out(&img, &r.boxes, k, &pool, &mut rng);
+        Ok(if phone {
+            phone_size(&img, &boxes)
+        } else {
+            (img, boxes)
+        })
+    };
+    let chunk = if phone { 8 } else { 64 };
+    Ok(housenum::eval::evaluate_generated(
+        reader, &truths, make, protocol, chunk, pb,
+    )?)
 }
 
 /// `count` numbers with lengths in `range` ("MIN-MAX") made of the real digits of `records`.

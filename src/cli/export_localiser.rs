@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use housenum::engine::localiser::Localiser;
 use housenum::export::{localiser_ensemble_mismatch, localiser_ensemble_to_onnx};
+use housenum::read::metadata::LOC_REFINE_KEY;
 use housenum::train::localiser::LocCheckpoint;
 use prost::Message;
 
@@ -24,6 +25,12 @@ pub struct ExportLocaliserArgs {
     /// Also read the image mirrored left to right (profile localisers only), doubling the cost.
     #[arg(long)]
     pub mirror: bool,
+    /// Mark the localiser to be read coarse to fine: after the whole photo, a second pass on
+    /// the context around the first box (grown `3.5x1.4`, the framing SVHN's photos have),
+    /// where a number small in the photo appears at the size it learnt. Recorded in the
+    /// metadata (`housenum.localiser.refine`), so every runtime does the same.
+    #[arg(long)]
+    pub refine: bool,
     /// Where to write the `.onnx` file.
     #[arg(long, default_value = "onnx/localiser.onnx")]
     pub out: PathBuf,
@@ -41,7 +48,11 @@ pub fn run(a: ExportLocaliserArgs) -> Result<ExitCode> {
         anyhow::bail!("cannot make one localiser of {:?}: {why}", a.checkpoint);
     }
     let epochs: Vec<String> = cks.iter().map(|c| c.history.len().to_string()).collect();
-    let meta = [("housenum.localiser.epochs", epochs.join(","))];
+    let mut meta = vec![("housenum.localiser.epochs", epochs.join(","))];
+    if a.refine {
+        let (cx, cy) = housenum::read::locate::REFINE_CONTEXT;
+        meta.push((LOC_REFINE_KEY, format!("{cx}x{cy}")));
+    }
     let bytes = localiser_ensemble_to_onnx(&locs, a.mirror, &meta).encode_to_vec();
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

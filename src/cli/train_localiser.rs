@@ -62,6 +62,14 @@ pub struct TrainLocaliserArgs {
     /// widened when the number would not fit).
     #[arg(long, default_value_t = 0.0)]
     pub paste: f32,
+    /// Share of photos framed looser: placed in a canvas up to `--zoom-out-max` times their
+    /// width and height, filled with digit-free parts of other training photos, so that the
+    /// localiser learns numbers small in the frame.
+    #[arg(long, default_value_t = 0.0)]
+    pub zoom_out: f32,
+    /// Largest zoom-out factor (log-uniform from 1).
+    #[arg(long, default_value_t = 6.0)]
+    pub zoom_out_max: f32,
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
     pub input: (usize, usize),
@@ -128,6 +136,8 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         recombine_prob: a.recombine.clamp(0.0, 1.0),
         recombine_max_len: a.recombine_max_len.max(1),
         paste_prob: a.paste.clamp(0.0, 1.0),
+        zoom_out_prob: a.zoom_out.clamp(0.0, 1.0),
+        zoom_out_max: a.zoom_out_max.clamp(1.0, 16.0),
         teachers: a.teachers.clone(),
         teacher_weight: a.teacher_weight.clamp(0.0, 1.0),
         pool,

@@ -236,6 +236,47 @@ pub fn evaluate_images(
     ))
 }
 
+/// [`evaluate`] for images made on demand, `chunk` at a time (for pictures too large to hold
+/// all at once, such as phone-sized ones): `make(i)` builds image `i` and its digit boxes (or
+/// fails, naming the file), `truths[i]` is its name and number. Images are made and framed in
+/// parallel and dropped once their strips exist.
+pub fn evaluate_generated<F>(
+    reader: &Reader,
+    truths: &[(String, Vec<u8>)],
+    make: F,
+    protocol: Protocol,
+    chunk: usize,
+    progress: &indicatif::ProgressBar,
+) -> Result<EvalReport>
+where
+    F: Fn(usize) -> Result<(image::Rgb32FImage, Vec<DigitBox>)> + Sync,
+{
+    let started = Instant::now();
+    let mut outcomes = Vec::with_capacity(truths.len());
+    let indices: Vec<usize> = (0..truths.len()).collect();
+    for part in indices.chunks(chunk.max(1)) {
+        let strips: Vec<Result<Vec<(Region, read::Strip)>>> = part
+            .par_iter()
+            .map(|&i| {
+                let (image, boxes) = make(i)?;
+                reader.strips(&image, protocol, &boxes)
+            })
+            .collect();
+        outcomes.extend(score(
+            reader,
+            &truths[part[0]..part[0] + part.len()],
+            &strips,
+            protocol,
+            progress,
+        )?);
+    }
+    Ok(summarise(
+        outcomes,
+        protocol,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
 /// Turn per-image outcomes into a report.
 pub fn summarise(outcomes: Vec<Outcome>, protocol: Protocol, seconds: f64) -> EvalReport {
     let n = outcomes.len();

@@ -1,7 +1,9 @@
 //! Evaluation: exact-reading metrics over a labelled folder ([`metrics`]), HTML reports
-//! ([`report`]) and calibration error ([`calibration`]).
+//! ([`report`]), calibration error ([`calibration`]) and loosely framed photos for the framing
+//! benchmark ([`framing`]).
 
 pub mod calibration;
+pub mod framing;
 pub mod metrics;
 pub mod report;
 

@@ -1,10 +1,13 @@
 //! Decoding a photo with limits: any supported format detected from its content, refused when
-//! larger than [`MAX_SIDE`] a side or [`MAX_ALLOC`] bytes, every error naming the file.
+//! larger than [`MAX_SIDE`] a side or [`MAX_ALLOC`] bytes, every error naming the file. The
+//! EXIF orientation is applied, so a phone's portrait photo (stored on its side with
+//! orientation 6) reads upright. HEIC/HEIF, which no pure-Rust decoder reads yet, is named and
+//! refused with a way to convert it.
 
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{ImageReader, Limits, Rgb32FImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage};
 
 use crate::error::{Error, Result};
 
@@ -43,6 +46,13 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
         .with_guessed_format()
         .map_err(|e| decode_err(e.to_string()))?;
     if reader.format().is_none() {
+        if let Some(brand) = heif_brand(bytes) {
+            return Err(decode_err(format!(
+                "HEIC/HEIF image (brand `{brand}`), which housenum cannot decode: convert it to \
+                 JPEG or PNG first, e.g. `heif-convert photo.heic photo.jpg` (libheif) or \
+                 `magick photo.heic photo.jpg`"
+            )));
+        }
         return Err(decode_err("unknown image format".into()));
     }
     if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_is_truncated(bytes) {
@@ -55,17 +65,45 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| match e {
+    let map = |e: image::ImageError| match e {
         image::ImageError::Limits(l) => Error::Limits {
             path: path.to_path_buf(),
             reason: format!("image exceeds decoder limits ({l}; at most {MAX_SIDE} px a side)"),
         },
         other => decode_err(other.to_string()),
-    })?;
+    };
+    let mut decoder = reader.into_decoder().map_err(map)?;
+    if decoder.total_bytes() > MAX_ALLOC {
+        return Err(Error::Limits {
+            path: path.to_path_buf(),
+            reason: format!(
+                "image exceeds decoder limits ({} bytes decoded, more than {MAX_ALLOC}; at most \
+                 {MAX_SIDE} px a side)",
+                decoder.total_bytes()
+            ),
+        });
+    }
+    // A missing or unreadable EXIF block leaves the image as stored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(map)?;
+    img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         return Err(decode_err("image has zero width or height".into()));
     }
     Ok(img.to_rgb32f())
+}
+
+/// The major brand of an ISO-BMFF file of the HEIF family (HEIC, HEIF, AVIF: `ftyp` box
+/// first), which the image decoders here do not read.
+fn heif_brand(bytes: &[u8]) -> Option<String> {
+    const BRANDS: [&[u8; 4]; 9] = [
+        b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif",
+    ];
+    let brand = bytes.get(8..12)?;
+    (bytes.get(4..8)? == b"ftyp" && BRANDS.iter().any(|b| &b[..] == brand))
+        .then(|| String::from_utf8_lossy(brand).into_owned())
 }
 
 /// Whether JPEG bytes stop before the end-of-image marker that must follow the last scan. The
@@ -92,5 +130,79 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("some/where.png"), "{e}");
+    }
+
+    /// A 64 × 32 JPEG, left half dark and right half light, with an EXIF APP1 segment holding
+    /// `orientation` (none when 0).
+    fn jpeg_with_orientation(orientation: u16) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(64, 32, |x, _| {
+            image::Rgb([if x < 32 { 20 } else { 235 }; 3])
+        });
+        let mut jpeg = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        if orientation == 0 {
+            return jpeg;
+        }
+        // TIFF header (little endian), one IFD entry: tag 0x0112, SHORT, count 1, the value.
+        let mut tiff = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0".to_vec();
+        tiff.extend(orientation.to_le_bytes());
+        tiff.extend([0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend(tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend([0xFF, 0xE1]);
+        out.extend(((app1.len() + 2) as u16).to_be_bytes());
+        out.extend(app1);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_table() {
+        // (orientation, decoded size, where the dark half ends up)
+        let cases = [
+            (0u16, (64u32, 32u32), "left"),
+            (1, (64, 32), "left"),
+            (3, (64, 32), "right"),
+            (6, (32, 64), "top"),
+            (8, (32, 64), "bottom"),
+        ];
+        let mut failures = Vec::new();
+        for (o, size, dark) in cases {
+            let img = decode_image(&jpeg_with_orientation(o), Path::new("p.jpg")).unwrap();
+            let (w, h) = img.dimensions();
+            let at = |x: u32, y: u32| img.get_pixel(x, y).0[0];
+            let got = if (w, h) != size {
+                "wrong size"
+            } else if w > h {
+                if at(4, h / 2) < at(w - 4, h / 2) {
+                    "left"
+                } else {
+                    "right"
+                }
+            } else if at(w / 2, 4) < at(w / 2, h - 4) {
+                "top"
+            } else {
+                "bottom"
+            };
+            if got != dark {
+                failures.push(format!("orientation {o}: {w}x{h}, dark {got}, want {dark}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn heic_is_named_with_a_way_to_convert_it() {
+        let heic = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic\0\0\0\0";
+        let e = decode_image(heic, Path::new("IMG_0001.HEIC"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("IMG_0001.HEIC") && e.contains("HEIC") && e.contains("convert"),
+            "{e}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use image::Rgb32FImage;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::read::metadata::{LOC_BINS_KEY, LOC_KEY};
+use crate::read::metadata::{LOC_BINS_KEY, LOC_KEY, LOC_REFINE_KEY};
 use crate::read::{self, Region};
 
 /// The shipped localiser, compiled into the library.
@@ -86,6 +86,16 @@ pub fn profile_span(p: &[f32]) -> (f32, f32) {
     )
 }
 
+/// The context of the second, finer pass of [`Locator::locate_refined`] that
+/// `export-localiser --refine` records, as multiples of the first box's width and height: the
+/// number spans a median 29 % of the width and 71 % of the height of SVHN's training photos,
+/// the framing the localiser learnt.
+pub const REFINE_CONTEXT: (f32, f32) = (3.5, 1.4);
+
+/// [`Locator::locate_refined`] keeps the first box when its context already covers this share
+/// of the photo's width and height.
+pub const REFINE_SKIP: f32 = 0.9;
+
 /// A loaded localiser.
 pub struct Locator {
     source: PathBuf,
@@ -93,6 +103,8 @@ pub struct Locator {
     width: usize,
     /// Profile bands `[bx, by]` of a profile localiser; `None` for a box head.
     bins: Option<[usize; 2]>,
+    /// The second pass's context ([`LOC_REFINE_KEY`]); `None`: one pass.
+    refine: Option<(f32, f32)>,
     plan: Arc<TypedRunnableModel>,
 }
 
@@ -102,6 +114,7 @@ impl std::fmt::Debug for Locator {
             .field("source", &self.source)
             .field("input", &(self.height, self.width))
             .field("bins", &self.bins)
+            .field("refine", &self.refine)
             .finish()
     }
 }
@@ -161,6 +174,20 @@ impl Locator {
                 Some([bx, by])
             }
         };
+        let refine = match meta(LOC_REFINE_KEY) {
+            None => None,
+            Some(r) => {
+                let parsed = r
+                    .split_once('x')
+                    .and_then(|(a, b)| Some((a.parse::<f32>().ok()?, b.parse::<f32>().ok()?)))
+                    .filter(|&(a, b)| (1.0..=64.0).contains(&a) && (1.0..=64.0).contains(&b));
+                Some(parsed.ok_or_else(|| {
+                    err(format!(
+                        "{LOC_REFINE_KEY} metadata is not WIDTHxHEIGHT factors from 1 to 64: {r:?}"
+                    ))
+                })?)
+            }
+        };
         let plan = model
             .set_input_fact(0, f32::fact([1, 3, height, width]).into())
             .and_then(|_| model.into_optimized())
@@ -171,6 +198,7 @@ impl Locator {
             height,
             width,
             bins,
+            refine,
             plan,
         };
         let probe = vec![0f32; 3 * height * width];
@@ -218,14 +246,59 @@ impl Locator {
         Ok(v)
     }
 
-    /// The number's predicted box in `img`, as `(left, top, right, bottom)` pixels.
+    /// The number's predicted box in `img`, as `(left, top, right, bottom)` pixels: one pass
+    /// over the whole photo, then, for a localiser whose metadata asks for it
+    /// ([`Locator::refine`]), a second pass on the context around that box
+    /// ([`Locator::locate_refined`]).
     pub fn locate(&self, img: &Rgb32FImage) -> Result<(f32, f32, f32, f32)> {
+        match self.refine {
+            Some(context) => self.locate_refined(img, context),
+            None => self.locate_once(img),
+        }
+    }
+
+    /// One pass over the whole photo.
+    pub fn locate_once(&self, img: &Rgb32FImage) -> Result<(f32, f32, f32, f32)> {
         let (w, h) = img.dimensions();
-        let mut x = read::resize_region(img, Region::full(w, h), self.width, self.height);
+        self.locate_in(img, Region::full(w, h))
+    }
+
+    /// The context of the second pass, as multiples of the first box's width and height
+    /// (metadata [`LOC_REFINE_KEY`]); `None`: one pass.
+    pub fn refine(&self) -> Option<(f32, f32)> {
+        self.refine
+    }
+
+    /// The number's predicted box within `region` of `img` (the region resized to the
+    /// localiser's input), as `(left, top, right, bottom)` pixels of `img`.
+    pub fn locate_in(&self, img: &Rgb32FImage, region: Region) -> Result<(f32, f32, f32, f32)> {
+        let mut x = read::resize_region(img, region, self.width, self.height);
         read::normalize(&mut x);
         let b = crate::read::locate::decode(self.bins, &self.run(&x)?);
-        let (w, h) = (w as f32, h as f32);
-        Ok((b[0] * w, b[1] * h, b[2] * w, b[3] * h))
+        let (x0, y0) = (region.x0 as f32, region.y0 as f32);
+        let (w, h) = (region.width() as f32, region.height() as f32);
+        Ok((x0 + b[0] * w, y0 + b[1] * h, x0 + b[2] * w, y0 + b[3] * h))
+    }
+
+    /// Coarse to fine: [`Locator::locate_once`] on the whole photo, then again on `context`
+    /// (multiples of the first box's width and height, e.g. [`REFINE_CONTEXT`]) around that
+    /// box, where a number that is small in the photo appears at the size the localiser was
+    /// trained on. Photos already framed like that (the context covers [`REFINE_SKIP`] of both
+    /// sides) keep the first box.
+    pub fn locate_refined(
+        &self,
+        img: &Rgb32FImage,
+        context: (f32, f32),
+    ) -> Result<(f32, f32, f32, f32)> {
+        let first = self.locate_once(img)?;
+        let (w, h) = img.dimensions();
+        let context = read::expand_region(first, context.0, context.1, (w, h));
+        if context.width() as f32 >= REFINE_SKIP * w as f32
+            && context.height() as f32 >= REFINE_SKIP * h as f32
+        {
+            return Ok(first);
+        }
+        self.locate_in(img, context)
     }
 
     /// The region the `locate` protocol reads with one view (`--views 1`; the first of

@@ -29,6 +29,11 @@ pub const LOC_KEY: &str = "housenum.localiser";
 /// Metadata key of a profile localiser's bands (value: `BXxBY`); absent for a box head.
 pub const LOC_BINS_KEY: &str = "housenum.localiser.bins";
 
+/// Metadata key of a localiser read coarse to fine (value `AxB`: the second pass looks at the
+/// first box grown A times in width and B in height; absent: one pass). See
+/// [`crate::read::locate::Locator::locate_refined`].
+pub const LOC_REFINE_KEY: &str = "housenum.localiser.refine";
+
 /// Metadata key of a localiser ensemble: how many localisers it averages.
 pub const LOC_MEMBERS_KEY: &str = "housenum.localiser.members";
 /// Metadata key of a localiser ensemble that also reads the mirrored image (value `1`).

@@ -20,11 +20,13 @@ use safetensors::SafeTensors;
 
 use crate::data::recombine::{compose, cut_digits, paste_into, DigitCrop};
 use crate::data::svhn::{split_by_name, Record, SvhnSet};
+use crate::data::synth::background_patches;
 use crate::engine::localiser::{
     iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig,
 };
 use crate::error::{Error, Result};
-use crate::read::{self, boxes_union, Region};
+use crate::eval::framing::zoom_out;
+use crate::read::{self, boxes_union, DigitBox, Region};
 use crate::rng::Rng;
 use crate::train::optim::{clip_grad_norm, lr_at, Adam};
 
@@ -70,6 +72,15 @@ pub struct LocTrainConfig {
     /// long numbers seen inside a real scene. 0 draws nothing.
     #[serde(default)]
     pub paste_prob: f32,
+    /// Share of samples framed looser: the photo placed in a canvas up to `zoom_out_max` times
+    /// its width and height (the factor log-uniform), filled with digit-free parts of other
+    /// training photos ([`crate::eval::framing::zoom_out`]), so that numbers small in the frame
+    /// are found. 0 draws nothing.
+    #[serde(default)]
+    pub zoom_out_prob: f32,
+    /// Largest zoom-out factor.
+    #[serde(default = "default_zoom_out_max")]
+    pub zoom_out_max: f32,
     /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
     /// a later call resumes): a run cut in parts, as a kill would cut it.
     #[serde(default)]
@@ -113,6 +124,10 @@ impl LocTrainConfig {
         if self.paste_prob > 0.0 {
             o["paste_prob"] = serde_json::json!(self.paste_prob);
         }
+        if self.zoom_out_prob > 0.0 {
+            o["zoom_out_prob"] = serde_json::json!(self.zoom_out_prob);
+            o["zoom_out_max"] = serde_json::json!(self.zoom_out_max);
+        }
         if !self.teachers.is_empty() {
             o["teachers"] = serde_json::json!(self.teachers);
             o["teacher_weight"] = serde_json::json!(self.teacher_weight);
@@ -122,6 +137,45 @@ impl LocTrainConfig {
             o["init"] = serde_json::json!(init);
         }
         o
+    }
+}
+
+fn default_zoom_out_max() -> f32 {
+    6.0
+}
+
+/// Longest side of a zoom-out canvas, pixels: the photo is scaled down first when the canvas
+/// would be larger (the localiser sees at most 64 × 128 of it).
+const ZOOM_CANVAS_SIDE: f32 = 512.0;
+
+/// `item` framed `k` times looser ([`zoom_out`]) at a resolution whose longest side is at most
+/// [`ZOOM_CANVAS_SIDE`], with its box moved and scaled along.
+fn zoomed_out(item: &Item, k: f32, patches: &[&Rgb32FImage], rng: &mut Rng) -> Item {
+    let (w, h) = item.image.dimensions();
+    let s = (ZOOM_CANVAS_SIDE / (k * w.max(h) as f32)).min(1.0);
+    let (sw, sh) = (
+        ((w as f32 * s).round() as u32).max(1),
+        ((h as f32 * s).round() as u32).max(1),
+    );
+    let small = if s < 1.0 {
+        image::imageops::resize(&item.image, sw, sh, image::imageops::FilterType::Triangle)
+    } else {
+        item.image.clone()
+    };
+    let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
+    let (l, t, r, b) = item.target;
+    let digit = DigitBox {
+        left: l * fx,
+        top: t * fy,
+        width: (r - l) * fx,
+        height: (b - t) * fy,
+    };
+    let (image, moved) = zoom_out(&small, &[digit], k, patches, rng);
+    Item {
+        image,
+        target: boxes_union(&moved),
+        digits: item.digits,
+        labelled: item.labelled,
     }
 }
 
@@ -555,6 +609,25 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         items.extend(pool);
         errors.extend(pool_errors);
     }
+    // Digit-free parts of the labelled training photos, the canvases of zoomed-out samples.
+    let backgrounds: Vec<Rgb32FImage> = if cfg.zoom_out_prob > 0.0 {
+        items
+            .par_iter()
+            .filter(|it| it.labelled)
+            .flat_map_iter(|it| {
+                let (l, t, r, b) = it.target;
+                let digit = DigitBox {
+                    left: l,
+                    top: t,
+                    width: r - l,
+                    height: b - t,
+                };
+                background_patches(&it.image, &[digit])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (val_items, _, _) = load_items(&val_recs, true, false);
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
@@ -664,6 +737,19 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                             digits: digits.len(),
                             labelled: true,
                         };
+                        let (x, t) = sample(&item, &cfg.model, &mut rng);
+                        return (x, t, true);
+                    }
+                    if cfg.zoom_out_prob > 0.0
+                        && it.labelled
+                        && !backgrounds.is_empty()
+                        && rng.chance(cfg.zoom_out_prob)
+                    {
+                        let k = cfg.zoom_out_max.max(1.0).powf(rng.f32());
+                        let picks: Vec<&Rgb32FImage> = (0..8)
+                            .map(|_| &backgrounds[rng.below(backgrounds.len())])
+                            .collect();
+                        let item = zoomed_out(it, k, &picks, &mut rng);
                         let (x, t) = sample(&item, &cfg.model, &mut rng);
                         return (x, t, true);
                     }

@@ -1,0 +1,188 @@
+//! Photos framed looser than SVHN's, for the framing benchmark (`housenum eval --zoom-out K`,
+//! `--phone`): what a user meets when the number is small in the frame.
+//!
+//! - [`zoom_out`] places a labelled photo at a random position in a canvas `k` times its width
+//!   and height, filled with digit-free patches of *other* photos
+//!   ([`background_patches`](crate::data::synth::background_patches)), so
+//!   the number spans `1/k` of the frame it spanned;
+//! - [`phone_size`] scales a photo up to a phone camera's width (4,000 px), the number with it.
+//!
+//! Both move the digit boxes along, so `crop` reads the same number wherever it went and is
+//! the reference `read`'s default is compared with. Every picture is a function of its seed.
+
+use image::imageops::{self, FilterType};
+use image::Rgb32FImage;
+
+use crate::read::{boxes_union, DigitBox};
+use crate::rng::Rng;
+
+/// The width [`phone_size`] scales photos to, pixels: a 12-megapixel phone photo's.
+pub const PHONE_WIDTH: u32 = 4_000;
+
+/// The least number height [`phone_size`] keeps, pixels.
+pub const MIN_NUMBER_HEIGHT: f32 = 20.0;
+
+/// `img` (with its digit `boxes`) placed at a random position in a canvas `k` times its width
+/// and height (`k ≥ 1`), the rest filled row by row with `patches` scaled to rows a quarter to
+/// a half of the canvas high. Returns the canvas and the boxes moved with the photo. With no
+/// patches the canvas is mid-grey.
+///
+/// # Panics
+/// When `k < 1`.
+pub fn zoom_out(
+    img: &Rgb32FImage,
+    boxes: &[DigitBox],
+    k: f32,
+    patches: &[&Rgb32FImage],
+    rng: &mut Rng,
+) -> (Rgb32FImage, Vec<DigitBox>) {
+    assert!(k >= 1.0, "zoom-out factor {k} is below 1");
+    let (w, h) = img.dimensions();
+    let (cw, ch) = (
+        ((w as f32 * k).round() as u32).max(w),
+        ((h as f32 * k).round() as u32).max(h),
+    );
+    let mut canvas = Rgb32FImage::from_pixel(cw, ch, image::Rgb([0.5; 3]));
+    if !patches.is_empty() {
+        let mut y = 0;
+        while y < ch {
+            let rh = ((ch as f32 * rng.uniform(0.25, 0.5)).round() as u32).clamp(1, ch - y);
+            let mut x = 0;
+            while x < cw {
+                let p = patches[rng.below(patches.len())];
+                let pw = ((p.width() as f32 * rh as f32 / p.height() as f32).round() as u32)
+                    .clamp(1, cw - x);
+                let scaled = imageops::resize(p, pw, rh, FilterType::Triangle);
+                imageops::replace(&mut canvas, &scaled, x as i64, y as i64);
+                x += pw;
+            }
+            y += rh;
+        }
+    }
+    let (x0, y0) = (
+        rng.below((cw - w) as usize + 1),
+        rng.below((ch - h) as usize + 1),
+    );
+    imageops::replace(&mut canvas, img, x0 as i64, y0 as i64);
+    let moved = boxes
+        .iter()
+        .map(|b| DigitBox {
+            left: b.left + x0 as f32,
+            top: b.top + y0 as f32,
+            ..*b
+        })
+        .collect();
+    (canvas, moved)
+}
+
+/// `img` scaled (triangle filter) to [`PHONE_WIDTH`] pixels wide, or further when that would
+/// leave the number under [`MIN_NUMBER_HEIGHT`] pixels high, with its boxes scaled along.
+pub fn phone_size(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Vec<DigitBox>) {
+    let (w, h) = img.dimensions();
+    let number_height = if boxes.is_empty() {
+        f32::INFINITY
+    } else {
+        let (_, t, _, b) = boxes_union(boxes);
+        (b - t).max(1.0)
+    };
+    let s = (PHONE_WIDTH as f32 / w as f32).max(MIN_NUMBER_HEIGHT / number_height);
+    let (sw, sh) = (
+        (w as f32 * s).round().max(1.0) as u32,
+        (h as f32 * s).round().max(1.0) as u32,
+    );
+    let scaled = imageops::resize(img, sw, sh, FilterType::Triangle);
+    let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
+    let moved = boxes
+        .iter()
+        .map(|b| DigitBox {
+            left: b.left * fx,
+            top: b.top * fy,
+            width: b.width * fx,
+            height: b.height * fy,
+        })
+        .collect();
+    (scaled, moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn photo(w: u32, h: u32, shade: f32) -> Rgb32FImage {
+        Rgb32FImage::from_pixel(w, h, image::Rgb([shade; 3]))
+    }
+
+    #[test]
+    fn zoom_out_keeps_the_photo_and_moves_its_boxes_table() {
+        let img = photo(40, 20, 0.9);
+        let boxes = [DigitBox {
+            left: 10.0,
+            top: 4.0,
+            width: 8.0,
+            height: 12.0,
+        }];
+        let bg = photo(30, 30, 0.1);
+        // (k, patches?) → canvas size; the photo's pixels are found at the moved box.
+        let cases = [(1.0f32, true), (2.0, true), (4.0, false), (2.5, true)];
+        for (k, with_patches) in cases {
+            let patches: Vec<&Rgb32FImage> = if with_patches { vec![&bg] } else { vec![] };
+            let (canvas, moved) = zoom_out(&img, &boxes, k, &patches, &mut Rng::new(7));
+            let want = ((40.0 * k).round() as u32, (20.0 * k).round() as u32);
+            assert_eq!(canvas.dimensions(), want, "k = {k}");
+            let m = moved[0];
+            assert_eq!((m.width, m.height), (8.0, 12.0));
+            let (x0, y0) = ((m.left - 10.0) as u32, (m.top - 4.0) as u32);
+            assert!(
+                x0 + 40 <= want.0 && y0 + 20 <= want.1,
+                "k = {k}: placed at {x0},{y0}"
+            );
+            assert_eq!(canvas.get_pixel(m.left as u32, m.top as u32).0, [0.9; 3]);
+            if k > 1.0 {
+                let outside = if x0 > 0 {
+                    (0, 0)
+                } else {
+                    (want.0 - 1, want.1 - 1)
+                };
+                let bg_shade = if with_patches { 0.1 } else { 0.5 };
+                let got = canvas.get_pixel(outside.0, outside.1).0[0];
+                assert!((got - bg_shade).abs() < 1e-4, "k = {k}: background {got}");
+            }
+        }
+    }
+
+    #[test]
+    fn zoom_out_is_a_function_of_its_seed() {
+        let img = photo(30, 15, 0.7);
+        let bg = photo(17, 23, 0.2);
+        let run = |seed| zoom_out(&img, &[], 3.0, &[&bg], &mut Rng::new(seed));
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3).0, run(4).0);
+    }
+
+    #[test]
+    fn phone_size_scales_to_phone_width_and_keeps_numbers_readable() {
+        // (photo width, height, number height): scaled to ≥ 4,000 px wide, the number ≥ 20 px.
+        for (w, h, nh) in [(100u32, 20u32, 4.0f32), (2_000, 40, 4.0), (8_000, 60, 30.0)] {
+            let boxes = [DigitBox {
+                left: 5.0,
+                top: 2.0,
+                width: 3.0,
+                height: nh,
+            }];
+            let (img, moved) = phone_size(&photo(w, h, 0.5), &boxes);
+            let number = moved[0].height;
+            assert!(
+                number >= MIN_NUMBER_HEIGHT - 0.5,
+                "{w}x{h}: number {number}"
+            );
+            let want = (PHONE_WIDTH as f32).max(w as f32 * MIN_NUMBER_HEIGHT / nh);
+            assert!(
+                (img.width() as f32 - want).abs() <= 1.0,
+                "{w}x{h}: {}",
+                img.width()
+            );
+            let s = img.width() as f32 / w as f32;
+            assert!((moved[0].left - 5.0 * s).abs() < 1e-3 * s.max(1.0));
+        }
+    }
+}
