@@ -2,21 +2,18 @@
 # The shipped models from scratch: v1 (real photos) → pseudo labels → v2 (+ self-training) →
 # pseudo labels → v3 (+ recombination, wider) → pseudo labels → v6 (+ padding, fine-tuned from
 # v3) → v10 (+ strips stretched 1.4× horizontally, fine-tuned from v6) → export → calibration,
-# and the localisers of the locate protocol (four seeds, averaged into one ONNX).
+# and the localiser of the locate protocol.
 # docs/experiments.md names each step and what it measured.
 # Options, each measured and not adopted (docs/experiments.md): WITH_REGIONS=1 also trains v8
 # (self-training on search's regions); WITH_SYNTH=1 also v4 (+ synthetic numbers); LOCATED=1
 # trains v6 and v10 on v3's readings of the unlabelled pool under `locate` (seven framings,
-# confidence >= 0.9, each on its region) instead of its whole-image readings; DISTIL=1 also
-# trains one localiser distilled from the four (~11 min; 1.8x faster `locate`).
+# confidence >= 0.9, each on its region) instead of its whole-image readings.
 # SEED=K seeds every reader step with K; V3_EPOCHS=N sets v3's epochs (default 300).
 # Every step is skipped when its output exists and every training run resumes from its last
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Measured end to end on 2 cores, nothing beside it: ~1 h 36 min; run over the shipped models'
-# trained steps, v10/calibrated.onnx and localiser/ensemble.onnx are onnx/housenum.onnx and
-# onnx/localiser.onnx byte for byte.
+# Time on 2 cores: the reader's steps ~1 h 4 min alone; the localiser 18 min (with other work beside it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
@@ -35,25 +32,17 @@ train v2 --epochs 300 --dropout 0.1 --pseudo "$runs/pseudo_v1.tsv" --pseudo-min-
 pseudo v2 pseudo_v2.tsv
 train v3 --epochs "$v3_epochs" --dropout 0.1 --channels 48,96,192,192 --hidden 160 --recombine 0.3 \
   --pseudo "$runs/pseudo_v2.tsv" --pseudo-min-confidence 0.5
-# The localiser of the locate protocol (`read`'s default): four localisers (seeds 1-4) averaged
-# into one ONNX (`export-localiser`). Each predicts column and row profiles
-# over 32 x 16 bands (`--bins`) of the photo resized to 64 x 128, trained on the digit boxes, with
-# 10 % recombined numbers of 1-10 digits, a development split (the next 10 % by name hash) held
-# out besides validation.
-loc_cks=(); loc_teachers=()
-for s in 1 2 3 4; do d="$runs/localiser"; [ "$s" = 1 ] || d="$runs/localiser_s$s"
-  [ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 80 --val-fraction 0.2 \
-    --recombine 0.1 --bins 32x16 --input 64x128 --seed "$s" --quiet --export "$d/localiser.onnx"
-  loc_cks+=(--checkpoint "$d/localiser.safetensors"); loc_teachers+=(--teacher "$d/localiser.safetensors")
-done
-loc="$runs/localiser/ensemble.onnx"
-[ -f "$loc" ] || "$B" export-localiser "${loc_cks[@]}" --out "$loc"
-if [ "${DISTIL:-0}" = 1 ]; then  # one localiser distilled from the four (measured, not adopted)
-  d="$runs/localiser_distilled"
-  [ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 20 --lr 0.001 \
-    --val-fraction 0.2 --recombine 0.1 --bins 32x16 --input 64x128 --seed 1 "${loc_teachers[@]}" --teacher-weight 0.5 \
-    --pool "$svhn/unlabeled" --init "$runs/localiser/localiser.safetensors" --quiet --export "$d/localiser.onnx"
-fi
+# The localiser of the locate protocol (`read`'s default): one localiser predicting column and row
+# profiles over 32 x 16 bands (`--bins`) of the photo resized to 64 x 128, trained on the digit
+# boxes with 10 % recombined numbers of 1-10 digits and half the photos framed up to 6x looser
+# (`--zoom-out`), a development split (the next 10 % by name hash) held out besides validation;
+# exported to be read coarse to fine (`--refine`: a second pass around the first box).
+d="$runs/localiser"
+[ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 80 --val-fraction 0.2 \
+  --recombine 0.1 --bins 32x16 --input 64x128 --zoom-out 0.5 --zoom-out-max 6 --seed 1 --quiet \
+  --export "$d/localiser.onnx"
+loc="$d/refined.onnx"
+[ -f "$loc" ] || "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$loc"
 if [ "${LOCATED:-0}" = 1 ]; then
   [ -s "$runs/pseudo_v3r.tsv" ] || "$B" read --region --localiser "$loc" \
     --model "$runs/v3/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v3r.tsv" || true

@@ -43,7 +43,7 @@ def prep(args):
              'val' if n in val else 'train')
     for line in open(args.pool):  # `housenum read --region` listing: keep >= 0.9
         p, d, conf, reg = line.rstrip('\n').split('\t')
-        if d in ('', '?') or float(conf) < args.min_confidence:
+        if d in ('', '?', 'no number') or float(conf) < args.min_confidence:
             continue
         x0, y0, x1, y1 = map(int, reg.split(','))
         cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 1.3, (y1 - y0) / 1.3

@@ -388,7 +388,7 @@ def main():
     pad = int(meta.get("housenum.pad", "0"))
     # f32, as the Rust reader parses it.
     stretch = float(np.float32(meta.get("housenum.stretch", "1")))
-    failed = 0
+    failed = none = 0
     for path in args.images:
         try:
             img = load(path)
@@ -412,8 +412,11 @@ def main():
         else:
             readings = [combine_members(members) for members in per_strip]
             digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
-        print(f"{path}\t{digits}\t{calibrate(log_p, cal):.3f}")
-    sys.exit(1 if failed else 0)
+        # src/cli/read.rs NO_NUMBER: what a photo without a number prints.
+        print(f"{path}\t{digits or 'no number'}\t{calibrate(log_p, cal):.3f}")
+        none += not digits
+    # housenum read's exit codes: 1 some file unreadable, 4 some photo without a number.
+    sys.exit(1 if failed else 4 if none else 0)
 
 
 if __name__ == "__main__":

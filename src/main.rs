@@ -1,7 +1,8 @@
 //! The `housenum` command line: a thin layer over the library.
 //!
 //! Exit codes: 0 success; 1 some inputs could not be read (`read`), each reported on stderr
-//! naming the file; 2 bad arguments, an unusable model or data set, or another error.
+//! naming the file; 2 bad arguments, an unusable model or data set, or another error; 3 `read`
+//! abstained below `--min-confidence`; 4 `read` found no number in some photo.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -21,7 +22,8 @@ const LONG_VERSION: &str = concat!(
 ///
 /// Exit codes: 0 success; 1 some input images could not be read (`read` reports each on stderr,
 /// naming the file, and still reads the rest); 2 bad arguments, an unusable model or data set,
-/// or any other error.
+/// or any other error; 3 `read` abstained on some image (`--min-confidence`); 4 `read` found no
+/// number in some image.
 #[derive(Parser, Debug)]
 #[command(name = "housenum", version, long_version = LONG_VERSION)]
 struct Cli {

@@ -412,7 +412,8 @@ fn bad_input_corpus_table() {
         let (code, out, err) = run(&["read", &p.display().to_string()], None);
         let secs = started.elapsed().as_secs_f64();
         let ok = match want {
-            None => code == 0 && out.starts_with(&p.display().to_string()),
+            // Read: a number, or (exit 4) the plain statement that it holds none.
+            None => (code == 0 || code == 4) && out.starts_with(&p.display().to_string()),
             Some(words) => {
                 code == 1 && err.contains(&p.display().to_string()) && err.contains(words)
             }
@@ -548,5 +549,34 @@ fn version_names_the_compiled_in_models_by_sha256() {
         housenum::read::reader::EMBEDDED_MODEL_SHA256.len(),
         64,
         "a sha256 in hex"
+    );
+}
+
+#[test]
+fn a_photo_without_a_number_says_so_in_text_json_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let wall = dir.path().join("wall.png");
+    image::RgbImage::from_pixel(400, 300, image::Rgb([230, 225, 215]))
+        .save(&wall)
+        .unwrap();
+    let wall = wall.display().to_string();
+    let (code, out, err) = run(&["read", &wall], None);
+    assert_eq!(code, 4, "{out}{err}");
+    let f: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(&f[..2], &[wall.as_str(), "no number"], "{out}");
+    let (code, out, _) = run(&["read", "--json", &wall], None);
+    assert_eq!(code, 4);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (v["number"].as_bool(), v["digits"].as_str()),
+        (Some(false), Some(""))
+    );
+    // A photo with a number beside it: still 4, and the number is read.
+    let (path, want) = &samples()[0];
+    let (code, out, _) = run(&["read", &path.display().to_string(), &wall], None);
+    assert_eq!(code, 4);
+    assert_eq!(
+        out.lines().next().unwrap().split('\t').nth(1),
+        Some(want.as_str())
     );
 }

@@ -223,6 +223,7 @@ fn localiser_training_resumes_and_is_reproducible() {
         paste_prob: 0.0,
         zoom_out_prob: 0.0,
         zoom_out_max: 6.0,
+        zoom_out_independent: false,
         teachers: Vec::new(),
         teacher_weight: 0.0,
         pool: Vec::new(),
@@ -295,7 +296,10 @@ fn localiser_training_resumes_and_is_reproducible() {
     let hz = train_localiser(&zoomed).unwrap();
     assert!(hz.iter().all(|e| e.loss.is_finite()));
     let wz = LocCheckpoint::load(&checkpoint_path(z.path())).unwrap();
-    assert!(wa.model.params != wz.model.params, "zoom-out changed nothing");
+    assert!(
+        wa.model.params != wz.model.params,
+        "zoom-out changed nothing"
+    );
     assert_eq!(wz.options.as_ref().unwrap()["zoom_out_max"], 4.0);
     let plain = LocTrainConfig {
         epochs: 3,

@@ -74,9 +74,14 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
             .fold(None::<(&Vec<u8>, f64)>, |acc, d| match acc {
                 Some((_, s)) if s >= score(d) => acc,
                 _ => Some((d, score(d))),
-            })
-            .unwrap();
+            });
         let (region, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        let Some(best) = best else {
+            // Every framing read nothing: no number, answered by the first framing.
+            assert!(d.digits.is_empty(), "{path}: {d:?}");
+            assert_eq!(region, regions[0], "{path}");
+            continue;
+        };
         assert_eq!(&d.digits, best.0, "{path}");
         assert_eq!(views.len(), 7 * reader.members());
         let mean = best.1 / views.len() as f64;

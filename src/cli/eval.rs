@@ -68,8 +68,9 @@ pub struct EvalArgs {
     /// `--protocol locate` (what `read` does) with `crop` at K = 1, 2 and 4.
     #[arg(long, value_name = "K", conflicts_with = "recombine", value_parser = parse_zoom)]
     pub zoom_out: Option<f32>,
-    /// Scale every photo (after `--zoom-out`) to a phone camera's 4,000 px width, the number
-    /// at least 20 px high.
+    /// Frame every photo like a landscape phone photo: `--zoom-out` K times its width in a 4:3
+    /// canvas (taller than K times its height for photos wider than 4:3), scaled to a phone
+    /// camera's 4,000 px width, the number at least 20 px high.
     #[arg(long, conflicts_with = "recombine")]
     pub phone: bool,
     /// How many recombined numbers to make.
@@ -259,7 +260,7 @@ fn reframed(
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
     use housenum::data::synth::background_patches;
-    use housenum::eval::framing::{phone_size, zoom_out};
+    use housenum::eval::framing::{phone_factors, phone_size, zoom_out};
     let patches: Vec<Vec<image::Rgb32FImage>> = records
         .par_iter()
         .map(|r| {
@@ -281,7 +282,12 @@ fn reframed(
             let j = (i + 1 + rng.below(records.len() - 1)) % records.len();
             pool.extend(patches[j].iter());
         }
-        let (img, boxes) = zoom_out(&img, &r.boxes, k, &pool, &mut rng);
+        let factors = if phone {
+            phone_factors(img.width(), img.height(), k)
+        } else {
+            (k, k)
+        };
+        let (img, boxes) = zoom_out(&img, &r.boxes, factors, &pool, &mut rng);
         Ok(if phone {
             phone_size(&img, &boxes)
         } else {

@@ -14,10 +14,14 @@ use rayon::prelude::*;
 /// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`
 /// (`--region` adds the region read; `--json` gives `path`, `digits`, `confidence`, `region`).
 ///
+/// A photo in which the reader finds no number prints `no number` (`--json`: `"number": false`,
+/// empty `digits`), with the confidence that there is none.
+///
 /// Exit codes: 0 every image was read; 1 at least one image could not be read (each failure is
 /// reported on stderr, naming the file, and the others are still read); 2 bad arguments or an
 /// unusable model; 3 every image was read but at least one reading was below
-/// `--min-confidence` (printed as `?`).
+/// `--min-confidence` (printed as `?`); 4 every image was read, none abstained, and at least
+/// one holds no number.
 #[derive(Args, Debug)]
 pub struct ReadArgs {
     /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP); a directory reads the images in it; `-`
@@ -214,7 +218,7 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(out_path)
             .with_context(|| format!("creating {}", out_path.display()))?;
     }
-    let mut abstained = 0usize;
+    let (mut abstained, mut without_number) = (0usize, 0usize);
     let pb = housenum::progress::bar(inputs.len() as u64, "read", false);
     for chunk in inputs.chunks(CHUNK) {
         for (path, result) in chunk.iter().zip(read_chunk(&reader, protocol, chunk)) {
@@ -226,10 +230,19 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                     }
                     let abstain = a.min_confidence.is_some_and(|m| d.confidence < m);
                     abstained += usize::from(abstain);
-                    let digits = if abstain { "?".to_string() } else { d.text() };
+                    let none = !abstain && d.digits.is_empty();
+                    without_number += usize::from(none);
+                    let digits = if abstain {
+                        "?".to_string()
+                    } else if none {
+                        housenum::read::ctc::NO_NUMBER.to_string()
+                    } else {
+                        d.text()
+                    };
                     let r = [region.x0, region.y0, region.x1, region.y1];
                     if a.json {
-                        let v = serde_json::json!({"path": name, "digits": digits, "confidence": d.confidence, "region": r});
+                        let digits = if none { String::new() } else { digits.clone() };
+                        let v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r});
                         writeln!(out, "{v}")?;
                     } else if a.region {
                         let [x0, y0, x1, y1] = r;
@@ -279,6 +292,9 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     pb.finish_and_clear();
     if failed == 0 && abstained > 0 {
         return Ok(ExitCode::from(3));
+    }
+    if failed == 0 && without_number > 0 {
+        return Ok(ExitCode::from(4));
     }
     Ok(if failed > 0 {
         ExitCode::from(1)

@@ -70,6 +70,9 @@ pub struct TrainLocaliserArgs {
     /// Largest zoom-out factor (log-uniform from 1).
     #[arg(long, default_value_t = 6.0)]
     pub zoom_out_max: f32,
+    /// Draw a zoom-out's width and height factors independently (canvases of every aspect).
+    #[arg(long)]
+    pub zoom_out_independent: bool,
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
     pub input: (usize, usize),
@@ -138,6 +141,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         paste_prob: a.paste.clamp(0.0, 1.0),
         zoom_out_prob: a.zoom_out.clamp(0.0, 1.0),
         zoom_out_max: a.zoom_out_max.clamp(1.0, 16.0),
+        zoom_out_independent: a.zoom_out_independent,
         teachers: a.teachers.clone(),
         teacher_weight: a.teacher_weight.clamp(0.0, 1.0),
         pool,

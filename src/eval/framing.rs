@@ -5,7 +5,8 @@
 //!   and height, filled with digit-free patches of *other* photos
 //!   ([`background_patches`](crate::data::synth::background_patches)), so
 //!   the number spans `1/k` of the frame it spanned;
-//! - [`phone_size`] scales a photo up to a phone camera's width (4,000 px), the number with it.
+//! - [`phone_size`] scales a photo up to a phone camera's width (4,000 px), the number with it;
+//!   [`phone_factors`] gives the zoom-out that frames a photo like a landscape phone photo (4:3).
 //!
 //! Both move the digit boxes along, so `crop` reads the same number wherever it went and is
 //! the reference `read`'s default is compared with. Every picture is a function of its seed.
@@ -22,25 +23,28 @@ pub const PHONE_WIDTH: u32 = 4_000;
 /// The least number height [`phone_size`] keeps, pixels.
 pub const MIN_NUMBER_HEIGHT: f32 = 20.0;
 
-/// `img` (with its digit `boxes`) placed at a random position in a canvas `k` times its width
-/// and height (`k ≥ 1`), the rest filled row by row with `patches` scaled to rows a quarter to
-/// a half of the canvas high. Returns the canvas and the boxes moved with the photo. With no
-/// patches the canvas is mid-grey.
+/// `img` (with its digit `boxes`) placed at a random position in a canvas `kx` times its width
+/// and `ky` times its height (both ≥ 1), the rest filled row by row with `patches` scaled to
+/// rows a quarter to a half of the canvas high. Returns the canvas and the boxes moved with the
+/// photo. With no patches the canvas is mid-grey.
 ///
 /// # Panics
-/// When `k < 1`.
+/// When `kx` or `ky` is below 1.
 pub fn zoom_out(
     img: &Rgb32FImage,
     boxes: &[DigitBox],
-    k: f32,
+    (kx, ky): (f32, f32),
     patches: &[&Rgb32FImage],
     rng: &mut Rng,
 ) -> (Rgb32FImage, Vec<DigitBox>) {
-    assert!(k >= 1.0, "zoom-out factor {k} is below 1");
+    assert!(
+        kx >= 1.0 && ky >= 1.0,
+        "zoom-out factors {kx}, {ky} below 1"
+    );
     let (w, h) = img.dimensions();
     let (cw, ch) = (
-        ((w as f32 * k).round() as u32).max(w),
-        ((h as f32 * k).round() as u32).max(h),
+        ((w as f32 * kx).round() as u32).max(w),
+        ((h as f32 * ky).round() as u32).max(h),
     );
     let mut canvas = Rgb32FImage::from_pixel(cw, ch, image::Rgb([0.5; 3]));
     if !patches.is_empty() {
@@ -73,6 +77,13 @@ pub fn zoom_out(
         })
         .collect();
     (canvas, moved)
+}
+
+/// The zoom-out factors `(kx, ky)` that place a `width × height` photo in a landscape 4:3 canvas
+/// `k` times its width (taller than `k` times its height when the photo is wider than 4:3).
+pub fn phone_factors(width: u32, height: u32, k: f32) -> (f32, f32) {
+    let ky = (0.75 * k * width as f32 / height as f32).max(k);
+    (k, ky)
 }
 
 /// `img` scaled (triangle filter) to [`PHONE_WIDTH`] pixels wide, or further when that would
@@ -126,7 +137,7 @@ mod tests {
         let cases = [(1.0f32, true), (2.0, true), (4.0, false), (2.5, true)];
         for (k, with_patches) in cases {
             let patches: Vec<&Rgb32FImage> = if with_patches { vec![&bg] } else { vec![] };
-            let (canvas, moved) = zoom_out(&img, &boxes, k, &patches, &mut Rng::new(7));
+            let (canvas, moved) = zoom_out(&img, &boxes, (k, k), &patches, &mut Rng::new(7));
             let want = ((40.0 * k).round() as u32, (20.0 * k).round() as u32);
             assert_eq!(canvas.dimensions(), want, "k = {k}");
             let m = moved[0];
@@ -154,7 +165,7 @@ mod tests {
     fn zoom_out_is_a_function_of_its_seed() {
         let img = photo(30, 15, 0.7);
         let bg = photo(17, 23, 0.2);
-        let run = |seed| zoom_out(&img, &[], 3.0, &[&bg], &mut Rng::new(seed));
+        let run = |seed| zoom_out(&img, &[], (3.0, 2.0), &[&bg], &mut Rng::new(seed));
         assert_eq!(run(3), run(3));
         assert_ne!(run(3).0, run(4).0);
     }

@@ -72,6 +72,10 @@ pub fn sequence_log_prob(log_probs: &[f32], t: usize, n: usize, b: usize, digits
     forward(t, &labels, lp).map_or(f64::NEG_INFINITY, |(_, log_p)| log_p as f64)
 }
 
+/// What `housenum read` prints in the digits column for a reading without digits: the photo
+/// holds no number (its confidence is then how sure the reader is that there is none).
+pub const NO_NUMBER: &str = "no number";
+
 /// A decoded number.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Decoded {

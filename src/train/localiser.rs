@@ -81,6 +81,10 @@ pub struct LocTrainConfig {
     /// Largest zoom-out factor.
     #[serde(default = "default_zoom_out_max")]
     pub zoom_out_max: f32,
+    /// Draw the width and height factors of a zoom-out independently (canvases of every
+    /// aspect) instead of one factor for both.
+    #[serde(default)]
+    pub zoom_out_independent: bool,
     /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
     /// a later call resumes): a run cut in parts, as a kill would cut it.
     #[serde(default)]
@@ -127,6 +131,9 @@ impl LocTrainConfig {
         if self.zoom_out_prob > 0.0 {
             o["zoom_out_prob"] = serde_json::json!(self.zoom_out_prob);
             o["zoom_out_max"] = serde_json::json!(self.zoom_out_max);
+            if self.zoom_out_independent {
+                o["zoom_out_independent"] = serde_json::json!(true);
+            }
         }
         if !self.teachers.is_empty() {
             o["teachers"] = serde_json::json!(self.teachers);
@@ -148,11 +155,11 @@ fn default_zoom_out_max() -> f32 {
 /// would be larger (the localiser sees at most 64 × 128 of it).
 const ZOOM_CANVAS_SIDE: f32 = 512.0;
 
-/// `item` framed `k` times looser ([`zoom_out`]) at a resolution whose longest side is at most
-/// [`ZOOM_CANVAS_SIDE`], with its box moved and scaled along.
-fn zoomed_out(item: &Item, k: f32, patches: &[&Rgb32FImage], rng: &mut Rng) -> Item {
+/// `item` framed `kx` × `ky` times looser ([`zoom_out`]) at a resolution whose longest side is
+/// at most [`ZOOM_CANVAS_SIDE`], with its box moved and scaled along.
+fn zoomed_out(item: &Item, (kx, ky): (f32, f32), patches: &[&Rgb32FImage], rng: &mut Rng) -> Item {
     let (w, h) = item.image.dimensions();
-    let s = (ZOOM_CANVAS_SIDE / (k * w.max(h) as f32)).min(1.0);
+    let s = (ZOOM_CANVAS_SIDE / (kx * w as f32).max(ky * h as f32)).min(1.0);
     let (sw, sh) = (
         ((w as f32 * s).round() as u32).max(1),
         ((h as f32 * s).round() as u32).max(1),
@@ -170,7 +177,7 @@ fn zoomed_out(item: &Item, k: f32, patches: &[&Rgb32FImage], rng: &mut Rng) -> I
         width: (r - l) * fx,
         height: (b - t) * fy,
     };
-    let (image, moved) = zoom_out(&small, &[digit], k, patches, rng);
+    let (image, moved) = zoom_out(&small, &[digit], (kx, ky), patches, rng);
     Item {
         image,
         target: boxes_union(&moved),
@@ -745,7 +752,13 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                         && !backgrounds.is_empty()
                         && rng.chance(cfg.zoom_out_prob)
                     {
-                        let k = cfg.zoom_out_max.max(1.0).powf(rng.f32());
+                        let max = cfg.zoom_out_max.max(1.0);
+                        let k = if cfg.zoom_out_independent {
+                            (max.powf(rng.f32()), max.powf(rng.f32()))
+                        } else {
+                            let k = max.powf(rng.f32());
+                            (k, k)
+                        };
                         let picks: Vec<&Rgb32FImage> = (0..8)
                             .map(|_| &backgrounds[rng.below(backgrounds.len())])
                             .collect();

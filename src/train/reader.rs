@@ -12,6 +12,7 @@ use crate::data::recombine;
 use crate::data::svhn::{split_by_name, SvhnSet};
 use crate::engine::crnn::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::error::{Error, Result};
+use crate::read::ctc::NO_NUMBER;
 use crate::read::DigitBox;
 use crate::read::{self, BatchItem, Protocol, Region, Strip};
 use crate::rng::Rng;
@@ -230,8 +231,10 @@ pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>
                     Some(s) => Some(region(s)?),
                     None => None,
                 };
+                // `read` prints NO_NUMBER for a photo without digits: nothing to learn.
+                let digits = if f[1] == NO_NUMBER { "" } else { f[1] };
                 Some((
-                    crate::alphabet::digits_from_str(f[1])?,
+                    crate::alphabet::digits_from_str(digits)?,
                     f[2].parse::<f32>().ok()?,
                     r,
                 ))
@@ -684,7 +687,10 @@ mod tests {
                 Ok(vec![("a.png".into(), vec![4, 2], r(3, 4, 50, 60))]),
             ),
             // Below the threshold, or nothing read: dropped.
-            ("a.png\t42\t0.2\nb.png\t\t0.99\n", Ok(vec![])),
+            (
+                "a.png\t42\t0.2\nb.png\t\t0.99\nc.png\tno number\t0.99\n",
+                Ok(vec![]),
+            ),
             ("a.png\t42\n", Err(())),
             ("a.png\t4x2\t0.9\n", Err(())),
             ("a.png\t42\t0.9\t5,5,3,3\n", Err(())),
