@@ -580,3 +580,74 @@ fn a_photo_without_a_number_says_so_in_text_json_and_exit_code() {
         Some(want.as_str())
     );
 }
+
+#[test]
+fn a_killed_read_output_resumes_losing_and_doubling_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    let p = photos.display().to_string();
+    let (code, _, err) = run(
+        &["synth", "--out", &p, "--count", "160", "--seed", "3", "-q"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    // The uninterrupted run, given its files on standard input.
+    let list: String = (1..=160).map(|i| format!("{p}/{i}.png\n")).collect();
+    let whole = dir.path().join("whole.jsonl");
+    let w = whole.display().to_string();
+    let (code, out, err) = run(
+        &["read", "--files-from", "-", "--output", &w],
+        Some(list.as_bytes()),
+    );
+    assert!(code == 0 || code == 4, "{err}");
+    assert!(out.is_empty(), "--output prints nothing: {out}");
+    let want = std::fs::read_to_string(&whole).unwrap();
+    assert_eq!(want.lines().count(), 160);
+    // The same run killed (SIGKILL) once the first chunk is written, then a kill mid-line
+    // simulated, then started again with the same output: the same file, line for line.
+    let part = dir.path().join("part.jsonl");
+    let mut child = std::process::Command::new(common::bin())
+        .args(["read", &p, "--output", &part.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&part).map_or(0, |s| s.lines().count()) < 32 {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no output after two minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let written = std::fs::read_to_string(&part).unwrap();
+    let kept = written.lines().count();
+    assert!(
+        kept < 160,
+        "the kill came too late to test anything ({kept} lines)"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&part)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"path\": \"cut"))
+        .unwrap();
+    let (code, _, err) = run(&["read", &p, "--output", &part.display().to_string()], None);
+    assert!(code == 0 || code == 4, "{err}");
+    assert!(
+        err.contains(&format!("{kept} image(s) already read")),
+        "{err}"
+    );
+    let got = std::fs::read_to_string(&part).unwrap();
+    // Directory order is by name (1, 10, 100, …), the list's by number: compare as sets of
+    // lines, each path once.
+    let (mut a, mut b): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+    // A file that is not a `read --output` listing is refused, naming it.
+    let (code, _, err) = run(&["read", &p, "--output", "Cargo.toml"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("Cargo.toml:1"), "{err}");
+}

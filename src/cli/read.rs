@@ -26,8 +26,17 @@ use rayon::prelude::*;
 pub struct ReadArgs {
     /// Image files (PNG, JPEG, BMP, GIF, TIFF, WebP); a directory reads the images in it; `-`
     /// reads one image from standard input.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "files_from")]
     pub images: Vec<PathBuf>,
+    /// Also read the image files listed in FILE, one path a line (`-`: standard input), e.g.
+    /// `find photos -name '*.jpg' | housenum read --files-from - --output readings.jsonl`.
+    #[arg(long, value_name = "FILE")]
+    pub files_from: Option<PathBuf>,
+    /// Append one JSON line per image to FILE instead of printing (as `--json`), each chunk of
+    /// readings written as it is done. Started again with the same FILE, a stopped or killed
+    /// run resumes: images already in FILE are skipped, so nothing is lost or written twice.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Print one JSON object per image (`path`, `digits`, `confidence`, or `error`).
     #[arg(long)]
     pub json: bool,
@@ -204,9 +213,35 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
     let reader = a.models.reader()?;
     let protocol = Protocol::from(a.protocol);
-    let (inputs, empty_dirs) = expand_inputs(&a.images);
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut images = a.images.clone();
+    if let Some(list) = &a.files_from {
+        images.extend(read_file_list(list)?);
+    }
+    let (mut inputs, empty_dirs) = expand_inputs(&images);
+    let json = a.json || a.output.is_some();
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(file) => {
+            let done = resume_output(file)?;
+            let before = inputs.len();
+            inputs.retain(|p| !done.contains(&p.display().to_string()));
+            if before > inputs.len() {
+                eprintln!(
+                    "{}: {} image(s) already read there, {} to read",
+                    file.display(),
+                    before - inputs.len(),
+                    inputs.len()
+                );
+            }
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .with_context(|| format!("opening {}", file.display()))?,
+            )
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
     let mut failed = empty_dirs.len();
     for d in &empty_dirs {
         eprintln!(
@@ -221,6 +256,8 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     let (mut abstained, mut without_number) = (0usize, 0usize);
     let pb = housenum::progress::bar(inputs.len() as u64, "read", false);
     for chunk in inputs.chunks(CHUNK) {
+        // A chunk's lines are written at once: a run killed between chunks leaves whole lines.
+        let mut lines: Vec<u8> = Vec::new();
         for (path, result) in chunk.iter().zip(read_chunk(&reader, protocol, chunk)) {
             let name = path.display().to_string();
             match result {
@@ -240,19 +277,19 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                         d.text()
                     };
                     let r = [region.x0, region.y0, region.x1, region.y1];
-                    if a.json {
+                    if json {
                         let digits = if none { String::new() } else { digits.clone() };
                         let v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r});
-                        writeln!(out, "{v}")?;
+                        writeln!(lines, "{v}")?;
                     } else if a.region {
                         let [x0, y0, x1, y1] = r;
                         writeln!(
-                            out,
+                            lines,
                             "{name}\t{digits}\t{:.3}\t{x0},{y0},{x1},{y1}",
                             d.confidence
                         )?;
                     } else {
-                        writeln!(out, "{name}\t{digits}\t{:.3}", d.confidence)?;
+                        writeln!(lines, "{name}\t{digits}\t{:.3}", d.confidence)?;
                     }
                     if let Some(target) = &a.explain {
                         let file = if inputs.len() > 1 {
@@ -275,9 +312,9 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     failed += 1;
-                    if a.json {
+                    if json {
                         writeln!(
-                            out,
+                            lines,
                             "{}",
                             serde_json::json!({"path": name, "error": e.to_string()})
                         )?;
@@ -286,6 +323,7 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                 }
             }
         }
+        out.write_all(&lines)?;
         out.flush()?;
         pb.inc(chunk.len() as u64);
     }
@@ -301,6 +339,67 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The paths listed in `list` (`-`: standard input), one a line, blank lines skipped.
+fn read_file_list(list: &Path) -> Result<Vec<PathBuf>> {
+    let text = if list.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the file list from standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(list)
+            .with_context(|| format!("reading the file list {}", list.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(PathBuf::from)
+        .collect())
+}
+
+/// The paths already in a `--output` file, after cutting a last line left incomplete by a kill
+/// (its image is read again). A missing file is an empty one.
+fn resume_output(file: &Path) -> Result<std::collections::HashSet<String>> {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut done = std::collections::HashSet::new();
+    for (i, line) in String::from_utf8_lossy(&bytes[..whole]).lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: not a line `read --output` writes; give another file",
+                file.display(),
+                i + 1
+            )
+        })?;
+        let path = v["path"]
+            .as_str()
+            .with_context(|| format!("{}:{}: a JSON line without a path", file.display(), i + 1))?;
+        done.insert(path.to_string());
+    }
+    // Only a file of our own lines is cut.
+    if !bytes[whole..].starts_with(b"{") && whole < bytes.len() {
+        anyhow::bail!(
+            "{}: its last line is not one `read --output` writes; give another file",
+            file.display()
+        );
+    }
+    if whole < bytes.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(file)
+            .with_context(|| format!("opening {}", file.display()))?;
+        f.set_len(whole as u64)
+            .with_context(|| format!("cutting the incomplete last line of {}", file.display()))?;
+    }
+    Ok(done)
 }
 
 /// Images decoded, framed (the localiser run under `locate`) and prepared in parallel, this many

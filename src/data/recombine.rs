@@ -155,12 +155,7 @@ pub fn paste_into(
     let (kx, ky) = (sw as f32 / sw0, sh as f32 / sh0);
     let boxes = strip_boxes
         .iter()
-        .map(|bx| DigitBox {
-            left: x0 as f32 + bx.left * kx,
-            top: y0 as f32 + bx.top * ky,
-            width: bx.width * kx,
-            height: bx.height * ky,
-        })
+        .map(|bx| bx.scaled((kx, ky), (x0 as f32, y0 as f32)))
         .collect();
     (canvas, boxes)
 }

@@ -70,11 +70,7 @@ pub fn zoom_out(
     imageops::replace(&mut canvas, img, x0 as i64, y0 as i64);
     let moved = boxes
         .iter()
-        .map(|b| DigitBox {
-            left: b.left + x0 as f32,
-            top: b.top + y0 as f32,
-            ..*b
-        })
+        .map(|b| b.scaled((1.0, 1.0), (x0 as f32, y0 as f32)))
         .collect();
     (canvas, moved)
 }
@@ -105,12 +101,7 @@ pub fn phone_size(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Vec<Di
     let (fx, fy) = (sw as f32 / w as f32, sh as f32 / h as f32);
     let moved = boxes
         .iter()
-        .map(|b| DigitBox {
-            left: b.left * fx,
-            top: b.top * fy,
-            width: b.width * fx,
-            height: b.height * fy,
-        })
+        .map(|b| b.scaled((fx, fy), (0.0, 0.0)))
         .collect();
     (scaled, moved)
 }

@@ -100,6 +100,16 @@ impl DigitBox {
     pub fn bottom(&self) -> f32 {
         self.top + self.height
     }
+    /// This box scaled by `(fx, fy)`, then moved by `(dx, dy)` pixels.
+    pub fn scaled(&self, (fx, fy): (f32, f32), (dx, dy): (f32, f32)) -> DigitBox {
+        DigitBox {
+            left: self.left * fx + dx,
+            top: self.top * fy + dy,
+            width: self.width * fx,
+            height: self.height * fy,
+        }
+    }
+
     /// This box clamped to a `width × height` image.
     pub fn clamped(&self, width: u32, height: u32) -> DigitBox {
         let (w, h) = (width as f32, height as f32);
