@@ -13,7 +13,8 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Time on 2 cores: the reader's steps ~1 h 4 min alone; the localiser 18 min (with other work beside it).
+# Time on 2 cores: the reader's steps ~1 h 4 min alone; the localiser 18 min (with other work beside it),
+# and run again its localiser/refined.onnx is onnx/localiser.onnx byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
