@@ -259,8 +259,8 @@ fn reframed(
     protocol: Protocol,
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
+    use housenum::data::framing::{phone_factors, phone_size, zoom_out};
     use housenum::data::synth::background_patches;
-    use housenum::eval::framing::{phone_factors, phone_size, zoom_out};
     let patches: Vec<Vec<image::Rgb32FImage>> = records
         .par_iter()
         .map(|r| {

@@ -1,9 +1,7 @@
 //! Evaluation: exact-reading metrics over a labelled folder ([`metrics`]), HTML reports
-//! ([`report`]), calibration error ([`calibration`]) and loosely framed photos for the framing
-//! benchmark ([`framing`]).
+//! ([`report`]) and calibration error ([`calibration`]).
 
 pub mod calibration;
-pub mod framing;
 pub mod metrics;
 pub mod report;
 

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
+use crate::data::framing::zoom_out;
 use crate::data::recombine::{compose, cut_digits, paste_into, DigitCrop};
 use crate::data::svhn::{split_by_name, Record, SvhnSet};
 use crate::data::synth::background_patches;
@@ -25,7 +26,6 @@ use crate::engine::localiser::{
     iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig,
 };
 use crate::error::{Error, Result};
-use crate::eval::framing::zoom_out;
 use crate::read::{self, boxes_union, DigitBox, Region};
 use crate::rng::Rng;
 use crate::train::optim::{clip_grad_norm, lr_at, Adam};
@@ -74,7 +74,7 @@ pub struct LocTrainConfig {
     pub paste_prob: f32,
     /// Share of samples framed looser: the photo placed in a canvas up to `zoom_out_max` times
     /// its width and height (the factor log-uniform), filled with digit-free parts of other
-    /// training photos ([`crate::eval::framing::zoom_out`]), so that numbers small in the frame
+    /// training photos ([`crate::data::framing::zoom_out`]), so that numbers small in the frame
     /// are found. 0 draws nothing.
     #[serde(default)]
     pub zoom_out_prob: f32,
