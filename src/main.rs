@@ -38,6 +38,8 @@ enum Command {
     Calibrate(cli::calibrate::CalibrateArgs),
     Synth(cli::synth::SynthArgs),
     Label(cli::label::LabelArgs),
+    Strips(cli::strips::StripsArgs),
+    BenchStrips(cli::strips::BenchStripsArgs),
     #[cfg(feature = "train")]
     Train(cli::train::TrainArgs),
     #[cfg(feature = "train")]
@@ -90,6 +92,8 @@ fn main() -> std::process::ExitCode {
         Command::Calibrate(a) => cli::calibrate::run(a),
         Command::Synth(a) => cli::synth::run(a),
         Command::Label(a) => cli::label::run(a),
+        Command::Strips(a) => cli::strips::run(a),
+        Command::BenchStrips(a) => cli::strips::run_bench(a),
         #[cfg(feature = "train")]
         Command::Train(a) => cli::train::run(a),
         #[cfg(feature = "train")]

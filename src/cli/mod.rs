@@ -9,6 +9,7 @@ pub mod export;
 pub mod export_localiser;
 pub mod label;
 pub mod read;
+pub mod strips;
 pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;

@@ -190,7 +190,12 @@ impl Locator {
         };
         let plan = model
             .set_input_fact(0, f32::fact([1, 3, height, width]).into())
-            .and_then(|_| model.into_optimized())
+            .and_then(|_| model.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .and_then(|mut m| {
+                crate::read::plan::rewrite_maxpools(&mut m)?;
+                m.into_optimized()
+            })
             .and_then(|m| m.into_runnable())
             .map_err(|e| err(format!("cannot build an inference plan: {e}")))?;
         let locator = Locator {

@@ -20,6 +20,7 @@ pub mod explain;
 pub mod framings;
 pub mod locate;
 pub mod metadata;
+pub mod plan;
 pub mod reader;
 pub mod region;
 pub mod search;

@@ -221,7 +221,12 @@ impl Reader {
         let fact = f32::fact([n.to_dim(), 3.to_dim(), HEIGHT.to_dim(), w.to_dim()]);
         m.set_input_fact(0, fact.into()).map_err(err)?;
         let plan = m
-            .into_optimized()
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .and_then(|mut m| {
+                read::plan::rewrite_maxpools(&mut m)?;
+                m.into_optimized()
+            })
             .and_then(|m| m.into_runnable())
             .map_err(err)?;
         plans.insert(n, plan.clone());
@@ -245,6 +250,36 @@ impl Reader {
             .map_err(|e| Error::Inference(e.to_string()))?;
         let t = view.shape()[view.ndim() - 3];
         Ok((view.iter().cloned().collect(), t))
+    }
+
+    /// Time each operator of the optimised plan over `strips`, one strip at a time on this
+    /// thread: per operator kind (tract's name for it: `Conv`-derived matrix products, `Im2col`,
+    /// `MaxPool`, the LSTM's `Scan`, …) the seconds spent in it, largest first, and the total.
+    /// What `housenum bench-strips --per-op` prints.
+    pub fn profile_ops(&self, strips: &[&Strip]) -> Result<(Vec<(String, f64)>, f64)> {
+        let mut per_op: HashMap<String, f64> = HashMap::new();
+        let mut total = 0.0;
+        for s in strips {
+            let plan = self.plan(1)?;
+            let input = Tensor::from_shape(&[1, 3, HEIGHT, s.width], &s.data)
+                .map_err(|e| Error::Inference(e.to_string()))?;
+            let mut state =
+                TypedSimpleState::new(&plan).map_err(|e| Error::Inference(e.to_string()))?;
+            let start = std::time::Instant::now();
+            state
+                .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    *per_op.entry(node.op().name().to_string()).or_default() +=
+                        t.elapsed().as_secs_f64();
+                    out
+                })
+                .map_err(|e| Error::Inference(e.to_string()))?;
+            total += start.elapsed().as_secs_f64();
+        }
+        let mut v: Vec<(String, f64)> = per_op.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok((v, total))
     }
 
     /// Read many strips: grouped by width into batches of at most [`MAX_BATCH`] (strips of

@@ -1,0 +1,190 @@
+//! Rewrites of tract's optimised plan where one of its operators is slow for these models.
+//!
+//! tract 0.23 runs a 2 × 2, stride-2 max-pool one output value at a time with bounds checks (its
+//! vectorised 2 × 2 path covers stride 1 only): 15 % of the reader's time, against 2 % for the
+//! same operator in onnxruntime (`housenum bench-strips --per-op`, docs/experiments.md, "Speed").
+//! [`MaxPool2x2`] computes the same values (the maximum is exact, so bit for bit) a row pair at a
+//! time, in loops the compiler vectorises. The `.onnx` files are unchanged: the rewrite happens
+//! on the plan this process builds.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+/// Max-pooling over 2 × 2 windows with stride 2 and no padding, NCHW f32, odd rows and columns
+/// dropped (ONNX `MaxPool` with `kernel_shape = strides = [2, 2]`, floor mode).
+///
+/// # Shapes
+/// `[n, c, h, w]` → `[n, c, h / 2, w / 2]` (floor).
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+pub struct MaxPool2x2;
+
+impl Op for MaxPool2x2 {
+    fn name(&self) -> StaticName {
+        "MaxPool2x2".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for MaxPool2x2 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        if shape.len() != 4 {
+            bail!("MaxPool2x2 expects [n, c, h, w], got {shape:?}");
+        }
+        let (n, c, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let (oh, ow) = (h / 2, w / 2);
+        let view = input.try_as_plain_ram()?;
+        let x = view.as_slice::<f32>()?;
+        let mut out = vec![0f32; n * c * oh * ow];
+        maxpool_2x2(x, &mut out, n * c, h, w);
+        Ok(tvec!(
+            Tensor::from_shape(&[n, c, oh, ow], &out)?.into_tvalue()
+        ))
+    }
+}
+
+impl TypedOp for MaxPool2x2 {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        if s.rank() != 4 {
+            bail!("MaxPool2x2 expects a rank-4 input");
+        }
+        let half = |d: &TDim| (d.clone() - 2) / 2 + 1;
+        Ok(tvec!(f32::fact([
+            s[0].clone(),
+            s[1].clone(),
+            half(&s[2]),
+            half(&s[3])
+        ])))
+    }
+
+    as_op!();
+}
+
+/// The pooling itself: `planes` planes of `h × w` in `x`, `planes` planes of
+/// `(h / 2) × (w / 2)` into `out`.
+///
+/// # Shapes
+/// `x`: `[planes, h, w]`, `out`: `[planes, h / 2, w / 2]`.
+pub fn maxpool_2x2(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: usize) {
+    let (oh, ow) = (h / 2, w / 2);
+    for p in 0..planes {
+        let plane = &x[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            let r0 = &plane[2 * oy * w..2 * oy * w + 2 * ow];
+            let r1 = &plane[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+            let o = &mut out[(p * oh + oy) * ow..(p * oh + oy + 1) * ow];
+            for ((o, a), b) in o.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                // The order of tract's generic walk (row 0 then row 1, left then right).
+                *o = f32::MIN.max(a[0]).max(a[1]).max(b[0]).max(b[1]);
+            }
+        }
+    }
+}
+
+/// Whether `op` is a max-pool that [`MaxPool2x2`] computes exactly.
+fn is_plain_2x2(op: &MaxPool) -> bool {
+    let s = &op.pool_spec;
+    let zeros = |v: &[usize]| v.iter().all(|&p| p == 0);
+    let unpadded = match &s.padding {
+        PaddingSpec::Valid => true,
+        PaddingSpec::Explicit(b, a) => zeros(b) && zeros(a),
+        PaddingSpec::ExplicitOnnxPool(b, a, ceil) => zeros(b) && zeros(a) && !ceil,
+        _ => false,
+    };
+    op.with_index_outputs.is_none()
+        && s.data_format == DataFormat::NCHW
+        && s.kernel_shape[..] == [2, 2]
+        && s.strides.as_deref() == Some(&[2, 2][..])
+        && s.dilations
+            .as_ref()
+            .is_none_or(|d| d.iter().all(|&x| x == 1))
+        && unpadded
+}
+
+/// Replace every plain 2 × 2 max-pool of a decluttered model by [`MaxPool2x2`]; returns how many.
+pub fn rewrite_maxpools(model: &mut TypedModel) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        let Some(op) = node.op_as::<MaxPool>() else {
+            continue;
+        };
+        if !is_plain_2x2(op) || model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
+            continue;
+        }
+        let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, MaxPool2x2)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rewrite against tract's own max-pool, bit for bit, on odd and even sizes.
+    #[test]
+    fn maxpool_matches_tract() {
+        for (h, w) in [(30, 124), (13, 60), (13, 61), (2, 2), (3, 5), (4, 7)] {
+            let planes = 3;
+            let mut r = crate::rng::Rng::new((h * 1000 + w) as u64);
+            let x: Vec<f32> = (0..planes * h * w).map(|_| r.normal()).collect();
+            let mut ours = vec![0f32; planes * (h / 2) * (w / 2)];
+            maxpool_2x2(&x, &mut ours, planes, h, w);
+
+            let mut m = TypedModel::default();
+            let src = m
+                .add_source("x", f32::fact([1, planes, h, w]))
+                .expect("source");
+            let spec = tract_onnx::tract_core::ops::cnn::PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![2, 2],
+                padding: PaddingSpec::Valid,
+                dilations: None,
+                strides: Some(tvec![2, 2]),
+                input_channels: planes,
+                output_channels: planes,
+            };
+            let out = m
+                .wire_node("pool", MaxPool::new(spec, None), &[src])
+                .expect("wire");
+            m.select_output_outlets(&out).expect("outputs");
+            let input = Tensor::from_shape(&[1, planes, h, w], &x).expect("tensor");
+            let reference = m
+                .clone()
+                .into_runnable()
+                .expect("plan")
+                .run(tvec!(input.clone().into_tvalue()))
+                .expect("run");
+            let theirs: Vec<f32> = reference[0]
+                .to_plain_array_view::<f32>()
+                .expect("f32")
+                .iter()
+                .cloned()
+                .collect();
+            assert_eq!(ours, theirs, "{h}x{w}");
+
+            assert_eq!(rewrite_maxpools(&mut m).expect("rewrite"), 1);
+            let rewritten = m
+                .into_runnable()
+                .expect("plan")
+                .run(tvec!(input.into_tvalue()))
+                .expect("run");
+            let got: Vec<f32> = rewritten[0]
+                .to_plain_array_view::<f32>()
+                .expect("f32")
+                .iter()
+                .cloned()
+                .collect();
+            assert_eq!(got, theirs);
+        }
+    }
+}
