@@ -9,9 +9,14 @@ per second for each mode:
 - `parallel`: one strip per `session.run` from one Python thread per core, each session on one
   intra-op thread (onnxruntime releases the GIL inside `run`), the way housenum spreads strips.
 
+`--per-op` instead prints onnxruntime's own profile, one strip at a time on one thread: the
+time per strip and each operator's share (as `housenum bench-strips --per-op` does for tract).
+
 Usage: python3 benches/ort_engine.py MODEL.onnx STRIPS_DIR [--modes one,batched,parallel]
+       [--per-op]
 """
 import argparse
+import collections
 import json
 import os
 import threading
@@ -66,6 +71,26 @@ def parallel(sessions, groups):
         t.join()
 
 
+def per_op(model, groups, n):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.enable_profiling = True
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    one(sess, groups)
+    path = sess.end_profiling()
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    times = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            times[e["args"]["op_name"]] += e["dur"]
+    total = sum(times.values())
+    print(f"{n} strips, one thread: {total / 1000 / n:.3f} ms per strip (operators only)")
+    for op, t in times.most_common():
+        print(f"{op:<24} {100 * t / total:5.1f} %")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -73,8 +98,12 @@ def main():
     p.add_argument("--modes", default="one,batched,parallel")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--per-op", action="store_true")
     args = p.parse_args()
     groups, n = load(args.dir)
+    if args.per_op:
+        per_op(args.model, groups, n)
+        return
     full = session(args.model, args.threads)
     singles = [session(args.model, 1) for _ in range(args.threads)]
     runs = {

@@ -2,7 +2,7 @@
 """Read house numbers with onnx/housenum.onnx under onnxruntime, exactly as `housenum read` does.
 
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
-       [--protocol locate|search|full] [--views 1-7] IMG...
+       [--protocol locate|search|full] [--views 1-7] [--early-exit P|off] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 An ensemble (output log_probs [M, T, N, 11], `housenum export` with several checkpoints) is read
 like more framings: every member's reading is scored under every member (see `member_log_probs`).
@@ -175,6 +175,10 @@ def locate_box(img, loc_sess):
         return first
     return locate_in(img, loc_sess, ctx)
 
+
+# src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
+# calibrated confidence is below it.
+EARLY_EXIT = 0.95
 
 # src/views.rs FRAMINGS: (grow x, grow y, shift by a fraction of the box width).
 FRAMINGS = [(1.3, 1.3, 0.0), (1.15, 1.15, 0.0), (1.5, 1.3, 0.0), (1.3, 1.5, 0.0),
@@ -377,8 +381,12 @@ def main():
     ap.add_argument("--protocol", choices=["locate", "search", "full"], default="locate")
     ap.add_argument("--views", type=int, choices=range(1, 8), default=7,
                     help="framings of the localiser's box read under locate (as `housenum read --views`)")
+    ap.add_argument("--early-exit", default=str(EARLY_EXIT),
+                    help="read the other framings only where the first one's confidence is below P "
+                         "(as `housenum read --early-exit`); off reads them all")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
+    early_exit = None if args.early_exit == "off" else float(np.float32(args.early_exit))
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     loc_sess = None
     if args.protocol == "locate":
@@ -402,14 +410,23 @@ def main():
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
-        per_strip = [member_log_probs(sess, x) for x in strips]
         if loc_sess is not None:
-            # Every member's reading of every framing, framing-major (src/infer.rs read_best).
-            lps = [lp for members in per_strip for lp in members]
+            # src/read/reader.rs read_best: the first framing alone, and where its calibrated
+            # confidence is below the early exit, every member's reading of every framing,
+            # framing-major.
+            per_strip = [member_log_probs(sess, strips[0])]
+            lps = list(per_strip[0])
             readings = [greedy_decode_spans(lp) for lp in lps]
             best, log_p = combine(lps, readings)
+            if len(strips) > 1 and not (early_exit is not None
+                                        and np.float32(calibrate(log_p, cal)) >= np.float32(early_exit)):
+                per_strip += [member_log_probs(sess, x) for x in strips[1:]]
+                lps = [lp for members in per_strip for lp in members]
+                readings = [greedy_decode_spans(lp) for lp in lps]
+                best, log_p = combine(lps, readings)
             digits = readings[best][0]
         else:
+            per_strip = [member_log_probs(sess, x) for x in strips]
             readings = [combine_members(members) for members in per_strip]
             digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
         # src/cli/read.rs NO_NUMBER: what a photo without a number prints.

@@ -651,3 +651,89 @@ fn a_killed_read_output_resumes_losing_and_doubling_nothing() {
     assert_eq!(code, 2);
     assert!(err.contains("Cargo.toml:1"), "{err}");
 }
+
+/// `examples/dask_read.py` on a local Dask cluster (two worker processes, shards of 16): every
+/// line equals `housenum read --json`'s for the same photo; run again after a shard lost its
+/// last lines, it reads only those and doubles nothing. Skipped when python3 cannot import
+/// `distributed`, unless `HOUSENUM_REQUIRE_DASK=1` (CI), which makes that a failure.
+#[test]
+fn the_dask_example_reads_like_housenum_read_and_resumes() {
+    use std::process::Command;
+    let ok = Command::new("python3")
+        .args(["-c", "import dask.distributed"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var("HOUSENUM_REQUIRE_DASK").as_deref() != Ok("1"),
+            "dask.distributed required"
+        );
+        eprintln!("note: python3 with dask.distributed not found; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    let p = photos.display().to_string();
+    let (code, _, err) = run(
+        &["synth", "--out", &p, "--count", "40", "--seed", "4", "-q"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, direct, err) = run(&["read", "--json", &p], None);
+    assert!(code == 0 || code == 4, "{err}");
+    let out = dir.path().join("out");
+    let dask = |what: &str| {
+        let s = Command::new("python3")
+            .arg(common::root().join("examples/dask_read.py"))
+            .args([
+                &p,
+                "--out",
+                &out.display().to_string(),
+                "--shard-size",
+                "16",
+            ])
+            .args([
+                "--workers",
+                "2",
+                "--housenum",
+                &common::bin().display().to_string(),
+            ])
+            .output()
+            .unwrap();
+        let code = s.status.code().unwrap();
+        assert!(
+            code == 0 || code == 4,
+            "{what}: {}",
+            String::from_utf8_lossy(&s.stderr)
+        );
+        std::fs::read_to_string(out.join("readings.jsonl")).unwrap()
+    };
+    let parse = |s: &str| -> Vec<serde_json::Value> {
+        s.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let want = parse(&direct);
+    assert_eq!(want.len(), 40);
+    assert_eq!(parse(&dask("first run")), want);
+    // A shard that lost its last 5 lines (a worker killed mid-shard), then the same command.
+    let shard = out.join("shard-00001.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&shard)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 16);
+    std::fs::write(&shard, lines[..11].join("\n") + "\n").unwrap();
+    assert_eq!(parse(&dask("resumed run")), want);
+    let total: usize = (0..3)
+        .map(|k| {
+            std::fs::read_to_string(out.join(format!("shard-{k:05}.jsonl")))
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(total, 40, "each photo read once over the shards");
+}

@@ -104,12 +104,43 @@ pub struct ModelArgs {
     /// log-probability over them answers. 1 reads the single 30 % box (≈ 4× faster).
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u8).range(1..=7))]
     pub views: u8,
+    /// Read the first framing of every box, and the other framings only where its reading's
+    /// confidence is below P; those read as with all framings. `off` reads every framing.
+    #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
+    pub early_exit: Option<EarlyExit>,
+}
+
+/// `--early-exit`: a confidence threshold, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EarlyExit {
+    /// Read every framing.
+    Off,
+    /// Stop after the first framing at this confidence or above.
+    At(f32),
+}
+
+fn parse_early_exit(s: &str) -> std::result::Result<EarlyExit, String> {
+    if s == "off" {
+        return Ok(EarlyExit::Off);
+    }
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(EarlyExit::At(p)),
+        _ => Err(format!(
+            "expected a confidence from 0 to 1, or off; got {s:?}"
+        )),
+    }
 }
 
 impl ModelArgs {
     /// The reader these options choose (see [`load_reader`]).
     pub fn reader(&self) -> Result<Reader> {
-        load_reader(self.model.as_deref(), self.localiser.as_deref(), self.views)
+        let mut reader = load_reader(self.model.as_deref(), self.localiser.as_deref(), self.views)?;
+        match self.early_exit {
+            Some(EarlyExit::Off) => reader.set_early_exit(None),
+            Some(EarlyExit::At(p)) => reader.set_early_exit(Some(p)),
+            None => {}
+        }
+        Ok(reader)
     }
 }
 

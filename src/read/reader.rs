@@ -40,6 +40,9 @@ pub struct Reader {
     locator: Mutex<Option<Arc<Locator>>>,
     /// How many [`framings::FRAMINGS`] of a box `crop` and `locate` read.
     views: usize,
+    /// Read the other framings only when the first one's calibrated confidence is below this
+    /// ([`Reader::set_early_exit`]); `None` reads them all.
+    early_exit: Option<f32>,
     /// Members of the model: 1, or an ensemble's `M` ([`crate::export::ensemble_to_onnx`]).
     members: usize,
 }
@@ -142,6 +145,7 @@ impl Reader {
             plans: Mutex::new(HashMap::new()),
             locator: Mutex::new(None),
             views: framings::FRAMINGS.len(),
+            early_exit: Some(framings::EARLY_EXIT),
             members: 1,
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
@@ -199,6 +203,19 @@ impl Reader {
     /// the box grown 30 %.
     pub fn set_views(&mut self, n: usize) {
         self.views = n.clamp(1, framings::FRAMINGS.len());
+    }
+
+    /// Under `crop` and `locate`, read the first framing (the box grown 30 %) of every image first,
+    /// and the others only for images whose reading of it has a calibrated confidence below
+    /// `threshold`; those answer exactly as when every framing is read. `None` (or a threshold
+    /// above 1) reads every framing of every image. [`framings::EARLY_EXIT`] unless set.
+    pub fn set_early_exit(&mut self, threshold: Option<f32>) {
+        self.early_exit = threshold.filter(|&t| t <= 1.0);
+    }
+
+    /// The early-exit threshold ([`Reader::set_early_exit`]).
+    pub fn early_exit(&self) -> Option<f32> {
+        self.early_exit
     }
 
     /// Replace the confidence calibration (e.g. with the identity, to see raw confidences).
@@ -370,8 +387,10 @@ impl Reader {
     }
 
     /// Read several images, each given as one or more candidate regions with their strips (what
-    /// [`Reader::strips`] gives for `protocol`): every strip of every image is read in one
-    /// width-grouped pass, and each image's answer is chosen on raw confidences — under
+    /// [`Reader::strips`] gives for `protocol`): the strips of all images are read together in
+    /// width-grouped passes (under `crop` and `locate` with an early exit, the first framing of
+    /// every image first, then the other framings of the images it left unsure: see
+    /// [`Reader::set_early_exit`]), and each image's answer is chosen on raw confidences — under
     /// [`Protocol::Search`] by [`search::choose`] (the reading most voted for by the crops that
     /// keep the whole image's central number), otherwise by [`framings::combine`] (the reading
     /// with the highest summed log-probability over the framings of the box; its confidence is
@@ -387,34 +406,76 @@ impl Reader {
         images: &[Vec<(Region, &Strip)>],
         protocol: Protocol,
     ) -> Result<Vec<(usize, Decoded)>> {
-        let flat: Vec<&Strip> = images.iter().flatten().map(|(_, s)| *s).collect();
-        let mut read = self.read_views(&flat)?.into_iter();
-        Ok(images
-            .iter()
-            .map(|cands| {
-                assert!(
-                    !cands.is_empty(),
-                    "an image needs at least one candidate strip"
-                );
-                let all: Vec<Vec<ViewReading>> = read.by_ref().take(cands.len()).collect();
-                let (best, mut d) = if protocol == Protocol::Search {
+        assert!(
+            images.iter().all(|c| !c.is_empty()),
+            "an image needs at least one candidate strip"
+        );
+        if protocol == Protocol::Search {
+            let flat: Vec<&Strip> = images.iter().flatten().map(|(_, s)| *s).collect();
+            let mut read = self.read_views(&flat)?.into_iter();
+            return Ok(images
+                .iter()
+                .map(|cands| {
                     let regions: Vec<Region> = cands.iter().map(|(r, _)| *r).collect();
-                    let decoded: Vec<Decoded> = all
-                        .into_iter()
+                    let decoded: Vec<Decoded> = read
+                        .by_ref()
+                        .take(cands.len())
                         .map(|members| framings::combine_into(members).1)
                         .collect();
                     let best = search::choose(&regions, &decoded, self.geometry);
-                    (best, decoded.into_iter().nth(best).expect("index in range"))
-                } else {
-                    // Every member's reading of every framing, framing-major.
-                    let (i, d) = framings::combine_into(all.into_iter().flatten().collect());
-                    (i / self.members, d)
-                };
-                let log_prob = d.log_prob;
-                d.confidence = self.calibration.apply(log_prob);
-                (best, d)
-            })
+                    let d = decoded.into_iter().nth(best).expect("index in range");
+                    (best, self.calibrated(d))
+                })
+                .collect());
+        }
+        // Framings of a box: the first of every image, then the rest where it is unsure.
+        let threshold = self.early_exit.unwrap_or(f32::INFINITY);
+        let firsts: Vec<&Strip> = if threshold.is_finite() {
+            images.iter().map(|c| c[0].1).collect()
+        } else {
+            Vec::new()
+        };
+        let first_read = self.read_views(&firsts)?;
+        let mut answers: Vec<Option<(usize, Decoded)>> = vec![None; images.len()];
+        let mut unsure = Vec::new();
+        for (k, cands) in images.iter().enumerate() {
+            if let Some(members) = first_read.get(k) {
+                let (i, d) = framings::combine_into(members.clone());
+                let d = self.calibrated(d);
+                if cands.len() == 1 || d.confidence >= threshold {
+                    answers[k] = Some((i / self.members, d));
+                    continue;
+                }
+            }
+            unsure.push(k);
+        }
+        let skip = usize::from(threshold.is_finite());
+        let rest: Vec<&Strip> = unsure
+            .iter()
+            .flat_map(|&k| images[k][skip..].iter().map(|(_, s)| *s))
+            .collect();
+        let mut read = self.read_views(&rest)?.into_iter();
+        let mut first_read = first_read.into_iter().map(Some).collect::<Vec<_>>();
+        for &k in &unsure {
+            // Every member's reading of every framing, framing-major.
+            let mut all: Vec<ViewReading> = match first_read.get_mut(k).and_then(Option::take) {
+                Some(members) => members,
+                None => Vec::new(),
+            };
+            all.extend(read.by_ref().take(images[k].len() - skip).flatten());
+            let (i, d) = framings::combine_into(all);
+            answers[k] = Some((i / self.members, self.calibrated(d)));
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every image answered"))
             .collect())
+    }
+
+    /// `d` with its confidence calibrated from its log-probability.
+    fn calibrated(&self, mut d: Decoded) -> Decoded {
+        d.confidence = self.calibration.apply(d.log_prob);
+        d
     }
 
     /// Read a batch of images prepared elsewhere (each an item `T` the caller keeps, e.g. the
