@@ -458,10 +458,10 @@ impl Reader {
         let mut first_read = first_read.into_iter().map(Some).collect::<Vec<_>>();
         for &k in &unsure {
             // Every member's reading of every framing, framing-major.
-            let mut all: Vec<ViewReading> = match first_read.get_mut(k).and_then(Option::take) {
-                Some(members) => members,
-                None => Vec::new(),
-            };
+            let mut all: Vec<ViewReading> = first_read
+                .get_mut(k)
+                .and_then(Option::take)
+                .unwrap_or_default();
             all.extend(read.by_ref().take(images[k].len() - skip).flatten());
             let (i, d) = framings::combine_into(all);
             answers[k] = Some((i / self.members, self.calibrated(d)));
