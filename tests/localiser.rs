@@ -481,3 +481,42 @@ fn localiser_ensemble_runs_the_same_in_tract_and_mirrors_exactly() {
         }
     }
 }
+
+/// The second look (`read --second-look`): in a photo framed loosely (a sample pasted into a
+/// plain canvas 4 × 3 times its width), the first look finds no number; the tiles do, and
+/// their reading answers. Off by default; a confident first answer is kept as it is.
+#[test]
+fn second_look_finds_a_number_the_first_look_missed() {
+    use housenum::{Protocol, Reader};
+    let cases = [("sample-2.png", "1975"), ("sample-5.png", "2651")];
+    let mut reader = Reader::embedded().unwrap();
+    assert_eq!(reader.second_look_below(), None, "off by default");
+    for (file, want) in cases {
+        let photo = image::open(common::root().join("data/samples").join(file))
+            .unwrap()
+            .to_rgb8();
+        let w = photo.width();
+        let mut canvas = image::RgbImage::from_pixel(4 * w, 3 * w, image::Rgb([128, 124, 118]));
+        image::imageops::replace(&mut canvas, &photo, (4 * w / 5) as i64, (3 * w / 2) as i64);
+        let img = image::DynamicImage::ImageRgb8(canvas).to_rgb32f();
+        reader.set_second_look(None);
+        let (_, first) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        assert_eq!(first.text(), "", "{file}: the first look misses it");
+        reader.set_second_look(Some(0.9));
+        let (region, second) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        assert_eq!(second.text(), want, "{file}");
+        assert!(second.confidence > first.confidence, "{file}");
+        assert!(
+            region.x0 >= 4 * w / 5 - w / 2 && region.x1 <= 4 * w / 5 + 3 * w / 2,
+            "{file}: {region:?} around the pasted photo"
+        );
+        // A photo read confidently the first time keeps that reading.
+        let sample = read::load_image(&common::root().join("data/samples/sample-1.png")).unwrap();
+        let plain = reader.read_image(&sample, Protocol::Locate, &[]).unwrap();
+        reader.set_second_look(None);
+        assert_eq!(
+            plain,
+            reader.read_image(&sample, Protocol::Locate, &[]).unwrap()
+        );
+    }
+}

@@ -31,8 +31,14 @@ fn per_view(
 
 #[test]
 fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
-    let reader = Reader::embedded().unwrap();
+    let mut reader = Reader::embedded().unwrap();
     assert_eq!(reader.views(), FRAMINGS.len(), "all framings by default");
+    assert_eq!(reader.early_exit(), Some(framings::EARLY_EXIT));
+    let mut early = Reader::embedded().unwrap();
+    early.set_second_look(None);
+    reader.set_early_exit(None);
+    reader.set_second_look(None);
+    let (mut exits, mut stays) = (0, 0);
     let locator = reader.locator().unwrap();
     let cal = reader.calibration();
     let mut disagreements = 0;
@@ -76,6 +82,27 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
                 _ => Some((d, score(d))),
             });
         let (region, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        // With the early exit: the first framing's own reading where it is confident enough,
+        // else exactly the reading of all seven.
+        let (first_region, first) = {
+            let (d0, lp0, t0) = &views[0];
+            let lp = sequence_log_prob(lp0, *t0, 1, 0, d0).min(0.0);
+            (regions[0], (d0.clone(), lp, cal.apply(lp)))
+        };
+        let (e_region, e) = early.read_image(&img, Protocol::Locate, &[]).unwrap();
+        if reader.members() == 1 && first.2 >= framings::EARLY_EXIT {
+            exits += 1;
+            assert_eq!(
+                (e_region, &e.digits),
+                (first_region, &first.0),
+                "{path}: early exit"
+            );
+            assert!((e.log_prob - first.1).abs() < 1e-4, "{path}");
+        } else {
+            stays += 1;
+            assert_eq!((e_region, &e.digits), (region, &d.digits), "{path}");
+            assert_eq!(e.log_prob, d.log_prob, "{path}");
+        }
         let Some(best) = best else {
             // Every framing read nothing: no number, answered by the first framing.
             assert!(d.digits.is_empty(), "{path}: {d:?}");
@@ -93,6 +120,10 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
             "the region of the first framing that read it"
         );
     }
+    assert!(
+        exits > 0 && stays > 0,
+        "early exits {exits}, full reads {stays}"
+    );
     // Not every image is read alike under every framing, so the choice was exercised.
     assert!(
         disagreements > 0,

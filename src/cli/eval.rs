@@ -13,7 +13,7 @@ use housenum::rng::Rng;
 use housenum::Protocol;
 use rayon::prelude::*;
 
-use super::read::ModelArgs;
+use super::read::{LookArgs, ModelArgs};
 
 /// Which images of the folder to evaluate.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub models: ModelArgs,
+    #[command(flatten)]
+    pub look: LookArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -119,7 +121,8 @@ impl From<ProtocolArg> for Protocol {
 
 /// Run the subcommand.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
-    let reader = a.models.reader()?;
+    let mut reader = a.models.reader()?;
+    a.look.apply(&mut reader);
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
     if let Some(m) = set.missing_summary() {
         eprintln!("warning: {m}");

@@ -42,6 +42,8 @@ pub struct ReadArgs {
     pub json: bool,
     #[command(flatten)]
     pub models: ModelArgs,
+    #[command(flatten)]
+    pub look: LookArgs,
     /// Abstain below this confidence: print `?` instead of the digits (exit code 3).
     #[arg(long, value_name = "X")]
     pub min_confidence: Option<f32>,
@@ -108,6 +110,28 @@ pub struct ModelArgs {
     /// confidence is below P; those read as with all framings. `off` reads every framing.
     #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
     pub early_exit: Option<EarlyExit>,
+}
+
+/// `--second-look`, for `read` and `eval`.
+#[derive(Args, Debug)]
+pub struct LookArgs {
+    /// Under `locate`, look again for the number in 3 × 3 tiles of the photo when the answer's
+    /// confidence is below P, for photos framed loosely (phone photos): the tiles' readings
+    /// vote and the winner answers if more confident. Off by default: it reads more of those
+    /// and fewer of SVHN's tightly framed ones (docs/experiments.md, "A second look").
+    #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
+    pub second_look: Option<EarlyExit>,
+}
+
+impl LookArgs {
+    /// Apply to `reader`.
+    pub fn apply(&self, reader: &mut Reader) {
+        match self.second_look {
+            Some(EarlyExit::Off) => reader.set_second_look(None),
+            Some(EarlyExit::At(p)) => reader.set_second_look(Some(p)),
+            None => {}
+        }
+    }
 }
 
 /// `--early-exit`: a confidence threshold, or `off`.
@@ -242,7 +266,8 @@ fn wildcard_match(pattern: &[u8], text: &[u8]) -> bool {
 
 /// Run the subcommand.
 pub fn run(a: ReadArgs) -> Result<ExitCode> {
-    let reader = a.models.reader()?;
+    let mut reader = a.models.reader()?;
+    a.look.apply(&mut reader);
     let protocol = Protocol::from(a.protocol);
     let mut images = a.images.clone();
     if let Some(list) = &a.files_from {
@@ -452,7 +477,7 @@ fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<Rea
             Ok((img, strips))
         })
         .collect();
-    reader.read_prepared(prepared, protocol)
+    reader.read_prepared_images(prepared, protocol)
 }
 
 /// Decode an image file, or standard input for `-`.

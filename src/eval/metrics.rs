@@ -9,9 +9,9 @@ use rayon::prelude::*;
 use crate::alphabet::digits_to_string;
 use crate::data::svhn::Record;
 use crate::error::Result;
-use crate::read::reader::Reader;
+use crate::read::reader::{Candidates, Reader};
 use crate::read::DigitBox;
-use crate::read::{self, Protocol, Region};
+use crate::read::{self, Protocol};
 
 /// Levenshtein distance between two digit sequences.
 pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
@@ -111,35 +111,24 @@ pub fn coverage_at(outcomes: &[(f32, f64, bool)], target: f64) -> f64 {
 fn score(
     reader: &Reader,
     truths: &[(String, Vec<u8>)],
-    strips: &[Result<Vec<(Region, read::Strip)>>],
+    strips: Vec<Result<(image::Rgb32FImage, Candidates)>>,
     protocol: Protocol,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {
-    let ok: Vec<Vec<(Region, &read::Strip)>> = strips
-        .iter()
-        .filter_map(|s| {
-            s.as_ref()
-                .ok()
-                .map(|c| c.iter().map(|(r, s)| (*r, s)).collect())
-        })
-        .collect();
-    let mut decoded = reader.read_best(&ok, protocol)?.into_iter().map(|(_, d)| d);
+    let read = reader.read_prepared_images(strips, protocol);
     let mut out = Vec::with_capacity(truths.len());
-    for ((name, digits), s) in truths.iter().zip(strips) {
+    for ((name, digits), s) in truths.iter().zip(read) {
         let truth = digits_to_string(digits);
         out.push(match s {
-            Ok(_) => {
-                let d = decoded.next().expect("one decoding per strip");
-                Outcome {
-                    name: name.clone(),
-                    edit_distance: edit_distance(digits, &d.digits),
-                    predicted: d.text(),
-                    confidence: d.confidence,
-                    log_prob: d.log_prob,
-                    truth,
-                    error: None,
-                }
-            }
+            Ok((_, _, d)) => Outcome {
+                name: name.clone(),
+                edit_distance: edit_distance(digits, &d.digits),
+                predicted: d.text(),
+                confidence: d.confidence,
+                log_prob: d.log_prob,
+                truth,
+                error: None,
+            },
             Err(e) => Outcome {
                 name: name.clone(),
                 edit_distance: digits.len(),
@@ -164,12 +153,13 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let prepare = |chunk: &[Record]| -> Vec<Result<Vec<(Region, read::Strip)>>> {
+    let prepare = |chunk: &[Record]| -> Vec<Result<(image::Rgb32FImage, Candidates)>> {
         chunk
             .par_iter()
             .map(|r| {
                 let img = read::load_image(&r.path)?;
-                reader.strips(&img, protocol, &r.boxes)
+                let strips = reader.strips(&img, protocol, &r.boxes)?;
+                Ok((img, strips))
             })
             .collect()
     };
@@ -186,7 +176,7 @@ pub fn evaluate(
     for k in 0..chunks.len() {
         let strips = current.take().expect("prepared chunk");
         let (scored, next) = rayon::join(
-            || score(reader, &truths_of(chunks[k]), &strips, protocol, progress),
+            || score(reader, &truths_of(chunks[k]), strips, protocol, progress),
             || chunks.get(k + 1).map(|c| prepare(c)),
         );
         outcomes.extend(scored?);
@@ -219,15 +209,20 @@ pub fn evaluate_images(
     let started = Instant::now();
     let mut outcomes = Vec::with_capacity(images.len());
     for chunk in images.chunks(256) {
-        let strips: Vec<Result<Vec<(Region, read::Strip)>>> = chunk
+        let strips: Vec<Result<(image::Rgb32FImage, Candidates)>> = chunk
             .par_iter()
-            .map(|li| reader.strips(&li.image, protocol, &li.boxes))
+            .map(|li| {
+                Ok((
+                    li.image.clone(),
+                    reader.strips(&li.image, protocol, &li.boxes)?,
+                ))
+            })
             .collect();
         let truths: Vec<(String, Vec<u8>)> = chunk
             .iter()
             .map(|l| (l.name.clone(), l.digits.clone()))
             .collect();
-        outcomes.extend(score(reader, &truths, &strips, protocol, progress)?);
+        outcomes.extend(score(reader, &truths, strips, protocol, progress)?);
     }
     Ok(summarise(
         outcomes,
@@ -255,17 +250,18 @@ where
     let mut outcomes = Vec::with_capacity(truths.len());
     let indices: Vec<usize> = (0..truths.len()).collect();
     for part in indices.chunks(chunk.max(1)) {
-        let strips: Vec<Result<Vec<(Region, read::Strip)>>> = part
+        let strips: Vec<Result<(image::Rgb32FImage, Candidates)>> = part
             .par_iter()
             .map(|&i| {
                 let (image, boxes) = make(i)?;
-                reader.strips(&image, protocol, &boxes)
+                let strips = reader.strips(&image, protocol, &boxes)?;
+                Ok((image, strips))
             })
             .collect();
         outcomes.extend(score(
             reader,
             &truths[part[0]..part[0] + part.len()],
-            &strips,
+            strips,
             protocol,
             progress,
         )?);

@@ -295,7 +295,29 @@ impl Locator {
         img: &Rgb32FImage,
         context: (f32, f32),
     ) -> Result<(f32, f32, f32, f32)> {
-        let first = self.locate_once(img)?;
+        let (w, h) = img.dimensions();
+        self.locate_refined_in(img, Region::full(w, h), context)
+    }
+
+    /// [`Locator::locate_refined`] with the first pass on `region` of the photo instead of all
+    /// of it: the second pass looks at the context in the photo, reaching outside `region`
+    /// (skipped only when that context covers [`REFINE_SKIP`] of the photo), so that a number
+    /// the region cuts is seen whole. One pass for a localiser without [`Locator::refine`].
+    /// What the second look ([`crate::Reader::second_look`]) runs on each tile.
+    pub fn locate_within(&self, img: &Rgb32FImage, region: Region) -> Result<(f32, f32, f32, f32)> {
+        match self.refine {
+            Some(context) => self.locate_refined_in(img, region, context),
+            None => self.locate_in(img, region),
+        }
+    }
+
+    fn locate_refined_in(
+        &self,
+        img: &Rgb32FImage,
+        region: Region,
+        context: (f32, f32),
+    ) -> Result<(f32, f32, f32, f32)> {
+        let first = self.locate_in(img, region)?;
         let (w, h) = img.dimensions();
         let context = read::expand_region(first, context.0, context.1, (w, h));
         if context.width() as f32 >= REFINE_SKIP * w as f32
@@ -304,6 +326,23 @@ impl Locator {
             return Ok(first);
         }
         self.locate_in(img, context)
+    }
+
+    /// The tiles of the second look in a `w × h` photo: 3 × 3 windows of half its width and
+    /// height (integer pixels), at steps of a quarter, row by row.
+    pub fn tiles(w: u32, h: u32) -> Vec<Region> {
+        let (tw, th) = ((w / 2).max(1), (h / 2).max(1));
+        let at = |k: u32, size: u32| (k as u64 * size as u64 / 4) as u32;
+        (0..3)
+            .flat_map(|j| {
+                (0..3).map(move |i| Region {
+                    x0: at(i, w),
+                    y0: at(j, h),
+                    x1: (at(i, w) + tw).min(w),
+                    y1: (at(j, h) + th).min(h),
+                })
+            })
+            .collect()
     }
 
     /// The region the `locate` protocol reads with one view (`--views 1`; the first of
@@ -315,5 +354,49 @@ impl Locator {
             GROW,
             img.dimensions(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiles: 3 × 3 windows of half the photo, at quarter steps, inside the photo.
+    #[test]
+    fn tiles_table() {
+        let r = |x0, y0, x1, y1| Region { x0, y0, x1, y1 };
+        let cases: [((u32, u32), Vec<Region>); 2] = [
+            (
+                (100, 80),
+                vec![
+                    r(0, 0, 50, 40),
+                    r(25, 0, 75, 40),
+                    r(50, 0, 100, 40),
+                    r(0, 20, 50, 60),
+                    r(25, 20, 75, 60),
+                    r(50, 20, 100, 60),
+                    r(0, 40, 50, 80),
+                    r(25, 40, 75, 80),
+                    r(50, 40, 100, 80),
+                ],
+            ),
+            (
+                (1, 3),
+                vec![
+                    r(0, 0, 1, 1),
+                    r(0, 0, 1, 1),
+                    r(0, 0, 1, 1),
+                    r(0, 0, 1, 1),
+                    r(0, 0, 1, 1),
+                    r(0, 0, 1, 1),
+                    r(0, 1, 1, 2),
+                    r(0, 1, 1, 2),
+                    r(0, 1, 1, 2),
+                ],
+            ),
+        ];
+        for ((w, h), want) in cases {
+            assert_eq!(Locator::tiles(w, h), want, "{w}x{h}");
+        }
     }
 }

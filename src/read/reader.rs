@@ -29,6 +29,10 @@ pub const EMBEDDED_MODEL_SHA256: &str = env!("HOUSENUM_READER_SHA256");
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// How many tiles of the [`Reader::second_look`] must read a number for it to be a candidate:
+/// a number is seen by several overlapping tiles, a stray mark or a cut number by one.
+pub const SECOND_LOOK_VOTES: usize = 2;
+
 /// A loaded model, ready to read strips.
 pub struct Reader {
     source: PathBuf,
@@ -43,6 +47,9 @@ pub struct Reader {
     /// Read the other framings only when the first one's calibrated confidence is below this
     /// ([`Reader::set_early_exit`]); `None` reads them all.
     early_exit: Option<f32>,
+    /// Under `locate`, look again in tiles when the answer's confidence is below this
+    /// ([`Reader::second_look`]); `None`: never.
+    second_look: Option<f32>,
     /// Members of the model: 1, or an ensemble's `M` ([`crate::export::ensemble_to_onnx`]).
     members: usize,
 }
@@ -146,6 +153,7 @@ impl Reader {
             locator: Mutex::new(None),
             views: framings::FRAMINGS.len(),
             early_exit: Some(framings::EARLY_EXIT),
+            second_look: None,
             members: 1,
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
@@ -211,6 +219,17 @@ impl Reader {
     /// above 1) reads every framing of every image. [`framings::EARLY_EXIT`] unless set.
     pub fn set_early_exit(&mut self, threshold: Option<f32>) {
         self.early_exit = threshold.filter(|&t| t <= 1.0);
+    }
+
+    /// Under `locate`, give answers less confident than `below` a [`Reader::second_look`];
+    /// `None` never does.
+    pub fn set_second_look(&mut self, below: Option<f32>) {
+        self.second_look = below;
+    }
+
+    /// The second-look threshold ([`Reader::set_second_look`]).
+    pub fn second_look_below(&self) -> Option<f32> {
+        self.second_look
     }
 
     /// The early-exit threshold ([`Reader::set_early_exit`]).
@@ -584,7 +603,8 @@ impl Reader {
             .collect()
     }
 
-    /// Read a decoded image under a protocol: the reading and the region it came from.
+    /// Read a decoded image under a protocol: the reading and the region it came from (under
+    /// `locate`, with the [`Reader::second_look`] where the first is unsure).
     pub fn read_image(
         &self,
         img: &image::Rgb32FImage,
@@ -595,6 +615,122 @@ impl Reader {
         let (i, d) = self
             .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()], protocol)?
             .remove(0);
-        Ok((cands[i].0, d))
+        self.maybe_second_look(img, protocol, (cands[i].0, d))
+    }
+
+    /// Under `locate`, the [`Reader::second_look`] when `answer`'s confidence is below
+    /// [`Reader::second_look_below`]; otherwise `answer`.
+    pub fn maybe_second_look(
+        &self,
+        img: &image::Rgb32FImage,
+        protocol: Protocol,
+        answer: (Region, Decoded),
+    ) -> Result<(Region, Decoded)> {
+        match self.second_look {
+            Some(below) if protocol == Protocol::Locate && answer.1.confidence < below => {
+                self.second_look(img, answer)
+            }
+            _ => Ok(answer),
+        }
+    }
+
+    /// Look again for the number, for a photo whose `locate` reading `answer` is unsure: the
+    /// localiser, coarse to fine, in each of [`Locator::tiles`] (where a number small in the
+    /// photo is larger to it; [`Locator::locate_within`]); the first framing of every tile's box
+    /// is read in one pass, and the tiles whose box is centred outside `answer`'s region (not the
+    /// same number seen again, cut by a tile) vote: the non-empty reading that the most tiles gave
+    /// (at least [`SECOND_LOOK_VOTES`]; ties: the most confident) has the box of its most
+    /// confident tile read with all framings ([`Reader::read_best`]). That reading answers if it
+    /// is more confident than `answer`.
+    pub fn second_look(
+        &self,
+        img: &image::Rgb32FImage,
+        answer: (Region, Decoded),
+    ) -> Result<(Region, Decoded)> {
+        let locator = self.locator()?;
+        let size = img.dimensions();
+        let boxes: Vec<(f32, f32, f32, f32)> = Locator::tiles(size.0, size.1)
+            .par_iter()
+            .map(|&t| locator.locate_within(img, t))
+            .collect::<Result<_>>()?;
+        let stretch = self.geometry.stretch;
+        let firsts: Vec<Strip> = boxes
+            .iter()
+            .map(|&b| read::strip_from_region(img, framings::framings(b, 1, size)[0], stretch))
+            .collect();
+        let refs: Vec<&Strip> = firsts.iter().collect();
+        // Tiles vote: per distinct non-empty reading, how many tiles read it and its most
+        // confident tile.
+        let mut votes: Vec<(Vec<u8>, usize, usize, f32)> = Vec::new();
+        let seen = answer.0;
+        for (k, members) in self.read_views(&refs)?.into_iter().enumerate() {
+            let d = self.calibrated(framings::combine_into(members).1);
+            let (l, t, r, b) = boxes[k];
+            let (cx, cy) = ((l + r) / 2.0, (t + b) / 2.0);
+            let inside = cx >= seen.x0 as f32
+                && cx < seen.x1 as f32
+                && cy >= seen.y0 as f32
+                && cy < seen.y1 as f32;
+            if d.digits.is_empty() || inside {
+                continue;
+            }
+            match votes.iter_mut().find(|v| v.0 == d.digits) {
+                Some(v) => {
+                    v.1 += 1;
+                    if d.confidence > v.3 {
+                        (v.2, v.3) = (k, d.confidence);
+                    }
+                }
+                None => votes.push((d.digits, 1, k, d.confidence)),
+            }
+        }
+        let best = votes
+            .iter()
+            .filter(|v| v.1 >= SECOND_LOOK_VOTES)
+            .fold(None::<&(Vec<u8>, usize, usize, f32)>, |acc, v| match acc {
+                Some(a) if (a.1, a.3) >= (v.1, v.3) => acc,
+                _ => Some(v),
+            })
+            .map(|v| (v.2, v.3));
+        match best {
+            Some((k, c)) if c > answer.1.confidence => {
+                let cands = self.framed_strips(img, boxes[k]);
+                let (i, d) = self
+                    .read_best(
+                        &[cands.iter().map(|(r, s)| (*r, s)).collect()],
+                        Protocol::Locate,
+                    )?
+                    .remove(0);
+                Ok(if d.confidence > answer.1.confidence {
+                    (cands[i].0, d)
+                } else {
+                    answer
+                })
+            }
+            _ => Ok(answer),
+        }
+    }
+
+    /// Read images prepared elsewhere with their candidates, as [`Reader::read_prepared`], then
+    /// give the unsure ones under `locate` a [`Reader::second_look`]. What `read` and `eval`
+    /// run.
+    pub fn read_prepared_images(
+        &self,
+        prepared: Vec<Result<(image::Rgb32FImage, Candidates)>>,
+        protocol: Protocol,
+    ) -> Vec<Result<(image::Rgb32FImage, Region, Decoded)>> {
+        let mut read = self.read_prepared(prepared, protocol);
+        read.par_iter_mut().for_each(|r| {
+            if let Ok((img, region, d)) = r {
+                match self.maybe_second_look(img, protocol, (*region, d.clone())) {
+                    Ok((r2, d2)) => {
+                        *region = r2;
+                        *d = d2;
+                    }
+                    Err(e) => *r = Err(e),
+                }
+            }
+        });
+        read
     }
 }
