@@ -737,3 +737,49 @@ fn the_dask_example_reads_like_housenum_read_and_resumes() {
         .sum();
     assert_eq!(total, 40, "each photo read once over the shards");
 }
+
+/// `eval --zoom-out 2 --save-framed DIR` writes the photos it read, twice as large, and
+/// `labels.tsv` with each one's digits and their box inside it.
+#[test]
+fn eval_saves_the_framed_photos_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    let p = photos.display().to_string();
+    let (code, _, err) = run(
+        &["synth", "--out", &p, "--count", "12", "--seed", "6", "-q"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let framed = dir.path().join("framed");
+    let f = framed.display().to_string();
+    let args = ["eval", &p, "--zoom-out", "2", "--save-framed", &f, "-q"];
+    let (code, _, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let truth: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(photos.join("labels.tsv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[0].to_string(), f[1].to_string())
+            })
+            .collect();
+    let labels = std::fs::read_to_string(framed.join("labels.tsv")).unwrap();
+    assert_eq!(labels.lines().count(), 12);
+    for line in labels.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(Some(&f[1].to_string()), truth.get(f[0]), "{line}");
+        let original = image::image_dimensions(photos.join(f[0])).unwrap();
+        let (w, h) = image::image_dimensions(framed.join(f[0])).unwrap();
+        assert!(
+            w >= 2 * original.0 - 1 && h >= 2 * original.1 - 1,
+            "{line}: {w}x{h}"
+        );
+        let b: Vec<f32> = f[2].split(',').map(|v| v.parse().unwrap()).collect();
+        assert!(
+            b[0] >= 0.0 && b[1] >= 0.0 && b[0] < b[2] && b[1] < b[3],
+            "{line}"
+        );
+        assert!(b[2] <= w as f32 && b[3] <= h as f32, "{line}");
+    }
+}

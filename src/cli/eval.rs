@@ -75,6 +75,11 @@ pub struct EvalArgs {
     /// camera's 4,000 px width, the number at least 20 px high.
     #[arg(long, conflicts_with = "recombine")]
     pub phone: bool,
+    /// With `--zoom-out`/`--phone`: also write each framed photo to DIR as `NAME` (PNG) and
+    /// `DIR/labels.tsv` (name, digits, the digits' box `left,top,right,bottom`), so that another
+    /// tool can be measured on exactly these photos.
+    #[arg(long, value_name = "DIR")]
+    pub save_framed: Option<PathBuf>,
     /// How many recombined numbers to make.
     #[arg(long, default_value_t = 500)]
     pub count: usize,
@@ -149,7 +154,25 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         None if a.zoom_out.is_some() || a.phone => {
             let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
             let k = a.zoom_out.unwrap_or(1.0);
-            let r = reframed(&reader, &records, k, a.phone, a.seed, protocol, &pb)?;
+            if let Some(dir) = &a.save_framed {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let saved = std::sync::Mutex::new(Vec::new());
+            let save = a.save_framed.as_deref().map(|d| (d, &saved));
+            let framing = Framing {
+                k,
+                phone: a.phone,
+                seed: a.seed,
+            };
+            let r = reframed(&reader, &records, framing, protocol, save, &pb)?;
+            if let Some(dir) = &a.save_framed {
+                let mut lines = saved.into_inner().expect("labels lock");
+                lines.sort();
+                let file = dir.join("labels.tsv");
+                std::fs::write(&file, lines.concat())
+                    .with_context(|| format!("writing {}", file.display()))?;
+            }
             pb.finish_and_clear();
             r
         }
@@ -256,10 +279,9 @@ fn parse_zoom(s: &str) -> std::result::Result<f32, String> {
 fn reframed(
     reader: &housenum::Reader,
     records: &[Record],
-    k: f32,
-    phone: bool,
-    seed: u64,
+    Framing { k, phone, seed }: Framing,
     protocol: Protocol,
+    save: Option<(&std::path::Path, &std::sync::Mutex<Vec<String>>)>,
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
     use housenum::data::framing::{phone_factors, phone_size, zoom_out};
@@ -291,16 +313,42 @@ fn reframed(
             (k, k)
         };
         let (img, boxes) = zoom_out(&img, &r.boxes, factors, &pool, &mut rng);
-        Ok(if phone {
+        let (img, boxes) = if phone {
             phone_size(&img, &boxes)
         } else {
             (img, boxes)
-        })
+        };
+        if let Some((dir, lines)) = save {
+            let file = dir.join(&r.name);
+            image::DynamicImage::ImageRgb32F(img.clone())
+                .to_rgb8()
+                .save(&file)
+                .map_err(|e| housenum::Error::Io {
+                    path: file.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            let (l, t, rr, b) = housenum::read::boxes_union(&boxes);
+            let digits: String = r.digits.iter().map(|d| char::from(b'0' + d)).collect();
+            lines
+                .lock()
+                .expect("labels lock")
+                .push(format!("{}\t{digits}\t{l},{t},{rr},{b}\n", r.name));
+        }
+        Ok((img, boxes))
     };
     let chunk = if phone { 8 } else { 64 };
     Ok(housenum::eval::evaluate_generated(
         reader, &truths, make, protocol, chunk, pb,
     )?)
+}
+
+/// How `eval --zoom-out`/`--phone` frames each photo: `k` times looser, phone-sized with
+/// `phone`, the canvases drawn from `seed`.
+#[derive(Clone, Copy, Debug)]
+struct Framing {
+    k: f32,
+    phone: bool,
+    seed: u64,
 }
 
 /// `count` numbers with lengths in `range` ("MIN-MAX") made of the real digits of `records`.
