@@ -659,17 +659,7 @@ fn a_killed_read_output_resumes_losing_and_doubling_nothing() {
 #[test]
 fn the_dask_example_reads_like_housenum_read_and_resumes() {
     use std::process::Command;
-    let ok = Command::new("python3")
-        .args(["-c", "import dask.distributed"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("HOUSENUM_REQUIRE_DASK").as_deref() != Ok("1"),
-            "dask.distributed required"
-        );
-        eprintln!("note: python3 with dask.distributed not found; skipping");
+    if !common::python_has("dask.distributed", "HOUSENUM_REQUIRE_DASK") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -197,17 +197,7 @@ fn shipped_model_tract_matches_training_engine_on_validation() {
 /// onnxruntime, unless `HOUSENUM_REQUIRE_ORT=1` (CI), which makes that a failure.
 #[test]
 fn onnxruntime_matches_tract() {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import onnxruntime, numpy"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        assert!(
-            std::env::var("HOUSENUM_REQUIRE_ORT").as_deref() != Ok("1"),
-            "onnxruntime required"
-        );
-        eprintln!("note: python3 with onnxruntime not found; skipping");
+    if !common::python_has("onnxruntime, numpy", "HOUSENUM_REQUIRE_ORT") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

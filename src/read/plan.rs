@@ -158,32 +158,19 @@ mod tests {
                 .expect("wire");
             m.select_output_outlets(&out).expect("outputs");
             let input = Tensor::from_shape(&[1, planes, h, w], &x).expect("tensor");
-            let reference = m
-                .clone()
-                .into_runnable()
-                .expect("plan")
-                .run(tvec!(input.clone().into_tvalue()))
-                .expect("run");
-            let theirs: Vec<f32> = reference[0]
-                .to_plain_array_view::<f32>()
-                .expect("f32")
-                .iter()
-                .cloned()
-                .collect();
+            let run = |m: TypedModel| -> Vec<f32> {
+                let out = m
+                    .into_runnable()
+                    .expect("plan")
+                    .run(tvec!(input.clone().into_tvalue()))
+                    .expect("run");
+                let view = out[0].to_plain_array_view::<f32>().expect("f32");
+                view.iter().cloned().collect()
+            };
+            let theirs = run(m.clone());
             assert_eq!(ours, theirs, "{h}x{w}");
-
             assert_eq!(rewrite_maxpools(&mut m).expect("rewrite"), 1);
-            let rewritten = m
-                .into_runnable()
-                .expect("plan")
-                .run(tvec!(input.into_tvalue()))
-                .expect("run");
-            let got: Vec<f32> = rewritten[0]
-                .to_plain_array_view::<f32>()
-                .expect("f32")
-                .iter()
-                .cloned()
-                .collect();
+            let got = run(m);
             assert_eq!(got, theirs);
         }
     }

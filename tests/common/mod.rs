@@ -95,3 +95,22 @@ pub fn copy_to(src: &Path, dir: &Path, name: &str) -> PathBuf {
     std::fs::copy(src, &dst).expect("copy");
     dst
 }
+
+/// Whether python3 can run `import {modules}`. When it cannot, the tests that need it return
+/// early, unless the environment variable `require` is `1` (set by CI), which makes that a
+/// failure.
+pub fn python_has(modules: &str, require: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        assert!(
+            std::env::var(require).as_deref() != Ok("1"),
+            "python3 with {modules} required ({require}=1)"
+        );
+        eprintln!("note: python3 with {modules} not found; skipping");
+    }
+    ok
+}
