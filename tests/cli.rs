@@ -773,3 +773,66 @@ fn eval_saves_the_framed_photos_it_read() {
         assert!(b[2] <= w as f32 && b[3] <= h as f32, "{line}");
     }
 }
+
+/// `strips` writes exactly the strips the reader makes (the full protocol: one per photo; the
+/// locate protocol: seven framings each), and `bench-strips` times them through the plan that
+/// `read` uses, whose per-operator profile shows the max-pool rewrite in place.
+#[test]
+fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
+    use housenum::{Protocol, Reader};
+    let reader = Reader::embedded().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let photos: Vec<String> = samples()
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    for (protocol, name, per_photo) in
+        [(Protocol::Full, "full", 1), (Protocol::Locate, "locate", 7)]
+    {
+        let out = dir.path().join(name);
+        let o = out.display().to_string();
+        let mut args = vec!["strips", "--protocol", name, "--out", &o];
+        args.extend(photos.iter().map(String::as_str));
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, 0, "{err}");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("strips.json")).unwrap()).unwrap();
+        let entries = index["strips"].as_array().unwrap();
+        assert_eq!(entries.len(), per_photo * photos.len(), "{name}");
+        let mut k = 0;
+        for path in &photos {
+            let img = housenum::read::load_image(path.as_ref()).unwrap();
+            for (region, strip) in reader.strips(&img, protocol, &[]).unwrap() {
+                let e = &entries[k];
+                k += 1;
+                assert_eq!(e["path"], path.as_str());
+                let r = [region.x0, region.y0, region.x1, region.y1];
+                assert_eq!(e["region"], serde_json::json!(r));
+                let w = e["width"].as_u64().unwrap() as usize;
+                assert_eq!(w, strip.width);
+                let bytes = std::fs::read(out.join(format!("w{w}.f32"))).unwrap();
+                let per = 3 * 32 * w;
+                let row = e["row"].as_u64().unwrap() as usize;
+                let got: Vec<f32> = bytes[4 * per * row..4 * per * (row + 1)]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                assert_eq!(got, strip.data, "{name} {path}");
+            }
+        }
+    }
+    let full = dir.path().join("full").display().to_string();
+    let (code, out, err) = run(&["bench-strips", &full, "--runs", "2", "--json"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["strips"], 6);
+    let rates = v["strips_per_second"].as_array().unwrap();
+    assert_eq!(rates.len(), 2);
+    assert!(rates.iter().all(|r| r.as_f64().unwrap() > 0.0), "{out}");
+    let (code, out, err) = run(&["bench-strips", &full, "--per-op"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("MaxPool2x2") && !out.contains("OptMaxPool"),
+        "{out}"
+    );
+}
