@@ -2,7 +2,8 @@
 """Read house numbers with onnx/housenum.onnx under onnxruntime, exactly as `housenum read` does.
 
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
-       [--protocol locate|search|full] [--views 1-7] [--early-exit P|off] IMG...
+       [--protocol locate|search|full] [--views 1-7] [--early-exit P|off]
+       [--second-look P|off] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 An ensemble (output log_probs [M, T, N, 11], `housenum export` with several checkpoints) is read
 like more framings: every member's reading is scored under every member (see `member_log_probs`).
@@ -159,13 +160,13 @@ def locate_in(img, loc_sess, region):
 REFINE_SKIP = np.float32(0.9)
 
 
-def locate_box(img, loc_sess):
-    """The localiser's box in the whole photo; with `housenum.localiser.refine` = AxB (coarse to
-    fine, src/read/locate.rs locate_refined), the box found again within the first box grown
-    A x B, unless that context covers REFINE_SKIP of both sides."""
+def locate_within(img, loc_sess, region):
+    """src/read/locate.rs locate_within: the localiser's box found in `region` of the photo;
+    with `housenum.localiser.refine` = AxB (coarse to fine), found again within that box grown
+    A x B in the photo, unless that context covers REFINE_SKIP of both sides of the photo."""
     meta = loc_sess.get_modelmeta().custom_metadata_map
     h, w = img.shape[:2]
-    first = locate_in(img, loc_sess, (0, 0, w, h))
+    first = locate_in(img, loc_sess, region)
     if "housenum.localiser.refine" not in meta:
         return first
     cx, cy = (float(np.float32(v)) for v in meta["housenum.localiser.refine"].split("x"))
@@ -174,6 +175,25 @@ def locate_box(img, loc_sess):
             and np.float32(ctx[3] - ctx[1]) >= REFINE_SKIP * np.float32(h)):
         return first
     return locate_in(img, loc_sess, ctx)
+
+
+def locate_box(img, loc_sess):
+    """The localiser's box in the whole photo (src/read/locate.rs locate)."""
+    h, w = img.shape[:2]
+    return locate_within(img, loc_sess, (0, 0, w, h))
+
+
+def tiles(w, h):
+    """src/read/locate.rs Locator::tiles: 3 x 3 windows of half the photo, at quarter steps."""
+    tw, th = max(w // 2, 1), max(h // 2, 1)
+    return [(i * w // 4, j * h // 4, min(i * w // 4 + tw, w), min(j * h // 4 + th, h))
+            for j in range(3) for i in range(3)]
+
+
+# src/read/reader.rs SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA, SECOND_LOOK_VOTES.
+SECOND_LOOK_BELOW = 0.9
+SECOND_LOOK_MAX_AREA = 0.04
+SECOND_LOOK_VOTES = 2
 
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
@@ -231,6 +251,64 @@ def combine_members(lps):
     readings = [greedy_decode_spans(lp) for lp in lps]
     best, log_p = combine(lps, readings)
     return readings[best][0], log_p, readings[best][2]
+
+
+def read_box(sess, img, box, views, stretch, cal, early_exit):
+    """src/read/reader.rs read_best under `locate` for one box: the first framing alone, and
+    where its calibrated confidence is below the early exit, every member's reading of every
+    framing, framing-major. Returns (region read, digits, raw log-probability)."""
+    h, w = img.shape[:2]
+    regs = framings(box, views, w, h)
+    strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]
+    per_strip = [member_log_probs(sess, strips[0])]
+    members = len(per_strip[0])
+    lps = list(per_strip[0])
+    readings = [greedy_decode_spans(lp) for lp in lps]
+    best, log_p = combine(lps, readings)
+    if len(strips) > 1 and not (early_exit is not None
+                                and np.float32(calibrate(log_p, cal)) >= np.float32(early_exit)):
+        per_strip += [member_log_probs(sess, x) for x in strips[1:]]
+        lps = [lp for ms in per_strip for lp in ms]
+        readings = [greedy_decode_spans(lp) for lp in lps]
+        best, log_p = combine(lps, readings)
+    return regs[best // members], readings[best][0], log_p
+
+
+def second_look(sess, loc_sess, img, answer, views, stretch, cal, early_exit):
+    """src/read/reader.rs second_look: the localiser in every tile; the first framing of each
+    tile's box read; the tiles whose box is centred outside the answer's region vote by reading;
+    the reading most tiles gave (at least SECOND_LOOK_VOTES; ties: the most confident, then the
+    first) has its most confident tile's box read like any box, and answers if more confident."""
+    h, w = img.shape[:2]
+    region, _, log_p = answer
+    conf = np.float32(calibrate(log_p, cal))
+    f = np.float32
+    votes = []  # [digits, tiles, best tile, its confidence]
+    boxes = [locate_within(img, loc_sess, t) for t in tiles(w, h)]
+    for k, box in enumerate(boxes):
+        _, digits, lp = read_box(sess, img, box, 1, stretch, cal, early_exit)
+        c = np.float32(calibrate(lp, cal))
+        l, t, r, b = (f(v) for v in box)
+        cx, cy = (l + r) / f(2), (t + b) / f(2)
+        inside = (f(region[0]) <= cx < f(region[2])) and (f(region[1]) <= cy < f(region[3]))
+        if not digits or inside:
+            continue
+        for v in votes:
+            if v[0] == digits:
+                v[1] += 1
+                if c > v[3]:
+                    v[2], v[3] = k, c
+                break
+        else:
+            votes.append([digits, 1, k, c])
+    best = None
+    for v in votes:
+        if v[1] >= SECOND_LOOK_VOTES and (best is None or (v[1], v[3]) > (best[1], best[3])):
+            best = v
+    if best is None or not best[3] > conf:
+        return answer
+    again = read_box(sess, img, boxes[best[2]], views, stretch, cal, early_exit)
+    return again if np.float32(calibrate(again[2], cal)) > conf else answer
 
 
 def preprocess(path, stretch=1.0):
@@ -384,9 +462,13 @@ def main():
     ap.add_argument("--early-exit", default=str(EARLY_EXIT),
                     help="read the other framings only where the first one's confidence is below P "
                          "(as `housenum read --early-exit`); off reads them all")
+    ap.add_argument("--second-look", default=str(SECOND_LOOK_BELOW),
+                    help="look again in tiles where the answer is below P sure and small in the "
+                         "photo (as `housenum read --second-look`); off never does")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     early_exit = None if args.early_exit == "off" else float(np.float32(args.early_exit))
+    second = None if args.second_look == "off" else float(np.float32(args.second_look))
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     loc_sess = None
     if args.protocol == "locate":
@@ -402,29 +484,24 @@ def main():
             img = load(path)
             h, w = img.shape[:2]
             if loc_sess is not None:
-                regs = framings(locate_box(img, loc_sess), args.views, w, h)
+                box = locate_box(img, loc_sess)
             else:
                 regs = regions(w, h, args.protocol == "search")
-            strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]
+                strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]
         except Exception as e:  # report and go on, like `housenum read`
             print(f"error: {path}: {e}", file=sys.stderr)
             failed += 1
             continue
         if loc_sess is not None:
-            # src/read/reader.rs read_best: the first framing alone, and where its calibrated
-            # confidence is below the early exit, every member's reading of every framing,
-            # framing-major.
-            per_strip = [member_log_probs(sess, strips[0])]
-            lps = list(per_strip[0])
-            readings = [greedy_decode_spans(lp) for lp in lps]
-            best, log_p = combine(lps, readings)
-            if len(strips) > 1 and not (early_exit is not None
-                                        and np.float32(calibrate(log_p, cal)) >= np.float32(early_exit)):
-                per_strip += [member_log_probs(sess, x) for x in strips[1:]]
-                lps = [lp for members in per_strip for lp in members]
-                readings = [greedy_decode_spans(lp) for lp in lps]
-                best, log_p = combine(lps, readings)
-            digits = readings[best][0]
+            answer = read_box(sess, img, box, args.views, stretch, cal, early_exit)
+            region = answer[0]
+            if (second is not None
+                    and np.float32(calibrate(answer[2], cal)) < np.float32(second)
+                    and (region[2] - region[0]) * (region[3] - region[1])
+                    < SECOND_LOOK_MAX_AREA * w * h):
+                answer = second_look(sess, loc_sess, img, answer, args.views, stretch, cal,
+                                     early_exit)
+            _, digits, log_p = answer
         else:
             per_strip = [member_log_probs(sess, x) for x in strips]
             readings = [combine_members(members) for members in per_strip]

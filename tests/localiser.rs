@@ -482,15 +482,19 @@ fn localiser_ensemble_runs_the_same_in_tract_and_mirrors_exactly() {
     }
 }
 
-/// The second look (`read --second-look`): in a photo framed loosely (a sample pasted into a
-/// plain canvas 4 × 3 times its width), the first look finds no number; the tiles do, and
-/// their reading answers. Off by default; a confident first answer is kept as it is.
+/// The second look (`read`'s default, `--second-look`): in a photo framed loosely (a sample
+/// pasted into a plain canvas 4 × 3 times its width), the first look finds no number; the
+/// tiles do, and their reading answers. A confident first answer is kept as it is.
 #[test]
 fn second_look_finds_a_number_the_first_look_missed() {
     use housenum::{Protocol, Reader};
     let cases = [("sample-2.png", "1975"), ("sample-5.png", "2651")];
     let mut reader = Reader::embedded().unwrap();
-    assert_eq!(reader.second_look_below(), None, "off by default");
+    assert_eq!(
+        reader.second_look_below(),
+        Some(housenum::read::reader::SECOND_LOOK_BELOW),
+        "on by default"
+    );
     for (file, want) in cases {
         let photo = image::open(common::root().join("data/samples").join(file))
             .unwrap()

@@ -45,7 +45,10 @@ type Labelled = (Vec<u8>, f32, (f32, f32, f32, f32));
 
 /// Run the subcommand.
 pub fn run(a: LabelArgs) -> Result<ExitCode> {
-    let reader = a.models.reader()?;
+    // The localiser's own box is what `label` writes: no second look, which may answer from
+    // another box (SVHN-like photos, the ones labelled, rarely take one).
+    let mut reader = a.models.reader()?;
+    reader.set_second_look(None);
     let locator = reader.locator().context("loading the localiser")?;
     let (inputs, empty_dirs) = expand_inputs(&a.images);
     for d in &empty_dirs {

@@ -29,6 +29,16 @@ pub const EMBEDDED_MODEL_SHA256: &str = env!("HOUSENUM_READER_SHA256");
 
 type Plan = Arc<TypedRunnableModel>;
 
+/// The default [`Reader::set_second_look`] threshold: answers less confident than this look
+/// again. Chosen on the development split with [`SECOND_LOOK_MAX_AREA`] (docs/experiments.md,
+/// "A second look in tiles").
+pub const SECOND_LOOK_BELOW: f32 = 0.9;
+
+/// The second look runs only when the region read covers less than this share of the photo's
+/// area: a number small in the photo, which the localiser's first look may have missed (SVHN's
+/// tightly framed photos, whose number covers a median fifth of the photo, never pay for it).
+pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
+
 /// How many tiles of the [`Reader::second_look`] must read a number for it to be a candidate:
 /// a number is seen by several overlapping tiles, a stray mark or a cut number by one.
 pub const SECOND_LOOK_VOTES: usize = 2;
@@ -153,7 +163,7 @@ impl Reader {
             locator: Mutex::new(None),
             views: framings::FRAMINGS.len(),
             early_exit: Some(framings::EARLY_EXIT),
-            second_look: None,
+            second_look: Some(SECOND_LOOK_BELOW),
             members: 1,
         };
         // Build the batch-1 plan now so that a wrong model fails here, naming the file.
@@ -221,8 +231,9 @@ impl Reader {
         self.early_exit = threshold.filter(|&t| t <= 1.0);
     }
 
-    /// Under `locate`, give answers less confident than `below` a [`Reader::second_look`];
-    /// `None` never does.
+    /// Under `locate`, give answers less confident than `below` (whose region covers less than
+    /// [`SECOND_LOOK_MAX_AREA`] of the photo) a [`Reader::second_look`]; `None` never does.
+    /// [`SECOND_LOOK_BELOW`] unless set.
     pub fn set_second_look(&mut self, below: Option<f32>) {
         self.second_look = below;
     }
@@ -619,7 +630,8 @@ impl Reader {
     }
 
     /// Under `locate`, the [`Reader::second_look`] when `answer`'s confidence is below
-    /// [`Reader::second_look_below`]; otherwise `answer`.
+    /// [`Reader::second_look_below`] and its region covers less than [`SECOND_LOOK_MAX_AREA`]
+    /// of the photo; otherwise `answer`.
     pub fn maybe_second_look(
         &self,
         img: &image::Rgb32FImage,
@@ -627,7 +639,12 @@ impl Reader {
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
         match self.second_look {
-            Some(below) if protocol == Protocol::Locate && answer.1.confidence < below => {
+            Some(below)
+                if protocol == Protocol::Locate
+                    && answer.1.confidence < below
+                    && (answer.0.width() as f64 * answer.0.height() as f64)
+                        < SECOND_LOOK_MAX_AREA * img.width() as f64 * img.height() as f64 =>
+            {
                 self.second_look(img, answer)
             }
             _ => Ok(answer),
