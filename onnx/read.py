@@ -198,7 +198,7 @@ SECOND_LOOK_VOTES = 2
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
 # calibrated confidence is below it.
-EARLY_EXIT = 0.95
+EARLY_EXIT = 0.98
 
 # src/views.rs FRAMINGS: (grow x, grow y, shift by a fraction of the box width).
 FRAMINGS = [(1.3, 1.3, 0.0), (1.15, 1.15, 0.0), (1.5, 1.3, 0.0), (1.3, 1.5, 0.0),
