@@ -488,7 +488,7 @@ fn localiser_ensemble_runs_the_same_in_tract_and_mirrors_exactly() {
 #[test]
 fn second_look_finds_a_number_the_first_look_missed() {
     use housenum::{Protocol, Reader};
-    let cases = [("sample-2.png", "1975"), ("sample-5.png", "2651")];
+    let cases = [("sample-2.png", "1975")];
     let mut reader = Reader::embedded().unwrap();
     assert_eq!(
         reader.second_look_below(),
