@@ -584,13 +584,8 @@ fn a_photo_without_a_number_says_so_in_text_json_and_exit_code() {
 #[test]
 fn a_killed_read_output_resumes_losing_and_doubling_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
+    let photos = synth_photos(dir.path(), 160, 3);
     let p = photos.display().to_string();
-    let (code, _, err) = run(
-        &["synth", "--out", &p, "--count", "160", "--seed", "3", "-q"],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
     // The uninterrupted run, given its files on standard input.
     let list: String = (1..=160).map(|i| format!("{p}/{i}.png\n")).collect();
     let whole = dir.path().join("whole.jsonl");
@@ -663,13 +658,8 @@ fn the_dask_example_reads_like_housenum_read_and_resumes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
+    let photos = synth_photos(dir.path(), 40, 4);
     let p = photos.display().to_string();
-    let (code, _, err) = run(
-        &["synth", "--out", &p, "--count", "40", "--seed", "4", "-q"],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
     let (code, direct, err) = run(&["read", "--json", &p], None);
     assert!(code == 0 || code == 4, "{err}");
     let out = dir.path().join("out");
@@ -733,13 +723,8 @@ fn the_dask_example_reads_like_housenum_read_and_resumes() {
 #[test]
 fn eval_saves_the_framed_photos_it_read() {
     let dir = tempfile::tempdir().unwrap();
-    let photos = dir.path().join("photos");
+    let photos = synth_photos(dir.path(), 12, 6);
     let p = photos.display().to_string();
-    let (code, _, err) = run(
-        &["synth", "--out", &p, "--count", "12", "--seed", "6", "-q"],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
     let framed = dir.path().join("framed");
     let f = framed.display().to_string();
     let args = ["eval", &p, "--zoom-out", "2", "--save-framed", &f, "-q"];
@@ -835,4 +820,19 @@ fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
         out.contains("MaxPool2x2") && !out.contains("OptMaxPool"),
         "{out}"
     );
+}
+
+/// `housenum synth` writes `count` photos (seed `seed`) to `dir/photos`; returns that folder.
+fn synth_photos(dir: &std::path::Path, count: usize, seed: u64) -> std::path::PathBuf {
+    let photos = dir.join("photos");
+    let p = photos.display().to_string();
+    let (count, seed) = (count.to_string(), seed.to_string());
+    let (code, _, err) = run(
+        &[
+            "synth", "--out", &p, "--count", &count, "--seed", &seed, "-q",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    photos
 }

@@ -108,10 +108,10 @@ pub fn coverage_at(outcomes: &[(f32, f64, bool)], target: f64) -> f64 {
 
 /// Read already-preprocessed images (each one or more candidate strips, or its error) and
 /// score them against `truths`.
-fn score(
+fn score<I: std::borrow::Borrow<image::Rgb32FImage> + Send>(
     reader: &Reader,
     truths: &[(String, Vec<u8>)],
-    strips: Vec<Result<(image::Rgb32FImage, Candidates)>>,
+    strips: Vec<Result<(I, Candidates)>>,
     protocol: Protocol,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Outcome>> {

@@ -304,10 +304,10 @@ impl Reader {
     /// `MaxPool`, the LSTM's `Scan`, …) the seconds spent in it, largest first, and the total.
     /// What `housenum bench-strips --per-op` prints.
     pub fn profile_ops(&self, strips: &[&Strip]) -> Result<(Vec<(String, f64)>, f64)> {
+        let plan = self.plan(1)?;
         let mut per_op: HashMap<String, f64> = HashMap::new();
         let mut total = 0.0;
         for s in strips {
-            let plan = self.plan(1)?;
             let input = Tensor::from_shape(&[1, 3, HEIGHT, s.width], &s.data)
                 .map_err(|e| Error::Inference(e.to_string()))?;
             let mut state =
@@ -470,7 +470,10 @@ impl Reader {
         let mut unsure = Vec::new();
         for (k, cands) in images.iter().enumerate() {
             if let Some(members) = first_read.get(k) {
-                let (i, d) = framings::combine_into(members.clone());
+                // As framings::combine_into, keeping the log-probabilities for a full read.
+                let (i, log_prob) = framings::combine(members);
+                let mut d = members[i].decoded.clone();
+                d.log_prob = log_prob;
                 let d = self.calibrated(d);
                 if cands.len() == 1 || d.confidence >= threshold {
                     answers[k] = Some((i / self.members, d));
@@ -638,17 +641,26 @@ impl Reader {
         protocol: Protocol,
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
-        match self.second_look {
-            Some(below)
-                if protocol == Protocol::Locate
-                    && answer.1.confidence < below
-                    && (answer.0.width() as f64 * answer.0.height() as f64)
-                        < SECOND_LOOK_MAX_AREA * img.width() as f64 * img.height() as f64 =>
-            {
-                self.second_look(img, answer)
-            }
-            _ => Ok(answer),
+        if self.wants_second_look(img, protocol, &answer) {
+            self.second_look(img, answer)
+        } else {
+            Ok(answer)
         }
+    }
+
+    /// Whether [`Reader::maybe_second_look`] looks again for `answer`.
+    fn wants_second_look(
+        &self,
+        img: &image::Rgb32FImage,
+        protocol: Protocol,
+        (region, d): &(Region, Decoded),
+    ) -> bool {
+        self.second_look.is_some_and(|below| {
+            protocol == Protocol::Locate
+                && d.confidence < below
+                && (region.width() as f64 * region.height() as f64)
+                    < SECOND_LOOK_MAX_AREA * img.width() as f64 * img.height() as f64
+        })
     }
 
     /// Look again for the number, for a photo whose `locate` reading `answer` is unsure: the
@@ -683,12 +695,7 @@ impl Reader {
         for (k, members) in self.read_views(&refs)?.into_iter().enumerate() {
             let d = self.calibrated(framings::combine_into(members).1);
             let (l, t, r, b) = boxes[k];
-            let (cx, cy) = ((l + r) / 2.0, (t + b) / 2.0);
-            let inside = cx >= seen.x0 as f32
-                && cx < seen.x1 as f32
-                && cy >= seen.y0 as f32
-                && cy < seen.y1 as f32;
-            if d.digits.is_empty() || inside {
+            if d.digits.is_empty() || seen.contains((l + r) / 2.0, (t + b) / 2.0) {
                 continue;
             }
             match votes.iter_mut().find(|v| v.0 == d.digits) {
@@ -731,23 +738,27 @@ impl Reader {
     /// Read images prepared elsewhere with their candidates, as [`Reader::read_prepared`], then
     /// give the unsure ones under `locate` a [`Reader::second_look`]. What `read` and `eval`
     /// run.
-    pub fn read_prepared_images(
+    /// `I` is the image, owned or borrowed.
+    pub fn read_prepared_images<I>(
         &self,
-        prepared: Vec<Result<(image::Rgb32FImage, Candidates)>>,
+        prepared: Vec<Result<(I, Candidates)>>,
         protocol: Protocol,
-    ) -> Vec<Result<(image::Rgb32FImage, Region, Decoded)>> {
-        let mut read = self.read_prepared(prepared, protocol);
-        read.par_iter_mut().for_each(|r| {
-            if let Ok((img, region, d)) = r {
-                match self.maybe_second_look(img, protocol, (*region, d.clone())) {
-                    Ok((r2, d2)) => {
-                        *region = r2;
-                        *d = d2;
-                    }
-                    Err(e) => *r = Err(e),
-                }
-            }
-        });
-        read
+    ) -> Vec<Result<(I, Region, Decoded)>>
+    where
+        I: std::borrow::Borrow<image::Rgb32FImage> + Send,
+    {
+        self.read_prepared(prepared, protocol)
+            .into_par_iter()
+            .map(|r| {
+                let (img, region, d) = r?;
+                let answer = (region, d);
+                let (region, d) = if self.wants_second_look(img.borrow(), protocol, &answer) {
+                    self.second_look(img.borrow(), answer)?
+                } else {
+                    answer
+                };
+                Ok((img, region, d))
+            })
+            .collect()
     }
 }

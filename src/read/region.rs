@@ -75,6 +75,10 @@ impl Region {
     pub fn height(&self) -> u32 {
         self.y1 - self.y0
     }
+    /// Whether the point `(x, y)` (pixels, f32) lies inside: `x0 ≤ x < x1`, `y0 ≤ y < y1`.
+    pub fn contains(&self, x: f32, y: f32) -> bool {
+        x >= self.x0 as f32 && x < self.x1 as f32 && y >= self.y0 as f32 && y < self.y1 as f32
+    }
 }
 
 /// One digit's box in image pixels (left, top, width, height), clamped to the image when its
