@@ -45,6 +45,8 @@ enum Command {
     #[cfg(feature = "train")]
     TrainLocaliser(cli::train_localiser::TrainLocaliserArgs),
     #[cfg(feature = "train")]
+    TrainDetector(cli::train_detector::TrainDetectorArgs),
+    #[cfg(feature = "train")]
     Export(cli::export::ExportArgs),
     #[cfg(feature = "train")]
     ExportLocaliser(cli::export_localiser::ExportLocaliserArgs),
@@ -82,7 +84,10 @@ fn main() -> std::process::ExitCode {
     #[cfg(feature = "train")]
     if matches!(
         cli.command,
-        Command::Train(_) | Command::TrainLocaliser(_) | Command::Bench(_)
+        Command::Train(_)
+            | Command::TrainLocaliser(_)
+            | Command::TrainDetector(_)
+            | Command::Bench(_)
     ) {
         keep_freed_memory();
     }
@@ -98,6 +103,8 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => cli::train::run(a),
         #[cfg(feature = "train")]
         Command::TrainLocaliser(a) => cli::train_localiser::run(a),
+        #[cfg(feature = "train")]
+        Command::TrainDetector(a) => cli::train_detector::run(a),
         #[cfg(feature = "train")]
         Command::Export(a) => cli::export::run(a),
         #[cfg(feature = "train")]

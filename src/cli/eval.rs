@@ -127,7 +127,7 @@ impl From<ProtocolArg> for Protocol {
 /// Run the subcommand.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let mut reader = a.models.reader()?;
-    a.look.apply(&mut reader);
+    a.look.apply(&mut reader)?;
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
     if let Some(m) = set.missing_summary() {
         eprintln!("warning: {m}");

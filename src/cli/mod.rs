@@ -14,4 +14,6 @@ pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
 #[cfg(feature = "train")]
+pub mod train_detector;
+#[cfg(feature = "train")]
 pub mod train_localiser;

@@ -15,11 +15,13 @@ use tract_onnx::pb::{
 
 use crate::alphabet::NUM_CLASSES;
 use crate::engine::crnn::Crnn;
+use crate::engine::detector::{Detector, PAD as DET_PAD, STRIDE as DET_STRIDE};
 use crate::engine::layers::ConvShape;
 use crate::engine::localiser::{Localiser, LocaliserConfig};
 use crate::read::metadata::{
-    INPUT_NAME, LOC_BINS_KEY, LOC_INPUT_NAME, LOC_KEY, LOC_MEMBERS_KEY, LOC_MIRROR_KEY,
-    LOC_OUTPUT_NAME, LOC_PROFILE_NAME, MEMBERS_KEY, OUTPUT_NAME, PAD_KEY, STRETCH_KEY,
+    DET_INPUT_NAME, DET_KEY, DET_OUTPUT_NAME, INPUT_NAME, LOC_BINS_KEY, LOC_INPUT_NAME, LOC_KEY,
+    LOC_MEMBERS_KEY, LOC_MIRROR_KEY, LOC_OUTPUT_NAME, LOC_PROFILE_NAME, MEMBERS_KEY, OUTPUT_NAME,
+    PAD_KEY, STRETCH_KEY,
 };
 
 /// ONNX opset the graph uses.
@@ -661,6 +663,72 @@ pub fn localiser_ensemble_to_onnx(
         own.push((LOC_MIRROR_KEY, "1".to_string()));
     }
     model_proto(graph, &own, metadata)
+}
+
+/// The detector as an ONNX `ModelProto`: input [`DET_INPUT_NAME`] `[1, 3, 8·a + 46, 8·b + 46]`
+/// (an image of `a × b` cells with the detector's `PAD` = 23 zeros on each side: padding
+/// outside the graph lets a large image run in tiles that give exactly its cells), the five
+/// convolutions (max-pooling after the first three), a 1×1 convolution and a sigmoid: output
+/// [`DET_OUTPUT_NAME`] `[1, 1, a, b]`. `metadata` is written after [`DET_KEY`] (value: the cell
+/// size and the padding, `8,23`).
+pub fn detector_to_onnx(det: &Detector, metadata: &[(&str, String)]) -> ModelProto {
+    let cfg = &det.config;
+    let mut nodes = Vec::new();
+    let mut inits = Vec::new();
+    let params: Vec<(&[f32], &[f32])> = (0..5)
+        .map(|i| (det.param(2 * i), det.param(2 * i + 1)))
+        .collect();
+    let prev = conv_stack(
+        &cfg.convs(),
+        &params,
+        3,
+        DET_INPUT_NAME,
+        &mut nodes,
+        &mut inits,
+    );
+    inits.push(tensor(
+        "head.weight",
+        &[1, cfg.channels[4], 1, 1],
+        det.param(10),
+    ));
+    inits.push(tensor("head.bias", &[1], det.param(11)));
+    nodes.push(node(
+        "Conv",
+        "head",
+        &[&prev, "head.weight", "head.bias"],
+        &["logits"],
+        vec![
+            ints("kernel_shape", &[1, 1]),
+            ints("strides", &[1, 1]),
+            ints("pads", &[0, 0, 0, 0]),
+        ],
+    ));
+    nodes.push(node(
+        "Sigmoid",
+        "sigmoid",
+        &["logits"],
+        &[DET_OUTPUT_NAME],
+        vec![],
+    ));
+    let graph = GraphProto {
+        name: "housenum-detector".into(),
+        node: nodes,
+        initializer: inits,
+        input: vec![value_info(
+            DET_INPUT_NAME,
+            &[Ok(1), Ok(3), Err("H"), Err("W")],
+        )],
+        output: vec![value_info(
+            DET_OUTPUT_NAME,
+            &[Ok(1), Ok(1), Err("CH"), Err("CW")],
+        )],
+        ..Default::default()
+    };
+    model_proto(
+        graph,
+        &[(DET_KEY, format!("{DET_STRIDE},{DET_PAD}"))],
+        metadata,
+    )
 }
 
 /// A `ModelProto` of opset [`OPSET`] around `graph`, with `own` and then `extra` as

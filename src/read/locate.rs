@@ -328,6 +328,18 @@ impl Locator {
         self.locate_in(img, context)
     }
 
+    /// The number's box near `bounds` (`(left, top, right, bottom)` pixels, e.g. a detector's
+    /// candidate): one pass on the surroundings the localiser's second pass sees
+    /// ([`Locator::refine`]'s context; twice the box each way for a one-pass localiser).
+    pub fn locate_around(
+        &self,
+        img: &Rgb32FImage,
+        bounds: (f32, f32, f32, f32),
+    ) -> Result<(f32, f32, f32, f32)> {
+        let (cx, cy) = self.refine.unwrap_or((2.0, 2.0));
+        self.locate_in(img, read::expand_region(bounds, cx, cy, img.dimensions()))
+    }
+
     /// The tiles of the second look in a `w × h` photo: 3 × 3 windows of half its width and
     /// height (integer pixels), at steps of a quarter, row by row.
     pub fn tiles(w: u32, h: u32) -> Vec<Region> {

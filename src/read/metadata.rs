@@ -34,6 +34,14 @@ pub const LOC_BINS_KEY: &str = "housenum.localiser.bins";
 /// [`crate::read::locate::Locator::locate_refined`].
 pub const LOC_REFINE_KEY: &str = "housenum.localiser.refine";
 
+/// Name of the detector graph's input: a photo `[1, 3, 8a + 46, 8b + 46]`, values
+/// `(v − 0.5) / 0.25`, with 23 px of zeros on each side.
+pub const DET_INPUT_NAME: &str = "photo";
+/// Name of the detector graph's output: `[1, 1, a, b]`, each cell's share of a number.
+pub const DET_OUTPUT_NAME: &str = "cells";
+/// Metadata key marking a detector (value: its cell size and padding in pixels, `8,23`).
+pub const DET_KEY: &str = "housenum.detector";
+
 /// Metadata key of a localiser ensemble: how many localisers it averages.
 pub const LOC_MEMBERS_KEY: &str = "housenum.localiser.members";
 /// Metadata key of a localiser ensemble that also reads the mirrored image (value `1`).

@@ -16,6 +16,7 @@
 pub mod calibration;
 pub mod ctc;
 pub mod decode;
+pub mod detect;
 pub mod explain;
 pub mod framings;
 pub mod locate;

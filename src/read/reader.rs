@@ -13,6 +13,7 @@ use crate::alphabet::NUM_CLASSES;
 use crate::error::{Error, Result};
 use crate::read::calibration::Calibration;
 use crate::read::ctc::{greedy_decode, Decoded};
+use crate::read::detect::Detector;
 use crate::read::framings::{self, ViewReading};
 use crate::read::locate::Locator;
 use crate::read::metadata::CALIBRATION_KEY;
@@ -43,6 +44,16 @@ pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
 /// a number is seen by several overlapping tiles, a stray mark or a cut number by one.
 pub const SECOND_LOOK_VOTES: usize = 2;
 
+/// Where the [`Reader::second_look`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookWith {
+    /// The localiser in 3 × 3 tiles of the photo, the tiles voting.
+    Tiles,
+    /// The detector's candidates over a pyramid of the photo ([`crate::read::detect`]), each
+    /// box placed by the localiser in its surroundings.
+    Detector,
+}
+
 /// A loaded model, ready to read strips.
 pub struct Reader {
     source: PathBuf,
@@ -52,6 +63,13 @@ pub struct Reader {
     plans: Mutex<HashMap<usize, Plan>>,
     /// The localiser of [`Protocol::Locate`]: the embedded one unless set, loaded on first use.
     locator: Mutex<Option<Arc<Locator>>>,
+    /// The detector of the second look ([`LookWith::Detector`]): the embedded one unless set,
+    /// loaded on first use.
+    detector: Mutex<Option<Arc<Detector>>>,
+    /// Where the second look looks.
+    look_with: LookWith,
+    /// The second look runs only for regions under this share of the photo's area.
+    look_area: f64,
     /// How many [`framings::FRAMINGS`] of a box `crop` and `locate` read.
     views: usize,
     /// Read the other framings only when the first one's calibrated confidence is below this
@@ -161,6 +179,9 @@ impl Reader {
             geometry: Geometry { stretch, pad },
             plans: Mutex::new(HashMap::new()),
             locator: Mutex::new(None),
+            detector: Mutex::new(None),
+            look_with: LookWith::Tiles,
+            look_area: SECOND_LOOK_MAX_AREA,
             views: framings::FRAMINGS.len(),
             early_exit: Some(framings::EARLY_EXIT),
             second_look: Some(SECOND_LOOK_BELOW),
@@ -236,6 +257,31 @@ impl Reader {
     /// [`SECOND_LOOK_BELOW`] unless set.
     pub fn set_second_look(&mut self, below: Option<f32>) {
         self.second_look = below;
+    }
+
+    /// Where the second look looks ([`LookWith::Tiles`] unless set), and below what share of
+    /// the photo's area the region read must be for it to run ([`SECOND_LOOK_MAX_AREA`]
+    /// unless set; 1 or more: always).
+    pub fn set_look_with(&mut self, with: LookWith, max_area: f64) {
+        self.look_with = with;
+        self.look_area = max_area;
+    }
+
+    /// Use this detector for [`LookWith::Detector`] instead of the embedded one.
+    pub fn set_detector(&mut self, detector: Detector) {
+        *self.detector.lock().expect("detector lock") = Some(Arc::new(detector));
+    }
+
+    /// The detector of [`LookWith::Detector`] (the embedded one, loaded now, unless one was
+    /// set).
+    pub fn detector(&self) -> Result<Arc<Detector>> {
+        let mut slot = self.detector.lock().expect("detector lock");
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(Detector::embedded()?);
+        *slot = Some(d.clone());
+        Ok(d)
     }
 
     /// The second-look threshold ([`Reader::set_second_look`]).
@@ -659,7 +705,7 @@ impl Reader {
             protocol == Protocol::Locate
                 && d.confidence < below
                 && (region.width() as f64 * region.height() as f64)
-                    < SECOND_LOOK_MAX_AREA * img.width() as f64 * img.height() as f64
+                    < self.look_area * img.width() as f64 * img.height() as f64
         })
     }
 
@@ -676,6 +722,9 @@ impl Reader {
         img: &image::Rgb32FImage,
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
+        if self.look_with == LookWith::Detector {
+            return self.second_look_detected(img, answer);
+        }
         let locator = self.locator()?;
         let size = img.dimensions();
         let boxes: Vec<(f32, f32, f32, f32)> = Locator::tiles(size.0, size.1)
@@ -716,6 +765,63 @@ impl Reader {
                 _ => Some(v),
             })
             .map(|v| (v.2, v.3));
+        match best {
+            Some((k, c)) if c > answer.1.confidence => {
+                let cands = self.framed_strips(img, boxes[k]);
+                let (i, d) = self
+                    .read_best(
+                        &[cands.iter().map(|(r, s)| (*r, s)).collect()],
+                        Protocol::Locate,
+                    )?
+                    .remove(0);
+                Ok(if d.confidence > answer.1.confidence {
+                    (cands[i].0, d)
+                } else {
+                    answer
+                })
+            }
+            _ => Ok(answer),
+        }
+    }
+
+    /// The second look with the detector ([`LookWith::Detector`]): its candidates
+    /// ([`Detector::candidates`]), each box placed by the localiser in its surroundings
+    /// ([`Locator::locate_around`]); those centred outside `answer`'s region have their first
+    /// framing read in one pass, and the most confident non-empty reading has its box read with
+    /// all framings ([`Reader::read_best`]). That reading answers if it is more confident than
+    /// `answer`.
+    pub fn second_look_detected(
+        &self,
+        img: &image::Rgb32FImage,
+        answer: (Region, Decoded),
+    ) -> Result<(Region, Decoded)> {
+        let (detector, locator) = (self.detector()?, self.locator()?);
+        let size = img.dimensions();
+        let seen = answer.0;
+        let boxes: Vec<(f32, f32, f32, f32)> = detector
+            .candidates(img)?
+            .par_iter()
+            .map(|c| locator.locate_around(img, c.bounds))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|&(l, t, r, b)| !seen.contains((l + r) / 2.0, (t + b) / 2.0))
+            .collect();
+        if boxes.is_empty() {
+            return Ok(answer);
+        }
+        let stretch = self.geometry.stretch;
+        let firsts: Vec<Strip> = boxes
+            .iter()
+            .map(|&b| read::strip_from_region(img, framings::framings(b, 1, size)[0], stretch))
+            .collect();
+        let refs: Vec<&Strip> = firsts.iter().collect();
+        let mut best: Option<(usize, f32)> = None;
+        for (k, members) in self.read_views(&refs)?.into_iter().enumerate() {
+            let d = self.calibrated(framings::combine_into(members).1);
+            if !d.digits.is_empty() && best.is_none_or(|(_, c)| d.confidence > c) {
+                best = Some((k, d.confidence));
+            }
+        }
         match best {
             Some((k, c)) if c > answer.1.confidence => {
                 let cands = self.framed_strips(img, boxes[k]);

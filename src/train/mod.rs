@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod checkpoint;
+pub mod detector;
 pub mod localiser;
 pub mod optim;
 pub mod plot;
