@@ -7,6 +7,7 @@ fn main() {
     for (file, var) in [
         ("onnx/housenum.onnx", "HOUSENUM_READER_SHA256"),
         ("onnx/localiser.onnx", "HOUSENUM_LOCALISER_SHA256"),
+        ("onnx/detector.onnx", "HOUSENUM_DETECTOR_SHA256"),
     ] {
         println!("cargo:rerun-if-changed={file}");
         let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("cannot read {file}: {e}"));

@@ -13,7 +13,8 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
-# Time on 2 cores: the reader's steps ~1 h 4 min alone; the localiser 18 min (with other work beside it),
+# Time on 2 cores: the reader's steps ~1 h 4 min alone; the localiser 18 min (with other work beside it);
+# the detector 22 min (16 s an epoch alone),
 # and run again its localiser/refined.onnx is onnx/localiser.onnx byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +57,13 @@ train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.saf
   "${p3[@]}"
 train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v6/last.safetensors" --recombine 0.3 "${p3[@]}"
-echo "localiser: $loc (copy to onnx/localiser.onnx and rebuild to ship it)"
+# The detector of `read`'s second look: a fully convolutional network marking the 8 x 8 cells
+# that lie on a number, trained on crops of the training photos framed up to 8x looser with the
+# number 8-48 px high (train-detector's defaults; the development split held out).
+det="$runs/detector"
+[ -f "$det/detector.onnx" ] || "$B" train-detector --data "$svhn/train" --out "$det" --epochs 80 --seed 1 \
+  --quiet --export "$det/detector.onnx"
+echo "localiser: $loc, detector: $det/detector.onnx (copy to onnx/ and rebuild to ship them)"
 # Calibration under locate with its seven framings, what `read` does, with the localisers just trained.
 [ -f "$runs/v10/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/v10/housenum.onnx" \
   --protocol locate --localiser "$loc" --out "$runs/v10/calibrated.onnx" -q

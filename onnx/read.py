@@ -311,6 +311,119 @@ def second_look(sess, loc_sess, img, answer, views, stretch, cal, early_exit):
     return again if np.float32(calibrate(again[2], cal)) > conf else answer
 
 
+# src/read/detect.rs: the detector's cells, padding, tiles, pyramid and candidates.
+DET_CELL, DET_PAD = 8, 23
+DET_MAX_SIDE, DET_MIN_CELLS = 1024, 4
+DET_THRESHOLD, DET_MAX_CANDIDATES = np.float32(0.5), 5
+
+
+def det_levels(w, h):
+    """src/read/detect.rs levels: (cols, rows) of cells per level, largest first (f32)."""
+    f = np.float32
+    s = min(f(DET_MAX_SIDE) / f(max(w, h, 1)), f(1.0))
+    fw, fh = f(w) * s / f(DET_CELL), f(h) * s / f(DET_CELL)
+    out = []
+    while True:
+        cw, ch = int(math.floor(fw + 0.5)), int(math.floor(fh + 0.5))  # f32::round, positive
+        if min(cw, ch) < DET_MIN_CELLS:
+            return out
+        out.append((cw, ch))
+        fw, fh = fw / f(2), fh / f(2)
+
+
+def det_cells(img, det_sess, cols, rows):
+    """Detector::cells: the photo resized to cols x rows cells, (v - 0.5) * 4, PAD zeros around
+    it, through the graph (whole; tract runs it in tiles that give the same cells): [rows, cols]."""
+    h, w = img.shape[:2]
+    lw, lh = cols * DET_CELL, rows * DET_CELL
+    wy, wx = triangle_weights(h, lh), triangle_weights(w, lw)
+    x = np.stack([wy @ img[:, :, c] @ wx.T for c in range(3)]).astype(np.float32)
+    x = (x - np.float32(0.5)) * np.float32(4.0)
+    x = np.pad(x, ((0, 0), (DET_PAD, DET_PAD), (DET_PAD, DET_PAD)))[None]
+    return det_sess.run(["cells"], {"photo": x})[0][0, 0]
+
+
+def det_components(p):
+    """src/read/detect.rs components: 8-connected cells over the threshold, as
+    (col0, row0, col1, row1, best), in order of each group's first cell, row by row."""
+    rows, cols = p.shape
+    seen = np.zeros(p.shape, dtype=bool)
+    out = []
+    for r0 in range(rows):
+        for c0 in range(cols):
+            if seen[r0, c0] or not p[r0, c0] > DET_THRESHOLD:
+                continue
+            seen[r0, c0] = True
+            stack, box, best = [(r0, c0)], [c0, r0, c0, r0], np.float32(0)
+            while stack:
+                r, c = stack.pop()
+                box = [min(box[0], c), min(box[1], r), max(box[2], c), max(box[3], r)]
+                best = max(best, p[r, c])
+                for rr in range(max(r - 1, 0), min(r + 2, rows)):
+                    for cc in range(max(c - 1, 0), min(c + 2, cols)):
+                        if not seen[rr, cc] and p[rr, cc] > DET_THRESHOLD:
+                            seen[rr, cc] = True
+                            stack.append((rr, cc))
+            out.append((*box, best))
+    return out
+
+
+def det_candidates(img, det_sess):
+    """Detector::candidates: every level's boxes in photo pixels (f32), best first (stable), a box
+    dropped when its centre lies inside a better one; at most DET_MAX_CANDIDATES."""
+    h, w = img.shape[:2]
+    f = np.float32
+    found = []
+    for cols, rows in det_levels(w, h):
+        sx, sy = f(w) / f(cols), f(h) / f(rows)
+        for c0, r0, c1, r1, best in det_components(det_cells(img, det_sess, cols, rows)):
+            found.append(((f(c0) * sx, f(r0) * sy, f(c1 + 1) * sx, f(r1 + 1) * sy), f(best)))
+    found.sort(key=lambda c: -c[1])
+    kept = []
+    for bounds, score in found:
+        l, t, r, b = bounds
+        cx, cy = (l + r) / f(2), (t + b) / f(2)
+        if not any(k[0] <= cx <= k[2] and k[1] <= cy <= k[3] for k, _ in kept):
+            kept.append((bounds, score))
+            if len(kept) == DET_MAX_CANDIDATES:
+                break
+    return kept
+
+
+def locate_around(img, loc_sess, bounds):
+    """Locator::locate_around: the localiser on the refine context around bounds (2 x 2 for a
+    one-pass localiser)."""
+    meta = loc_sess.get_modelmeta().custom_metadata_map
+    h, w = img.shape[:2]
+    cx, cy = (float(np.float32(v)) for v in meta.get("housenum.localiser.refine", "2x2").split("x"))
+    return locate_in(img, loc_sess, expand_region(bounds, cx, cy, w, h))
+
+
+def second_look_detected(sess, loc_sess, det_sess, img, answer, views, stretch, cal, early_exit):
+    """src/read/reader.rs second_look_detected: the detector's candidates, each placed by the
+    localiser in its surroundings; those centred outside the answer's region have their first
+    framing read; the most confident non-empty reading (the first among equals) has its box read
+    like any box, and answers if more confident."""
+    region, _, log_p = answer
+    conf = np.float32(calibrate(log_p, cal))
+    f = np.float32
+    best = None  # (box, confidence)
+    for bounds, _ in det_candidates(img, det_sess):
+        box = locate_around(img, loc_sess, bounds)
+        l, t, r, b = (f(v) for v in box)
+        cx, cy = (l + r) / f(2), (t + b) / f(2)
+        if (f(region[0]) <= cx < f(region[2])) and (f(region[1]) <= cy < f(region[3])):
+            continue
+        _, digits, lp = read_box(sess, img, box, 1, stretch, cal, early_exit)
+        c = np.float32(calibrate(lp, cal))
+        if digits and (best is None or c > best[1]):
+            best = (box, c)
+    if best is None or not best[1] > conf:
+        return answer
+    again = read_box(sess, img, best[0], views, stretch, cal, early_exit)
+    return again if np.float32(calibrate(again[2], cal)) > conf else answer
+
+
 def preprocess(path, stretch=1.0):
     """The image file as a normalised [1, 3, 32, W] float32 strip (full-image protocol)."""
     return to_strip(load(path), stretch)
@@ -465,6 +578,11 @@ def main():
     ap.add_argument("--second-look", default=str(SECOND_LOOK_BELOW),
                     help="look again in tiles where the answer is below P sure and small in the "
                          "photo (as `housenum read --second-look`); off never does")
+    ap.add_argument("--look-with", choices=["tiles", "detector"], default="tiles",
+                    help="where the second look looks (as `housenum read --look-with`)")
+    ap.add_argument("--look-area", type=float, default=SECOND_LOOK_MAX_AREA,
+                    help="the second look runs only for regions under this share of the photo")
+    ap.add_argument("--detector", default=os.path.join(here, "detector.onnx"))
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     early_exit = None if args.early_exit == "off" else float(np.float32(args.early_exit))
@@ -473,6 +591,9 @@ def main():
     loc_sess = None
     if args.protocol == "locate":
         loc_sess = ort.InferenceSession(args.localiser, providers=["CPUExecutionProvider"])
+    det_sess = None
+    if args.protocol == "locate" and args.look_with == "detector":
+        det_sess = ort.InferenceSession(args.detector, providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     cal = json.loads(meta["housenum.calibration"]) if "housenum.calibration" in meta else None
     pad = int(meta.get("housenum.pad", "0"))
@@ -498,9 +619,13 @@ def main():
             if (second is not None
                     and np.float32(calibrate(answer[2], cal)) < np.float32(second)
                     and (region[2] - region[0]) * (region[3] - region[1])
-                    < SECOND_LOOK_MAX_AREA * w * h):
-                answer = second_look(sess, loc_sess, img, answer, args.views, stretch, cal,
-                                     early_exit)
+                    < args.look_area * w * h):
+                if det_sess is not None:
+                    answer = second_look_detected(sess, loc_sess, det_sess, img, answer,
+                                                  args.views, stretch, cal, early_exit)
+                else:
+                    answer = second_look(sess, loc_sess, img, answer, args.views, stretch, cal,
+                                         early_exit)
             _, digits, log_p = answer
         else:
             per_strip = [member_log_probs(sess, x) for x in strips]

@@ -16,6 +16,8 @@ const LONG_VERSION: &str = concat!(
     env!("HOUSENUM_READER_SHA256"),
     "\nlocaliser  onnx/localiser.onnx  sha256 ",
     env!("HOUSENUM_LOCALISER_SHA256"),
+    "\ndetector   onnx/detector.onnx   sha256 ",
+    env!("HOUSENUM_DETECTOR_SHA256"),
 );
 
 /// Read house numbers from street photos.

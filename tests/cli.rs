@@ -533,6 +533,7 @@ fn version_names_the_compiled_in_models_by_sha256() {
     for (role, file) in [
         ("reader", "onnx/housenum.onnx"),
         ("localiser", "onnx/localiser.onnx"),
+        ("detector", "onnx/detector.onnx"),
     ] {
         let bytes = std::fs::read(common::root().join(file)).unwrap();
         let hex: String = Sha256::digest(&bytes)

@@ -524,3 +524,73 @@ fn second_look_finds_a_number_the_first_look_missed() {
         );
     }
 }
+
+#[cfg(feature = "train")]
+#[test]
+fn detector_training_resumes_is_reproducible_and_exports_what_tract_reads() {
+    use housenum::engine::detector::DetectorConfig;
+    use housenum::read::detect::Detector as TractDetector;
+    use housenum::train::detector::{
+        checkpoint_path, train_detector, DetCheckpoint, DetTrainConfig,
+    };
+    let Some(svhn) = common::svhn() else { return };
+    // A tiny run: 2 epochs over 32 photos; `stop_after` cuts it as a kill would.
+    let config = |dir: &Path, stop_after: usize, seed: u64| DetTrainConfig {
+        data: svhn.join("train"),
+        out: dir.to_path_buf(),
+        epochs: 2,
+        batch_size: 8,
+        lr: 2e-3,
+        clip_norm: 5.0,
+        seed,
+        val_fraction: 0.2,
+        limit: Some(32),
+        model: DetectorConfig {
+            channels: [4, 4, 8, 8, 8],
+        },
+        cells: 8,
+        heights: [8.0, 48.0],
+        anywhere: 0.25,
+        quiet: true,
+        stop_after: Some(stop_after),
+    };
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let h = train_detector(&config(a.path(), 2, 1)).unwrap();
+    assert_eq!(h.len(), 2);
+    assert!(h
+        .iter()
+        .all(|e| e.loss.is_finite() && e.val_loss.is_finite()));
+    train_detector(&config(b.path(), 1, 1)).unwrap();
+    let h2 = train_detector(&config(b.path(), 2, 1)).unwrap();
+    assert_eq!(h[0].loss, h2[0].loss);
+    let wa = DetCheckpoint::load(&checkpoint_path(a.path())).unwrap();
+    let wb = DetCheckpoint::load(&checkpoint_path(b.path())).unwrap();
+    assert!(wa.model.params == wb.model.params, "resumed weights differ");
+    train_detector(&config(c.path(), 1, 2)).unwrap();
+    let wc = DetCheckpoint::load(&checkpoint_path(c.path())).unwrap();
+    assert!(
+        wa.model.params != wc.model.params,
+        "another seed, same weights"
+    );
+    // Other options cannot resume the folder; the error names the checkpoint.
+    let other = DetTrainConfig {
+        anywhere: 0.5,
+        stop_after: None,
+        epochs: 3,
+        ..config(a.path(), 3, 1)
+    };
+    let err = train_detector(&other).unwrap_err().to_string();
+    assert!(
+        err.contains("detector.safetensors") && err.contains("other options"),
+        "{err}"
+    );
+    // The export loads under tract and finds candidates in a photo.
+    let bytes = housenum::export::detector_to_onnx(&wa.model, &[]).encode_to_vec();
+    let det = TractDetector::from_bytes(&bytes, Path::new("tiny.onnx")).unwrap();
+    let img = housenum::read::load_image(&svhn.join("train/1.png")).unwrap();
+    assert!(det.candidates(&img).unwrap().len() <= housenum::read::detect::MAX_CANDIDATES);
+}
