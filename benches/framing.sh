@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 data="${1:-../shared/svhn/train}"; split="${2:-train}"; shift $(( $# > 2 ? 2 : $# ))
 bin="${CARGO_TARGET_DIR:-target}/release/housenum"
 acc() { "$bin" eval "$data" --split "$split" --json -q "$@" \
-  | python3 -c 'import json,sys; print(f"{100 * json.load(sys.stdin)["sequence_accuracy"]:.2f}")'; }
+  | python3 -c 'import json,sys; print("%.2f" % (100 * json.load(sys.stdin)["sequence_accuracy"]))'; }
 printf '%-22s %8s %8s %8s\n' framing crop locate gap
 for f in "as is" "2x" "4x" "phone (4x, 4000 px)"; do
   case "$f" in

@@ -578,7 +578,7 @@ def main():
     ap.add_argument("--second-look", default=str(SECOND_LOOK_BELOW),
                     help="look again in tiles where the answer is below P sure and small in the "
                          "photo (as `housenum read --second-look`); off never does")
-    ap.add_argument("--look-with", choices=["tiles", "detector"], default="tiles",
+    ap.add_argument("--look-with", choices=["tiles", "detector"], default="detector",
                     help="where the second look looks (as `housenum read --look-with`)")
     ap.add_argument("--look-area", type=float, default=SECOND_LOOK_MAX_AREA,
                     help="the second look runs only for regions under this share of the photo")

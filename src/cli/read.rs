@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use housenum::read::detect::Detector;
-use housenum::read::reader::{LookWith, SECOND_LOOK_MAX_AREA};
+use housenum::read::reader::LookWith;
 use housenum::read::Region;
 use housenum::read::{self, explain};
 use housenum::{Decoded, Protocol, Reader};
@@ -118,18 +118,19 @@ pub struct ModelArgs {
 #[derive(Args, Debug)]
 pub struct LookArgs {
     /// Under `locate`, look again for the number when the answer's confidence is below P and
-    /// its region covers less than 4 % of the photo (a number small in the photo, as in phone
-    /// photos): 0.9 unless set (docs/experiments.md, "A second look in tiles").
+    /// its region covers less than `--look-area` of the photo: 0.9 unless set
+    /// (docs/experiments.md, "A detector of our own").
     #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
     pub second_look: Option<EarlyExit>,
-    /// Where the second look looks: `tiles` (the localiser in 3 × 3 tiles of the photo, the
-    /// tiles voting) or `detector` (the detector's candidates over a pyramid of the photo).
+    /// Where the second look looks: `detector` (the default: the detector's candidates over a
+    /// pyramid of the photo, each placed by the localiser) or `tiles` (the localiser in 3 × 3
+    /// tiles of the photo, the tiles voting).
     #[arg(long, value_name = "tiles|detector", value_parser = parse_look_with)]
     pub look_with: Option<LookWith>,
     /// The second look runs only when the region read covers less than this share of the
-    /// photo's area (1: always).
-    #[arg(long, value_name = "SHARE", default_value_t = SECOND_LOOK_MAX_AREA)]
-    pub look_area: f64,
+    /// photo's area (1: wherever the answer is unsure). 0.04 unless set.
+    #[arg(long, value_name = "SHARE")]
+    pub look_area: Option<f64>,
     /// Use this detector (`train-detector --export`) instead of the embedded one.
     #[arg(long, value_name = "FILE")]
     pub detector: Option<PathBuf>,
@@ -143,7 +144,12 @@ impl LookArgs {
             Some(EarlyExit::At(p)) => reader.set_second_look(Some(p)),
             None => {}
         }
-        reader.set_look_with(self.look_with.unwrap_or(LookWith::Tiles), self.look_area);
+        if let Some(with) = self.look_with {
+            reader.set_look_with(with);
+        }
+        if let Some(share) = self.look_area {
+            reader.set_look_area(share);
+        }
         if let Some(path) = &self.detector {
             let d = Detector::from_path(path)
                 .with_context(|| format!("loading the detector {}", path.display()))?;

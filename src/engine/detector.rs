@@ -30,7 +30,7 @@ pub struct DetectorConfig {
 }
 
 impl Default for DetectorConfig {
-    /// 8/16/32/64/64 channels (71 k parameters): about 1.7 k multiply-adds per input pixel.
+    /// 8/16/32/64/64 channels (61,521 parameters): about 1.7 k multiply-adds per input pixel.
     fn default() -> Self {
         DetectorConfig {
             channels: [8, 16, 32, 64, 64],

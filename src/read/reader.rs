@@ -36,8 +36,9 @@ type Plan = Arc<TypedRunnableModel>;
 pub const SECOND_LOOK_BELOW: f32 = 0.9;
 
 /// The second look runs only when the region read covers less than this share of the photo's
-/// area: a number small in the photo, which the localiser's first look may have missed (SVHN's
-/// tightly framed photos, whose number covers a median fifth of the photo, never pay for it).
+/// area: a number small in the photo, which the first look may have missed. Without it the
+/// detector's second look read slightly more on the development split but cost `read DIR` a
+/// quarter of its speed on SVHN's photos (docs/experiments.md, "A detector of our own").
 pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
 
 /// How many tiles of the [`Reader::second_look`] must read a number for it to be a candidate:
@@ -53,6 +54,10 @@ pub enum LookWith {
     /// box placed by the localiser in its surroundings.
     Detector,
 }
+
+/// Where [`Reader::second_look`] looks unless set ([`Reader::set_look_with`]).
+/// The detector: chosen on the development split (docs/experiments.md, "A detector of our own").
+pub const LOOK_WITH: LookWith = LookWith::Detector;
 
 /// A loaded model, ready to read strips.
 pub struct Reader {
@@ -180,7 +185,7 @@ impl Reader {
             plans: Mutex::new(HashMap::new()),
             locator: Mutex::new(None),
             detector: Mutex::new(None),
-            look_with: LookWith::Tiles,
+            look_with: LOOK_WITH,
             look_area: SECOND_LOOK_MAX_AREA,
             views: framings::FRAMINGS.len(),
             early_exit: Some(framings::EARLY_EXIT),
@@ -259,12 +264,15 @@ impl Reader {
         self.second_look = below;
     }
 
-    /// Where the second look looks ([`LookWith::Tiles`] unless set), and below what share of
-    /// the photo's area the region read must be for it to run ([`SECOND_LOOK_MAX_AREA`]
-    /// unless set; 1 or more: always).
-    pub fn set_look_with(&mut self, with: LookWith, max_area: f64) {
+    /// Where the second look looks ([`LOOK_WITH`] unless set).
+    pub fn set_look_with(&mut self, with: LookWith) {
         self.look_with = with;
-        self.look_area = max_area;
+    }
+
+    /// The second look runs only where the region read covers less than `share` of the photo's
+    /// area ([`SECOND_LOOK_MAX_AREA`] unless set; 1 or more: wherever the answer is unsure).
+    pub fn set_look_area(&mut self, share: f64) {
+        self.look_area = share;
     }
 
     /// Use this detector for [`LookWith::Detector`] instead of the embedded one.
