@@ -109,12 +109,8 @@ pub struct DetForward {
     pub size: (usize, usize),
     /// Cells `(ho, wo)` per image.
     pub cells: (usize, usize),
-    /// Post-ReLU outputs of conv1..conv5, channel-major `[c, n, h, w]`.
-    acts: [Vec<f32>; 5],
-    /// im2col matrices of conv1..conv5.
-    cols: [Vec<f32>; 5],
-    /// Argmax indices of the three poolings.
-    pool_idx: [Vec<u32>; 3],
+    /// What conv1..conv5 and the three poolings keep for the backward pass.
+    stack: layers::StackCache,
     /// Cell logits `[n, ho, wo]` (before the sigmoid).
     pub logits: Vec<f32>,
 }
@@ -177,38 +173,17 @@ impl Detector {
         assert_eq!(x.len(), n * 3 * h * w, "input must be [n, 3, h, w]");
         let s = self.config.convs();
         let sz = self.config.sizes(h, w).expect("input too small");
-        let plane = h * w;
-        let mut input = vec![0f32; 3 * n * plane];
-        for b in 0..n {
-            for c in 0..3 {
-                input[(c * n + b) * plane..][..plane]
-                    .copy_from_slice(&x[(b * 3 + c) * plane..][..plane]);
-            }
-        }
-        let mut acts: [Vec<f32>; 5] = Default::default();
-        let mut cols: [Vec<f32>; 5] = Default::default();
-        let mut pool_idx: [Vec<u32>; 3] = Default::default();
-        for i in 0..5 {
-            let (h, w) = sz[i];
-            let (a, c) = layers::conv_relu(
-                &input,
-                s[i],
-                n,
-                h,
-                w,
-                self.param(2 * i),
-                self.param(2 * i + 1),
-            );
-            input = if i < 3 {
-                let (p, idx) = layers::maxpool2(&a, s[i].co * n, h - 2, w - 2);
-                pool_idx[i] = idx;
-                p
-            } else {
-                a.clone()
-            };
-            acts[i] = a;
-            cols[i] = c;
-        }
+        let params: Vec<(&[f32], &[f32])> = (0..5)
+            .map(|i| (self.param(2 * i), self.param(2 * i + 1)))
+            .collect();
+        let stack = layers::conv_stack(
+            layers::to_channel_major(x, n, 3, h * w),
+            &s,
+            &sz[..5],
+            3,
+            n,
+            &params,
+        );
         let (ho, wo) = sz[5];
         let cells = n * ho * wo;
         let mut logits = vec![self.param(11)[0]; cells];
@@ -218,7 +193,7 @@ impl Detector {
             cells,
             self.param(10),
             false,
-            &acts[4],
+            &stack.acts[4],
             false,
             &mut logits,
             1.0,
@@ -227,9 +202,7 @@ impl Detector {
             n,
             size: (h, w),
             cells: (ho, wo),
-            acts,
-            cols,
-            pool_idx,
+            stack,
             logits,
         }
     }
@@ -252,7 +225,7 @@ impl Detector {
             c5,
             dlogit,
             false,
-            &fwd.acts[4],
+            &fwd.stack.acts[4],
             true,
             &mut grad[self.param_range(10)],
             1.0,
@@ -270,35 +243,17 @@ impl Detector {
             &mut dy,
             0.0,
         );
-        for i in (0..5).rev() {
-            let (h, w) = sz[i];
-            let (wr, br) = (self.param_range(2 * i), self.param_range(2 * i + 1));
-            let (dw, db) = {
-                let (lo, hi) = grad.split_at_mut(br.start);
-                (&mut lo[wr], &mut hi[..br.len()])
-            };
-            let dx = layers::conv_relu_backward(
-                &mut dy,
-                &fwd.acts[i],
-                &fwd.cols[i],
-                s[i],
-                n,
-                h,
-                w,
-                self.param(2 * i),
-                dw,
-                db,
-                i > 0,
-            );
-            if let Some(dx) = dx {
-                // Conv i's input is pool i−1's output for i ≤ 3, conv i−1's output after that.
-                dy = if i <= 3 {
-                    layers::maxpool2_backward(&dx, &fwd.pool_idx[i - 1], fwd.acts[i - 1].len())
-                } else {
-                    dx
-                };
-            }
-        }
+        let weights: Vec<&[f32]> = (0..5).map(|i| self.param(2 * i)).collect();
+        layers::conv_stack_backward(
+            dy,
+            &fwd.stack,
+            &s,
+            &sz[..5],
+            3,
+            n,
+            &weights,
+            &mut layers::conv_grads(&mut grad, &self.offsets, 5),
+        );
         grad
     }
 }

@@ -260,6 +260,124 @@ pub fn conv_relu_backward(
     Some(dx)
 }
 
+/// A batch `[m, c, plane]` (image-major, as models take it) reordered channel-major
+/// `[c, m, plane]`, as the convolutions here take it.
+pub fn to_channel_major(x: &[f32], m: usize, c: usize, plane: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for b in 0..m {
+        for ch in 0..c {
+            out[(ch * m + b) * plane..][..plane]
+                .copy_from_slice(&x[(b * c + ch) * plane..][..plane]);
+        }
+    }
+    out
+}
+
+/// The (weight, bias) gradient slices of the first `convs` convolutions in a flat gradient
+/// buffer whose parameters start with them, in that order (`offsets` from [`param_offsets`]).
+pub fn conv_grads<'a>(
+    grad: &'a mut [f32],
+    offsets: &[(usize, usize)],
+    convs: usize,
+) -> Vec<(&'a mut [f32], &'a mut [f32])> {
+    let mut rest = grad;
+    let mut out = Vec::with_capacity(convs);
+    for i in 0..convs {
+        let (wo, wl) = offsets[2 * i];
+        let (bo, bl) = offsets[2 * i + 1];
+        assert!(wo + wl == bo, "a bias follows its weight");
+        let (w, r) = std::mem::take(&mut rest).split_at_mut(wl);
+        let (b, r) = r.split_at_mut(bl);
+        rest = r;
+        out.push((w, b));
+    }
+    out
+}
+
+/// What [`conv_stack`] keeps for [`conv_stack_backward`].
+#[derive(Debug, Clone, Default)]
+pub struct StackCache {
+    /// Post-ReLU outputs of each convolution, channel-major `[c, m, h, w]`.
+    pub acts: Vec<Vec<f32>>,
+    /// im2col matrices of each convolution.
+    pub cols: Vec<Vec<f32>>,
+    /// Argmax indices of each pooling.
+    pub pool_idx: Vec<Vec<u32>>,
+}
+
+/// A stack of valid convolutions, each with bias and ReLU, the first `pools` of them followed by
+/// 2×2 max-pooling: the localiser's and the detector's trunk.
+///
+/// # Shapes
+/// `x`: `[ci, m, h, w]` (channel-major), `sizes[i]`: conv `i`'s input `(h, w)`, `params[i]`:
+/// its (`[co, ci, kh, kw]` weight, `[co]` bias) → the cache, whose last `acts` is the stack's
+/// output `[co, m, ho, wo]`.
+pub fn conv_stack(
+    x: Vec<f32>,
+    convs: &[ConvShape],
+    sizes: &[(usize, usize)],
+    pools: usize,
+    m: usize,
+    params: &[(&[f32], &[f32])],
+) -> StackCache {
+    let mut cache = StackCache::default();
+    let mut input = x;
+    for (i, s) in convs.iter().enumerate() {
+        let (h, w) = sizes[i];
+        let (a, c) = conv_relu(&input, *s, m, h, w, params[i].0, params[i].1);
+        if i < pools {
+            let (p, idx) = maxpool2(&a, s.co * m, h - 2, w - 2);
+            input = p;
+            cache.pool_idx.push(idx);
+        } else if i + 1 < convs.len() {
+            input = a.clone();
+        }
+        cache.acts.push(a);
+        cache.cols.push(c);
+    }
+    cache
+}
+
+/// Backward of [`conv_stack`] from `dy`, the gradient of its output: accumulates conv `i`'s
+/// weight and bias gradients into `grads[i]` (`[co, ci·kh·kw]`, `[co]`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv_stack_backward(
+    mut dy: Vec<f32>,
+    cache: &StackCache,
+    convs: &[ConvShape],
+    sizes: &[(usize, usize)],
+    pools: usize,
+    m: usize,
+    weights: &[&[f32]],
+    grads: &mut [(&mut [f32], &mut [f32])],
+) {
+    for i in (0..convs.len()).rev() {
+        let (h, w) = sizes[i];
+        let (dw, db) = &mut grads[i];
+        let dx = conv_relu_backward(
+            &mut dy,
+            &cache.acts[i],
+            &cache.cols[i],
+            convs[i],
+            m,
+            h,
+            w,
+            weights[i],
+            dw,
+            db,
+            i > 0,
+        );
+        if let Some(dx) = dx {
+            // dx is the gradient of conv i's input: pool i−1's output, or conv i−1's.
+            dy = if i <= pools {
+                maxpool2_backward(&dx, &cache.pool_idx[i - 1], cache.acts[i - 1].len())
+            } else {
+                dx
+            };
+        }
+    }
+}
+
 /// Sum with 16 independent accumulators, so that it vectorises (a plain `iter().sum()` is one
 /// serial chain of dependent float adds).
 pub fn sum_f32(x: &[f32]) -> f32 {

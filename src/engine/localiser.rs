@@ -136,12 +136,8 @@ pub struct Localiser {
 pub struct LocForward {
     /// Batch size.
     pub n: usize,
-    /// Post-ReLU outputs of conv1..conv4, channel-major `[c, n, h, w]`.
-    acts: [Vec<f32>; 4],
-    /// im2col matrices of conv1..conv4.
-    cols: [Vec<f32>; 4],
-    /// Argmax indices of the three poolings.
-    pool_idx: [Vec<u32>; 3],
+    /// What conv1..conv4 and the three poolings keep for the backward pass.
+    stack: layers::StackCache,
     /// Flattened features `[n, features]`.
     feat: Vec<f32>,
     /// Head outputs `[n, outputs]` after the sigmoid: box fractions, or column then row
@@ -210,37 +206,17 @@ impl Localiser {
         );
         let s = cfg.convs();
         let sz = cfg.sizes().expect("checked at construction");
-        let plane = h0 * w0;
-        let mut xc = vec![0f32; 3 * n * plane];
-        for b in 0..n {
-            for c in 0..3 {
-                xc[(c * n + b) * plane..][..plane]
-                    .copy_from_slice(&x[(b * 3 + c) * plane..][..plane]);
-            }
-        }
-        let mut acts: [Vec<f32>; 4] = Default::default();
-        let mut cols: [Vec<f32>; 4] = Default::default();
-        let mut pool_idx: [Vec<u32>; 3] = Default::default();
-        let mut input = xc;
-        for i in 0..4 {
-            let (h, w) = sz[i];
-            let (a, c) = layers::conv_relu(
-                &input,
-                s[i],
-                n,
-                h,
-                w,
-                self.param(2 * i),
-                self.param(2 * i + 1),
-            );
-            if i < 3 {
-                let (p, idx) = layers::maxpool2(&a, s[i].co * n, h - 2, w - 2);
-                input = p;
-                pool_idx[i] = idx;
-            }
-            acts[i] = a;
-            cols[i] = c;
-        }
+        let params: Vec<(&[f32], &[f32])> = (0..4)
+            .map(|i| (self.param(2 * i), self.param(2 * i + 1)))
+            .collect();
+        let stack = layers::conv_stack(
+            layers::to_channel_major(x, n, 3, h0 * w0),
+            &s,
+            &sz[..4],
+            3,
+            n,
+            &params,
+        );
         let (h4, w4) = sz[4];
         let c4 = cfg.channels[3];
         let f = c4 * h4 * w4;
@@ -248,7 +224,8 @@ impl Localiser {
         let mut feat = vec![0f32; n * f];
         for c in 0..c4 {
             for b in 0..n {
-                feat[b * f + c * hw..][..hw].copy_from_slice(&acts[3][(c * n + b) * hw..][..hw]);
+                feat[b * f + c * hw..][..hw]
+                    .copy_from_slice(&stack.acts[3][(c * n + b) * hw..][..hw]);
             }
         }
         let k = cfg.outputs();
@@ -272,9 +249,7 @@ impl Localiser {
             .for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
         LocForward {
             n,
-            acts,
-            cols,
-            pool_idx,
+            stack,
             feat,
             outputs,
         }
@@ -339,31 +314,17 @@ impl Localiser {
                 dy[(c * n + b) * hw..][..hw].copy_from_slice(&dfeat[b * f + c * hw..][..hw]);
             }
         }
-        for i in (0..4).rev() {
-            let (h, w) = sz[i];
-            let (wr, br) = (self.param_range(2 * i), self.param_range(2 * i + 1));
-            let (dw, db) = {
-                let (lo, hi) = grad.split_at_mut(br.start);
-                (&mut lo[wr], &mut hi[..br.len()])
-            };
-            let dx = layers::conv_relu_backward(
-                &mut dy,
-                &fwd.acts[i],
-                &fwd.cols[i],
-                s[i],
-                n,
-                h,
-                w,
-                self.param(2 * i),
-                dw,
-                db,
-                i > 0,
-            );
-            if let Some(dx) = dx {
-                // dx is the gradient of pool i−1's output; route it to conv i−1's output.
-                dy = layers::maxpool2_backward(&dx, &fwd.pool_idx[i - 1], fwd.acts[i - 1].len());
-            }
-        }
+        let weights: Vec<&[f32]> = (0..4).map(|i| self.param(2 * i)).collect();
+        layers::conv_stack_backward(
+            dy,
+            &fwd.stack,
+            &s,
+            &sz[..4],
+            3,
+            n,
+            &weights,
+            &mut layers::conv_grads(&mut grad, &self.offsets, 4),
+        );
         grad
     }
 }

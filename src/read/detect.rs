@@ -203,7 +203,7 @@ impl Detector {
         if bytes.is_empty() {
             return Err(err("empty file".into()));
         }
-        let mut model = tract_onnx::onnx()
+        let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(bytes))
             .map_err(|e| err(format!("cannot parse ONNX: {e}")))?;
         if !model
@@ -215,15 +215,7 @@ impl Detector {
             )));
         }
         let side = TILE * CELL + 2 * PAD;
-        let plan = model
-            .set_input_fact(0, f32::fact([1, 3, side, side]).into())
-            .and_then(|_| model.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .and_then(|mut m| {
-                crate::read::plan::rewrite_maxpools(&mut m)?;
-                m.into_optimized()
-            })
-            .and_then(|m| m.into_runnable())
+        let plan = crate::read::plan::build(model, f32::fact([1, 3, side, side]).into())
             .map_err(|e| err(format!("cannot build an inference plan: {e}")))?;
         let det = Detector {
             source: source.to_path_buf(),

@@ -108,6 +108,19 @@ fn is_plain_2x2(op: &MaxPool) -> bool {
         && unpadded
 }
 
+/// The runnable plan of an ONNX model whose input 0 is `input`: typed, decluttered, its
+/// max-pools rewritten ([`rewrite_maxpools`]), optimised. What the reader, the localiser and the
+/// detector run.
+pub fn build(
+    mut model: InferenceModel,
+    input: InferenceFact,
+) -> TractResult<Arc<TypedRunnableModel>> {
+    model.set_input_fact(0, input)?;
+    let mut m = model.into_typed()?.into_decluttered()?;
+    rewrite_maxpools(&mut m)?;
+    m.into_optimized()?.into_runnable()
+}
+
 /// Replace every plain 2 × 2 max-pool of a decluttered model by [`MaxPool2x2`]; returns how many.
 pub fn rewrite_maxpools(model: &mut TypedModel) -> TractResult<usize> {
     let mut count = 0;

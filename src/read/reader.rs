@@ -317,19 +317,10 @@ impl Reader {
             path: self.source.clone(),
             reason: format!("cannot build an inference plan: {e}"),
         };
-        let mut m = self.model.clone();
+        let m = self.model.clone();
         let w = m.symbols.sym("W");
         let fact = f32::fact([n.to_dim(), 3.to_dim(), HEIGHT.to_dim(), w.to_dim()]);
-        m.set_input_fact(0, fact.into()).map_err(err)?;
-        let plan = m
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
-            .and_then(|mut m| {
-                read::plan::rewrite_maxpools(&mut m)?;
-                m.into_optimized()
-            })
-            .and_then(|m| m.into_runnable())
-            .map_err(err)?;
+        let plan = read::plan::build(m, fact.into()).map_err(err)?;
         plans.insert(n, plan.clone());
         Ok(plan)
     }
@@ -739,18 +730,11 @@ impl Reader {
             .par_iter()
             .map(|&t| locator.locate_within(img, t))
             .collect::<Result<_>>()?;
-        let stretch = self.geometry.stretch;
-        let firsts: Vec<Strip> = boxes
-            .iter()
-            .map(|&b| read::strip_from_region(img, framings::framings(b, 1, size)[0], stretch))
-            .collect();
-        let refs: Vec<&Strip> = firsts.iter().collect();
         // Tiles vote: per distinct non-empty reading, how many tiles read it and its most
         // confident tile.
         let mut votes: Vec<(Vec<u8>, usize, usize, f32)> = Vec::new();
         let seen = answer.0;
-        for (k, members) in self.read_views(&refs)?.into_iter().enumerate() {
-            let d = self.calibrated(framings::combine_into(members).1);
+        for (k, d) in self.first_readings(img, &boxes)?.into_iter().enumerate() {
             let (l, t, r, b) = boxes[k];
             if d.digits.is_empty() || seen.contains((l + r) / 2.0, (t + b) / 2.0) {
                 continue;
@@ -774,22 +758,50 @@ impl Reader {
             })
             .map(|v| (v.2, v.3));
         match best {
-            Some((k, c)) if c > answer.1.confidence => {
-                let cands = self.framed_strips(img, boxes[k]);
-                let (i, d) = self
-                    .read_best(
-                        &[cands.iter().map(|(r, s)| (*r, s)).collect()],
-                        Protocol::Locate,
-                    )?
-                    .remove(0);
-                Ok(if d.confidence > answer.1.confidence {
-                    (cands[i].0, d)
-                } else {
-                    answer
-                })
-            }
+            Some((k, c)) if c > answer.1.confidence => self.read_instead(img, boxes[k], answer),
             _ => Ok(answer),
         }
+    }
+
+    /// The calibrated reading of each box's first framing (the box grown 30 %), in one pass.
+    fn first_readings(
+        &self,
+        img: &image::Rgb32FImage,
+        boxes: &[(f32, f32, f32, f32)],
+    ) -> Result<Vec<Decoded>> {
+        let (size, stretch) = (img.dimensions(), self.geometry.stretch);
+        let firsts: Vec<Strip> = boxes
+            .iter()
+            .map(|&b| read::strip_from_region(img, framings::framings(b, 1, size)[0], stretch))
+            .collect();
+        let refs: Vec<&Strip> = firsts.iter().collect();
+        Ok(self
+            .read_views(&refs)?
+            .into_iter()
+            .map(|members| self.calibrated(framings::combine_into(members).1))
+            .collect())
+    }
+
+    /// The box `rect` of `img` read with all framings ([`Reader::read_best`]): that reading if
+    /// it is more confident than `answer`, else `answer`. How a second look answers.
+    fn read_instead(
+        &self,
+        img: &image::Rgb32FImage,
+        rect: (f32, f32, f32, f32),
+        answer: (Region, Decoded),
+    ) -> Result<(Region, Decoded)> {
+        let cands = self.framed_strips(img, rect);
+        let (i, d) = self
+            .read_best(
+                &[cands.iter().map(|(r, s)| (*r, s)).collect()],
+                Protocol::Locate,
+            )?
+            .remove(0);
+        Ok(if d.confidence > answer.1.confidence {
+            (cands[i].0, d)
+        } else {
+            answer
+        })
     }
 
     /// The second look with the detector ([`LookWith::Detector`]): its candidates
@@ -804,7 +816,6 @@ impl Reader {
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
         let (detector, locator) = (self.detector()?, self.locator()?);
-        let size = img.dimensions();
         let seen = answer.0;
         let boxes: Vec<(f32, f32, f32, f32)> = detector
             .candidates(img)?
@@ -817,34 +828,14 @@ impl Reader {
         if boxes.is_empty() {
             return Ok(answer);
         }
-        let stretch = self.geometry.stretch;
-        let firsts: Vec<Strip> = boxes
-            .iter()
-            .map(|&b| read::strip_from_region(img, framings::framings(b, 1, size)[0], stretch))
-            .collect();
-        let refs: Vec<&Strip> = firsts.iter().collect();
         let mut best: Option<(usize, f32)> = None;
-        for (k, members) in self.read_views(&refs)?.into_iter().enumerate() {
-            let d = self.calibrated(framings::combine_into(members).1);
+        for (k, d) in self.first_readings(img, &boxes)?.into_iter().enumerate() {
             if !d.digits.is_empty() && best.is_none_or(|(_, c)| d.confidence > c) {
                 best = Some((k, d.confidence));
             }
         }
         match best {
-            Some((k, c)) if c > answer.1.confidence => {
-                let cands = self.framed_strips(img, boxes[k]);
-                let (i, d) = self
-                    .read_best(
-                        &[cands.iter().map(|(r, s)| (*r, s)).collect()],
-                        Protocol::Locate,
-                    )?
-                    .remove(0);
-                Ok(if d.confidence > answer.1.confidence {
-                    (cands[i].0, d)
-                } else {
-                    answer
-                })
-            }
+            Some((k, c)) if c > answer.1.confidence => self.read_instead(img, boxes[k], answer),
             _ => Ok(answer),
         }
     }

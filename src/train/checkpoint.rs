@@ -10,6 +10,7 @@ use safetensors::SafeTensors;
 
 use crate::engine::crnn::{Crnn, ModelConfig};
 use crate::error::{Error, Result};
+use crate::train::optim::Adam;
 
 /// Training state saved with the weights.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -187,4 +188,63 @@ impl Checkpoint {
             state,
         })
     }
+}
+
+/// Write a flat-buffer checkpoint atomically, as the localiser's and the detector's are: the
+/// tensors `params`, `adam_m` and `adam_v` (f32, one dimension), `meta` and Adam's step count
+/// (`adam_t`) as metadata.
+pub fn save_flat(
+    path: &Path,
+    params: &[f32],
+    adam: &Adam,
+    mut meta: HashMap<String, String>,
+) -> Result<()> {
+    let bufs = [
+        ("params", bytes_of(params)),
+        ("adam_m", bytes_of(&adam.m)),
+        ("adam_v", bytes_of(&adam.v)),
+    ];
+    let views: Vec<(String, TensorView)> = bufs
+        .iter()
+        .map(|(n, b)| {
+            Ok((
+                n.to_string(),
+                TensorView::new(Dtype::F32, vec![b.len() / 4], b).map_err(|e| ck_err(path, e))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    meta.insert("adam_t".into(), adam.t.to_string());
+    let out = safetensors::serialize(views, Some(meta)).map_err(|e| ck_err(path, e))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Read a checkpoint written by [`save_flat`]: its metadata (without `adam_t`), parameters and
+/// Adam state, whose moments must be as long as the parameters.
+pub fn load_flat(path: &Path) -> Result<(HashMap<String, String>, Vec<f32>, Adam)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| ck_err(path, e))?;
+    let mut meta = meta.metadata().clone().unwrap_or_default();
+    let t: u64 = meta
+        .remove("adam_t")
+        .ok_or_else(|| ck_err(path, "no adam_t"))?
+        .parse()
+        .map_err(|e| ck_err(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e))?;
+    let read = |name: &str| -> Result<Vec<f32>> {
+        let v = st.tensor(name).map_err(|e| ck_err(path, e))?;
+        if v.dtype() != Dtype::F32 {
+            return Err(ck_err(path, format!("{name} is not f32")));
+        }
+        Ok(v.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    let (params, m, v) = (read("params")?, read("adam_m")?, read("adam_v")?);
+    if m.len() != params.len() || v.len() != params.len() {
+        return Err(ck_err(path, "Adam state does not match the parameters"));
+    }
+    Ok((meta, params, Adam { m, v, t }))
 }

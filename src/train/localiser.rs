@@ -15,8 +15,6 @@ use std::time::Instant;
 
 use image::Rgb32FImage;
 use rayon::prelude::*;
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 
 use crate::data::framing::zoom_out;
 use crate::data::recombine::{compose, cut_digits, paste_into, DigitCrop};
@@ -28,6 +26,7 @@ use crate::engine::localiser::{
 use crate::error::{Error, Result};
 use crate::read::{self, boxes_union, DigitBox, Region};
 use crate::rng::Rng;
+use crate::train::checkpoint::{load_flat, save_flat};
 use crate::train::optim::{clip_grad_norm, lr_at, Adam};
 
 /// Everything that defines a localiser training run; saved in its checkpoint.
@@ -517,71 +516,33 @@ pub struct LocCheckpoint {
 impl LocCheckpoint {
     /// Write atomically (temporary file + rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-        let bufs = [
-            ("params", bytes(&self.model.params)),
-            ("adam_m", bytes(&self.adam.m)),
-            ("adam_v", bytes(&self.adam.v)),
-        ];
-        let views: Vec<(String, TensorView)> = bufs
-            .iter()
-            .map(|(n, b)| {
-                Ok((
-                    n.to_string(),
-                    TensorView::new(Dtype::F32, vec![b.len() / 4], b)
-                        .map_err(|e| ck_err(path, e))?,
-                ))
-            })
-            .collect::<Result<_>>()?;
         let mut meta = HashMap::new();
         let json = |v: serde_json::Value| v.to_string();
         meta.insert("config".into(), json(serde_json::json!(self.model.config)));
         meta.insert("history".into(), json(serde_json::json!(self.history)));
-        meta.insert("adam_t".into(), self.adam.t.to_string());
         if let Some(o) = &self.options {
             meta.insert("options".into(), o.to_string());
         }
-        let out = safetensors::serialize(views, Some(meta)).map_err(|e| ck_err(path, e))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, out).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        save_flat(path, &self.model.params, &self.adam, meta)
     }
 
     /// Read a checkpoint written by [`LocCheckpoint::save`].
     pub fn load(path: &Path) -> Result<LocCheckpoint> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| ck_err(path, e))?;
-        let meta = meta.metadata().clone().unwrap_or_default();
+        let (meta, params, adam) = load_flat(path)?;
         let get = |k: &str| meta.get(k).ok_or_else(|| ck_err(path, format!("no {k}")));
         let config: LocaliserConfig =
             serde_json::from_str(get("config")?).map_err(|e| ck_err(path, e))?;
         let history: Vec<LocEpoch> =
             serde_json::from_str(get("history")?).map_err(|e| ck_err(path, e))?;
-        let t: u64 = get("adam_t")?.parse().map_err(|e| ck_err(path, e))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| ck_err(path, e))?;
-        let read = |name: &str| -> Result<Vec<f32>> {
-            let v = st.tensor(name).map_err(|e| ck_err(path, e))?;
-            if v.dtype() != Dtype::F32 {
-                return Err(ck_err(path, format!("{name} is not f32")));
-            }
-            Ok(v.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
-        };
-        let model = Localiser::from_params(config, read("params")?)
+        let model = Localiser::from_params(config, params)
             .ok_or_else(|| ck_err(path, "parameter count does not match the config"))?;
-        let (m, v) = (read("adam_m")?, read("adam_v")?);
-        if m.len() != model.params.len() || v.len() != model.params.len() {
-            return Err(ck_err(path, "Adam state does not match the parameters"));
-        }
         let options = match meta.get("options") {
             Some(o) => Some(serde_json::from_str(o).map_err(|e| ck_err(path, e))?),
             None => None,
         };
         Ok(LocCheckpoint {
             model,
-            adam: Adam { m, v, t },
+            adam,
             history,
             options,
         })
