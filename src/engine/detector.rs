@@ -14,7 +14,6 @@
 //! ([`crate::read::detect::Detector`]) compute the same.
 
 use crate::engine::layers::{self, ConvShape};
-use crate::rng::Rng;
 
 /// Pixels of one output cell along each side.
 pub const STRIDE: usize = 8;
@@ -119,24 +118,8 @@ impl Detector {
     /// A freshly initialised detector: He-uniform convolutions, uniform `±1/√fan_in` head, zero
     /// biases except the head's, which starts at −4 (cells are mostly background).
     pub fn new(config: DetectorConfig, seed: u64) -> Detector {
-        let mut rng = Rng::new(seed);
-        let mut params = Vec::new();
-        for (name, shape) in config.param_specs() {
-            let len: usize = shape.iter().product();
-            let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-            if name == "head.bias" {
-                params.push(-4.0);
-            } else if name.ends_with("bias") {
-                params.extend(std::iter::repeat_n(0.0, len));
-            } else {
-                let b = if name.starts_with("conv") {
-                    (6.0 / fan_in as f32).sqrt()
-                } else {
-                    1.0 / (fan_in as f32).sqrt()
-                };
-                params.extend((0..len).map(|_| rng.uniform(-b, b)));
-            }
-        }
+        let mut params = layers::init_params(&config.param_specs(), seed);
+        *params.last_mut().expect("the head's bias is last") = -4.0;
         Detector::from_params(config, params).expect("sizes follow the specs")
     }
 
@@ -281,6 +264,7 @@ pub fn cell_bce(logits: &[f32], target: &[f32], weight: &[f32]) -> (f32, Vec<f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     #[test]
     fn padded_inputs_give_one_cell_per_eight_pixels() {

@@ -294,6 +294,28 @@ pub fn conv_grads<'a>(
     out
 }
 
+/// Fresh parameters for `specs` (in storage order): He-uniform for `conv*` weights, uniform
+/// `±1/√fan_in` for other weights, zero biases; one random stream from `seed`.
+pub fn init_params(specs: &[(String, Vec<usize>)], seed: u64) -> Vec<f32> {
+    let mut rng = crate::rng::Rng::new(seed);
+    let mut params = Vec::new();
+    for (name, shape) in specs {
+        let len: usize = shape.iter().product();
+        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+        if name.ends_with("bias") {
+            params.extend(std::iter::repeat_n(0.0, len));
+        } else {
+            let b = if name.starts_with("conv") {
+                (6.0 / fan_in as f32).sqrt()
+            } else {
+                1.0 / (fan_in as f32).sqrt()
+            };
+            params.extend((0..len).map(|_| rng.uniform(-b, b)));
+        }
+    }
+    params
+}
+
 /// What [`conv_stack`] keeps for [`conv_stack_backward`].
 #[derive(Debug, Clone, Default)]
 pub struct StackCache {

@@ -20,7 +20,6 @@
 
 use crate::engine::layers::{self, ConvShape};
 use crate::read::locate::{decode, OUTPUTS};
-use crate::rng::Rng;
 
 /// Architecture of a [`Localiser`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -149,22 +148,7 @@ impl Localiser {
     /// A freshly initialised localiser: He-uniform convolutions, uniform `±1/√fan_in` head,
     /// zero biases.
     pub fn new(config: LocaliserConfig, seed: u64) -> Localiser {
-        let mut rng = Rng::new(seed);
-        let mut params = Vec::new();
-        for (name, shape) in config.param_specs() {
-            let len: usize = shape.iter().product();
-            let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-            if name.ends_with("bias") {
-                params.extend(std::iter::repeat_n(0.0, len));
-            } else {
-                let b = if name.starts_with("conv") {
-                    (6.0 / fan_in as f32).sqrt()
-                } else {
-                    1.0 / (fan_in as f32).sqrt()
-                };
-                params.extend((0..len).map(|_| rng.uniform(-b, b)));
-            }
-        }
+        let params = layers::init_params(&config.param_specs(), seed);
         Localiser::from_params(config, params).expect("sizes follow the specs")
     }
 
@@ -442,6 +426,7 @@ pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
 mod tests {
     use super::*;
     use crate::read::locate::profile_span;
+    use crate::rng::Rng;
 
     fn tiny() -> LocaliserConfig {
         LocaliserConfig {

@@ -267,6 +267,27 @@ pub fn pad_batch(strips: &[Strip], rng: &mut Rng) -> (Vec<f32>, usize) {
     (out, w)
 }
 
+/// The colour changes of the localiser's and the detector's samples: inverted with chance 0.3,
+/// channels permuted, then clipped to `[0, 1]` and raised to a gamma in `[0.7, 1.4)`.
+///
+/// # Shapes
+/// `x`: `[3, plane]` → `[3, plane]`.
+pub fn jitter_colours(mut x: Vec<f32>, plane: usize, rng: &mut Rng) -> Vec<f32> {
+    if rng.chance(0.3) {
+        x.iter_mut().for_each(|v| *v = 1.0 - *v);
+    }
+    let mut perm = [0usize, 1, 2];
+    rng.shuffle(&mut perm);
+    let mut out = vec![0f32; 3 * plane];
+    for (c, &p) in perm.iter().enumerate() {
+        out[c * plane..][..plane].copy_from_slice(&x[p * plane..][..plane]);
+    }
+    let gamma = rng.uniform(0.7, 1.4);
+    out.iter_mut()
+        .for_each(|v| *v = v.clamp(0.0, 1.0).powf(gamma));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,19 +203,7 @@ fn sample(
             row.reverse();
         }
     }
-    if rng.chance(0.3) {
-        x.iter_mut().for_each(|v| *v = 1.0 - *v);
-    }
-    let mut perm = [0usize, 1, 2];
-    rng.shuffle(&mut perm);
-    let plane = side * side;
-    let mut out = vec![0f32; 3 * plane];
-    for (ch, &p) in perm.iter().enumerate() {
-        out[ch * plane..][..plane].copy_from_slice(&x[p * plane..][..plane]);
-    }
-    let gamma = rng.uniform(0.7, 1.4);
-    out.iter_mut()
-        .for_each(|v| *v = v.clamp(0.0, 1.0).powf(gamma));
+    let mut out = crate::train::augment::jitter_colours(x, side * side, rng);
     normalise(&mut out);
     (out, target, centred)
 }

@@ -260,21 +260,9 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
         }
         target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
     }
-    if rng.chance(0.3) {
-        x.iter_mut().for_each(|v| *v = 1.0 - *v);
-    }
-    // Channel permutation and contrast/brightness (normalisation removes the global part of
-    // the latter, so only its clipping-free share matters: keep it mild).
-    let mut perm = [0usize, 1, 2];
-    rng.shuffle(&mut perm);
-    let plane = h * w;
-    let mut out = vec![0f32; 3 * plane];
-    for (c, &p) in perm.iter().enumerate() {
-        out[c * plane..][..plane].copy_from_slice(&x[p * plane..][..plane]);
-    }
-    let gamma = rng.uniform(0.7, 1.4);
-    out.iter_mut()
-        .for_each(|v| *v = v.clamp(0.0, 1.0).powf(gamma));
+    // Contrast/brightness: normalisation removes their global part, so only the clipping-free
+    // share matters: keep it mild.
+    let mut out = crate::train::augment::jitter_colours(x, h * w, rng);
     read::normalize(&mut out);
     (out, target)
 }
