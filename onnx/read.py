@@ -3,7 +3,8 @@
 
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
        [--protocol locate|search|full] [--views 1-7] [--early-exit P|off]
-       [--second-look P|off] IMG...
+       [--second-look P|off] [--look-with detector|tiles] [--look-area SHARE]
+       [--detector onnx/detector.onnx] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 An ensemble (output log_probs [M, T, N, 11], `housenum export` with several checkpoints) is read
 like more framings: every member's reading is scored under every member (see `member_log_probs`).
@@ -576,8 +577,8 @@ def main():
                     help="read the other framings only where the first one's confidence is below P "
                          "(as `housenum read --early-exit`); off reads them all")
     ap.add_argument("--second-look", default=str(SECOND_LOOK_BELOW),
-                    help="look again in tiles where the answer is below P sure and small in the "
-                         "photo (as `housenum read --second-look`); off never does")
+                    help="look again where the answer is below P sure and small in the photo "
+                         "(as `housenum read --second-look`); off never does")
     ap.add_argument("--look-with", choices=["tiles", "detector"], default="detector",
                     help="where the second look looks (as `housenum read --look-with`)")
     ap.add_argument("--look-area", type=float, default=SECOND_LOOK_MAX_AREA,
