@@ -195,6 +195,7 @@ def tiles(w, h):
 SECOND_LOOK_BELOW = 0.9
 SECOND_LOOK_MAX_AREA = 0.04
 SECOND_LOOK_VOTES = 2
+LOOK_ALWAYS_PIXELS = 2_000_000
 
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
@@ -332,14 +333,18 @@ def det_levels(w, h):
         fw, fh = fw / f(2), fh / f(2)
 
 
-def det_cells(img, det_sess, cols, rows):
-    """Detector::cells: the photo resized to cols x rows cells, (v - 0.5) * 4, PAD zeros around
-    it, through the graph (whole; tract runs it in tiles that give the same cells): [rows, cols]."""
+def det_level(img, cols, rows):
+    """src/read/detect.rs level_image: img ([h, w, 3]) resized to cols x rows cells, float32."""
     h, w = img.shape[:2]
-    lw, lh = cols * DET_CELL, rows * DET_CELL
-    wy, wx = triangle_weights(h, lh), triangle_weights(w, lw)
+    wy, wx = triangle_weights(h, rows * DET_CELL), triangle_weights(w, cols * DET_CELL)
     x = np.stack([wy @ img[:, :, c] @ wx.T for c in range(3)]).astype(np.float32)
-    x = (x - np.float32(0.5)) * np.float32(4.0)
+    return x.transpose(1, 2, 0)
+
+
+def det_cells(level, det_sess):
+    """Detector::cells: a level (float32 [8 rows, 8 cols, 3]), (v - 0.5) * 4, PAD zeros around
+    it, through the graph (whole; tract runs it in tiles that give the same cells): [rows, cols]."""
+    x = (level.transpose(2, 0, 1) - np.float32(0.5)) * np.float32(4.0)
     x = np.pad(x, ((0, 0), (DET_PAD, DET_PAD), (DET_PAD, DET_PAD)))[None]
     return det_sess.run(["cells"], {"photo": x})[0][0, 0]
 
@@ -375,9 +380,15 @@ def det_candidates(img, det_sess):
     h, w = img.shape[:2]
     f = np.float32
     found = []
+    first = None
     for cols, rows in det_levels(w, h):
+        # The largest level from the photo, the smaller ones from it.
+        if first is None:
+            first = level = det_level(img, cols, rows)
+        else:
+            level = det_level(first.astype(np.float64), cols, rows)
         sx, sy = f(w) / f(cols), f(h) / f(rows)
-        for c0, r0, c1, r1, best in det_components(det_cells(img, det_sess, cols, rows)):
+        for c0, r0, c1, r1, best in det_components(det_cells(level, det_sess)):
             found.append(((f(c0) * sx, f(r0) * sy, f(c1 + 1) * sx, f(r1 + 1) * sy), f(best)))
     found.sort(key=lambda c: -c[1])
     kept = []
@@ -617,10 +628,12 @@ def main():
         if loc_sess is not None:
             answer = read_box(sess, img, box, args.views, stretch, cal, early_exit)
             region = answer[0]
-            if (second is not None
-                    and np.float32(calibrate(answer[2], cal)) < np.float32(second)
-                    and (region[2] - region[0]) * (region[3] - region[1])
-                    < args.look_area * w * h):
+            unsure = (np.float32(calibrate(answer[2], cal)) < np.float32(second)
+                      and (region[2] - region[0]) * (region[3] - region[1])
+                      < args.look_area * w * h) if second is not None else False
+            # src/read/reader.rs LOOK_ALWAYS_PIXELS: large photos always get the detector's look.
+            if second is not None and (unsure or (det_sess is not None
+                                                  and w * h >= LOOK_ALWAYS_PIXELS)):
                 if det_sess is not None:
                     answer = second_look_detected(sess, loc_sess, det_sess, img, answer,
                                                   args.views, stretch, cal, early_exit)

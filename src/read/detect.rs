@@ -6,7 +6,8 @@
 //!    most [`MAX_SIDE`] (never enlarged), then halving while the short side keeps
 //!    [`MIN_CELLS`] cells. The detector was trained on numbers 8–48 px high, so each level
 //!    finds a band of sizes and the levels together all of them.
-//! 2. [`Detector::cells`]: the level resized with the strip resampler, values `(v − 0.5) · 4`,
+//! 2. [`Detector::cells`]: the level ([`level_image`]: the largest resized from the photo with
+//!    the strip resampler, each smaller one from the largest), values `(v − 0.5) · 4`,
 //!    [`PAD`] zeros around it, through the graph in tiles of [`TILE`] × [`TILE`] cells (each
 //!    with its surroundings, so the cells are exactly the whole level's): each 8 × 8 cell's
 //!    share of a number.
@@ -86,6 +87,18 @@ pub fn levels(w: u32, h: u32) -> Vec<(usize, usize)> {
 /// A group of cells: `(col0, row0, col1, row1, best)`, inclusive cell bounds and the best
 /// cell's value.
 pub type Component = (usize, usize, usize, usize, f32);
+
+/// `img` resized (the strip resampler) to `cols × rows` cells: a level of the pyramid.
+pub fn level_image(img: &Rgb32FImage, cols: usize, rows: usize) -> Rgb32FImage {
+    let (w, h) = img.dimensions();
+    let (lw, lh) = (cols * CELL, rows * CELL);
+    let x = read::resize_region(img, Region::full(w, h), lw, lh);
+    let plane = lw * lh;
+    Rgb32FImage::from_fn(lw as u32, lh as u32, |px, py| {
+        let i = py as usize * lw + px as usize;
+        image::Rgb([x[i], x[plane + i], x[2 * plane + i]])
+    })
+}
 
 /// Groups of 8-connected cells over [`THRESHOLD`] in a `[rows, cols]` map, as
 /// `(col0, row0, col1, row1, best)`: inclusive cell bounds and the best value. In order of
@@ -257,15 +270,21 @@ impl Detector {
         Ok(view.iter().cloned().collect())
     }
 
-    /// Each cell's share of a number, for `img` resized to `cols × rows` cells.
+    /// Each cell's share of a number in `level`, a pyramid level of the photo ([`level_image`])
+    /// whose sides are multiples of 8.
     ///
     /// # Shapes
-    /// Returns `[rows, cols]`.
-    pub fn cells(&self, img: &Rgb32FImage, cols: usize, rows: usize) -> Result<Vec<f32>> {
-        let (w, h) = img.dimensions();
-        let (lw, lh) = (cols * CELL, rows * CELL);
-        let mut x = read::resize_region(img, Region::full(w, h), lw, lh);
-        x.iter_mut().for_each(|v| *v = (*v - 0.5) * 4.0);
+    /// Returns `[rows, cols]` = `[height / 8, width / 8]`.
+    pub fn cells(&self, level: &Rgb32FImage) -> Result<Vec<f32>> {
+        let (lw, lh) = (level.width() as usize, level.height() as usize);
+        let (cols, rows) = (lw / CELL, lh / CELL);
+        let plane = lw * lh;
+        let mut x = vec![0f32; 3 * plane];
+        for (i, p) in level.pixels().enumerate() {
+            for c in 0..3 {
+                x[c * plane + i] = (p.0[c] - 0.5) * 4.0;
+            }
+        }
         let side = TILE * CELL + 2 * PAD;
         let tiles: Vec<(usize, usize)> = (0..rows.div_ceil(TILE))
             .flat_map(|ti| (0..cols.div_ceil(TILE)).map(move |tj| (ti, tj)))
@@ -311,10 +330,22 @@ impl Detector {
     /// Candidate number boxes in `img`, best first (module docs).
     pub fn candidates(&self, img: &Rgb32FImage) -> Result<Vec<Candidate>> {
         let (w, h) = img.dimensions();
-        let found = levels(w, h)
+        let sizes = levels(w, h);
+        let Some(&(c0, r0)) = sizes.first() else {
+            return Ok(Vec::new());
+        };
+        // The largest level from the photo, the smaller ones from it: a 12-megapixel photo is
+        // resampled once.
+        let first = level_image(img, c0, r0);
+        let found = sizes
             .into_iter()
-            .map(|(cols, rows)| {
-                let p = self.cells(img, cols, rows)?;
+            .enumerate()
+            .map(|(k, (cols, rows))| {
+                let p = if k == 0 {
+                    self.cells(&first)?
+                } else {
+                    self.cells(&level_image(&first, cols, rows))?
+                };
                 Ok(((cols, rows), components(&p, cols, rows)))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -345,10 +376,15 @@ mod tests {
         let (w, h) = ((cols * CELL) as u32, (rows * CELL) as u32);
         let mut rng = crate::rng::Rng::new(11);
         let img = Rgb32FImage::from_fn(w, h, |_, _| image::Rgb([rng.f32(), rng.f32(), rng.f32()]));
-        let got = det.cells(&img, cols, rows).expect("runs");
+        let got = det.cells(&img).expect("runs");
         // The engine on the whole level, padded by PAD zeros.
-        let mut x = read::resize_region(&img, Region::full(w, h), cols * CELL, rows * CELL);
-        x.iter_mut().for_each(|v| *v = (*v - 0.5) * 4.0);
+        let plane = (w * h) as usize;
+        let mut x = vec![0f32; 3 * plane];
+        for (i, p) in img.pixels().enumerate() {
+            for c in 0..3 {
+                x[c * plane + i] = (p.0[c] - 0.5) * 4.0;
+            }
+        }
         let (pw, ph) = (cols * CELL + 2 * PAD, rows * CELL + 2 * PAD);
         let mut padded = vec![0f32; 3 * pw * ph];
         for c in 0..3 {

@@ -41,6 +41,12 @@ pub const SECOND_LOOK_BELOW: f32 = 0.9;
 /// quarter of its speed on SVHN's photos (docs/experiments.md, "A detector of our own").
 pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
 
+/// Photos of at least this many pixels (phone photos; SVHN's are a few hundred pixels a side)
+/// always get the detector's second look, however sure the first answer: the localiser's
+/// first look sees their number a few pixels high (docs/experiments.md, "A detector of our
+/// own").
+pub const LOOK_ALWAYS_PIXELS: f64 = 2_000_000.0;
+
 /// How many tiles of the [`Reader::second_look`] must read a number for it to be a candidate:
 /// a number is seen by several overlapping tiles, a stray mark or a cut number by one.
 pub const SECOND_LOOK_VOTES: usize = 2;
@@ -700,11 +706,12 @@ impl Reader {
         protocol: Protocol,
         (region, d): &(Region, Decoded),
     ) -> bool {
+        let pixels = img.width() as f64 * img.height() as f64;
         self.second_look.is_some_and(|below| {
             protocol == Protocol::Locate
-                && d.confidence < below
-                && (region.width() as f64 * region.height() as f64)
-                    < self.look_area * img.width() as f64 * img.height() as f64
+                && ((d.confidence < below
+                    && (region.width() as f64 * region.height() as f64) < self.look_area * pixels)
+                    || (self.look_with == LookWith::Detector && pixels >= LOOK_ALWAYS_PIXELS))
         })
     }
 
