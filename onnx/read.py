@@ -196,6 +196,8 @@ SECOND_LOOK_BELOW = 0.9
 SECOND_LOOK_MAX_AREA = 0.04
 SECOND_LOOK_VOTES = 2
 LOOK_ALWAYS_PIXELS = 2_000_000
+# src/read/reader.rs NUMBER_BEATS_NONE.
+NUMBER_BEATS_NONE = np.float32(0.5)
 
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
@@ -413,27 +415,25 @@ def locate_around(img, loc_sess, bounds):
 
 def second_look_detected(sess, loc_sess, det_sess, img, answer, views, stretch, cal, early_exit):
     """src/read/reader.rs second_look_detected: the detector's candidates, each placed by the
-    localiser in its surroundings; those centred outside the answer's region have their first
-    framing read; the most confident non-empty reading (the first among equals) has its box read
-    like any box, and answers if more confident."""
-    region, _, log_p = answer
+    localiser in its surroundings twice, have their first framing read; the non-empty reading
+    with the highest confidence x detector score (the first among equals) has its box read like
+    any box; its confidence x score (support) answers if above the answer's confidence, or if the
+    answer is no number and the support is at least NUMBER_BEATS_NONE."""
+    _, answer_digits, log_p = answer
     conf = np.float32(calibrate(log_p, cal))
-    f = np.float32
-    best = None  # (box, confidence)
-    for bounds, _ in det_candidates(img, det_sess):
-        box = locate_around(img, loc_sess, bounds)
-        l, t, r, b = (f(v) for v in box)
-        cx, cy = (l + r) / f(2), (t + b) / f(2)
-        if (f(region[0]) <= cx < f(region[2])) and (f(region[1]) <= cy < f(region[3])):
-            continue
+    best = None  # (box, confidence x score, score)
+    for bounds, score in det_candidates(img, det_sess):
+        box = locate_around(img, loc_sess, locate_around(img, loc_sess, bounds))
         _, digits, lp = read_box(sess, img, box, 1, stretch, cal, early_exit)
-        c = np.float32(calibrate(lp, cal))
-        if digits and (best is None or c > best[1]):
-            best = (box, c)
-    if best is None or not best[1] > conf:
+        s = np.float32(calibrate(lp, cal)) * np.float32(score)
+        if digits and (best is None or s > best[1]):
+            best = (box, s, np.float32(score))
+    if best is None:
         return answer
     again = read_box(sess, img, best[0], views, stretch, cal, early_exit)
-    return again if np.float32(calibrate(again[2], cal)) > conf else answer
+    support = np.float32(calibrate(again[2], cal)) * best[2]
+    beats_none = not answer_digits and again[1] and support >= NUMBER_BEATS_NONE
+    return again if support > conf or beats_none else answer
 
 
 def preprocess(path, stretch=1.0):

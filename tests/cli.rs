@@ -824,6 +824,67 @@ fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
 }
 
 /// `housenum synth` writes `count` photos (seed `seed`) to `dir/photos`; returns that folder.
+/// `eval --no-number` reads photos with no number (each photo's framed canvas made of the
+/// others' digit-free parts): every truth is empty, and the accuracy is the share read as no
+/// number.
+#[test]
+fn eval_no_number_scores_the_share_read_as_no_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 12, 8);
+    let p = photos.display().to_string();
+    let framed = dir.path().join("framed");
+    let f = framed.display().to_string();
+    let outcomes = dir.path().join("outcomes.tsv");
+    let o = outcomes.display().to_string();
+    let args = [
+        "eval",
+        &p,
+        "--no-number",
+        "--zoom-out",
+        "2",
+        "--save-framed",
+        &f,
+        "--outcomes",
+        &o,
+        "--json",
+        "-q",
+    ];
+    let (code, out, err) = run(&args, None);
+    assert_eq!(code, 0, "{err}");
+    let labels = std::fs::read_to_string(framed.join("labels.tsv")).unwrap();
+    assert_eq!(labels.lines().count(), 12);
+    for line in labels.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(&f[1..], ["", ""], "{line}: no digits, no box");
+        let original = image::image_dimensions(photos.join(f[0])).unwrap();
+        let (w, h) = image::image_dimensions(framed.join(f[0])).unwrap();
+        assert_eq!((w, h), (2 * original.0, 2 * original.1), "{line}");
+    }
+    let text = std::fs::read_to_string(&outcomes).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    assert_eq!(rows.len(), 12);
+    let mut right = 0;
+    for r in &rows {
+        assert_eq!(r[1], "", "{r:?}: the truth is no number");
+        assert_eq!(
+            r[4] == "1",
+            r[2].is_empty(),
+            "{r:?}: right exactly when read as none"
+        );
+        right += (r[4] == "1") as usize;
+    }
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let acc = report["sequence_accuracy"].as_f64().unwrap();
+    assert!(
+        (acc - right as f64 / 12.0).abs() < 1e-9,
+        "{acc} vs {right}/12"
+    );
+}
+
 fn synth_photos(dir: &std::path::Path, count: usize, seed: u64) -> std::path::PathBuf {
     let photos = dir.join("photos");
     let p = photos.display().to_string();

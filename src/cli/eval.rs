@@ -75,6 +75,11 @@ pub struct EvalArgs {
     /// camera's 4,000 px width, the number at least 20 px high.
     #[arg(long, conflicts_with = "recombine")]
     pub phone: bool,
+    /// Replace every photo by one with no number: a canvas of its framed size (`--zoom-out`,
+    /// `--phone`) made only of digit-free parts of the other photos, whose right reading is no
+    /// number. Sequence accuracy is then the share of such photos that `read` says hold none.
+    #[arg(long, conflicts_with = "recombine")]
+    pub no_number: bool,
     /// With `--zoom-out`/`--phone`: also write each framed photo to DIR as `NAME` (PNG) and
     /// `DIR/labels.tsv` (name, digits, the digits' box `left,top,right,bottom`), so that another
     /// tool can be measured on exactly these photos.
@@ -151,7 +156,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let protocol = Protocol::from(a.protocol);
     let mut in_memory: Vec<LabelledImage> = Vec::new();
     let report = match &a.recombine {
-        None if a.zoom_out.is_some() || a.phone => {
+        None if a.zoom_out.is_some() || a.phone || a.no_number => {
             let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
             let k = a.zoom_out.unwrap_or(1.0);
             if let Some(dir) = &a.save_framed {
@@ -163,6 +168,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             let framing = Framing {
                 k,
                 phone: a.phone,
+                no_number: a.no_number,
                 seed: a.seed,
             };
             let r = reframed(&reader, &records, framing, protocol, save, &pb)?;
@@ -279,12 +285,17 @@ fn parse_zoom(s: &str) -> std::result::Result<f32, String> {
 fn reframed(
     reader: &housenum::Reader,
     records: &[Record],
-    Framing { k, phone, seed }: Framing,
+    Framing {
+        k,
+        phone,
+        no_number,
+        seed,
+    }: Framing,
     protocol: Protocol,
     save: Option<(&std::path::Path, &std::sync::Mutex<Vec<String>>)>,
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
-    use housenum::data::framing::{phone_factors, phone_size, zoom_out};
+    use housenum::data::framing::{background, phone_factors, phone_size, zoom_out};
     use housenum::data::synth::background_patches;
     let patches: Vec<Vec<image::Rgb32FImage>> = records
         .par_iter()
@@ -296,7 +307,14 @@ fn reframed(
         .collect();
     let truths: Vec<(String, Vec<u8>)> = records
         .iter()
-        .map(|r| (r.name.clone(), r.digits.clone()))
+        .map(|r| {
+            let digits = if no_number {
+                Vec::new()
+            } else {
+                r.digits.clone()
+            };
+            (r.name.clone(), digits)
+        })
         .collect();
     let make = |i: usize| {
         let r = &records[i];
@@ -312,7 +330,16 @@ fn reframed(
         } else {
             (k, k)
         };
-        let (img, boxes) = zoom_out(&img, &r.boxes, factors, &pool, &mut rng);
+        let (img, boxes) = if no_number {
+            let (w, h) = img.dimensions();
+            let (cw, ch) = (
+                ((w as f32 * factors.0).round() as u32).max(w),
+                ((h as f32 * factors.1).round() as u32).max(h),
+            );
+            (background(cw, ch, &pool, &mut rng), Vec::new())
+        } else {
+            zoom_out(&img, &r.boxes, factors, &pool, &mut rng)
+        };
         let (img, boxes) = if phone {
             phone_size(&img, &boxes)
         } else {
@@ -327,12 +354,14 @@ fn reframed(
                     path: file.clone(),
                     source: std::io::Error::other(e),
                 })?;
-            let (l, t, rr, b) = housenum::read::boxes_union(&boxes);
-            let digits: String = r.digits.iter().map(|d| char::from(b'0' + d)).collect();
-            lines
-                .lock()
-                .expect("labels lock")
-                .push(format!("{}\t{digits}\t{l},{t},{rr},{b}\n", r.name));
+            let line = if boxes.is_empty() {
+                format!("{}\t\t\n", r.name)
+            } else {
+                let (l, t, rr, b) = housenum::read::boxes_union(&boxes);
+                let digits: String = r.digits.iter().map(|d| char::from(b'0' + d)).collect();
+                format!("{}\t{digits}\t{l},{t},{rr},{b}\n", r.name)
+            };
+            lines.lock().expect("labels lock").push(line);
         }
         Ok((img, boxes))
     };
@@ -343,11 +372,12 @@ fn reframed(
 }
 
 /// How `eval --zoom-out`/`--phone` frames each photo: `k` times looser, phone-sized with
-/// `phone`, the canvases drawn from `seed`.
+/// `phone`, only the canvas with `no_number`, the canvases drawn from `seed`.
 #[derive(Clone, Copy, Debug)]
 struct Framing {
     k: f32,
     phone: bool,
+    no_number: bool,
     seed: u64,
 }
 

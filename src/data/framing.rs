@@ -46,6 +46,24 @@ pub fn zoom_out(
         ((w as f32 * kx).round() as u32).max(w),
         ((h as f32 * ky).round() as u32).max(h),
     );
+    let mut canvas = background(cw, ch, patches, rng);
+    let (x0, y0) = (
+        rng.below((cw - w) as usize + 1),
+        rng.below((ch - h) as usize + 1),
+    );
+    imageops::replace(&mut canvas, img, x0 as i64, y0 as i64);
+    let moved = boxes
+        .iter()
+        .map(|b| b.scaled((1.0, 1.0), (x0 as f32, y0 as f32)))
+        .collect();
+    (canvas, moved)
+}
+
+/// A `width × height` canvas filled row by row with `patches` scaled to rows a quarter to a
+/// half of it high ([`zoom_out`]'s background; with digit-free patches, a photo with no number
+/// for `eval --no-number`). Mid-grey with no patches.
+pub fn background(width: u32, height: u32, patches: &[&Rgb32FImage], rng: &mut Rng) -> Rgb32FImage {
+    let (cw, ch) = (width, height);
     let mut canvas = Rgb32FImage::from_pixel(cw, ch, image::Rgb([0.5; 3]));
     if !patches.is_empty() {
         let mut y = 0;
@@ -63,16 +81,7 @@ pub fn zoom_out(
             y += rh;
         }
     }
-    let (x0, y0) = (
-        rng.below((cw - w) as usize + 1),
-        rng.below((ch - h) as usize + 1),
-    );
-    imageops::replace(&mut canvas, img, x0 as i64, y0 as i64);
-    let moved = boxes
-        .iter()
-        .map(|b| b.scaled((1.0, 1.0), (x0 as f32, y0 as f32)))
-        .collect();
-    (canvas, moved)
+    canvas
 }
 
 /// The zoom-out factors `(kx, ky)` that place a `width × height` photo in a landscape 4:3 canvas
@@ -150,6 +159,41 @@ mod tests {
                 assert!((got - bg_shade).abs() < 1e-4, "k = {k}: background {got}");
             }
         }
+    }
+
+    #[test]
+    fn background_fills_every_pixel_with_the_patches_or_grey_table() {
+        let (dark, light) = (photo(9, 5, 0.1), photo(4, 11, 0.8));
+        // (size, patches) → every pixel one of these shades.
+        type Case<'a> = ((u32, u32), Vec<&'a Rgb32FImage>, Vec<f32>);
+        let cases: [Case; 4] = [
+            ((40, 30), vec![&dark], vec![0.1]),
+            ((123, 7), vec![&dark, &light], vec![0.1, 0.8]),
+            ((1, 1), vec![&light], vec![0.8]),
+            ((16, 16), vec![], vec![0.5]),
+        ];
+        for (size, patches, shades) in cases {
+            let canvas = background(size.0, size.1, &patches, &mut Rng::new(5));
+            assert_eq!(canvas.dimensions(), size);
+            for p in canvas.pixels() {
+                assert!(
+                    shades.iter().any(|s| (p.0[0] - s).abs() < 1e-4),
+                    "{size:?}: {:?}",
+                    p.0
+                );
+            }
+        }
+        // zoom_out's canvas is this background with the photo pasted in.
+        let img = photo(10, 6, 0.95);
+        let (framed, moved) = zoom_out(&img, &[], (3.0, 2.0), &[&dark, &light], &mut Rng::new(9));
+        assert!(moved.is_empty());
+        let bare = background(30, 12, &[&dark, &light], &mut Rng::new(9));
+        let differ = framed
+            .pixels()
+            .zip(bare.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert!(differ > 0 && differ <= 60, "{differ} pixels differ");
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
 /// own").
 pub const LOOK_ALWAYS_PIXELS: f64 = 2_000_000.0;
 
+/// A number found by the detector's second look ([`Reader::second_look_detected`]) replaces a
+/// first answer of no number, however sure, when its confidence × the detector's score is at
+/// least this: on phone photos the first look mostly sees no number at all (docs/experiments.md,
+/// "Detect, then verify").
+pub const NUMBER_BEATS_NONE: f32 = 0.5;
+
 /// How many tiles of the [`Reader::second_look`] must read a number for it to be a candidate:
 /// a number is seen by several overlapping tiles, a stray mark or a cut number by one.
 pub const SECOND_LOOK_VOTES: usize = 2;
@@ -790,12 +796,27 @@ impl Reader {
     }
 
     /// The box `rect` of `img` read with all framings ([`Reader::read_best`]): that reading if
-    /// it is more confident than `answer`, else `answer`. How a second look answers.
+    /// it is more confident than `answer`, else `answer`. How the tiles' second look answers.
     fn read_instead(
         &self,
         img: &image::Rgb32FImage,
         rect: (f32, f32, f32, f32),
         answer: (Region, Decoded),
+    ) -> Result<(Region, Decoded)> {
+        let (region, d) = self.read_all_framings(img, rect)?;
+        Ok(if d.confidence > answer.1.confidence {
+            (region, d)
+        } else {
+            answer
+        })
+    }
+
+    /// The box `rect` of `img` read with all framings ([`Reader::read_best`]): the best
+    /// framing's region and reading.
+    fn read_all_framings(
+        &self,
+        img: &image::Rgb32FImage,
+        rect: (f32, f32, f32, f32),
     ) -> Result<(Region, Decoded)> {
         let cands = self.framed_strips(img, rect);
         let (i, d) = self
@@ -804,47 +825,50 @@ impl Reader {
                 Protocol::Locate,
             )?
             .remove(0);
-        Ok(if d.confidence > answer.1.confidence {
-            (cands[i].0, d)
-        } else {
-            answer
-        })
+        Ok((cands[i].0, d))
     }
 
     /// The second look with the detector ([`LookWith::Detector`]): its candidates
-    /// ([`Detector::candidates`]), each box placed by the localiser in its surroundings
-    /// ([`Locator::locate_around`]); those centred outside `answer`'s region have their first
-    /// framing read in one pass, and the most confident non-empty reading has its box read with
-    /// all framings ([`Reader::read_best`]). That reading answers if it is more confident than
-    /// `answer`.
+    /// ([`Detector::candidates`]), each box placed by the localiser in its surroundings twice
+    /// ([`Locator::locate_around`], the second time around the first box), have their first
+    /// framing read in one pass. The non-empty reading with the highest confidence × detector
+    /// score has its box read with all framings ([`Reader::read_best`]). That reading's confidence
+    /// × the candidate's score is its support: it answers if its support exceeds `answer`'s
+    /// confidence, or if `answer` is no number and its support is at least [`NUMBER_BEATS_NONE`]. Candidates inside `answer`'s
+    /// region count too: the detector's box of a number the first look saw badly reads it better.
     pub fn second_look_detected(
         &self,
         img: &image::Rgb32FImage,
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
         let (detector, locator) = (self.detector()?, self.locator()?);
-        let seen = answer.0;
-        let boxes: Vec<(f32, f32, f32, f32)> = detector
-            .candidates(img)?
+        let found = detector.candidates(img)?;
+        let boxes: Vec<(f32, f32, f32, f32)> = found
             .par_iter()
-            .map(|c| locator.locate_around(img, c.bounds))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|&(l, t, r, b)| !seen.contains((l + r) / 2.0, (t + b) / 2.0))
-            .collect();
+            .map(|c| locator.locate_around(img, locator.locate_around(img, c.bounds)?))
+            .collect::<Result<_>>()?;
         if boxes.is_empty() {
             return Ok(answer);
         }
         let mut best: Option<(usize, f32)> = None;
         for (k, d) in self.first_readings(img, &boxes)?.into_iter().enumerate() {
-            if !d.digits.is_empty() && best.is_none_or(|(_, c)| d.confidence > c) {
-                best = Some((k, d.confidence));
+            let s = d.confidence * found[k].score;
+            if !d.digits.is_empty() && best.is_none_or(|(_, b)| s > b) {
+                best = Some((k, s));
             }
         }
-        match best {
-            Some((k, c)) if c > answer.1.confidence => self.read_instead(img, boxes[k], answer),
-            _ => Ok(answer),
-        }
+        let Some((k, _)) = best else {
+            return Ok(answer);
+        };
+        let (region, d) = self.read_all_framings(img, boxes[k])?;
+        let support = d.confidence * found[k].score;
+        let beats_none =
+            answer.1.digits.is_empty() && !d.digits.is_empty() && support >= NUMBER_BEATS_NONE;
+        Ok(if support > answer.1.confidence || beats_none {
+            (region, d)
+        } else {
+            answer
+        })
     }
 
     /// Read images prepared elsewhere with their candidates, as [`Reader::read_prepared`], then
