@@ -317,14 +317,14 @@ def second_look(sess, loc_sess, img, answer, views, stretch, cal, early_exit):
 
 # src/read/detect.rs: the detector's cells, padding, tiles, pyramid and candidates.
 DET_CELL, DET_PAD = 8, 23
-DET_MAX_SIDE, DET_MIN_CELLS = 1024, 4
+DET_MAX_SIDE, DET_MIN_CELLS, DET_MAX_ENLARGE = 1024, 4, 2.0
 DET_THRESHOLD, DET_MAX_CANDIDATES = np.float32(0.5), 5
 
 
 def det_levels(w, h):
     """src/read/detect.rs levels: (cols, rows) of cells per level, largest first (f32)."""
     f = np.float32
-    s = min(f(DET_MAX_SIDE) / f(max(w, h, 1)), f(1.0))
+    s = min(f(DET_MAX_SIDE) / f(max(w, h, 1)), f(DET_MAX_ENLARGE))
     fw, fh = f(w) * s / f(DET_CELL), f(h) * s / f(DET_CELL)
     out = []
     while True:

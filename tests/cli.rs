@@ -824,6 +824,88 @@ fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
 }
 
 /// `housenum synth` writes `count` photos (seed `seed`) to `dir/photos`; returns that folder.
+/// `read --candidates` lists the detector's candidates as the second look read them, best
+/// support first, and answers exactly as `read --json`; on a phone-size photo whose first look
+/// sees no number, the candidate on the plate gave the answer.
+#[test]
+fn read_candidates_lists_what_the_detectors_look_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone = dir.path().join("phone.png");
+    image::DynamicImage::ImageRgb32F(common::phone_photo(Some(("sample-3.png", 1)), (660, 900)))
+        .to_rgb8()
+        .save(&phone)
+        .unwrap();
+    let mut paths: Vec<String> = samples()
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    paths.push(phone.display().to_string());
+    let parse = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut args = vec!["read", "--json"];
+    args.extend(paths.iter().map(String::as_str));
+    let (_, plain, err) = run(&args, None);
+    let plain = parse(&plain);
+    args[1] = "--candidates";
+    let (code, listed, _) = run(&args, None);
+    assert!(code == 0 || code == 4, "{err}");
+    let listed = parse(&listed);
+    assert_eq!(listed.len(), paths.len());
+    for (p, l) in plain.iter().zip(&listed) {
+        for key in ["path", "digits", "confidence", "region"] {
+            assert_eq!(p[key], l[key], "{key}: the answer is unchanged");
+        }
+        let cands = l["candidates"].as_array().unwrap();
+        assert!(cands.len() <= 5, "{l}");
+        let supports: Vec<f64> = cands
+            .iter()
+            .map(|c| c["support"].as_f64().unwrap())
+            .collect();
+        assert!(
+            supports.windows(2).all(|w| w[0] >= w[1]),
+            "{l}: best support first"
+        );
+        for c in cands {
+            let (s, conf) = (
+                c["score"].as_f64().unwrap(),
+                c["confidence"].as_f64().unwrap(),
+            );
+            assert!(
+                (c["support"].as_f64().unwrap() - s * conf).abs() < 1e-5,
+                "{c}"
+            );
+            assert!(
+                s > 0.5 && s <= 1.0,
+                "{c}: a candidate's cell is over the threshold"
+            );
+            let b: Vec<f64> = serde_json::from_value(c["box"].clone()).unwrap();
+            assert!(b[0] < b[2] && b[1] < b[3], "{c}");
+        }
+        assert!(
+            cands.iter().filter(|c| c["answered"] == true).count() <= 1,
+            "{l}"
+        );
+    }
+    let last = listed.last().unwrap();
+    assert_eq!(last["digits"], "308", "{last}");
+    let answered: Vec<&serde_json::Value> = last["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["answered"] == true)
+        .collect();
+    assert_eq!(answered.len(), 1, "{last}");
+    let b: Vec<f64> = serde_json::from_value(answered[0]["box"].clone()).unwrap();
+    let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+    assert!(
+        (660.0..802.0).contains(&cx) && (900.0..973.0).contains(&cy),
+        "{last}"
+    );
+}
+
 /// `eval --no-number` reads photos with no number (each photo's framed canvas made of the
 /// others' digit-free parts): every truth is empty, and the accuracy is the share read as no
 /// number.

@@ -598,26 +598,6 @@ fn detector_training_resumes_is_reproducible_and_exports_what_tract_reads() {
     assert!(det.candidates(&img).unwrap().len() <= housenum::read::detect::MAX_CANDIDATES);
 }
 
-/// A phone-size photo (2,000 × 1,500, a lit wall with sensor noise) with a plate pasted in:
-/// `sample` scaled `k` times at `(x, y)`; `None` leaves the wall bare.
-fn phone_photo(sample: Option<(&str, u32)>, (x, y): (u32, u32)) -> image::Rgb32FImage {
-    let (w, h) = (2000u32, 1500u32);
-    let mut rng = Rng::new(11);
-    let mut img = image::Rgb32FImage::from_fn(w, h, |px, py| {
-        let (fx, fy) = (px as f32 / w as f32, py as f32 / h as f32);
-        let mut shade =
-            |tint: f32| (0.35 + 0.3 * fx * tint + 0.1 * fy + 0.03 * rng.normal()).clamp(0.0, 1.0);
-        image::Rgb([shade(1.0), shade(0.9), shade(0.8)])
-    });
-    if let Some((file, k)) = sample {
-        let plate = read::load_image(&common::root().join("data/samples").join(file)).unwrap();
-        let (pw, ph) = (plate.width() * k, plate.height() * k);
-        let plate = image::imageops::resize(&plate, pw, ph, image::imageops::FilterType::Triangle);
-        image::imageops::replace(&mut img, &plate, x as i64, y as i64);
-    }
-    img
-}
-
 /// On phone-size photos the detector always looks (`LOOK_ALWAYS_PIXELS`), and a number it
 /// finds and reads with enough support (`NUMBER_BEATS_NONE`) answers even where the first
 /// look is sure there is no number; a bare wall still holds none.
@@ -632,7 +612,7 @@ fn the_detectors_look_reads_phone_photos_whose_first_look_saw_no_number() {
     ];
     let mut reader = Reader::embedded().unwrap();
     for (sample, at, want) in cases {
-        let img = phone_photo(sample, at);
+        let img = common::phone_photo(sample, at);
         reader.set_second_look(None);
         let (_, first) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use housenum::read::detect::Detector;
-use housenum::read::reader::LookWith;
+use housenum::read::reader::{Look, LookWith};
 use housenum::read::Region;
 use housenum::read::{self, explain};
 use housenum::{Decoded, Protocol, Reader};
@@ -42,6 +42,13 @@ pub struct ReadArgs {
     /// Print one JSON object per image (`path`, `digits`, `confidence`, or `error`).
     #[arg(long)]
     pub json: bool,
+    /// With `--json` (implied): also list the detector's candidates in each photo, as the second
+    /// look reads them (`box` the localiser placed, the detector's `bounds` and `score`, the
+    /// first framing's `digits` and `confidence`, `support` = confidence × score, and
+    /// `answered` on the one whose box gave the answer). The detector then runs on every photo;
+    /// the answers stay the same.
+    #[arg(long)]
+    pub candidates: bool,
     #[command(flatten)]
     pub models: ModelArgs,
     #[command(flatten)]
@@ -307,7 +314,7 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
         images.extend(read_file_list(list)?);
     }
     let (mut inputs, empty_dirs) = expand_inputs(&images);
-    let json = a.json || a.output.is_some();
+    let json = a.json || a.output.is_some() || a.candidates;
     let mut out: Box<dyn Write> = match &a.output {
         Some(file) => {
             let done = resume_output(file)?;
@@ -347,10 +354,11 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
     for chunk in inputs.chunks(CHUNK) {
         // A chunk's lines are written at once: a run killed between chunks leaves whole lines.
         let mut lines: Vec<u8> = Vec::new();
-        for (path, result) in chunk.iter().zip(read_chunk(&reader, protocol, chunk)) {
+        let results = read_chunk(&reader, protocol, chunk, a.candidates);
+        for (path, result) in chunk.iter().zip(results) {
             let name = path.display().to_string();
             match result {
-                Ok((img, region, mut d)) => {
+                Ok((img, region, mut d, look)) => {
                     if a.path_confidence {
                         d.confidence = d.path_prob;
                     }
@@ -368,7 +376,10 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                     let r = [region.x0, region.y0, region.x1, region.y1];
                     if json {
                         let digits = if none { String::new() } else { digits.clone() };
-                        let v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r});
+                        let mut v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r});
+                        if let Some(look) = &look {
+                            v["candidates"] = candidates_json(look);
+                        }
                         writeln!(lines, "{v}")?;
                     } else if a.region {
                         let [x0, y0, x1, y1] = r;
@@ -495,13 +506,19 @@ fn resume_output(file: &Path) -> Result<std::collections::HashSet<String>> {
 /// at a time; their strips are then read in one pass and printed in input order.
 const CHUNK: usize = 32;
 
-/// What reading one image gives: the decoded image (for `--explain`), the region read, the reading.
-type ReadResult = housenum::Result<(image::Rgb32FImage, Region, Decoded)>;
+/// What reading one image gives: the decoded image (for `--explain`), the region read, the
+/// reading, and with `--candidates` what the detector's look saw.
+type ReadResult = housenum::Result<(image::Rgb32FImage, Region, Decoded, Option<Look>)>;
 
 /// Read `paths` (`-` is standard input): decoding and framing in parallel, then every strip of
 /// every image that decoded in one pass ([`Reader::read_prepared`]); the same readings as
 /// [`Reader::read_image`] one image at a time. A failure is that image's result only.
-fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<ReadResult> {
+fn read_chunk(
+    reader: &Reader,
+    protocol: Protocol,
+    paths: &[PathBuf],
+    list: bool,
+) -> Vec<ReadResult> {
     let prepared: Vec<housenum::Result<_>> = paths
         .par_iter()
         .map(|path| {
@@ -510,7 +527,32 @@ fn read_chunk(reader: &Reader, protocol: Protocol, paths: &[PathBuf]) -> Vec<Rea
             Ok((img, strips))
         })
         .collect();
-    reader.read_prepared_images(prepared, protocol)
+    reader.read_prepared_images_listed(prepared, protocol, list)
+}
+
+/// `--candidates`' list: each candidate of `look` as a JSON object, best support first.
+fn candidates_json(look: &Look) -> serde_json::Value {
+    let rect = |(l, t, r, b): (f32, f32, f32, f32)| [l, t, r, b].map(|v| (v * 10.0).round() / 10.0);
+    let mut order: Vec<usize> = (0..look.candidates.len()).collect();
+    order.sort_by(|&i, &j| {
+        let (a, b) = (&look.candidates[i], &look.candidates[j]);
+        b.support().total_cmp(&a.support())
+    });
+    order
+        .into_iter()
+        .map(|k| {
+            let c = &look.candidates[k];
+            serde_json::json!({
+                "box": rect(c.rect),
+                "bounds": rect(c.bounds),
+                "score": c.score,
+                "digits": c.reading.text(),
+                "confidence": c.reading.confidence,
+                "support": c.support(),
+                "answered": look.answered == Some(k),
+            })
+        })
+        .collect()
 }
 
 /// Decode an image file, or standard input for `-`.

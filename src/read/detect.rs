@@ -3,9 +3,9 @@
 //! photo, its cells grouped into candidate boxes.
 //!
 //! 1. [`levels`]: the photo's sizes, each a multiple of 8 px: the largest with its long side at
-//!    most [`MAX_SIDE`] (never enlarged), then halving while the short side keeps
-//!    [`MIN_CELLS`] cells. The detector was trained on numbers 8–48 px high, so each level
-//!    finds a band of sizes and the levels together all of them.
+//!    most [`MAX_SIDE`] (a small photo enlarged up to [`MAX_ENLARGE`]), then halving while the
+//!    short side keeps [`MIN_CELLS`] cells. The detector was trained on numbers 8–48 px high,
+//!    so each level finds a band of sizes and the levels together all of them.
 //! 2. [`Detector::cells`]: the level ([`level_image`]: the largest resized from the photo with
 //!    the strip resampler, each smaller one from the largest), values `(v − 0.5) · 4`,
 //!    [`PAD`] zeros around it, through the graph in tiles of [`TILE`] × [`TILE`] cells (each
@@ -46,6 +46,10 @@ pub const TILE: usize = 32;
 /// The pyramid's largest level has its long side at most this many pixels.
 pub const MAX_SIDE: u32 = 1024;
 
+/// The largest level enlarges a small photo at most this much: a number 12 px high in it is
+/// seen 24 px high (the detector was trained on 8–48 px).
+pub const MAX_ENLARGE: f32 = 2.0;
+
 /// A level's short side keeps at least this many cells.
 pub const MIN_CELLS: usize = 4;
 
@@ -69,7 +73,7 @@ pub struct Candidate {
 /// docs). Empty when even the largest level is under [`MIN_CELLS`] cells on its short side.
 pub fn levels(w: u32, h: u32) -> Vec<(usize, usize)> {
     let long = w.max(h).max(1) as f32;
-    let s = (MAX_SIDE as f32 / long).min(1.0);
+    let s = (MAX_SIDE as f32 / long).min(MAX_ENLARGE);
     let mut out = Vec::new();
     let (mut fw, mut fh) = (w as f32 * s / CELL as f32, h as f32 * s / CELL as f32);
     loop {
@@ -405,14 +409,17 @@ mod tests {
     #[test]
     fn levels_table() {
         type Case = ((u32, u32), Vec<(usize, usize)>);
-        let cases: [Case; 4] = [
-            ((100, 40), vec![(13, 5)]),
-            ((320, 160), vec![(40, 20), (20, 10), (10, 5)]),
+        // Small photos are enlarged up to MAX_ENLARGE, large ones shrunk to MAX_SIDE.
+        let cases: [Case; 6] = [
+            ((100, 40), vec![(25, 10), (13, 5)]),
+            ((320, 160), vec![(80, 40), (40, 20), (20, 10), (10, 5)]),
+            ((700, 300), vec![(128, 55), (64, 27), (32, 14), (16, 7)]),
             (
                 (4000, 3000),
                 vec![(128, 96), (64, 48), (32, 24), (16, 12), (8, 6)],
             ),
-            ((20, 20), vec![]),
+            ((20, 20), vec![(5, 5)]),
+            ((12, 12), vec![]),
         ];
         for ((w, h), want) in cases {
             assert_eq!(levels(w, h), want, "{w}x{h}");

@@ -71,6 +71,40 @@ pub enum LookWith {
 /// The detector: chosen on the development split (docs/experiments.md, "A detector of our own").
 pub const LOOK_WITH: LookWith = LookWith::Detector;
 
+/// A place the detector's look ([`Reader::look_candidates`]) read: the detector's candidate,
+/// the box the localiser placed in it, and that box's first framing's reading.
+#[derive(Debug, Clone)]
+pub struct LookCandidate {
+    /// The detector's box, `(left, top, right, bottom)` pixels.
+    pub bounds: (f32, f32, f32, f32),
+    /// The detector's score: its best cell's value, in `[0, 1]`.
+    pub score: f32,
+    /// The box the localiser placed around `bounds` (twice), `(left, top, right, bottom)`.
+    pub rect: (f32, f32, f32, f32),
+    /// The calibrated reading of `rect`'s first framing.
+    pub reading: Decoded,
+}
+
+impl LookCandidate {
+    /// Confidence × detector score: what ranks candidates.
+    pub fn support(&self) -> f32 {
+        self.reading.confidence * self.score
+    }
+}
+
+/// An image, the region read, the reading, and what the detector's look saw when listed
+/// ([`Reader::read_prepared_images_listed`]).
+pub type Listed<I> = (I, Region, Decoded, Option<Look>);
+
+/// What the detector's look saw in a photo ([`Reader::read_prepared_images_listed`]).
+#[derive(Debug, Clone, Default)]
+pub struct Look {
+    /// Every candidate, the detector's order (best score first).
+    pub candidates: Vec<LookCandidate>,
+    /// The candidate whose box answered, if one did.
+    pub answered: Option<usize>,
+}
+
 /// A loaded model, ready to read strips.
 pub struct Reader {
     source: PathBuf,
@@ -828,46 +862,75 @@ impl Reader {
         Ok((cands[i].0, d))
     }
 
-    /// The second look with the detector ([`LookWith::Detector`]): its candidates
-    /// ([`Detector::candidates`]), each box placed by the localiser in its surroundings twice
-    /// ([`Locator::locate_around`], the second time around the first box), have their first
-    /// framing read in one pass. The non-empty reading with the highest confidence × detector
-    /// score has its box read with all framings ([`Reader::read_best`]). That reading's confidence
-    /// × the candidate's score is its support: it answers if its support exceeds `answer`'s
-    /// confidence, or if `answer` is no number and its support is at least [`NUMBER_BEATS_NONE`]. Candidates inside `answer`'s
-    /// region count too: the detector's box of a number the first look saw badly reads it better.
+    /// The detector's candidates in `img` ([`Detector::candidates`]), each box placed by the
+    /// localiser in its surroundings twice ([`Locator::locate_around`], the second time around
+    /// the first box), with the calibrated reading of each box's first framing, read in one
+    /// pass.
+    pub fn look_candidates(&self, img: &image::Rgb32FImage) -> Result<Vec<LookCandidate>> {
+        let (detector, locator) = (self.detector()?, self.locator()?);
+        let found = detector.candidates(img)?;
+        let rects: Vec<(f32, f32, f32, f32)> = found
+            .par_iter()
+            .map(|c| locator.locate_around(img, locator.locate_around(img, c.bounds)?))
+            .collect::<Result<_>>()?;
+        if rects.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .first_readings(img, &rects)?
+            .into_iter()
+            .zip(found.iter().zip(&rects))
+            .map(|(reading, (c, &rect))| LookCandidate {
+                bounds: c.bounds,
+                score: c.score,
+                rect,
+                reading,
+            })
+            .collect())
+    }
+
+    /// The second look with the detector ([`LookWith::Detector`]) over its
+    /// [`Reader::look_candidates`]. The non-empty reading with the highest
+    /// [`LookCandidate::support`] has its box read with all framings ([`Reader::read_best`]).
+    /// That reading's confidence × the candidate's score is its support: it answers if its
+    /// support exceeds `answer`'s confidence, or if `answer` is no number and its support is at
+    /// least [`NUMBER_BEATS_NONE`]. Candidates inside `answer`'s region count too: the
+    /// detector's box of a number the first look saw badly reads it better.
     pub fn second_look_detected(
         &self,
         img: &image::Rgb32FImage,
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
-        let (detector, locator) = (self.detector()?, self.locator()?);
-        let found = detector.candidates(img)?;
-        let boxes: Vec<(f32, f32, f32, f32)> = found
-            .par_iter()
-            .map(|c| locator.locate_around(img, locator.locate_around(img, c.bounds)?))
-            .collect::<Result<_>>()?;
-        if boxes.is_empty() {
-            return Ok(answer);
-        }
+        let candidates = self.look_candidates(img)?;
+        Ok(self.choose_candidate(img, &candidates, answer)?.0)
+    }
+
+    /// [`Reader::second_look_detected`] over `candidates`: the answer, and the candidate that
+    /// gave it if one did.
+    fn choose_candidate(
+        &self,
+        img: &image::Rgb32FImage,
+        candidates: &[LookCandidate],
+        answer: (Region, Decoded),
+    ) -> Result<((Region, Decoded), Option<usize>)> {
         let mut best: Option<(usize, f32)> = None;
-        for (k, d) in self.first_readings(img, &boxes)?.into_iter().enumerate() {
-            let s = d.confidence * found[k].score;
-            if !d.digits.is_empty() && best.is_none_or(|(_, b)| s > b) {
+        for (k, c) in candidates.iter().enumerate() {
+            let s = c.support();
+            if !c.reading.digits.is_empty() && best.is_none_or(|(_, b)| s > b) {
                 best = Some((k, s));
             }
         }
         let Some((k, _)) = best else {
-            return Ok(answer);
+            return Ok((answer, None));
         };
-        let (region, d) = self.read_all_framings(img, boxes[k])?;
-        let support = d.confidence * found[k].score;
+        let (region, d) = self.read_all_framings(img, candidates[k].rect)?;
+        let support = d.confidence * candidates[k].score;
         let beats_none =
             answer.1.digits.is_empty() && !d.digits.is_empty() && support >= NUMBER_BEATS_NONE;
         Ok(if support > answer.1.confidence || beats_none {
-            (region, d)
+            ((region, d), Some(k))
         } else {
-            answer
+            (answer, None)
         })
     }
 
@@ -883,17 +946,51 @@ impl Reader {
     where
         I: std::borrow::Borrow<image::Rgb32FImage> + Send,
     {
+        self.read_prepared_images_listed(prepared, protocol, false)
+            .into_iter()
+            .map(|r| r.map(|(img, region, d, _)| (img, region, d)))
+            .collect()
+    }
+
+    /// [`Reader::read_prepared_images`], and with `list` what the detector's look saw in each
+    /// image ([`Look`]; the detector runs on every image then, the answers unchanged): what
+    /// `read --candidates` lists.
+    pub fn read_prepared_images_listed<I>(
+        &self,
+        prepared: Vec<Result<(I, Candidates)>>,
+        protocol: Protocol,
+        list: bool,
+    ) -> Vec<Result<Listed<I>>>
+    where
+        I: std::borrow::Borrow<image::Rgb32FImage> + Send,
+    {
         self.read_prepared(prepared, protocol)
             .into_par_iter()
             .map(|r| {
                 let (img, region, d) = r?;
                 let answer = (region, d);
-                let (region, d) = if self.wants_second_look(img.borrow(), protocol, &answer) {
-                    self.second_look(img.borrow(), answer)?
+                let look = self.wants_second_look(img.borrow(), protocol, &answer);
+                if !list {
+                    let (region, d) = if look {
+                        self.second_look(img.borrow(), answer)?
+                    } else {
+                        answer
+                    };
+                    return Ok((img, region, d, None));
+                }
+                let candidates = self.look_candidates(img.borrow())?;
+                let ((region, d), answered) = if look && self.look_with == LookWith::Detector {
+                    self.choose_candidate(img.borrow(), &candidates, answer)?
+                } else if look {
+                    (self.second_look(img.borrow(), answer)?, None)
                 } else {
-                    answer
+                    (answer, None)
                 };
-                Ok((img, region, d))
+                let look = Look {
+                    candidates,
+                    answered,
+                };
+                Ok((img, region, d, Some(look)))
             })
             .collect()
     }

@@ -114,3 +114,23 @@ pub fn python_has(modules: &str, require: &str) -> bool {
     }
     ok
 }
+
+/// A phone-size photo (2,000 × 1,500, a lit wall with sensor noise) with a plate pasted in:
+/// `sample` scaled `k` times at `(x, y)`; `None` leaves the wall bare.
+pub fn phone_photo(sample: Option<(&str, u32)>, (x, y): (u32, u32)) -> image::Rgb32FImage {
+    let (w, h) = (2000u32, 1500u32);
+    let mut rng = housenum::rng::Rng::new(11);
+    let mut img = image::Rgb32FImage::from_fn(w, h, |px, py| {
+        let (fx, fy) = (px as f32 / w as f32, py as f32 / h as f32);
+        let mut shade =
+            |tint: f32| (0.35 + 0.3 * fx * tint + 0.1 * fy + 0.03 * rng.normal()).clamp(0.0, 1.0);
+        image::Rgb([shade(1.0), shade(0.9), shade(0.8)])
+    });
+    if let Some((file, k)) = sample {
+        let plate = housenum::read::load_image(&root().join("data/samples").join(file)).unwrap();
+        let (pw, ph) = (plate.width() * k, plate.height() * k);
+        let plate = image::imageops::resize(&plate, pw, ph, image::imageops::FilterType::Triangle);
+        image::imageops::replace(&mut img, &plate, x as i64, y as i64);
+    }
+    img
+}
