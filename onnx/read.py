@@ -436,6 +436,92 @@ def second_look_detected(sess, loc_sess, det_sess, img, answer, views, stretch, 
     return again if support > conf or beats_none else answer
 
 
+# src/read/reader.rs STACKED_ASPECT, STACKED_MAX.
+STACKED_ASPECT = np.float32(2.5)
+STACKED_MAX = 4
+
+
+def stacked_rows(img, region):
+    """src/read/strip.rs stacked_rows: the rows of region holding stacked digits, from the
+    row profile of horizontal gradients (f64), in image coordinates."""
+    x0, y0, x1, y1 = region
+    w, h = x1 - x0, y1 - y0
+    if w < 2 or h < 2:
+        return []
+    sub = img[y0:y1, x0:x1].astype(np.float32).astype(np.float64)
+    lum = 0.299 * sub[:, :, 0] + 0.587 * sub[:, :, 1] + 0.114 * sub[:, :, 2]
+    raw = np.abs(np.diff(lum, axis=1)).sum(axis=1) / w
+    energy = [raw[max(y - 1, 0):min(y + 2, h)].mean() for y in range(h)]
+    peak = max(energy)
+    if peak <= 0:
+        return []
+    runs = []
+    for y, e in enumerate(energy):
+        if e <= 0.25 * peak:
+            continue
+        if runs and y <= runs[-1][1] + 2:
+            runs[-1][1] = y + 1
+        else:
+            runs.append([y, y + 1])
+    least = max(w // 3, 2)
+    return [(y0 + a, y0 + b) for a, b in runs if b - a >= least]
+
+
+def equal_rows(region, n):
+    """src/read/strip.rs equal_rows."""
+    _, y0, _, y1 = region
+    h = y1 - y0
+    return [(y0 + i * h // n, y0 + (i + 1) * h // n) for i in range(n)]
+
+
+def unstacked_strip(img, region, rows, stretch):
+    """src/read/strip.rs unstacked_strip: each row (grown by a sixth within region) resized to
+    32 px high, side by side, normalised together, padded."""
+    x0, ry0, x1, ry1 = region
+    parts, total = [], 0
+    for a, b in rows:
+        grow = (b - a) // 6
+        by0, by1 = max(max(a - grow, 0), ry0), max(min(b + grow, ry1), a + 1)
+        out_w = target_width(x1 - x0, by1 - by0, stretch)
+        if total + out_w > MAX_WIDTH:
+            break
+        total += out_w
+        sub = img[by0:by1, x0:x1]
+        wy, wx = triangle_weights(by1 - by0, HEIGHT), triangle_weights(x1 - x0, out_w)
+        parts.append(np.stack([wy @ sub[:, :, c] @ wx.T for c in range(3)]).astype(np.float32))
+    x = np.concatenate(parts, axis=2).astype(np.float64)
+    strip = (x - x.mean()) / max(x.std(), 0.01)
+    width = max(total, 1)
+    if width < MIN_WIDTH:
+        left = (MIN_WIDTH - width) // 2
+        padded = np.zeros((3, HEIGHT, MIN_WIDTH))
+        padded[:, :, left:left + width] = strip
+        strip = padded
+    return strip[None].astype(np.float32)
+
+
+def unstacked(sess, img, answer, stretch, cal):
+    """src/read/reader.rs Reader::unstacked: a region at least 2.5 times taller than wide is
+    read as stacked digits (the rows its profile shows, then 2-4 equal bands); the most
+    confident non-empty reading (the first among equals) answers if more confident."""
+    region = answer[0]
+    x0, y0, x1, y1 = region
+    if np.float32(y1 - y0) < STACKED_ASPECT * np.float32(x1 - x0):
+        return answer
+    hypotheses = [equal_rows(region, n) for n in range(2, STACKED_MAX + 1)]
+    found = stacked_rows(img, region)
+    if len(found) >= 2:
+        hypotheses.insert(0, found)
+    best, best_conf = answer, np.float32(calibrate(answer[2], cal))
+    for rows in hypotheses:
+        digits, log_p, _ = combine_members(member_log_probs(
+            sess, unstacked_strip(img, region, rows, stretch)))
+        conf = np.float32(calibrate(log_p, cal))
+        if digits and conf > best_conf:
+            best, best_conf = (region, digits, log_p), conf
+    return best
+
+
 def preprocess(path, stretch=1.0):
     """The image file as a normalised [1, 3, 32, W] float32 strip (full-image protocol)."""
     return to_strip(load(path), stretch)
@@ -640,6 +726,7 @@ def main():
                 else:
                     answer = second_look(sess, loc_sess, img, answer, args.views, stretch, cal,
                                          early_exit)
+            answer = unstacked(sess, img, answer, stretch, cal)
             _, digits, log_p = answer
         else:
             per_strip = [member_log_probs(sess, x) for x in strips]

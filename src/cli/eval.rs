@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use housenum::data::recombine::{compose, cut_digits};
+use housenum::data::recombine::{compose, compose_stacked, cut_digits};
 use housenum::data::svhn::Record;
 use housenum::data::svhn::{is_validation_name, SvhnSet};
 use housenum::eval::{evaluate, evaluate_images, LabelledImage};
@@ -85,6 +85,9 @@ pub struct EvalArgs {
     /// tool can be measured on exactly these photos.
     #[arg(long, value_name = "DIR")]
     pub save_framed: Option<PathBuf>,
+    /// With `--recombine`: stack each number's digits vertically, one above the next.
+    #[arg(long, requires = "recombine")]
+    pub stacked: bool,
     /// How many recombined numbers to make.
     #[arg(long, default_value_t = 500)]
     pub count: usize,
@@ -189,7 +192,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             r
         }
         Some(range) => {
-            in_memory = recombined(&records, range, a.count, a.seed)?;
+            in_memory = recombined(&records, range, a.count, a.seed, a.stacked)?;
             let pb = housenum::progress::bar(in_memory.len() as u64, "eval", a.quiet);
             let r = evaluate_images(&reader, &in_memory, protocol, &pb)?;
             pb.finish_and_clear();
@@ -387,6 +390,7 @@ fn recombined(
     range: &str,
     count: usize,
     seed: u64,
+    stacked: bool,
 ) -> Result<Vec<LabelledImage>> {
     let (lo, hi) = range
         .split_once('-')
@@ -407,7 +411,11 @@ fn recombined(
         .map(|i| {
             let mut rng = Rng::derive(seed, i as u64);
             let len = lo + rng.below(hi - lo + 1);
-            let (image, boxes, digits) = compose(&pool, len, &mut rng);
+            let (image, boxes, digits) = if stacked {
+                compose_stacked(&pool, len, &mut rng)
+            } else {
+                compose(&pool, len, &mut rng)
+            };
             LabelledImage {
                 name: format!("recombined-{i}"),
                 image,

@@ -109,6 +109,53 @@ pub fn compose(
     (img, boxes, digits)
 }
 
+/// A new number of `len` digits drawn from `pool` stacked vertically, the first on top, as on
+/// many doorposts and signs: each crop centred horizontally, with small random gaps and
+/// horizontal jitter. Returns the image, one box per digit, and the digits.
+pub fn compose_stacked(
+    pool: &[DigitCrop],
+    len: usize,
+    rng: &mut Rng,
+) -> (Rgb32FImage, Vec<DigitBox>, Vec<u8>) {
+    assert!(!pool.is_empty() && len > 0);
+    let picks: Vec<&DigitCrop> = (0..len).map(|_| &pool[rng.below(pool.len())]).collect();
+    let margin = 6u32;
+    let gaps: Vec<u32> = (0..len)
+        .map(|i| if i == 0 { 0 } else { rng.below(5) as u32 })
+        .collect();
+    let offsets: Vec<u32> = (0..len).map(|_| rng.below(5) as u32).collect();
+    let column = picks.iter().map(|p| p.image.width()).max().unwrap_or(0);
+    let width = column + 4 + 2 * margin;
+    let height = len as u32 * DIGIT_HEIGHT + gaps.iter().sum::<u32>() + 2 * margin;
+    let first = &picks[0].image;
+    let n = (first.width() * first.height()) as f32;
+    let mut mean = [0f32; 3];
+    for p in first.pixels() {
+        for c in 0..3 {
+            mean[c] += p[c] / n;
+        }
+    }
+    let mut img = Rgb32FImage::from_pixel(width, height, Rgb(mean));
+    let mut y = margin;
+    let mut boxes = Vec::with_capacity(len);
+    for (i, p) in picks.iter().enumerate() {
+        y += gaps[i];
+        let x0 = margin + offsets[i] + (column - p.image.width()) / 2;
+        for (px, py, v) in p.image.enumerate_pixels() {
+            img.put_pixel(x0 + px, y + py, *v);
+        }
+        boxes.push(DigitBox {
+            left: x0 as f32 + p.span.0,
+            top: y as f32 + DIGIT_HEIGHT as f32 / 12.0,
+            width: p.span.1 - p.span.0,
+            height: DIGIT_HEIGHT as f32 / 1.2,
+        });
+        y += p.image.height();
+    }
+    let digits = picks.iter().map(|p| p.digit).collect();
+    (img, boxes, digits)
+}
+
 /// A recombined number set into a real photo over the photo's own number, so that a long
 /// number is seen with a real scene around it (a [`compose`] strip alone is all number).
 ///

@@ -53,6 +53,15 @@ pub const LOOK_ALWAYS_PIXELS: f64 = 2_000_000.0;
 /// "Detect, then verify").
 pub const NUMBER_BEATS_NONE: f32 = 0.5;
 
+/// An answer's region at least this many times taller than wide may hold digits stacked one
+/// above the next: it is also read cut into bands laid side by side ([`Reader::unstacked`]).
+/// Chosen on the development split: a lone digit's region is up to about twice as tall as
+/// wide, and 2 held a single "1" for two (docs/experiments.md, "Numbers stacked vertically").
+pub const STACKED_ASPECT: f32 = 2.5;
+
+/// Stacked numbers are tried with 2 up to this many digits.
+pub const STACKED_MAX: usize = 4;
+
 /// How many tiles of the [`Reader::second_look`] must read a number for it to be a candidate:
 /// a number is seen by several overlapping tiles, a stray mark or a cut number by one.
 pub const SECOND_LOOK_VOTES: usize = 2;
@@ -720,7 +729,49 @@ impl Reader {
         let (i, d) = self
             .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()], protocol)?
             .remove(0);
-        self.maybe_second_look(img, protocol, (cands[i].0, d))
+        let answer = self.maybe_second_look(img, protocol, (cands[i].0, d))?;
+        self.unstacked(img, protocol, answer)
+    }
+
+    /// Under `crop` and `locate`, an answer whose region is at least [`STACKED_ASPECT`] times
+    /// taller than wide is read again as 2 to [`STACKED_MAX`] stacked digits
+    /// ([`read::unstacked_strip`]: the region's rows laid side by side), in one pass: the rows
+    /// its profile shows ([`read::stacked_rows`], when it shows at least 2), then 2 to
+    /// [`STACKED_MAX`] equal bands. The most confident non-empty of those readings (the first
+    /// among equals) answers if it is more confident than `answer`.
+    pub fn unstacked(
+        &self,
+        img: &image::Rgb32FImage,
+        protocol: Protocol,
+        answer: (Region, Decoded),
+    ) -> Result<(Region, Decoded)> {
+        let region = answer.0;
+        if !matches!(protocol, Protocol::Crop | Protocol::Locate)
+            || (region.height() as f32) < STACKED_ASPECT * region.width() as f32
+        {
+            return Ok(answer);
+        }
+        let stretch = self.geometry.stretch;
+        let found = read::stacked_rows(img, region);
+        let mut hypotheses: Vec<Vec<(u32, u32)>> = (2..=STACKED_MAX)
+            .map(|n| read::equal_rows(region, n))
+            .collect();
+        if found.len() >= 2 {
+            hypotheses.insert(0, found);
+        }
+        let strips: Vec<Strip> = hypotheses
+            .iter()
+            .map(|rows| read::unstacked_strip(img, region, rows, stretch))
+            .collect();
+        let refs: Vec<&Strip> = strips.iter().collect();
+        let mut best = answer;
+        for members in self.read_views(&refs)? {
+            let d = self.calibrated(framings::combine_into(members).1);
+            if !d.digits.is_empty() && d.confidence > best.1.confidence {
+                best = (region, d);
+            }
+        }
+        Ok(best)
     }
 
     /// Under `locate`, the [`Reader::second_look`] when `answer`'s confidence is below
@@ -971,11 +1022,12 @@ impl Reader {
                 let answer = (region, d);
                 let look = self.wants_second_look(img.borrow(), protocol, &answer);
                 if !list {
-                    let (region, d) = if look {
+                    let answer = if look {
                         self.second_look(img.borrow(), answer)?
                     } else {
                         answer
                     };
+                    let (region, d) = self.unstacked(img.borrow(), protocol, answer)?;
                     return Ok((img, region, d, None));
                 }
                 let candidates = self.look_candidates(img.borrow())?;
@@ -986,6 +1038,7 @@ impl Reader {
                 } else {
                     (answer, None)
                 };
+                let (region, d) = self.unstacked(img.borrow(), protocol, (region, d))?;
                 let look = Look {
                     candidates,
                     answered,

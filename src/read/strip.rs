@@ -192,6 +192,107 @@ pub fn strip_from_region(img: &Rgb32FImage, region: Region, stretch: f32) -> Str
     pad_to_min_width(data, w)
 }
 
+/// The rows of `region` in `img` that hold digits stacked one above the next, found from its
+/// row profile: each row's mean horizontal gradient (digits' strokes), smoothed over 3 rows;
+/// runs of rows over a quarter of the peak are digits, runs closer than 2 rows merge, and runs
+/// shorter than a third of the region's width are dropped. Returns each digit's rows
+/// `[start, end)` in image coordinates, top to bottom.
+pub fn stacked_rows(img: &Rgb32FImage, region: Region) -> Vec<(u32, u32)> {
+    let (w, h) = (region.width(), region.height());
+    if w < 2 || h < 2 {
+        return Vec::new();
+    }
+    let lum = |x: u32, y: u32| {
+        let p = img.get_pixel(region.x0 + x, region.y0 + y).0;
+        0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64
+    };
+    let raw: Vec<f64> = (0..h)
+        .map(|y| {
+            (1..w)
+                .map(|x| (lum(x, y) - lum(x - 1, y)).abs())
+                .sum::<f64>()
+                / w as f64
+        })
+        .collect();
+    let energy: Vec<f64> = (0..h as usize)
+        .map(|y| {
+            let (a, b) = (y.saturating_sub(1), (y + 2).min(h as usize));
+            raw[a..b].iter().sum::<f64>() / (b - a) as f64
+        })
+        .collect();
+    let peak = energy.iter().cloned().fold(0f64, f64::max);
+    if peak <= 0.0 {
+        return Vec::new();
+    }
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for (y, &e) in energy.iter().enumerate() {
+        let y = y as u32;
+        if e <= 0.25 * peak {
+            continue;
+        }
+        match runs.last_mut() {
+            Some(r) if y <= r.1 + 2 => r.1 = y + 1,
+            _ => runs.push((y, y + 1)),
+        }
+    }
+    let least = (w / 3).max(2);
+    runs.into_iter()
+        .filter(|r| r.1 - r.0 >= least)
+        .map(|(a, b)| (region.y0 + a, region.y0 + b))
+        .collect()
+}
+
+/// The strip of a number whose digits are stacked one above the next: each of `rows` of
+/// `region` (e.g. [`stacked_rows`] or [`equal_rows`]), grown by a sixth of its height within
+/// `region`, resized to [`HEIGHT`] high and its own [`target_width`], the rows laid side by side
+/// left to right, normalised together ([`normalize`]) and padded to [`MIN_WIDTH`].
+///
+/// # Shapes
+/// `n` rows → a strip `[3, HEIGHT, Σ wᵢ]` (at most [`MAX_WIDTH`] wide: later rows are dropped).
+pub fn unstacked_strip(
+    img: &Rgb32FImage,
+    region: Region,
+    rows: &[(u32, u32)],
+    stretch: f32,
+) -> Strip {
+    let mut parts: Vec<(usize, Vec<f32>)> = Vec::new();
+    let mut total = 0;
+    for &(a, b) in rows {
+        let grow = (b - a) / 6;
+        let band = Region {
+            x0: region.x0,
+            y0: a.saturating_sub(grow).max(region.y0),
+            x1: region.x1,
+            y1: (b + grow).min(region.y1).max(a + 1),
+        };
+        let w = target_width(band.width(), band.height(), stretch);
+        if total + w > MAX_WIDTH {
+            break;
+        }
+        total += w;
+        parts.push((w, resize_region(img, band, w, HEIGHT)));
+    }
+    let total = total.max(1);
+    let mut data = vec![0f32; 3 * HEIGHT * total];
+    let mut x = 0;
+    for (w, part) in &parts {
+        for row in 0..3 * HEIGHT {
+            data[row * total + x..][..*w].copy_from_slice(&part[row * w..][..*w]);
+        }
+        x += w;
+    }
+    normalize(&mut data);
+    pad_to_min_width(data, total)
+}
+
+/// `region`'s rows cut into `n` bands of equal height, `[start, end)` top to bottom.
+pub fn equal_rows(region: Region, n: usize) -> Vec<(u32, u32)> {
+    let (h, n) = (region.height(), n.max(1) as u32);
+    (0..n)
+        .map(|i| (region.y0 + i * h / n, region.y0 + (i + 1) * h / n))
+        .collect()
+}
+
 /// How columns of a model's input map back to the image: the strip made from `region`
 /// (resized to [`target_width`] with the geometry's stretch, centred in [`MIN_WIDTH`] when
 /// narrower) with [`Geometry::pad`] more zero columns on each side added by the model.
@@ -298,6 +399,102 @@ pub fn preprocess_batch_serial(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A white `w × h` image with digit-like blocks (vertical black strokes every 4 px) on the
+    /// given rows.
+    fn blocks(w: u32, h: u32, rows: &[(u32, u32)]) -> Rgb32FImage {
+        Rgb32FImage::from_fn(w, h, |x, y| {
+            let ink = rows.iter().any(|&(a, b)| y >= a && y < b) && x % 4 < 2 && x > 2 && x < w - 3;
+            image::Rgb([if ink { 0.0 } else { 1.0 }; 3])
+        })
+    }
+
+    #[test]
+    fn stacked_rows_table() {
+        // (blocks, region) → the rows found.
+        type Case = (Vec<(u32, u32)>, Region, Vec<(u32, u32)>);
+        let full = Region {
+            x0: 0,
+            y0: 0,
+            x1: 30,
+            y1: 120,
+        };
+        let cases: [Case; 5] = [
+            (vec![(10, 40), (50, 80)], full, vec![(9, 41), (49, 81)]),
+            (
+                vec![(10, 40), (50, 80), (88, 118)],
+                full,
+                vec![(9, 41), (49, 81), (87, 119)],
+            ),
+            (vec![(10, 40)], full, vec![(9, 41)]),
+            // A line 4 rows high is under a third of the width: not a digit.
+            (vec![(10, 40), (60, 64)], full, vec![(9, 41)]),
+            (vec![], full, vec![]),
+        ];
+        for (rows, region, want) in cases {
+            assert_eq!(
+                stacked_rows(&blocks(30, 120, &rows), region),
+                want,
+                "{rows:?}"
+            );
+        }
+        // Rows are in image coordinates when the region is offset.
+        let region = Region {
+            x0: 0,
+            y0: 5,
+            x1: 30,
+            y1: 120,
+        };
+        let img = blocks(30, 120, &[(10, 40), (50, 80)]);
+        assert_eq!(stacked_rows(&img, region), vec![(9, 41), (49, 81)]);
+    }
+
+    #[test]
+    fn equal_rows_table() {
+        let region = Region {
+            x0: 3,
+            y0: 10,
+            x1: 23,
+            y1: 110,
+        };
+        let cases = [
+            (1, vec![(10, 110)]),
+            (2, vec![(10, 60), (60, 110)]),
+            (3, vec![(10, 43), (43, 76), (76, 110)]),
+            (4, vec![(10, 35), (35, 60), (60, 85), (85, 110)]),
+        ];
+        for (n, want) in cases {
+            assert_eq!(equal_rows(region, n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn unstacked_strip_lays_rows_side_by_side() {
+        // A dark top half and a light bottom half, 60 x 80: two rows of 40 px, each grown by
+        // 6 px within the region (46 px high) and resized to 32 px high: 42 columns each.
+        let img = Rgb32FImage::from_fn(60, 80, |_, y| {
+            image::Rgb([if y < 40 { 0.1 } else { 0.9 }; 3])
+        });
+        let region = Region::full(60, 80);
+        let strip = unstacked_strip(&img, region, &equal_rows(region, 2), 1.0);
+        assert_eq!(strip.width, 84);
+        assert_eq!(strip.data.len(), 3 * HEIGHT * 84);
+        let mean = |cols: std::ops::Range<usize>| {
+            let n = (cols.len() * HEIGHT) as f32;
+            (0..HEIGHT)
+                .flat_map(|r| cols.clone().map(move |c| (r, c)))
+                .map(|(r, c)| strip.data[r * 84 + c])
+                .sum::<f32>()
+                / n
+        };
+        assert!(
+            mean(0..42) < 0.0 && mean(42..84) > 0.0,
+            "the top row first, on the left"
+        );
+        // One row is an ordinary strip of that row grown.
+        let one = unstacked_strip(&img, region, &[(0, 80)], 1.0);
+        assert_eq!(one, strip_from_region(&img, region, 1.0));
+    }
 
     #[test]
     fn triangle_weights_sum_to_one_table() {
