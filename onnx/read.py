@@ -72,11 +72,16 @@ def to_strip(img, stretch=1.0):
     """[h, w, 3] image (or crop) -> normalised [1, 3, 32, W] float32 strip."""
     h, w = img.shape[:2]
     out_w = target_width(w, h, stretch)
-    strip = resize_normalise(img, HEIGHT, out_w)  # [3, 32, out_w]
-    if out_w < MIN_WIDTH:
-        left = (MIN_WIDTH - out_w) // 2
+    return padded_strip(resize_normalise(img, HEIGHT, out_w))  # [3, 32, out_w]
+
+
+def padded_strip(strip):
+    """[3, 32, w] normalised values -> [1, 3, 32, max(w, 32)] float32, centred in zeros."""
+    w = strip.shape[2]
+    if w < MIN_WIDTH:
+        left = (MIN_WIDTH - w) // 2
         padded = np.zeros((3, HEIGHT, MIN_WIDTH))
-        padded[:, :, left:left + out_w] = strip
+        padded[:, :, left:left + w] = strip
         strip = padded
     return strip[None].astype(np.float32)
 
@@ -490,14 +495,7 @@ def unstacked_strip(img, region, rows, stretch):
         wy, wx = triangle_weights(by1 - by0, HEIGHT), triangle_weights(x1 - x0, out_w)
         parts.append(np.stack([wy @ sub[:, :, c] @ wx.T for c in range(3)]).astype(np.float32))
     x = np.concatenate(parts, axis=2).astype(np.float64)
-    strip = (x - x.mean()) / max(x.std(), 0.01)
-    width = max(total, 1)
-    if width < MIN_WIDTH:
-        left = (MIN_WIDTH - width) // 2
-        padded = np.zeros((3, HEIGHT, MIN_WIDTH))
-        padded[:, :, left:left + width] = strip
-        strip = padded
-    return strip[None].astype(np.float32)
+    return padded_strip((x - x.mean()) / max(x.std(), 0.01))
 
 
 def unstacked(sess, img, answer, stretch, cal):

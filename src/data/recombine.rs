@@ -61,6 +61,59 @@ pub fn cut_digits(img: &Rgb32FImage, boxes: &[DigitBox], digits: &[u8]) -> Vec<D
     out
 }
 
+/// Pixels of background around a composed number.
+const MARGIN: u32 = 6;
+
+/// What a composed number is drawn from: `len` crops of the pool, the gap before each (none
+/// before the first, else 0–4 px) and each one's jitter across the line (0–4 px), drawn in that
+/// order.
+struct Draw<'a> {
+    picks: Vec<&'a DigitCrop>,
+    gaps: Vec<u32>,
+    offsets: Vec<u32>,
+}
+
+impl<'a> Draw<'a> {
+    fn new(pool: &'a [DigitCrop], len: usize, rng: &mut Rng) -> Draw<'a> {
+        assert!(!pool.is_empty() && len > 0);
+        let picks = (0..len).map(|_| &pool[rng.below(pool.len())]).collect();
+        let gaps = (0..len)
+            .map(|i| if i == 0 { 0 } else { rng.below(5) as u32 })
+            .collect();
+        let offsets = (0..len).map(|_| rng.below(5) as u32).collect();
+        Draw {
+            picks,
+            gaps,
+            offsets,
+        }
+    }
+}
+
+/// `crop` put into `img` with its top-left corner at `(x, y)`: the digit's box there.
+fn place(img: &mut Rgb32FImage, crop: &DigitCrop, x: u32, y: u32) -> DigitBox {
+    for (px, py, v) in crop.image.enumerate_pixels() {
+        img.put_pixel(x + px, y + py, *v);
+    }
+    DigitBox {
+        left: x as f32 + crop.span.0,
+        top: y as f32 + DIGIT_HEIGHT as f32 / 12.0,
+        width: crop.span.1 - crop.span.0,
+        height: DIGIT_HEIGHT as f32 / 1.2,
+    }
+}
+
+/// `img`'s mean colour: a composed number's background (its first crop's).
+fn mean_colour(img: &Rgb32FImage) -> Rgb<f32> {
+    let n = (img.width() * img.height()) as f32;
+    let mut mean = [0f32; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            mean[c] += p[c] / n;
+        }
+    }
+    Rgb(mean)
+}
+
 /// A new number of `len` digits drawn from `pool`: the crops side by side with small random gaps
 /// (filled with the neighbouring crops' edge colours) and vertical jitter. Returns the image, one
 /// box per digit, and the digits.
@@ -69,40 +122,21 @@ pub fn compose(
     len: usize,
     rng: &mut Rng,
 ) -> (Rgb32FImage, Vec<DigitBox>, Vec<u8>) {
-    assert!(!pool.is_empty() && len > 0);
-    let picks: Vec<&DigitCrop> = (0..len).map(|_| &pool[rng.below(pool.len())]).collect();
-    let margin = 6u32;
-    let gaps: Vec<u32> = (0..len)
-        .map(|i| if i == 0 { 0 } else { rng.below(5) as u32 })
-        .collect();
-    let offsets: Vec<u32> = (0..len).map(|_| rng.below(5) as u32).collect();
+    let Draw {
+        picks,
+        gaps,
+        offsets,
+    } = Draw::new(pool, len, rng);
+    let margin = MARGIN;
     let width: u32 =
         picks.iter().map(|p| p.image.width()).sum::<u32>() + gaps.iter().sum::<u32>() + 2 * margin;
     let height = DIGIT_HEIGHT + 2 * margin;
-    // Background: the first crop's mean colour.
-    let first = &picks[0].image;
-    let n = (first.width() * first.height()) as f32;
-    let mut mean = [0f32; 3];
-    for p in first.pixels() {
-        for c in 0..3 {
-            mean[c] += p[c] / n;
-        }
-    }
-    let mut img = Rgb32FImage::from_pixel(width, height, Rgb(mean));
+    let mut img = Rgb32FImage::from_pixel(width, height, mean_colour(&picks[0].image));
     let mut x = margin;
     let mut boxes = Vec::with_capacity(len);
     for (i, p) in picks.iter().enumerate() {
         x += gaps[i];
-        let y0 = margin - 2 + offsets[i];
-        for (px, py, v) in p.image.enumerate_pixels() {
-            img.put_pixel(x + px, y0 + py, *v);
-        }
-        boxes.push(DigitBox {
-            left: x as f32 + p.span.0,
-            top: y0 as f32 + DIGIT_HEIGHT as f32 / 12.0,
-            width: p.span.1 - p.span.0,
-            height: DIGIT_HEIGHT as f32 / 1.2,
-        });
+        boxes.push(place(&mut img, p, x, margin - 2 + offsets[i]));
         x += p.image.width();
     }
     let digits = picks.iter().map(|p| p.digit).collect();
@@ -117,39 +151,22 @@ pub fn compose_stacked(
     len: usize,
     rng: &mut Rng,
 ) -> (Rgb32FImage, Vec<DigitBox>, Vec<u8>) {
-    assert!(!pool.is_empty() && len > 0);
-    let picks: Vec<&DigitCrop> = (0..len).map(|_| &pool[rng.below(pool.len())]).collect();
-    let margin = 6u32;
-    let gaps: Vec<u32> = (0..len)
-        .map(|i| if i == 0 { 0 } else { rng.below(5) as u32 })
-        .collect();
-    let offsets: Vec<u32> = (0..len).map(|_| rng.below(5) as u32).collect();
+    let Draw {
+        picks,
+        gaps,
+        offsets,
+    } = Draw::new(pool, len, rng);
+    let margin = MARGIN;
     let column = picks.iter().map(|p| p.image.width()).max().unwrap_or(0);
     let width = column + 4 + 2 * margin;
     let height = len as u32 * DIGIT_HEIGHT + gaps.iter().sum::<u32>() + 2 * margin;
-    let first = &picks[0].image;
-    let n = (first.width() * first.height()) as f32;
-    let mut mean = [0f32; 3];
-    for p in first.pixels() {
-        for c in 0..3 {
-            mean[c] += p[c] / n;
-        }
-    }
-    let mut img = Rgb32FImage::from_pixel(width, height, Rgb(mean));
+    let mut img = Rgb32FImage::from_pixel(width, height, mean_colour(&picks[0].image));
     let mut y = margin;
     let mut boxes = Vec::with_capacity(len);
     for (i, p) in picks.iter().enumerate() {
         y += gaps[i];
         let x0 = margin + offsets[i] + (column - p.image.width()) / 2;
-        for (px, py, v) in p.image.enumerate_pixels() {
-            img.put_pixel(x0 + px, y + py, *v);
-        }
-        boxes.push(DigitBox {
-            left: x0 as f32 + p.span.0,
-            top: y as f32 + DIGIT_HEIGHT as f32 / 12.0,
-            width: p.span.1 - p.span.0,
-            height: DIGIT_HEIGHT as f32 / 1.2,
-        });
+        boxes.push(place(&mut img, p, x0, y));
         y += p.image.height();
     }
     let digits = picks.iter().map(|p| p.digit).collect();
@@ -307,6 +324,27 @@ mod tests {
             assert_eq!(ba.len(), len);
             for w in ba.windows(2) {
                 assert!(w[0].right() <= w[1].left + 1e-3, "boxes overlap: {w:?}");
+            }
+            for bx in &ba {
+                assert!(bx.left >= 0.0 && bx.top >= 0.0);
+                assert!(bx.right() <= a.width() as f32 && bx.bottom() <= a.height() as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn stacked_numbers_are_deterministic_with_boxes_one_above_the_next() {
+        let (img, boxes, digits) = photo();
+        let crops = cut_digits(&img, &boxes, &digits);
+        for len in [1, 3, 6] {
+            let (a, ba, da) = compose_stacked(&crops, len, &mut Rng::new(len as u64));
+            let (b, bb, db) = compose_stacked(&crops, len, &mut Rng::new(len as u64));
+            assert_eq!(a.as_raw(), b.as_raw());
+            assert_eq!((ba.clone(), da.clone()), (bb, db));
+            assert_eq!((da.len(), ba.len()), (len, len));
+            assert!(a.height() >= len as u32 * DIGIT_HEIGHT && a.height() > a.width());
+            for w in ba.windows(2) {
+                assert!(w[0].bottom() <= w[1].top + 1e-3, "boxes overlap: {w:?}");
             }
             for bx in &ba {
                 assert!(bx.left >= 0.0 && bx.top >= 0.0);
