@@ -906,6 +906,39 @@ fn read_candidates_lists_what_the_detectors_look_read() {
     );
 }
 
+/// `eval --recombine` makes numbers from the folder's digits, stacked with `--stacked` and
+/// framed looser with `--zoom-out`; `--phone` does not apply to them.
+#[test]
+fn eval_recombines_stacked_numbers_and_frames_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 12, 9);
+    let p = photos.display().to_string();
+    for extra in [
+        &[][..],
+        &["--stacked"][..],
+        &["--stacked", "--zoom-out", "3"][..],
+    ] {
+        let mut args = vec![
+            "eval",
+            &p,
+            "--recombine",
+            "2-3",
+            "--count",
+            "7",
+            "--json",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["images"], 7, "{extra:?}");
+        assert_eq!(report["unreadable"], 0, "{extra:?}");
+    }
+    let args = ["eval", &p, "--recombine", "2-3", "--phone", "-q"];
+    assert_eq!(run(&args, None).0, 2, "--phone with --recombine is refused");
+}
+
 /// `eval --no-number` reads photos with no number (each photo's framed canvas made of the
 /// others' digit-free parts): every truth is empty, and the accuracy is the share read as no
 /// number.

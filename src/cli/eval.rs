@@ -66,9 +66,10 @@ pub struct EvalArgs {
     pub recombine: Option<String>,
     /// Frame every photo K times looser (K ≥ 1): placed at a random position in a canvas K
     /// times its width and height, filled with digit-free parts of the other photos; the digit
-    /// boxes move with it, so `crop` reads the same numbers. The framing benchmark: compare
+    /// boxes move with it, so `crop` reads the same numbers. With `--recombine`, each made
+    /// number is framed so. The framing benchmark: compare
     /// `--protocol locate` (what `read` does) with `crop` at K = 1, 2 and 4.
-    #[arg(long, value_name = "K", conflicts_with = "recombine", value_parser = parse_zoom)]
+    #[arg(long, value_name = "K", value_parser = parse_zoom)]
     pub zoom_out: Option<f32>,
     /// Frame every photo like a landscape phone photo: `--zoom-out` K times its width in a 4:3
     /// canvas (taller than K times its height for photos wider than 4:3), scaled to a phone
@@ -193,6 +194,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         }
         Some(range) => {
             in_memory = recombined(&records, range, a.count, a.seed, a.stacked)?;
+            if let Some(k) = a.zoom_out {
+                zoom_out_all(&records, &mut in_memory, k, a.seed);
+            }
             let pb = housenum::progress::bar(in_memory.len() as u64, "eval", a.quiet);
             let r = evaluate_images(&reader, &in_memory, protocol, &pb)?;
             pb.finish_and_clear();
@@ -299,15 +303,7 @@ fn reframed(
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
     use housenum::data::framing::{background, phone_factors, phone_size, zoom_out};
-    use housenum::data::synth::background_patches;
-    let patches: Vec<Vec<image::Rgb32FImage>> = records
-        .par_iter()
-        .map(|r| {
-            housenum::read::load_image(&r.path)
-                .map(|img| background_patches(&img, &r.boxes))
-                .unwrap_or_default()
-        })
-        .collect();
+    let patches = digit_free_parts(records);
     let truths: Vec<(String, Vec<u8>)> = records
         .iter()
         .map(|r| {
@@ -382,6 +378,36 @@ struct Framing {
     phone: bool,
     no_number: bool,
     seed: u64,
+}
+
+/// Each record's digit-free parts (none for a photo that does not decode): what the framing
+/// benchmark's canvases are made of.
+fn digit_free_parts(records: &[Record]) -> Vec<Vec<image::Rgb32FImage>> {
+    records
+        .par_iter()
+        .map(|r| {
+            housenum::read::load_image(&r.path)
+                .map(|img| housenum::data::synth::background_patches(&img, &r.boxes))
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Each of `images` placed in a canvas `k` times its size made of `records`' digit-free
+/// parts (`--recombine` with `--zoom-out`), its boxes moved along; image `i` draws from
+/// `seed`'s stream `i`.
+fn zoom_out_all(records: &[Record], images: &mut [LabelledImage], k: f32, seed: u64) {
+    use housenum::data::framing::zoom_out;
+    let patches: Vec<image::Rgb32FImage> =
+        digit_free_parts(records).into_iter().flatten().collect();
+    images.par_iter_mut().enumerate().for_each(|(i, l)| {
+        let mut rng = Rng::derive(seed ^ 0x5a17, i as u64);
+        let pool: Vec<&image::Rgb32FImage> = (0..16.min(patches.len()))
+            .map(|_| &patches[rng.below(patches.len())])
+            .collect();
+        let (img, boxes) = zoom_out(&l.image, &l.boxes, (k, k), &pool, &mut rng);
+        (l.image, l.boxes) = (img, boxes);
+    });
 }
 
 /// `count` numbers with lengths in `range` ("MIN-MAX") made of the real digits of `records`.
