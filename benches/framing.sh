@@ -3,7 +3,9 @@
 # loses against the labelled box (crop) as photos are framed looser. Each photo is read as it
 # is, pasted into canvases 2x and 4x its size made of other photos' digit-free parts
 # (`eval --zoom-out K`), and scaled to a phone's 4,000 px width after a 4x zoom-out
-# (`--zoom-out 4 --phone`). Prints one row per framing: crop, locate, and their gap in points.
+# (`--zoom-out 4 --phone`). Prints one row per framing: crop, locate, and their gap in points;
+# then, for canvases of the same framings holding no number (`--no-number`), the share `read`
+# says holds none.
 # Usage: benches/framing.sh [SVHN_DIR] [SPLIT] [EXTRA EVAL ARGS...]
 #   SVHN_DIR defaults to ../shared/svhn/train, SPLIT to train (decide on the training split;
 #   report on val). Needs a release build (`cargo build --release`).
@@ -20,4 +22,11 @@ for f in "as is" "2x" "4x" "phone (4x, 4000 px)"; do
   esac
   c=$(acc --protocol crop "${z[@]}" "$@"); l=$(acc --protocol locate "${z[@]}" "$@")
   printf '%-22s %7s%% %7s%% %8s\n' "$f" "$c" "$l" "$(python3 -c "print(f'{$l - $c:+.2f}')")"
+done
+printf '%-22s %8s\n' "no number" "said so"
+for f in "as is" "4x" "phone (4x, 4000 px)"; do
+  case "$f" in
+    "as is") z=() ;; 4x) z=(--zoom-out 4) ;; *) z=(--zoom-out 4 --phone) ;;
+  esac
+  printf '%-22s %7s%%\n' "$f" "$(acc --protocol locate --no-number "${z[@]}" "$@")"
 done
