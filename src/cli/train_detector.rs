@@ -25,18 +25,8 @@ pub struct TrainDetectorArgs {
     /// Epochs; each draws one crop of every training photo.
     #[arg(long, default_value_t = 60)]
     pub epochs: usize,
-    /// Crops per optimiser step.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f32,
-    /// Clip the global gradient norm to this value.
-    #[arg(long, default_value_t = 5.0)]
-    pub clip_norm: f32,
-    /// Seed for initialisation, augmentation and data order.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub optim: super::train_localiser::OptimArgs,
     /// Share of photos held out by file-name hash (0.2: the validation and development splits).
     #[arg(long, default_value_t = 0.2)]
     pub val_fraction: f64,
@@ -82,10 +72,10 @@ pub fn run(a: TrainDetectorArgs) -> Result<ExitCode> {
         data: a.data.clone(),
         out: a.out.clone(),
         epochs: a.epochs,
-        batch_size: a.batch_size.max(1),
-        lr: a.lr,
-        clip_norm: a.clip_norm,
-        seed: a.seed,
+        batch_size: a.optim.batch_size.max(1),
+        lr: a.optim.lr,
+        clip_norm: a.optim.clip_norm,
+        seed: a.optim.seed,
         val_fraction: a.val_fraction,
         limit: a.limit,
         model: DetectorConfig { channels },

@@ -24,18 +24,8 @@ pub struct TrainLocaliserArgs {
     /// Epochs over the training split.
     #[arg(long, default_value_t = 60)]
     pub epochs: usize,
-    /// Images per optimiser step.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f32,
-    /// Clip the global gradient norm to this value.
-    #[arg(long, default_value_t = 5.0)]
-    pub clip_norm: f32,
-    /// Seed for initialisation, augmentation and data order.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub optim: OptimArgs,
     /// Share of images held out for validation (chosen by a hash of the file name; the same
     /// split as `train`'s at the same share).
     #[arg(long, default_value_t = 0.1)]
@@ -121,10 +111,10 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         data: a.data.clone(),
         out: a.out.clone(),
         epochs: a.epochs,
-        batch_size: a.batch_size.max(1),
-        lr: a.lr,
-        clip_norm: a.clip_norm,
-        seed: a.seed,
+        batch_size: a.optim.batch_size.max(1),
+        lr: a.optim.lr,
+        clip_norm: a.optim.clip_norm,
+        seed: a.optim.seed,
         val_fraction: a.val_fraction,
         limit: a.limit,
         model: LocaliserConfig {
@@ -176,4 +166,21 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     s.split_once('x')
         .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)))
         .ok_or_else(|| format!("{s:?} is not two numbers AxB (e.g. 48x96)"))
+}
+
+/// The optimiser's options shared by `train-localiser` and `train-detector`.
+#[derive(Args, Debug)]
+pub struct OptimArgs {
+    /// Samples (images or crops) per optimiser step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Clip the global gradient norm to this value.
+    #[arg(long, default_value_t = 5.0)]
+    pub clip_norm: f32,
+    /// Seed for initialisation, augmentation and data order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }

@@ -13,7 +13,7 @@
 //! ([`crate::export::detector_to_onnx`], which pads inside the graph) and tract
 //! ([`crate::read::detect::Detector`]) compute the same.
 
-use crate::engine::layers::{self, ConvShape};
+use crate::engine::layers::{self, conv3x3_stack, ConvShape};
 
 /// Pixels of one output cell along each side.
 pub const STRIDE: usize = 8;
@@ -40,20 +40,7 @@ impl Default for DetectorConfig {
 impl DetectorConfig {
     /// The five 3×3 convolutions.
     pub fn convs(&self) -> [ConvShape; 5] {
-        let c = self.channels;
-        let conv = |ci, co| ConvShape {
-            ci,
-            co,
-            kh: 3,
-            kw: 3,
-        };
-        [
-            conv(3, c[0]),
-            conv(c[0], c[1]),
-            conv(c[1], c[2]),
-            conv(c[2], c[3]),
-            conv(c[3], c[4]),
-        ]
+        conv3x3_stack(self.channels)
     }
 
     /// Spatial sizes `(h, w)` of the inputs of conv1..conv5 and of the head for an `h × w`

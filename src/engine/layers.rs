@@ -138,6 +138,17 @@ pub struct ConvShape {
     pub kw: usize,
 }
 
+/// The 3 × 3 convolutions of a stack over an RGB input: conv `i` maps `channels[i − 1]` (3 for
+/// the first) to `channels[i]` (the localiser's and the detector's).
+pub fn conv3x3_stack<const N: usize>(channels: [usize; N]) -> [ConvShape; N] {
+    std::array::from_fn(|i| ConvShape {
+        ci: if i == 0 { 3 } else { channels[i - 1] },
+        co: channels[i],
+        kh: 3,
+        kw: 3,
+    })
+}
+
 impl ConvShape {
     /// Columns of the im2col matrix: `ci · kh · kw`.
     pub fn k(&self) -> usize {

@@ -18,7 +18,7 @@
 //! ([`crate::export::localiser_to_onnx`]) and tract ([`crate::read::locate::Locator`]) compute the
 //! same.
 
-use crate::engine::layers::{self, ConvShape};
+use crate::engine::layers::{self, conv3x3_stack, ConvShape};
 use crate::read::locate::{decode, OUTPUTS};
 
 /// Architecture of a [`Localiser`].
@@ -53,19 +53,7 @@ impl Default for LocaliserConfig {
 impl LocaliserConfig {
     /// The four convolutions.
     pub fn convs(&self) -> [ConvShape; 4] {
-        let c = self.channels;
-        let conv = |ci, co| ConvShape {
-            ci,
-            co,
-            kh: 3,
-            kw: 3,
-        };
-        [
-            conv(3, c[0]),
-            conv(c[0], c[1]),
-            conv(c[1], c[2]),
-            conv(c[2], c[3]),
-        ]
+        conv3x3_stack(self.channels)
     }
 
     /// Spatial sizes `(h, w)` of the inputs of conv1..conv4 and of conv4's output; `None` when

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::read::metadata::DET_KEY;
+use crate::read::metadata::{self, DET_KEY};
 use crate::read::{self, Region};
 
 /// The detector compiled into the binary.
@@ -213,20 +213,9 @@ impl Detector {
     /// A detector from ONNX bytes; `source` names it in errors. The plan is built and run once
     /// here, so a wrong model fails now, naming the file.
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Detector> {
-        let err = |reason: String| Error::Model {
-            path: source.to_path_buf(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(err("empty file".into()));
-        }
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| err(format!("cannot parse ONNX: {e}")))?;
-        if !model
-            .properties
-            .contains_key(&format!("onnx.metadata_props.{DET_KEY}"))
-        {
+        let err = |reason: String| metadata::model_error(source, reason);
+        let model = metadata::parse_model(bytes, source)?;
+        if metadata::metadata(&model, DET_KEY, source)?.is_none() {
             return Err(err(format!(
                 "no {DET_KEY} metadata: not a housenum detector"
             )));

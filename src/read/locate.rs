@@ -11,7 +11,7 @@ use image::Rgb32FImage;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::read::metadata::{LOC_BINS_KEY, LOC_KEY, LOC_REFINE_KEY};
+use crate::read::metadata::{self, LOC_BINS_KEY, LOC_KEY, LOC_REFINE_KEY};
 use crate::read::{self, Region};
 
 /// The shipped localiser, compiled into the library.
@@ -135,38 +135,19 @@ impl Locator {
     /// [`LOC_KEY`] metadata (`HEIGHTxWIDTH`); the plan is built and run once here, so a wrong
     /// model fails now, naming the file.
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Locator> {
-        let err = |reason: String| Error::Model {
-            path: source.to_path_buf(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(err("empty file".into()));
-        }
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| err(format!("cannot parse ONNX: {e}")))?;
-        let meta = |key: &str| {
-            model
-                .properties
-                .get(&format!("onnx.metadata_props.{key}"))
-                .and_then(|t| {
-                    t.to_plain_array_view::<String>()
-                        .ok()?
-                        .iter()
-                        .next()
-                        .cloned()
-                })
-        };
+        let err = |reason: String| metadata::model_error(source, reason);
+        let model = metadata::parse_model(bytes, source)?;
+        let meta = |key: &str| metadata::metadata(&model, key, source);
         let pair = |s: &str| {
             s.split_once('x')
                 .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
                 .filter(|&(a, b)| (1..=1024).contains(&a) && (1..=1024).contains(&b))
         };
-        let size = meta(LOC_KEY)
+        let size = meta(LOC_KEY)?
             .ok_or_else(|| err(format!("no {LOC_KEY} metadata: not a housenum localiser")))?;
         let (height, width) = pair(&size)
             .ok_or_else(|| err(format!("{LOC_KEY} metadata is not HEIGHTxWIDTH: {size:?}")))?;
-        let bins = match meta(LOC_BINS_KEY) {
+        let bins = match meta(LOC_BINS_KEY)? {
             None => None,
             Some(b) => {
                 let (bx, by) = pair(&b)
@@ -174,7 +155,7 @@ impl Locator {
                 Some([bx, by])
             }
         };
-        let refine = match meta(LOC_REFINE_KEY) {
+        let refine = match meta(LOC_REFINE_KEY)? {
             None => None,
             Some(r) => {
                 let parsed = r

@@ -49,3 +49,46 @@ pub const LOC_MIRROR_KEY: &str = "housenum.localiser.mirror";
 
 /// ONNX `metadata_props` key of the calibration.
 pub const CALIBRATION_KEY: &str = "housenum.calibration";
+
+/// The error for the model file `source`: `reason` why it cannot be used.
+pub fn model_error(source: &std::path::Path, reason: String) -> crate::Error {
+    crate::Error::Model {
+        path: source.to_path_buf(),
+        reason,
+    }
+}
+
+/// ONNX `bytes` parsed for tract; `source` names the file in errors (an empty file, or bytes
+/// that are not ONNX). What the reader, the localiser and the detector load.
+pub fn parse_model(
+    bytes: &[u8],
+    source: &std::path::Path,
+) -> crate::Result<tract_onnx::prelude::InferenceModel> {
+    use tract_onnx::prelude::Framework;
+    if bytes.is_empty() {
+        return Err(model_error(source, "empty file".into()));
+    }
+    tract_onnx::onnx()
+        .model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| model_error(source, format!("cannot parse ONNX: {e}")))
+}
+
+/// The `metadata_props` value of `key` in `model`: `None` when absent, an error naming `source`
+/// when it is not a string.
+pub fn metadata(
+    model: &tract_onnx::prelude::InferenceModel,
+    key: &str,
+    source: &std::path::Path,
+) -> crate::Result<Option<String>> {
+    let Some(t) = model.properties.get(&format!("onnx.metadata_props.{key}")) else {
+        return Ok(None);
+    };
+    let view = t
+        .to_plain_array_view::<String>()
+        .map_err(|e| model_error(source, format!("{key}: {e}")))?;
+    let text = view
+        .iter()
+        .next()
+        .ok_or_else(|| model_error(source, format!("{key}: empty")))?;
+    Ok(Some(text.clone()))
+}

@@ -16,7 +16,7 @@ use crate::read::ctc::{greedy_decode, Decoded};
 use crate::read::detect::Detector;
 use crate::read::framings::{self, ViewReading};
 use crate::read::locate::Locator;
-use crate::read::metadata::CALIBRATION_KEY;
+use crate::read::metadata::{self, CALIBRATION_KEY};
 use crate::read::metadata::{PAD_KEY, STRETCH_KEY};
 use crate::read::search;
 use crate::read::DigitBox;
@@ -183,16 +183,8 @@ impl Reader {
     /// interface checked here (input `[N, 3, 32, W]`, output `[T, N, 11]`, or `[M, T, N, 11]` for
     /// an ensemble of `M` members, checked by building the batch-1 plan).
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Reader> {
-        let err = |reason: String| Error::Model {
-            path: source.to_path_buf(),
-            reason,
-        };
-        if bytes.is_empty() {
-            return Err(err("empty file".into()));
-        }
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut std::io::Cursor::new(bytes))
-            .map_err(|e| err(format!("cannot parse ONNX: {e}")))?;
+        let err = |reason: String| metadata::model_error(source, reason);
+        let model = metadata::parse_model(bytes, source)?;
         if model.inputs.len() != 1 || model.outputs.len() != 1 {
             return Err(err(format!(
                 "expected 1 input and 1 output, found {} and {}",
@@ -200,19 +192,7 @@ impl Reader {
                 model.outputs.len()
             )));
         }
-        let metadata = |key: &str| -> Result<Option<String>> {
-            let Some(t) = model.properties.get(&format!("onnx.metadata_props.{key}")) else {
-                return Ok(None);
-            };
-            let view = t
-                .to_plain_array_view::<String>()
-                .map_err(|e| err(format!("{key}: {e}")))?;
-            let text = view
-                .iter()
-                .next()
-                .ok_or_else(|| err(format!("{key}: empty")))?;
-            Ok(Some(text.clone()))
-        };
+        let metadata = |key: &str| metadata::metadata(&model, key, source);
         let calibration = match metadata(CALIBRATION_KEY)? {
             Some(text) => serde_json::from_str(&text)
                 .map_err(|e| err(format!("{CALIBRATION_KEY} metadata is not valid: {e}")))?,

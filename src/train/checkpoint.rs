@@ -61,7 +61,8 @@ fn bytes_of(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn ck_err(path: &Path, reason: impl std::fmt::Display) -> Error {
+/// The error for the checkpoint at `path`.
+pub(crate) fn ck_err(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -247,4 +248,27 @@ pub fn load_flat(path: &Path) -> Result<(HashMap<String, String>, Vec<f32>, Adam
         return Err(ck_err(path, "Adam state does not match the parameters"));
     }
     Ok((meta, params, Adam { m, v, t }))
+}
+
+/// The JSON value of `key` in a checkpoint's metadata ([`load_flat`]), parsed; an error naming
+/// `path` when it is absent or does not parse.
+pub(crate) fn meta_json<T: serde::de::DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    key: &str,
+    path: &Path,
+) -> Result<T> {
+    let text = meta
+        .get(key)
+        .ok_or_else(|| ck_err(path, format!("no {key}")))?;
+    serde_json::from_str(text).map_err(|e| ck_err(path, e))
+}
+
+/// Write a run's epochs to `out/history.json` (pretty JSON), after each epoch.
+pub(crate) fn write_history<T: serde::Serialize>(out: &Path, history: &[T]) -> Result<()> {
+    let hist = out.join("history.json");
+    std::fs::write(
+        &hist,
+        serde_json::to_string_pretty(history).expect("history serialises"),
+    )
+    .map_err(|e| Error::io(&hist, e))
 }

@@ -21,7 +21,7 @@ use crate::engine::detector::{cell_bce, Detector, DetectorConfig, PAD, STRIDE};
 use crate::error::{Error, Result};
 use crate::read::{self, boxes_union, DigitBox, Region};
 use crate::rng::Rng;
-use crate::train::checkpoint::{load_flat, save_flat};
+use crate::train::checkpoint::{ck_err, load_flat, meta_json, save_flat, write_history};
 use crate::train::optim::{clip_grad_norm, lr_at, Adam};
 
 /// Everything that defines a detector training run; saved in its checkpoint.
@@ -240,13 +240,6 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("detector.safetensors")
 }
 
-fn ck_err(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
-}
-
 /// A detector checkpoint: parameters, Adam moments and the run's history.
 #[derive(Debug, Clone)]
 pub struct DetCheckpoint {
@@ -280,12 +273,9 @@ impl DetCheckpoint {
     /// Read a checkpoint written by [`DetCheckpoint::save`].
     pub fn load(path: &Path) -> Result<DetCheckpoint> {
         let (meta, params, adam) = load_flat(path)?;
-        let get = |k: &str| meta.get(k).ok_or_else(|| ck_err(path, format!("no {k}")));
-        let config: DetectorConfig =
-            serde_json::from_str(get("config")?).map_err(|e| ck_err(path, e))?;
-        let history: Vec<DetEpoch> =
-            serde_json::from_str(get("history")?).map_err(|e| ck_err(path, e))?;
-        let options = serde_json::from_str(get("options")?).map_err(|e| ck_err(path, e))?;
+        let config: DetectorConfig = meta_json(&meta, "config", path)?;
+        let history: Vec<DetEpoch> = meta_json(&meta, "history", path)?;
+        let options = meta_json(&meta, "options", path)?;
         let model = Detector::from_params(config, params)
             .ok_or_else(|| ck_err(path, "parameter count does not match the config"))?;
         Ok(DetCheckpoint {
@@ -480,12 +470,7 @@ pub fn train_detector(cfg: &DetTrainConfig) -> Result<Vec<DetEpoch>> {
         );
         ck.history.push(log);
         ck.save(&ck_path)?;
-        let hist = cfg.out.join("history.json");
-        std::fs::write(
-            &hist,
-            serde_json::to_string_pretty(&ck.history).expect("history serialises"),
-        )
-        .map_err(|e| Error::io(&hist, e))?;
+        write_history(&cfg.out, &ck.history)?;
     }
     Ok(ck.history)
 }

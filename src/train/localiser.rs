@@ -26,7 +26,7 @@ use crate::engine::localiser::{
 use crate::error::{Error, Result};
 use crate::read::{self, boxes_union, DigitBox, Region};
 use crate::rng::Rng;
-use crate::train::checkpoint::{load_flat, save_flat};
+use crate::train::checkpoint::{ck_err, load_flat, meta_json, save_flat, write_history};
 use crate::train::optim::{clip_grad_norm, lr_at, Adam};
 
 /// Everything that defines a localiser training run; saved in its checkpoint.
@@ -480,13 +480,6 @@ pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.join("localiser.safetensors")
 }
 
-fn ck_err(path: &Path, reason: impl std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
-}
-
 /// A localiser checkpoint: parameters, Adam moments and the run's history.
 #[derive(Debug, Clone)]
 pub struct LocCheckpoint {
@@ -517,16 +510,14 @@ impl LocCheckpoint {
     /// Read a checkpoint written by [`LocCheckpoint::save`].
     pub fn load(path: &Path) -> Result<LocCheckpoint> {
         let (meta, params, adam) = load_flat(path)?;
-        let get = |k: &str| meta.get(k).ok_or_else(|| ck_err(path, format!("no {k}")));
-        let config: LocaliserConfig =
-            serde_json::from_str(get("config")?).map_err(|e| ck_err(path, e))?;
-        let history: Vec<LocEpoch> =
-            serde_json::from_str(get("history")?).map_err(|e| ck_err(path, e))?;
+        let config: LocaliserConfig = meta_json(&meta, "config", path)?;
+        let history: Vec<LocEpoch> = meta_json(&meta, "history", path)?;
         let model = Localiser::from_params(config, params)
             .ok_or_else(|| ck_err(path, "parameter count does not match the config"))?;
-        let options = match meta.get("options") {
-            Some(o) => Some(serde_json::from_str(o).map_err(|e| ck_err(path, e))?),
-            None => None,
+        let options = if meta.contains_key("options") {
+            Some(meta_json(&meta, "options", path)?)
+        } else {
+            None
         };
         Ok(LocCheckpoint {
             model,
@@ -791,12 +782,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         );
         ck.history.push(log);
         ck.save(&ck_path)?;
-        let hist = cfg.out.join("history.json");
-        std::fs::write(
-            &hist,
-            serde_json::to_string_pretty(&ck.history).expect("history serialises"),
-        )
-        .map_err(|e| Error::io(&hist, e))?;
+        write_history(&cfg.out, &ck.history)?;
     }
     Ok(ck.history)
 }

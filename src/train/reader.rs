@@ -658,12 +658,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             state: state.clone(),
         };
         ck.save(&ck_path)?;
-        let hist = cfg.out.join("history.json");
-        std::fs::write(
-            &hist,
-            serde_json::to_string_pretty(&state.history).expect("history serialises"),
-        )
-        .map_err(|e| Error::io(&hist, e))?;
+        crate::train::checkpoint::write_history(&cfg.out, &state.history)?;
         crate::train::plot::training_curve(&state.history, &cfg.out.join("curve.png"))?;
     }
     Ok(state)
