@@ -939,6 +939,27 @@ fn eval_recombines_stacked_numbers_and_frames_them() {
     assert_eq!(run(&args, None).0, 2, "--phone with --recombine is refused");
 }
 
+/// A model option given a directory fails naming it, each cause said once.
+#[test]
+fn model_options_given_a_directory_name_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let sample = samples()[0].0.display().to_string();
+    for flag in ["--detector", "--localiser", "--model"] {
+        let (code, _, err) = run(&["read", flag, &d, &sample], None);
+        assert_eq!(code, 2, "{flag}: {err}");
+        assert!(err.contains(&d), "{flag}: {err}");
+        assert!(
+            err.to_lowercase().contains("is a directory"),
+            "{flag}: {err}"
+        );
+        assert!(
+            err.matches("(os error").count() <= 1,
+            "{flag}: the cause repeated: {err}"
+        );
+    }
+}
+
 /// `eval --no-number` reads photos with no number (each photo's framed canvas made of the
 /// others' digit-free parts): every truth is empty, and the accuracy is the share read as no
 /// number.
