@@ -197,12 +197,10 @@ def tiles(w, h):
 
 
 # src/read/reader.rs SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA, SECOND_LOOK_VOTES.
-SECOND_LOOK_BELOW = 0.9
+SECOND_LOOK_BELOW = 0.98
 SECOND_LOOK_MAX_AREA = 0.04
 SECOND_LOOK_VOTES = 2
 LOOK_ALWAYS_PIXELS = 2_000_000
-# src/read/reader.rs NUMBER_BEATS_NONE.
-NUMBER_BEATS_NONE = np.float32(0.5)
 
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
@@ -281,6 +279,18 @@ def read_box(sess, img, box, views, stretch, cal, early_exit):
         readings = [greedy_decode_spans(lp) for lp in lps]
         best, log_p = combine(lps, readings)
     return regs[best // members], readings[best][0], log_p
+
+
+def looks_again(region, confidence, w, h, below, look_area, detector):
+    """src/read/reader.rs wants_second_look: an answer (its region, calibrated confidence) in a
+    w x h photo looks again when its confidence is below `below` (None: never) and its region
+    covers less than `look_area` of the photo, or, with the detector, when the photo has at least
+    LOOK_ALWAYS_PIXELS."""
+    if below is None:
+        return False
+    unsure = (np.float32(confidence) < np.float32(below)
+              and (region[2] - region[0]) * (region[3] - region[1]) < look_area * w * h)
+    return unsure or (detector and w * h >= LOOK_ALWAYS_PIXELS)
 
 
 def second_look(sess, loc_sess, img, answer, views, stretch, cal, early_exit):
@@ -418,27 +428,91 @@ def locate_around(img, loc_sess, bounds):
     return locate_in(img, loc_sess, expand_region(bounds, cx, cy, w, h))
 
 
+# src/read/verify.rs: the look's verifier.
+VERIFY_ANSWER_WEIGHTS = [0.3021, 0.3685, 0.2568, -1.0694, 0.0890]
+VERIFY_CANDIDATE_WEIGHTS = [0.4071, 0.3937, -1.2206, 0.4129, 0.8661, -0.4802, 0.0341, 0.1214,
+                            0.1715, -0.1880, -0.0890]
+VERIFY_PHONE_PIXELS = np.float32(2_000_000.0)
+
+
+def logit(p):
+    """src/read/verify.rs logit: ln(p / (1 - p)), p clamped to [1e-4, 1 - 1e-4], in f32."""
+    f = np.float32
+    p = min(max(f(p), f(1e-4)), f(1.0) - f(1e-4))
+    return f(math.log(f(p / (f(1.0) - p))))
+
+
+def answer_features(region, digits, confidence, size):
+    """src/read/verify.rs answer_features: logit of the confidence; no number; ln of the
+    region's share of the photo's area (at least 1 px); a phone-size photo; 1."""
+    f = np.float32
+    pixels = f(size[0]) * f(size[1])
+    area = max(f(region[2] - region[0]) * f(region[3] - region[1]), f(1.0))
+    return [logit(confidence), f(digits == ""), f(math.log(f(area / pixels))),
+            f(pixels >= VERIFY_PHONE_PIXELS), f(1.0)]
+
+
+def candidate_features(options, region, digits, size):
+    """src/read/verify.rs candidate_features of options = [(rect, score, digits, confidence)]
+    (the candidates read as numbers, the detector's order) in a photo whose first answer has
+    `region` and `digits`."""
+    f = np.float32
+    root_area = f(math.sqrt(f(size[0]) * f(size[1])))
+    top = 0
+    for k, o in enumerate(options):
+        b = options[top]
+        if f(o[3]) * f(o[1]) > f(b[3]) * f(b[1]):
+            top = k
+    out = []
+    for k, (rect, score, d, conf) in enumerate(options):
+        l, t, r, b = (f(v) for v in rect)
+        w, h = max(r - l, f(1.0)), max(b - t, f(1.0))
+        n = f(len(d))
+        votes = f(min(sum(1 for j, o in enumerate(options) if j != k and o[2] == d), 3))
+        cx, cy = (l + r) / f(2.0), (t + b) / f(2.0)
+        inside = f(region[0]) <= cx < f(region[2]) and f(region[1]) <= cy < f(region[3])
+        out.append([logit(conf), logit(score), f(len(d) == 1), f(min(n, f(5.0)) / f(5.0)),
+                    f(math.log(f(h / root_area))), f(votes / f(3.0)), f(d == digits), f(inside),
+                    f(k == top), f(math.log(f(w / f(h * n)))), f(1.0)])
+    return out
+
+
+def verify_dot(weights, features):
+    """src/read/verify.rs dot, summed in f32 in order."""
+    total = np.float32(0.0)
+    for w, x in zip(weights, features):
+        total = np.float32(total + np.float32(w) * np.float32(x))
+    return total
+
+
+def verify_choose(options, region, digits, confidence, size):
+    """src/read/verify.rs choose: None for the first answer, else the index of the option with
+    the highest score if it beats the answer's (the first among equals)."""
+    best = verify_dot(VERIFY_ANSWER_WEIGHTS, answer_features(region, digits, confidence, size))
+    chosen = None
+    for k, feats in enumerate(candidate_features(options, region, digits, size)):
+        s = verify_dot(VERIFY_CANDIDATE_WEIGHTS, feats)
+        if s > best:
+            best, chosen = s, k
+    return chosen
+
+
 def second_look_detected(sess, loc_sess, det_sess, img, answer, views, stretch, cal, early_exit):
     """src/read/reader.rs second_look_detected: the detector's candidates, each placed by the
-    localiser in its surroundings twice, have their first framing read; the non-empty reading
-    with the highest confidence x detector score (the first among equals) has its box read like
-    any box; its confidence x score (support) answers if above the answer's confidence, or if the
-    answer is no number and the support is at least NUMBER_BEATS_NONE."""
-    _, answer_digits, log_p = answer
+    localiser in its surroundings twice, each read like any box; the verifier chooses between
+    the answer and the candidates read as numbers."""
+    h, w = img.shape[:2]
+    region, answer_digits, log_p = answer
     conf = np.float32(calibrate(log_p, cal))
-    best = None  # (box, confidence x score, score)
+    options, readings = [], []
     for bounds, score in det_candidates(img, det_sess):
         box = locate_around(img, loc_sess, locate_around(img, loc_sess, bounds))
-        _, digits, lp = read_box(sess, img, box, 1, stretch, cal, early_exit)
-        s = np.float32(calibrate(lp, cal)) * np.float32(score)
-        if digits and (best is None or s > best[1]):
-            best = (box, s, np.float32(score))
-    if best is None:
-        return answer
-    again = read_box(sess, img, best[0], views, stretch, cal, early_exit)
-    support = np.float32(calibrate(again[2], cal)) * best[2]
-    beats_none = not answer_digits and again[1] and support >= NUMBER_BEATS_NONE
-    return again if support > conf or beats_none else answer
+        again = read_box(sess, img, box, views, stretch, cal, early_exit)
+        if again[1]:
+            options.append((box, np.float32(score), again[1], np.float32(calibrate(again[2], cal))))
+            readings.append(again)
+    k = verify_choose(options, region, answer_digits, conf, (w, h))
+    return answer if k is None else readings[k]
 
 
 # src/read/reader.rs STACKED_ASPECT, STACKED_MAX.
@@ -712,12 +786,8 @@ def main():
         if loc_sess is not None:
             answer = read_box(sess, img, box, args.views, stretch, cal, early_exit)
             region = answer[0]
-            unsure = (np.float32(calibrate(answer[2], cal)) < np.float32(second)
-                      and (region[2] - region[0]) * (region[3] - region[1])
-                      < args.look_area * w * h) if second is not None else False
-            # src/read/reader.rs LOOK_ALWAYS_PIXELS: large photos always get the detector's look.
-            if second is not None and (unsure or (det_sess is not None
-                                                  and w * h >= LOOK_ALWAYS_PIXELS)):
+            if looks_again(region, calibrate(answer[2], cal), w, h, second, args.look_area,
+                           det_sess is not None):
                 if det_sess is not None:
                     answer = second_look_detected(sess, loc_sess, det_sess, img, answer,
                                                   args.views, stretch, cal, early_exit)

@@ -824,9 +824,10 @@ fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
 }
 
 /// `housenum synth` writes `count` photos (seed `seed`) to `dir/photos`; returns that folder.
-/// `read --candidates` lists the detector's candidates as the second look read them, best
-/// support first, and answers exactly as `read --json`; on a phone-size photo whose first look
-/// sees no number, the candidate on the plate gave the answer.
+/// `read --candidates` gives the first answer and lists the detector's candidates as the second
+/// look read them, best detector score first, with the verifier's scores, and answers exactly as
+/// `read --json`; on a phone-size photo whose first look sees no number, the candidate on the
+/// plate gave the answer, the verifier's best.
 #[test]
 fn read_candidates_lists_what_the_detectors_look_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -860,34 +861,49 @@ fn read_candidates_lists_what_the_detectors_look_read() {
         }
         let cands = l["candidates"].as_array().unwrap();
         assert!(cands.len() <= 5, "{l}");
-        let supports: Vec<f64> = cands
-            .iter()
-            .map(|c| c["support"].as_f64().unwrap())
-            .collect();
+        let size: Vec<u64> = serde_json::from_value(l["size"].clone()).unwrap();
+        assert_eq!(size.len(), 2, "{l}");
+        let first = &l["first"];
+        let first_score = first["verifier"].as_f64().unwrap();
+        let scores: Vec<f64> = cands.iter().map(|c| c["score"].as_f64().unwrap()).collect();
         assert!(
-            supports.windows(2).all(|w| w[0] >= w[1]),
-            "{l}: best support first"
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "{l}: best detector score first"
         );
         for c in cands {
-            let (s, conf) = (
-                c["score"].as_f64().unwrap(),
-                c["confidence"].as_f64().unwrap(),
-            );
-            assert!(
-                (c["support"].as_f64().unwrap() - s * conf).abs() < 1e-5,
-                "{c}"
-            );
+            let s = c["score"].as_f64().unwrap();
             assert!(
                 s > 0.5 && s <= 1.0,
                 "{c}: a candidate's cell is over the threshold"
             );
             let b: Vec<f64> = serde_json::from_value(c["box"].clone()).unwrap();
             assert!(b[0] < b[2] && b[1] < b[3], "{c}");
+            assert_eq!(
+                c["verifier"].is_null(),
+                c["digits"] == "",
+                "{c}: only numbers are scored"
+            );
         }
-        assert!(
-            cands.iter().filter(|c| c["answered"] == true).count() <= 1,
-            "{l}"
-        );
+        let answered: Vec<&serde_json::Value> =
+            cands.iter().filter(|c| c["answered"] == true).collect();
+        let best = cands
+            .iter()
+            .filter_map(|c| c["verifier"].as_f64())
+            .fold(f64::NEG_INFINITY, f64::max);
+        match answered[..] {
+            [] => {
+                assert!(l["looked"] == false || best <= first_score, "{l}");
+                for key in ["digits", "confidence", "region"] {
+                    assert_eq!(l[key], first[key], "{key}: the first answer stands");
+                }
+            }
+            [c] => {
+                assert_eq!(l["looked"], true, "{l}");
+                assert!(c["verifier"].as_f64().unwrap() == best && best > first_score);
+                assert_eq!(l["digits"], c["digits"], "{l}");
+            }
+            _ => panic!("{l}: one candidate answers at most"),
+        }
     }
     let last = listed.last().unwrap();
     assert_eq!(last["digits"], "308", "{last}");

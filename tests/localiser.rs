@@ -598,9 +598,9 @@ fn detector_training_resumes_is_reproducible_and_exports_what_tract_reads() {
     assert!(det.candidates(&img).unwrap().len() <= housenum::read::detect::MAX_CANDIDATES);
 }
 
-/// On phone-size photos the detector always looks (`LOOK_ALWAYS_PIXELS`), and a number it
-/// finds and reads with enough support (`NUMBER_BEATS_NONE`) answers even where the first
-/// look is sure there is no number; a bare wall still holds none.
+/// On phone-size photos the detector always looks (`LOOK_ALWAYS_PIXELS`), and the verifier
+/// (`read::verify`) chooses a number it finds and reads even where the first look is sure
+/// there is no number; a bare wall still holds none.
 #[test]
 fn the_detectors_look_reads_phone_photos_whose_first_look_saw_no_number() {
     use housenum::{Protocol, Reader};

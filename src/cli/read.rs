@@ -42,11 +42,13 @@ pub struct ReadArgs {
     /// Print one JSON object per image (`path`, `digits`, `confidence`, or `error`).
     #[arg(long)]
     pub json: bool,
-    /// With `--json` (implied): also list the detector's candidates in each photo, as the second
-    /// look reads them (`box` the localiser placed, the detector's `bounds` and `score`, the
-    /// first framing's `digits` and `confidence`, `support` = confidence × score, and
-    /// `answered` on the one whose box gave the answer). The detector then runs on every photo;
-    /// the answers stay the same.
+    /// With `--json` (implied): also give the `first` answer (the localiser's box in the whole
+    /// photo: its `region`, `digits`, `confidence`), the photo's `size`, whether the second look
+    /// ran (`looked`), and list the detector's `candidates` in each
+    /// photo, as the second look reads them (`box` the localiser placed, the detector's `bounds`
+    /// and `score`, the `region` of the framing that answered, `digits`, `confidence`), each with
+    /// the `verifier`'s score (null for no number), and `answered` on the one that gave the
+    /// answer; in the detector's order. The detector then runs on every photo; the answers stay the same.
     #[arg(long)]
     pub candidates: bool,
     #[command(flatten)]
@@ -125,8 +127,8 @@ pub struct ModelArgs {
 #[derive(Args, Debug)]
 pub struct LookArgs {
     /// Under `locate`, look again for the number when the answer's confidence is below P and
-    /// its region covers less than `--look-area` of the photo: 0.9 unless set
-    /// (docs/experiments.md, "A detector of our own").
+    /// its region covers less than `--look-area` of the photo: 0.98 unless set
+    /// (docs/experiments.md, "A learned verifier").
     #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
     pub second_look: Option<EarlyExit>,
     /// Where the second look looks: `detector` (the default: the detector's candidates over a
@@ -378,7 +380,11 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                         let digits = if none { String::new() } else { digits.clone() };
                         let mut v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r});
                         if let Some(look) = &look {
-                            v["candidates"] = candidates_json(look);
+                            let (first, candidates) = candidates_json(look);
+                            v["size"] = serde_json::json!([img.width(), img.height()]);
+                            v["looked"] = serde_json::json!(look.looked);
+                            v["first"] = first;
+                            v["candidates"] = candidates;
                         }
                         writeln!(lines, "{v}")?;
                     } else if a.region {
@@ -530,29 +536,36 @@ fn read_chunk(
     reader.read_prepared_images_listed(prepared, protocol, list)
 }
 
-/// `--candidates`' list: each candidate of `look` as a JSON object, best support first.
-fn candidates_json(look: &Look) -> serde_json::Value {
+/// `--candidates`' fields: the first answer, and the list of each candidate of `look` as a
+/// JSON object, in the detector's order.
+fn candidates_json(look: &Look) -> (serde_json::Value, serde_json::Value) {
     let rect = |(l, t, r, b): (f32, f32, f32, f32)| [l, t, r, b].map(|v| (v * 10.0).round() / 10.0);
-    let mut order: Vec<usize> = (0..look.candidates.len()).collect();
-    order.sort_by(|&i, &j| {
-        let (a, b) = (&look.candidates[i], &look.candidates[j]);
-        b.support().total_cmp(&a.support())
-    });
-    order
-        .into_iter()
-        .map(|k| {
-            let c = &look.candidates[k];
+    let region = |r: Region| [r.x0, r.y0, r.x1, r.y1];
+    let candidates = look
+        .candidates
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
             serde_json::json!({
                 "box": rect(c.rect),
                 "bounds": rect(c.bounds),
                 "score": c.score,
+                "region": region(c.region),
                 "digits": c.reading.text(),
                 "confidence": c.reading.confidence,
-                "support": c.support(),
+                "verifier": look.scores[k],
                 "answered": look.answered == Some(k),
             })
         })
-        .collect()
+        .collect();
+    let (first_region, first) = &look.first;
+    let first = serde_json::json!({
+        "region": region(*first_region),
+        "digits": first.text(),
+        "confidence": first.confidence,
+        "verifier": look.first_score,
+    });
+    (first, candidates)
 }
 
 /// Decode an image file, or standard input for `-`.

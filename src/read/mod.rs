@@ -9,6 +9,8 @@
 //!    overlapping [`window`]s, the BiLSTM and the per-step class log-probabilities.
 //! 6. [`ctc`]: decoding into digits with a confidence, [`calibration`] mapping it to a
 //!    probability; [`framings::combine`] picks the answer among the framings.
+//! 7. Where the answer is unsure and small in the photo, or the photo is phone-size, the
+//!    [`detect`] detector's candidates are read too and [`verify`] chooses the answer.
 //!
 //! [`explain`] draws what a reading saw; [`metadata`] is the contract of the ONNX files.
 //! Nothing here depends on the training engine.
@@ -26,6 +28,7 @@ pub mod reader;
 pub mod region;
 pub mod search;
 pub mod strip;
+pub mod verify;
 pub mod window;
 
 pub use ctc::Decoded;

@@ -19,6 +19,7 @@ use crate::read::locate::Locator;
 use crate::read::metadata::{self, CALIBRATION_KEY};
 use crate::read::metadata::{PAD_KEY, STRETCH_KEY};
 use crate::read::search;
+use crate::read::verify;
 use crate::read::DigitBox;
 use crate::read::{self, Geometry, Protocol, Region, Strip, HEIGHT};
 
@@ -31,9 +32,11 @@ pub const EMBEDDED_MODEL_SHA256: &str = env!("HOUSENUM_READER_SHA256");
 type Plan = Arc<TypedRunnableModel>;
 
 /// The default [`Reader::set_second_look`] threshold: answers less confident than this look
-/// again. Chosen on the development split with [`SECOND_LOOK_MAX_AREA`] (docs/experiments.md,
-/// "A second look in tiles").
-pub const SECOND_LOOK_BELOW: f32 = 0.9;
+/// again, with [`SECOND_LOOK_MAX_AREA`]. 0.98, the early exit's "sure": with the [`verify`]
+/// verifier choosing, looking at every answer but a certain one read as much and cost `read
+/// DIR` a tenth of its speed (docs/experiments.md, "A learned verifier"; with the tiles' look,
+/// 0.9 was chosen: "A second look in tiles").
+pub const SECOND_LOOK_BELOW: f32 = 0.98;
 
 /// The second look runs only when the region read covers less than this share of the photo's
 /// area: a number small in the photo, which the first look may have missed. Without it the
@@ -46,12 +49,6 @@ pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
 /// first look sees their number a few pixels high (docs/experiments.md, "A detector of our
 /// own").
 pub const LOOK_ALWAYS_PIXELS: f64 = 2_000_000.0;
-
-/// A number found by the detector's second look ([`Reader::second_look_detected`]) replaces a
-/// first answer of no number, however sure, when its confidence × the detector's score is at
-/// least this: on phone photos the first look mostly sees no number at all (docs/experiments.md,
-/// "Detect, then verify").
-pub const NUMBER_BEATS_NONE: f32 = 0.5;
 
 /// An answer's region at least this many times taller than wide may hold digits stacked one
 /// above the next: it is also read cut into bands laid side by side ([`Reader::unstacked`]).
@@ -81,7 +78,7 @@ pub enum LookWith {
 pub const LOOK_WITH: LookWith = LookWith::Detector;
 
 /// A place the detector's look ([`Reader::look_candidates`]) read: the detector's candidate,
-/// the box the localiser placed in it, and that box's first framing's reading.
+/// the box the localiser placed in it, and that box's reading with all framings.
 #[derive(Debug, Clone)]
 pub struct LookCandidate {
     /// The detector's box, `(left, top, right, bottom)` pixels.
@@ -90,15 +87,10 @@ pub struct LookCandidate {
     pub score: f32,
     /// The box the localiser placed around `bounds` (twice), `(left, top, right, bottom)`.
     pub rect: (f32, f32, f32, f32),
-    /// The calibrated reading of `rect`'s first framing.
+    /// The framing of `rect` that answered ([`Reader::read_best`]).
+    pub region: Region,
+    /// The calibrated reading of `rect` with all framings.
     pub reading: Decoded,
-}
-
-impl LookCandidate {
-    /// Confidence × detector score: what ranks candidates.
-    pub fn support(&self) -> f32 {
-        self.reading.confidence * self.score
-    }
 }
 
 /// An image, the region read, the reading, and what the detector's look saw when listed
@@ -106,10 +98,20 @@ impl LookCandidate {
 pub type Listed<I> = (I, Region, Decoded, Option<Look>);
 
 /// What the detector's look saw in a photo ([`Reader::read_prepared_images_listed`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Look {
+    /// The first answer (the localiser's box in the whole photo): its region and reading.
+    pub first: (Region, Decoded),
     /// Every candidate, the detector's order (best score first).
     pub candidates: Vec<LookCandidate>,
+    /// The verifier's score of the first answer ([`verify::scores`]).
+    pub first_score: f32,
+    /// The verifier's score of each candidate, `None` for those read as no number (never
+    /// chosen).
+    pub scores: Vec<Option<f32>>,
+    /// Whether the second look ran ([`Reader::maybe_second_look`]): if not, the first answer
+    /// stands whatever the candidates read.
+    pub looked: bool,
     /// The candidate whose box answered, if one did.
     pub answered: Option<usize>,
 }
@@ -895,8 +897,8 @@ impl Reader {
 
     /// The detector's candidates in `img` ([`Detector::candidates`]), each box placed by the
     /// localiser in its surroundings twice ([`Locator::locate_around`], the second time around
-    /// the first box), with the calibrated reading of each box's first framing, read in one
-    /// pass.
+    /// the first box), with each box's calibrated reading with all framings
+    /// ([`Reader::read_best`]), all read in one pass.
     pub fn look_candidates(&self, img: &image::Rgb32FImage) -> Result<Vec<LookCandidate>> {
         let (detector, locator) = (self.detector()?, self.locator()?);
         let found = detector.candidates(img)?;
@@ -907,62 +909,76 @@ impl Reader {
         if rects.is_empty() {
             return Ok(Vec::new());
         }
+        let framed: Vec<Vec<(Region, Strip)>> =
+            rects.iter().map(|&r| self.framed_strips(img, r)).collect();
+        let groups: Vec<Vec<(Region, &Strip)>> = framed
+            .iter()
+            .map(|g| g.iter().map(|(r, s)| (*r, s)).collect())
+            .collect();
         Ok(self
-            .first_readings(img, &rects)?
+            .read_best(&groups, Protocol::Locate)?
             .into_iter()
-            .zip(found.iter().zip(&rects))
-            .map(|(reading, (c, &rect))| LookCandidate {
+            .zip(found.iter().zip(&rects).zip(&framed))
+            .map(|((i, reading), ((c, &rect), g))| LookCandidate {
                 bounds: c.bounds,
                 score: c.score,
                 rect,
+                region: g[i].0,
                 reading,
             })
             .collect())
     }
 
     /// The second look with the detector ([`LookWith::Detector`]) over its
-    /// [`Reader::look_candidates`]. The non-empty reading with the highest
-    /// [`LookCandidate::support`] has its box read with all framings ([`Reader::read_best`]).
-    /// That reading's confidence × the candidate's score is its support: it answers if its
-    /// support exceeds `answer`'s confidence, or if `answer` is no number and its support is at
-    /// least [`NUMBER_BEATS_NONE`]. Candidates inside `answer`'s region count too: the
-    /// detector's box of a number the first look saw badly reads it better.
+    /// [`Reader::look_candidates`]: the [`verify`] verifier chooses between `answer` and the
+    /// candidates read as numbers.
     pub fn second_look_detected(
         &self,
         img: &image::Rgb32FImage,
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
         let candidates = self.look_candidates(img)?;
-        Ok(self.choose_candidate(img, &candidates, answer)?.0)
+        Ok(Self::choose_candidate(img, &candidates, answer).0)
     }
 
-    /// [`Reader::second_look_detected`] over `candidates`: the answer, and the candidate that
-    /// gave it if one did.
+    /// [`Reader::second_look_detected`] over `candidates`: the answer, the candidate that gave
+    /// it if one did, and the verifier's scores (the first answer's, then each candidate's,
+    /// `None` for those read as no number).
     fn choose_candidate(
-        &self,
         img: &image::Rgb32FImage,
         candidates: &[LookCandidate],
         answer: (Region, Decoded),
-    ) -> Result<((Region, Decoded), Option<usize>)> {
-        let mut best: Option<(usize, f32)> = None;
-        for (k, c) in candidates.iter().enumerate() {
-            let s = c.support();
-            if !c.reading.digits.is_empty() && best.is_none_or(|(_, b)| s > b) {
-                best = Some((k, s));
-            }
+    ) -> ((Region, Decoded), Option<usize>, (f32, Vec<Option<f32>>)) {
+        let numbers: Vec<usize> = (0..candidates.len())
+            .filter(|&k| !candidates[k].reading.digits.is_empty())
+            .collect();
+        let choices: Vec<verify::Choice<'_>> = numbers
+            .iter()
+            .map(|&k| verify::Choice {
+                rect: candidates[k].rect,
+                score: candidates[k].score,
+                reading: &candidates[k].reading,
+            })
+            .collect();
+        let scored = verify::scores(
+            &verify::WEIGHTS,
+            &choices,
+            (answer.0, &answer.1),
+            img.dimensions(),
+        );
+        let chosen = verify::choose(&scored).map(|j| numbers[j]);
+        let (first, scored) = scored;
+        let mut scores = vec![None; candidates.len()];
+        for (&k, s) in numbers.iter().zip(scored) {
+            scores[k] = Some(s);
         }
-        let Some((k, _)) = best else {
-            return Ok((answer, None));
-        };
-        let (region, d) = self.read_all_framings(img, candidates[k].rect)?;
-        let support = d.confidence * candidates[k].score;
-        let beats_none =
-            answer.1.digits.is_empty() && !d.digits.is_empty() && support >= NUMBER_BEATS_NONE;
-        Ok(if support > answer.1.confidence || beats_none {
-            ((region, d), Some(k))
-        } else {
-            (answer, None)
-        })
+        match chosen {
+            Some(k) => {
+                let c = &candidates[k];
+                ((c.region, c.reading.clone()), Some(k), (first, scores))
+            }
+            None => (answer, None, (first, scores)),
+        }
     }
 
     /// Read images prepared elsewhere with their candidates, as [`Reader::read_prepared`], then
@@ -1011,16 +1027,27 @@ impl Reader {
                     return Ok((img, region, d, None));
                 }
                 let candidates = self.look_candidates(img.borrow())?;
-                let ((region, d), answered) = if look && self.look_with == LookWith::Detector {
-                    self.choose_candidate(img.borrow(), &candidates, answer)?
-                } else if look {
-                    (self.second_look(img.borrow(), answer)?, None)
-                } else {
-                    (answer, None)
-                };
+                let first = answer.clone();
+                let ((region, d), answered, (first_score, scores)) =
+                    if look && self.look_with == LookWith::Detector {
+                        Self::choose_candidate(img.borrow(), &candidates, answer)
+                    } else {
+                        let scores =
+                            Self::choose_candidate(img.borrow(), &candidates, answer.clone()).2;
+                        let answer = if look {
+                            self.second_look(img.borrow(), answer)?
+                        } else {
+                            answer
+                        };
+                        (answer, None, scores)
+                    };
                 let (region, d) = self.unstacked(img.borrow(), protocol, (region, d))?;
                 let look = Look {
+                    first,
                     candidates,
+                    first_score,
+                    scores,
+                    looked: look,
                     answered,
                 };
                 Ok((img, region, d, Some(look)))

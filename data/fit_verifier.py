@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Fit the look's verifier (src/read/verify.rs): which of a photo's readings answers when the
+detector's second look has run.
+
+  data/verifier_recipe.sh            # frames the photos, lists the candidates, runs this
+
+  data/fit_verifier.py FRAMED_DIR CANDIDATES_JSONL [FRAMED_DIR CANDIDATES_JSONL ...]
+
+FRAMED_DIR is what `housenum eval --save-framed` wrote (labels.tsv: name, digits, box) and
+CANDIDATES_JSONL is `housenum read FRAMED_DIR --candidates --json` of it. Photos where `read`'s
+second look runs and where some option reads right give one example each: a softmax over
+the photo's options (the first answer, and each candidate read as a number) whose target is
+the options that read right; photos holding no number count --none-weight each. The features
+and the trigger are onnx/read.py's, which computes them as verify.rs and reader.rs do (float32).
+The fit is deterministic: Adam from fixed starting weights, L2 on every weight.
+Prints the weights as verify.rs's WEIGHTS, and the accuracy on the examples' photos before
+(the first answer) and after.
+"""
+
+import argparse, json, os, sys
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'onnx'))
+from read import (answer_features, candidate_features, looks_again,  # noqa: E402
+                  SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA)  # verify.rs's features, the trigger
+
+
+def example(p, truth):
+    """One photo of `read --candidates --json` (`p`) whose number is `truth` ('' for none) as
+    an example; `looked`: whether `read`'s default second look runs on it (whatever the trigger
+    of the binary that listed it)."""
+    first = p['first']
+    looked = looks_again(first['region'], first['confidence'], p['size'][0], p['size'][1],
+                         SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA, True)
+    options = [(c['box'], c['score'], c['digits'], c['confidence'])
+               for c in p['candidates'] if c['digits']]
+    return {
+        'looked': looked, 'truth': truth, 'first': first['digits'],
+        'A': np.array(answer_features(first['region'], first['digits'], first['confidence'],
+                                      p['size']), dtype=np.float64),
+        'C': np.array(candidate_features(options, first['region'], first['digits'], p['size']),
+                      dtype=np.float64).reshape(-1, 11),
+        'ya': float(first['digits'] == truth),
+        'yc': np.array([float(o[2] == truth) for o in options]),
+        'cands': [o[2] for o in options],
+    }
+
+
+def examples(framed_dir, jsonl):
+    truth = {}
+    with open(os.path.join(framed_dir, 'labels.tsv')) as f:
+        for line in f:
+            parts = line.rstrip('\n').split('\t')
+            truth[parts[0]] = parts[1] if len(parts) > 1 else ''
+    out = []
+    with open(jsonl) as f:
+        for line in f:
+            p = json.loads(line)
+            if 'error' in p:
+                continue
+            out.append(example(p, truth[os.path.basename(p['path'])]))
+    return out
+
+
+def fit(exs, l2, iters, lr, none_weight=1.0):
+    """Softmax regression over each usable example's options; examples of photos holding no
+    number count `none_weight` each."""
+    na, nc = 5, 11
+    w = np.zeros(na + nc)
+    w[0] = w[na] = w[na + 1] = 1.0  # start from "confidence and score decide"
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    usable = [e for e in exs if e['looked'] and len(e['C']) and e['ya'] + e['yc'].sum() > 0]
+    for t in range(1, iters + 1):
+        g = np.zeros_like(w)
+        for e in usable:
+            s = np.concatenate([[e['A'] @ w[:na]], e['C'] @ w[na:]])
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            y = np.concatenate([[e['ya']], e['yc']])
+            q = p * y
+            q /= q.sum()
+            d = (p - q) * (none_weight if e['truth'] == '' else 1.0)
+            g[:na] += d[0] * e['A']
+            g[na:] += d[1:] @ e['C']
+        g = g / sum(none_weight if e['truth'] == '' else 1.0 for e in usable) + l2 * w
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        w -= lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    return np.round(w, 4).astype(np.float32), len(usable)
+
+
+def chosen(w, e):
+    """verify::choose: the first answer unless an option scores higher (first among equals)."""
+    if not e['looked'] or not len(e['C']):
+        return e['first']
+    a = float(e['A'].astype(np.float32) @ w[:5])
+    best, answer = a, e['first']
+    for k, s in enumerate(e['C'].astype(np.float32) @ w[5:]):
+        if s > best:
+            best, answer = s, e['cands'][k]
+    return answer
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('pairs', nargs='+', help='FRAMED_DIR CANDIDATES_JSONL, repeated')
+    ap.add_argument('--l2', type=float, default=1e-2)
+    ap.add_argument('--iters', type=int, default=400)
+    ap.add_argument('--lr', type=float, default=0.1)
+    ap.add_argument('--none-weight', type=float, default=0.5,
+                    help='weight of photos holding no number (chosen on the development split)')
+    a = ap.parse_args()
+    if len(a.pairs) % 2:
+        ap.error('give FRAMED_DIR CANDIDATES_JSONL pairs')
+    sets = [(a.pairs[i], examples(a.pairs[i], a.pairs[i + 1])) for i in range(0, len(a.pairs), 2)]
+    w, n = fit([e for _, es in sets for e in es], a.l2, a.iters, a.lr, a.none_weight)
+    print(f'// {n} photos with a right option; l2 {a.l2}, {a.iters} Adam steps at {a.lr}, '
+          f'no-number photos weighted {a.none_weight}')
+    fmt = lambda ws: ', '.join(f'{x:.4f}' for x in ws)
+    print('pub const WEIGHTS: Weights = Weights {')
+    print(f'    answer: [{fmt(w[:5])}],')
+    print(f'    candidate: [{fmt(w[5:])}],')
+    print('};')
+    for name, es in sets:
+        first = 100 * sum(e['first'] == e['truth'] for e in es) / len(es)
+        after = 100 * sum(chosen(w, e) == e['truth'] for e in es) / len(es)
+        print(f'// {name}: {len(es)} photos, first answer {first:.2f} %, verifier {after:.2f} %')
+
+
+if __name__ == '__main__':
+    main()
