@@ -116,6 +116,16 @@ pub struct Look {
     pub answered: Option<usize>,
 }
 
+/// What [`Reader::choose_candidate`] decided: the answer, the candidate that gave it if one did,
+/// and the verifier's scores (the first answer's, then each candidate's, `None` for those read
+/// as no number).
+struct Verdict {
+    answer: (Region, Decoded),
+    answered: Option<usize>,
+    first_score: f32,
+    scores: Vec<Option<f32>>,
+}
+
 /// A loaded model, ready to read strips.
 pub struct Reader {
     source: PathBuf,
@@ -938,17 +948,15 @@ impl Reader {
         answer: (Region, Decoded),
     ) -> Result<(Region, Decoded)> {
         let candidates = self.look_candidates(img)?;
-        Ok(Self::choose_candidate(img, &candidates, answer).0)
+        Ok(Self::choose_candidate(img, &candidates, answer).answer)
     }
 
-    /// [`Reader::second_look_detected`] over `candidates`: the answer, the candidate that gave
-    /// it if one did, and the verifier's scores (the first answer's, then each candidate's,
-    /// `None` for those read as no number).
+    /// [`Reader::second_look_detected`] over `candidates`.
     fn choose_candidate(
         img: &image::Rgb32FImage,
         candidates: &[LookCandidate],
         answer: (Region, Decoded),
-    ) -> ((Region, Decoded), Option<usize>, (f32, Vec<Option<f32>>)) {
+    ) -> Verdict {
         let numbers: Vec<usize> = (0..candidates.len())
             .filter(|&k| !candidates[k].reading.digits.is_empty())
             .collect();
@@ -975,9 +983,19 @@ impl Reader {
         match chosen {
             Some(k) => {
                 let c = &candidates[k];
-                ((c.region, c.reading.clone()), Some(k), (first, scores))
+                Verdict {
+                    answer: (c.region, c.reading.clone()),
+                    answered: Some(k),
+                    first_score: first,
+                    scores,
+                }
             }
-            None => (answer, None, (first, scores)),
+            None => Verdict {
+                answer,
+                answered: None,
+                first_score: first,
+                scores,
+            },
         }
     }
 
@@ -1028,19 +1046,15 @@ impl Reader {
                 }
                 let candidates = self.look_candidates(img.borrow())?;
                 let first = answer.clone();
-                let ((region, d), answered, (first_score, scores)) =
-                    if look && self.look_with == LookWith::Detector {
-                        Self::choose_candidate(img.borrow(), &candidates, answer)
-                    } else {
-                        let scores =
-                            Self::choose_candidate(img.borrow(), &candidates, answer.clone()).2;
-                        let answer = if look {
-                            self.second_look(img.borrow(), answer)?
-                        } else {
-                            answer
-                        };
-                        (answer, None, scores)
-                    };
+                let verdict = Self::choose_candidate(img.borrow(), &candidates, answer.clone());
+                let (first_score, scores) = (verdict.first_score, verdict.scores);
+                let ((region, d), answered) = if look && self.look_with == LookWith::Detector {
+                    (verdict.answer, verdict.answered)
+                } else if look {
+                    (self.second_look(img.borrow(), answer)?, None)
+                } else {
+                    (answer, None)
+                };
                 let (region, d) = self.unstacked(img.borrow(), protocol, (region, d))?;
                 let look = Look {
                     first,

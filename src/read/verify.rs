@@ -134,6 +134,9 @@ pub fn candidate_features(
         .collect()
 }
 
+/// The verifier's scores of a photo's options: the first answer's, then each option's.
+pub type Scores = (f32, Vec<f32>);
+
 /// `w · f`.
 fn dot<const N: usize>(w: &[f32; N], f: &[f32; N]) -> f32 {
     w.iter().zip(f).map(|(a, b)| a * b).sum()
@@ -146,7 +149,7 @@ pub fn scores(
     options: &[Choice<'_>],
     answer: (Region, &Decoded),
     size: (u32, u32),
-) -> (f32, Vec<f32>) {
+) -> Scores {
     let a = dot(&weights.answer, &answer_features(answer, size));
     let c = candidate_features(options, answer, size)
         .iter()
@@ -158,7 +161,7 @@ pub fn scores(
 /// Which option answers, given [`scores`]' `(first answer's score, options' scores)`: `None`
 /// for the first answer, else the index of the highest score if it beats the first answer's
 /// (the first among equals).
-pub fn choose((first, options): &(f32, Vec<f32>)) -> Option<usize> {
+pub fn choose((first, options): &Scores) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (k, &s) in options.iter().enumerate() {
         if s > best.map_or(*first, |b| b.1) {
@@ -285,7 +288,7 @@ mod tests {
     /// The first answer wins ties; among options, the first of the highest.
     #[test]
     fn choose_takes_the_highest_score_over_the_first_answers() {
-        let cases: [((f32, Vec<f32>), Option<usize>); 5] = [
+        let cases: [(Scores, Option<usize>); 5] = [
             ((0.0, vec![1.0, 2.0]), Some(1)),
             ((2.0, vec![1.0, 2.0]), None),
             ((0.0, vec![]), None),
