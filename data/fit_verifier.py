@@ -5,6 +5,7 @@ detector's second look has run.
   data/verifier_recipe.sh            # frames the photos, lists the candidates, runs this
 
   data/fit_verifier.py FRAMED_DIR CANDIDATES_JSONL [FRAMED_DIR CANDIDATES_JSONL ...]
+  data/fit_verifier.py --check 0.01 CANDIDATES_JSONL...   # read.py scores as `read` does
 
 FRAMED_DIR is what `housenum eval --save-framed` wrote (labels.tsv: name, digits, box) and
 CANDIDATES_JSONL is `housenum read FRAMED_DIR --candidates --json` of it. Photos where `read`'s
@@ -22,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'onnx'))
 from read import (answer_features, candidate_features, looks_again,  # noqa: E402
-                  SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA)  # verify.rs's features, the trigger
+                  verify_dot, SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA,  # verify.rs's features,
+                  VERIFY_ANSWER_WEIGHTS, VERIFY_CANDIDATE_WEIGHTS)  # the trigger, the weights
 
 
 def example(p, truth):
@@ -101,15 +103,50 @@ def chosen(w, e):
     return answer
 
 
+def check(jsonl, tolerance):
+    """Recompute every `verifier` score of a `read --candidates --json` listing with
+    onnx/read.py's features and weights; whether the largest difference is within `tolerance`.
+    The listing rounds boxes to 0.1 px, which moves a box's log-size features by up to 0.05 / its
+    side: candidates with a side under 20 px are scored but not compared."""
+    worst = 0.0
+    with open(jsonl) as f:
+        for line in f:
+            p = json.loads(line)
+            if 'error' in p:
+                continue
+            first = p['first']
+            a = verify_dot(VERIFY_ANSWER_WEIGHTS, answer_features(
+                first['region'], first['digits'], first['confidence'], p['size']))
+            worst = max(worst, abs(float(a) - first['verifier']))
+            numbers = [c for c in p['candidates'] if c['digits']]
+            options = [(c['box'], c['score'], c['digits'], c['confidence']) for c in numbers]
+            for c, feats in zip(numbers, candidate_features(options, first['region'],
+                                                            first['digits'], p['size'])):
+                s = verify_dot(VERIFY_CANDIDATE_WEIGHTS, feats)
+                l, t, r, b = c['box']
+                if min(r - l, b - t) >= 20:
+                    worst = max(worst, abs(float(s) - c['verifier']))
+            if any(c['verifier'] is not None for c in p['candidates'] if not c['digits']):
+                raise SystemExit(f"{p['path']}: a candidate read as no number has a score")
+    print(f'{jsonl}: largest difference {worst:.2e} (tolerance {tolerance})')
+    return worst <= tolerance
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('pairs', nargs='+', help='FRAMED_DIR CANDIDATES_JSONL, repeated')
+    ap.add_argument('pairs', nargs='+', help='FRAMED_DIR CANDIDATES_JSONL, repeated; with '
+                    '--check, listings only')
+    ap.add_argument('--check', type=float, metavar='TOLERANCE',
+                    help="instead of fitting, check that read.py's verifier scores every listed "
+                         "option as the listing says, within TOLERANCE")
     ap.add_argument('--l2', type=float, default=1e-2)
     ap.add_argument('--iters', type=int, default=400)
     ap.add_argument('--lr', type=float, default=0.1)
     ap.add_argument('--none-weight', type=float, default=0.5,
                     help='weight of photos holding no number (chosen on the development split)')
     a = ap.parse_args()
+    if a.check is not None:
+        sys.exit(0 if all([check(j, a.check) for j in a.pairs]) else 1)
     if len(a.pairs) % 2:
         ap.error('give FRAMED_DIR CANDIDATES_JSONL pairs')
     sets = [(a.pairs[i], examples(a.pairs[i], a.pairs[i + 1])) for i in range(0, len(a.pairs), 2)]

@@ -280,3 +280,70 @@ fn bad_geometry_metadata_is_an_error_naming_the_file_and_key() {
         );
     }
 }
+
+/// `onnx/read.py`'s verifier (its features and weights, which `data/fit_verifier.py` fits with)
+/// scores every option that `housenum read --candidates` lists as the reader did: on the sample
+/// plates and on phone-size photos of two of them and of a bare wall. Skipped when python3 cannot
+/// import onnxruntime, unless `HOUSENUM_REQUIRE_ORT=1` (CI), which makes that a failure.
+#[test]
+fn read_py_scores_the_looks_options_as_housenum_read() {
+    if !common::python_has("onnxruntime, numpy, PIL", "HOUSENUM_REQUIRE_ORT") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths: Vec<String> = common::samples()
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    let phones = [
+        (Some(("sample-2.png", 1)), (570, 1000)),
+        (Some(("sample-3.png", 1)), (660, 900)),
+        (None, (0, 0)),
+    ];
+    for (k, (sample, at)) in phones.into_iter().enumerate() {
+        let path = dir.path().join(format!("phone-{k}.png"));
+        image::DynamicImage::ImageRgb32F(common::phone_photo(sample, at))
+            .to_rgb8()
+            .save(&path)
+            .unwrap();
+        paths.push(path.display().to_string());
+    }
+    let out = std::process::Command::new(common::bin())
+        .args(["read", "--candidates"])
+        .args(&paths)
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap();
+    assert!(
+        code == 0 || code == 4,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = dir.path().join("candidates.jsonl");
+    std::fs::write(&listing, &out.stdout).unwrap();
+    let scored: usize = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["candidates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["verifier"].is_number())
+                .count()
+        })
+        .sum();
+    assert!(scored >= 2, "the plates' candidates are scored");
+    let check = std::process::Command::new("python3")
+        .arg(common::root().join("data/fit_verifier.py"))
+        .args(["--check", "0.01"])
+        .arg(&listing)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
