@@ -20,18 +20,8 @@ pub struct TrainArgs {
     /// Epochs over the training split.
     #[arg(long, default_value_t = 60)]
     pub epochs: usize,
-    /// Images per optimiser step.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f32,
-    /// Clip the global gradient norm to this value.
-    #[arg(long, default_value_t = 5.0)]
-    pub clip_norm: f32,
-    /// Seed for initialisation, augmentation and data order.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub optim: OptimArgs,
     /// Share of images held out for validation (chosen by a hash of the file name).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
@@ -118,6 +108,23 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// The optimiser's options shared by `train`, `train-localiser` and `train-detector`.
+#[derive(Args, Debug)]
+pub struct OptimArgs {
+    /// Samples (images or crops) per optimiser step.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Clip the global gradient norm to this value.
+    #[arg(long, default_value_t = 5.0)]
+    pub clip_norm: f32,
+    /// Seed for initialisation, augmentation and data order.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
 /// Run the subcommand.
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
     anyhow::ensure!(
@@ -128,10 +135,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         data: a.data,
         out: a.out,
         epochs: a.epochs,
-        batch_size: a.batch_size,
-        lr: a.lr,
-        clip_norm: a.clip_norm,
-        seed: a.seed,
+        batch_size: a.optim.batch_size,
+        lr: a.optim.lr,
+        clip_norm: a.optim.clip_norm,
+        seed: a.optim.seed,
         val_fraction: a.val_fraction,
         limit: a.limit,
         model: ModelConfig {

@@ -26,7 +26,7 @@ pub struct TrainDetectorArgs {
     #[arg(long, default_value_t = 60)]
     pub epochs: usize,
     #[command(flatten)]
-    pub optim: super::train_localiser::OptimArgs,
+    pub optim: super::train::OptimArgs,
     /// Share of photos held out by file-name hash (0.2: the validation and development splits).
     #[arg(long, default_value_t = 0.2)]
     pub val_fraction: f64,

@@ -25,7 +25,7 @@ pub struct TrainLocaliserArgs {
     #[arg(long, default_value_t = 60)]
     pub epochs: usize,
     #[command(flatten)]
-    pub optim: OptimArgs,
+    pub optim: super::train::OptimArgs,
     /// Share of images held out for validation (chosen by a hash of the file name; the same
     /// split as `train`'s at the same share).
     #[arg(long, default_value_t = 0.1)]
@@ -166,21 +166,4 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
     s.split_once('x')
         .and_then(|(h, w)| Some((h.parse().ok()?, w.parse().ok()?)))
         .ok_or_else(|| format!("{s:?} is not two numbers AxB (e.g. 48x96)"))
-}
-
-/// The optimiser's options shared by `train-localiser` and `train-detector`.
-#[derive(Args, Debug)]
-pub struct OptimArgs {
-    /// Samples (images or crops) per optimiser step.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Peak learning rate of Adam (warm-up, then cosine decay to 5 %).
-    #[arg(long, default_value_t = 2e-3)]
-    pub lr: f32,
-    /// Clip the global gradient norm to this value.
-    #[arg(long, default_value_t = 5.0)]
-    pub clip_norm: f32,
-    /// Seed for initialisation, augmentation and data order.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
 }
