@@ -8,6 +8,7 @@ use std::io::Cursor;
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgb32FImage};
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -92,7 +93,34 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<Rgb32FImage> {
     if img.width() == 0 || img.height() == 0 {
         return Err(decode_err("image has zero width or height".into()));
     }
-    Ok(img.to_rgb32f())
+    Ok(to_rgb_floats(&img))
+}
+
+/// `u8` sample → float in [0, 1], exactly as `image`'s own conversion computes it.
+fn unit(v: u8) -> f32 {
+    (f32::from(v) / 255.0).clamp(0.0, 1.0)
+}
+
+/// The photo as RGB floats in [0, 1], equal bit for bit to [`DynamicImage::to_rgb32f`]. 8-bit
+/// RGB photos (colour JPEGs) go through a 256-entry table, rows spread over rayon's threads:
+/// on a 12-megapixel photo that is several times faster than the generic conversion, which
+/// cost twice the JPEG decode itself. Other layouts take the generic conversion.
+pub fn to_rgb_floats(img: &DynamicImage) -> Rgb32FImage {
+    let DynamicImage::ImageRgb8(rgb) = img else {
+        return img.to_rgb32f();
+    };
+    let table: [f32; 256] = std::array::from_fn(|v| unit(v as u8));
+    let (w, h) = rgb.dimensions();
+    let row = w as usize * 3;
+    let mut out = vec![0f32; row * h as usize];
+    out.par_chunks_mut(row)
+        .zip(rgb.as_raw().par_chunks(row))
+        .for_each(|(dst, src)| {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = table[s as usize];
+            }
+        });
+    Rgb32FImage::from_raw(w, h, out).expect("buffer sized to the image")
 }
 
 /// The major brand of an ISO-BMFF file of the HEIF family (HEIC, HEIF, AVIF: `ftyp` box
@@ -120,6 +148,29 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_conversion_equals_the_image_crates() {
+        let rgb = image::RgbImage::from_fn(257, 3, |x, y| {
+            image::Rgb([(x % 256) as u8, (x * 7 + y) as u8, 255 - (x % 256) as u8])
+        });
+        let grey = image::GrayImage::from_fn(256, 2, |x, _| image::Luma([x as u8]));
+        let rgba = image::RgbaImage::from_fn(5, 4, |x, y| image::Rgba([x as u8, y as u8, 9, 77]));
+        for img in [
+            DynamicImage::ImageRgb8(rgb),
+            DynamicImage::ImageLuma8(grey),
+            DynamicImage::ImageRgba8(rgba),
+        ] {
+            let (ours, theirs) = (to_rgb_floats(&img), img.to_rgb32f());
+            assert_eq!(ours.dimensions(), theirs.dimensions());
+            let same = ours
+                .as_raw()
+                .iter()
+                .zip(theirs.as_raw())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{:?}", img.color());
+        }
+    }
 
     #[test]
     fn decode_errors_name_the_file() {

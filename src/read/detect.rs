@@ -96,12 +96,8 @@ pub type Component = (usize, usize, usize, usize, f32);
 pub fn level_image(img: &Rgb32FImage, cols: usize, rows: usize) -> Rgb32FImage {
     let (w, h) = img.dimensions();
     let (lw, lh) = (cols * CELL, rows * CELL);
-    let x = read::resize_region(img, Region::full(w, h), lw, lh);
-    let plane = lw * lh;
-    Rgb32FImage::from_fn(lw as u32, lh as u32, |px, py| {
-        let i = py as usize * lw + px as usize;
-        image::Rgb([x[i], x[plane + i], x[2 * plane + i]])
-    })
+    let x = read::resize_rows(img, Region::full(w, h), lw, lh);
+    Rgb32FImage::from_raw(lw as u32, lh as u32, x).expect("buffer sized to the level")
 }
 
 /// Groups of 8-connected cells over [`THRESHOLD`] in a `[rows, cols]` map, as
