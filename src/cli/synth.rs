@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use housenum::data::svhn::{self, DigitStructEntry, SvhnSet};
-use housenum::data::synth::{self, Synth, SynthConfig};
+use housenum::data::synth::{self, FontSet, Synth, SynthConfig};
 use housenum::rng::Rng;
 use rayon::prelude::*;
 
@@ -46,12 +46,27 @@ pub struct SynthArgs {
     /// report images per second.
     #[arg(long)]
     pub bench: bool,
+    /// Which fonts: all, those training draws, or only the held-out families (styles the
+    /// reader never trained on; `housenum::data::synth::HELD_OUT_FAMILIES`).
+    #[arg(long, value_enum, default_value_t = Fonts::All)]
+    pub fonts: Fonts,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
     /// No progress bar.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--fonts`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fonts {
+    /// Every embedded font.
+    All,
+    /// The fonts `train --synth` draws (all but the held-out families).
+    Training,
+    /// Only the held-out families.
+    HeldOut,
 }
 
 /// Run the subcommand.
@@ -79,6 +94,11 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
         max_len: a.max_len,
         max_digit_height: if a.bench { 30.0 } else { a.max_digit_height },
         max_margin: if a.bench { 1.6 } else { 6.0 },
+        fonts: match a.fonts {
+            Fonts::All => FontSet::All,
+            Fonts::Training => FontSet::Training,
+            Fonts::HeldOut => FontSet::HeldOut,
+        },
         ..SynthConfig::default()
     };
     let gen = Synth::new(config, backgrounds);

@@ -86,7 +86,8 @@ pub struct TrainArgs {
     /// Longest synthetic number used in training.
     #[arg(long, default_value_t = 8)]
     pub synth_max_len: usize,
-    /// Start from the weights of this checkpoint (or `export --weights` file) instead of random
+    /// Start from the weights of this checkpoint (or `export --weights` file, or a reader
+    /// exported to ONNX such as `onnx/housenum.onnx`, whose weights are exact) instead of random
     /// ones (fine-tuning); ignored when `--out` already holds a checkpoint to resume.
     #[arg(long)]
     pub init: Option<PathBuf>,

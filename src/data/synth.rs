@@ -90,6 +90,45 @@ fonts!(
     "UniversalisADFStd-Cond",
 );
 
+/// Font families never drawn in training (`train --synth`), so that synthetic numbers in
+/// them measure how the reader reads styles it has not seen (`synth --fonts held-out`): a
+/// geometric sans, a condensed one, rounded, script, serif and monospaced designs, 15 fonts.
+pub const HELD_OUT_FAMILIES: &[&str] = &[
+    "Cabin",
+    "DancingScript",
+    "Go",
+    "LeagueSpartan",
+    "OldStandard",
+    "Quicksand",
+    "YanoneKaffeesatz",
+];
+
+/// Which of the embedded fonts a generator draws from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FontSet {
+    /// Every font.
+    #[default]
+    All,
+    /// The fonts outside [`HELD_OUT_FAMILIES`]: what training draws.
+    Training,
+    /// Only [`HELD_OUT_FAMILIES`].
+    HeldOut,
+}
+
+impl FontSet {
+    /// Whether the font called `name` (a [`FONTS`] name) is in this set.
+    pub fn contains(self, name: &str) -> bool {
+        let family = name.split(['-', '_']).next().unwrap_or(name);
+        let held_out = HELD_OUT_FAMILIES.contains(&family);
+        match self {
+            FontSet::All => true,
+            FontSet::Training => !held_out,
+            FontSet::HeldOut => held_out,
+        }
+    }
+}
+
 /// Empirical distributions of real number geometry, each as 101 quantiles (see the module docs).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Geometry {
@@ -191,6 +230,9 @@ pub struct SynthConfig {
     /// Image size / digit-union size is drawn from the real table but capped at this (real
     /// photos reach 6× in width): 1.6 renders little beyond what a training crop needs.
     pub max_margin: f32,
+    /// The fonts drawn from.
+    #[serde(default)]
+    pub fonts: FontSet,
 }
 
 impl Default for SynthConfig {
@@ -210,6 +252,7 @@ impl Default for SynthConfig {
             max_noise: 0.04,
             low_res_prob: 0.5,
             max_margin: 6.0,
+            fonts: FontSet::All,
         }
     }
 }
@@ -373,6 +416,7 @@ impl Synth {
     pub fn new(config: SynthConfig, backgrounds: Vec<Rgb32FImage>) -> Synth {
         let fonts = FONTS
             .iter()
+            .filter(|(name, _)| config.fonts.contains(name))
             .map(|&(name, bytes)| {
                 let font = FontRef::try_from_slice(bytes).expect("embedded fonts parse (tested)");
                 let unit = font.height_unscaled();
@@ -844,6 +888,39 @@ fn finish(img: &mut Rgb32FImage, cfg: &SynthConfig, rng: &mut Rng) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn font_sets_split_the_fonts_by_family() {
+        let count = |set: FontSet| FONTS.iter().filter(|(n, _)| set.contains(n)).count();
+        assert_eq!(count(FontSet::All), FONTS.len());
+        assert_eq!(count(FontSet::HeldOut), 15);
+        assert_eq!(
+            count(FontSet::Training) + count(FontSet::HeldOut),
+            FONTS.len()
+        );
+        for family in HELD_OUT_FAMILIES {
+            assert!(FONTS.iter().any(|(n, _)| n.starts_with(family)), "{family}");
+        }
+        // A family is held out whole, weights and widths included; look-alike names are not.
+        let table = [
+            ("Go-Mono", true),
+            ("Cabin-Bold", true),
+            ("Roboto-Thin", false),
+            ("LinLibertine_RB", false),
+        ];
+        for (name, held_out) in table {
+            assert_eq!(FontSet::HeldOut.contains(name), held_out, "{name}");
+            assert_eq!(FontSet::Training.contains(name), !held_out, "{name}");
+        }
+        let config = SynthConfig {
+            fonts: FontSet::HeldOut,
+            ..SynthConfig::clean()
+        };
+        let synth = Synth::new(config, Vec::new());
+        assert_eq!(synth.num_fonts(), 15);
+        let drawn = synth.render_nth(1, 0).font;
+        assert!(FontSet::HeldOut.contains(drawn), "{drawn}");
+    }
 
     #[test]
     fn geometry_table_parses_and_is_sorted() {

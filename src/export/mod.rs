@@ -321,6 +321,121 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
     model_proto(graph, &own, metadata)
 }
 
+/// The inverse of [`pytorch_to_onnx_gates`]: ONNX's (i, o, f, c) blocks back to (i, f, g, o).
+///
+/// # Shapes
+/// `w`: `[4h, k]` (or `[4h]`) → same shape, blocks reordered.
+pub fn onnx_to_pytorch_gates(w: &[f32]) -> Vec<f32> {
+    let block = w.len() / 4;
+    let get = |g: usize| &w[g * block..(g + 1) * block];
+    [get(0), get(2), get(3), get(1)].concat()
+}
+
+/// Metadata key holding the exported model's [`ModelConfig`](crate::engine::crnn::ModelConfig)
+/// as JSON (written by `housenum export`).
+pub const CONFIG_KEY: &str = "housenum.config";
+
+/// The reader inside an ONNX file written by [`to_onnx`] (one member, as `housenum export`
+/// writes it): its configuration from the metadata ([`CONFIG_KEY`], with [`PAD_KEY`] and
+/// [`STRETCH_KEY`]) and every weight from the initialisers, exactly, so that
+/// `to_onnx(&crnn_from_onnx(m))` has `m`'s initialisers bit for bit. What `train --init`
+/// starts from when it is given an `.onnx` file. `source` names the file in errors.
+///
+/// # Errors
+/// [`Error::Model`](crate::Error::Model) when the bytes are not ONNX, the metadata or an
+/// initialiser is missing or has the wrong shape, or the LSTM carries a recurrent bias
+/// (housenum's engine has none).
+pub fn crnn_from_onnx(bytes: &[u8], source: &std::path::Path) -> crate::Result<Crnn> {
+    use crate::engine::crnn::ModelConfig;
+    let err = |reason: String| crate::Error::Model {
+        path: source.to_path_buf(),
+        reason,
+    };
+    let model = ModelProto::decode(bytes).map_err(|e| err(format!("not an ONNX model: {e}")))?;
+    let meta = |key: &str| {
+        model
+            .metadata_props
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| p.value.clone())
+    };
+    let json = meta(CONFIG_KEY).ok_or_else(|| {
+        err(format!(
+            "no {CONFIG_KEY} metadata (only readers written by `housenum export` can be imported)"
+        ))
+    })?;
+    let mut config: ModelConfig =
+        serde_json::from_str(&json).map_err(|e| err(format!("{CONFIG_KEY}: {e}")))?;
+    if let Some(p) = meta(PAD_KEY) {
+        config.pad = p.parse().map_err(|e| err(format!("{PAD_KEY}: {e}")))?;
+    }
+    if let Some(s) = meta(STRETCH_KEY) {
+        config.stretch = s.parse().map_err(|e| err(format!("{STRETCH_KEY}: {e}")))?;
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| err("no graph".into()))?;
+    let init = |name: &str, len: usize| -> crate::Result<Vec<f32>> {
+        let t = graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| {
+                err(format!(
+                    "no initialiser {name} (an ensemble cannot be imported)"
+                ))
+            })?;
+        let v: Vec<f32> = if t.raw_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        if v.len() != len {
+            return Err(err(format!("{name}: {} values, expected {len}", v.len())));
+        }
+        Ok(v)
+    };
+    let (h, dirs) = (config.hidden, config.dirs());
+    let f = config.channels[3];
+    let (w, r, b) = (
+        init("lstm.W", dirs * 4 * h * f)?,
+        init("lstm.R", dirs * 4 * h * h)?,
+        init("lstm.B", dirs * 8 * h)?,
+    );
+    if b.chunks_exact(8 * h)
+        .any(|d| d[4 * h..].iter().any(|&v| v != 0.0))
+    {
+        return Err(err(
+            "the LSTM has a recurrent bias, which housenum's engine lacks".into(),
+        ));
+    }
+    let mut params = Vec::new();
+    for (name, shape) in config.param_specs() {
+        let len: usize = shape.iter().product();
+        let dir = usize::from(name.ends_with("_reverse"));
+        let part = |all: &[f32], stride: usize| onnx_to_pytorch_gates(&all[dir * stride..][..len]);
+        if name.starts_with("lstm.weight_ih") {
+            params.extend(part(&w, 4 * h * f));
+        } else if name.starts_with("lstm.weight_hh") {
+            params.extend(part(&r, 4 * h * h));
+        } else if name.starts_with("lstm.bias_ih") {
+            params.extend(part(&b, 8 * h));
+        } else if name == "fc.weight" {
+            let k = dirs * h;
+            let t = init("fc.weight_t", k * NUM_CLASSES)?;
+            params.extend(
+                (0..NUM_CLASSES)
+                    .flat_map(|c| (0..k).map(move |j| (c, j)))
+                    .map(|(c, j)| t[j * NUM_CLASSES + c]),
+            );
+        } else {
+            params.extend(init(&name, len)?);
+        }
+    }
+    Crnn::from_params(config, params).ok_or_else(|| err("parameter sizes do not match".into()))
+}
+
 /// A reader's graph: input [`INPUT_NAME`] `[N, 3, height, W]`, output [`OUTPUT_NAME`] of
 /// dimensions `out` (`Err` names a symbolic one).
 fn reader_graph(
@@ -758,6 +873,64 @@ fn model_proto(graph: GraphProto, own: &[(&str, String)], extra: &[(&str, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn import_inverts_export_bit_for_bit() {
+        use crate::engine::crnn::ModelConfig;
+        let path = std::path::Path::new("m.onnx");
+        for (bidirectional, pad, stretch) in [(true, 12, 1.4), (false, 0, 1.0)] {
+            let config = ModelConfig {
+                channels: [4, 6, 8, 8],
+                hidden: 5,
+                bidirectional,
+                pad,
+                stretch,
+                ..ModelConfig::default()
+            };
+            let mut m = Crnn::new(config.clone(), 3);
+            // Distinct values everywhere, so a swapped block or transposition shows.
+            m.params
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v += i as f32 * 1e-3);
+            let json = serde_json::to_string(&config).unwrap();
+            let bytes = to_onnx_bytes(&m, &[(CONFIG_KEY, json)]);
+            let back = crnn_from_onnx(&bytes, path).unwrap();
+            assert_eq!(back.config.pad, pad);
+            assert_eq!(back.config.stretch, stretch);
+            assert!(back
+                .params
+                .iter()
+                .zip(&m.params)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(back.params.len(), m.params.len());
+        }
+        let e = crnn_from_onnx(b"not onnx", path).unwrap_err().to_string();
+        assert!(e.contains("m.onnx"), "{e}");
+        let bare = to_onnx_bytes(&Crnn::new(ModelConfig::default(), 1), &[]);
+        let e = crnn_from_onnx(&bare, path).unwrap_err().to_string();
+        assert!(e.contains(CONFIG_KEY), "{e}");
+    }
+
+    /// The shipped reader imports, and exports again to the same weights.
+    #[test]
+    fn shipped_reader_round_trips() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx/housenum.onnx");
+        let bytes = std::fs::read(&path).unwrap();
+        let m = crnn_from_onnx(&bytes, &path).unwrap();
+        let again = to_onnx(&m, &[]);
+        let shipped = ModelProto::decode(&bytes[..]).unwrap();
+        let inits = |g: &GraphProto| {
+            g.initializer
+                .iter()
+                .map(|t| (t.name.clone(), t.dims.clone(), t.raw_data.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            inits(again.graph.as_ref().unwrap()),
+            inits(shipped.graph.as_ref().unwrap())
+        );
+    }
 
     #[test]
     fn gate_reorder_table() {

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::data::recombine;
 use crate::data::svhn::{split_by_name, SvhnSet};
+use crate::data::synth::FontSet;
 use crate::engine::crnn::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::error::{Error, Result};
 use crate::read::ctc::NO_NUMBER;
@@ -449,10 +450,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let synth = (cfg.synth_prob > 0.0).then(|| {
         let backgrounds = crate::data::synth::load_backgrounds(&train_recs);
         eprintln!(
-            "synthesis: {:.0} % of samples are synthetic numbers of 1-{} digits ({} fonts, {} background patches from the training split)",
+            "synthesis: {:.0} % of samples are synthetic numbers of 1-{} digits ({} fonts, the held-out families left out; {} background patches from the training split)",
             100.0 * cfg.synth_prob,
             cfg.synth_max_len,
-            crate::data::synth::FONTS.len(),
+            crate::data::synth::FONTS
+                .iter()
+                .filter(|(n, _)| FontSet::Training.contains(n))
+                .count(),
             backgrounds.len()
         );
         crate::data::synth::Synth::new(
@@ -460,6 +464,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 max_len: cfg.synth_max_len,
                 max_digit_height: 30.0,
                 max_margin: 2.5,
+                fonts: FontSet::Training,
                 ..Default::default()
             },
             backgrounds,
@@ -489,7 +494,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     } else {
         let model = match &cfg.init {
             Some(p) => {
-                let mut m = Checkpoint::load(p)?.model;
+                // A checkpoint, or a reader exported to ONNX (its weights are exact).
+                let mut m = if p.extension().is_some_and(|e| e == "onnx") {
+                    let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+                    crate::export::crnn_from_onnx(&bytes, p)?
+                } else {
+                    Checkpoint::load(p)?.model
+                };
                 // Padding and stretch have no weights: the run's own settings apply.
                 m.config.pad = cfg.model.pad;
                 m.config.stretch = cfg.model.stretch;
