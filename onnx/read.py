@@ -205,7 +205,7 @@ LOOK_ALWAYS_PIXELS = 2_000_000
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's
 # calibrated confidence is below it.
-EARLY_EXIT = 0.98
+EARLY_EXIT = 0.95
 
 # src/views.rs FRAMINGS: (grow x, grow y, shift by a fraction of the box width).
 FRAMINGS = [(1.3, 1.3, 0.0), (1.15, 1.15, 0.0), (1.5, 1.3, 0.0), (1.3, 1.5, 0.0),
@@ -429,9 +429,9 @@ def locate_around(img, loc_sess, bounds):
 
 
 # src/read/verify.rs: the look's verifier.
-VERIFY_ANSWER_WEIGHTS = [0.3021, 0.3685, 0.2568, -1.0694, 0.0890]
-VERIFY_CANDIDATE_WEIGHTS = [0.4071, 0.3937, -1.2206, 0.4129, 0.8661, -0.4802, 0.0341, 0.1214,
-                            0.1715, -0.1880, -0.0890]
+VERIFY_ANSWER_WEIGHTS = [0.4153, 0.2476, 0.1975, -1.0823, 0.1031]
+VERIFY_CANDIDATE_WEIGHTS = [0.6297, 0.4246, -1.1677, 0.3535, 0.8620, -0.3536, 0.1316, 0.0147,
+                            0.1649, -0.1933, -0.1031]
 VERIFY_PHONE_PIXELS = np.float32(2_000_000.0)
 
 

@@ -32,7 +32,7 @@ pub const EMBEDDED_MODEL_SHA256: &str = env!("HOUSENUM_READER_SHA256");
 type Plan = Arc<TypedRunnableModel>;
 
 /// The default [`Reader::set_second_look`] threshold: answers less confident than this look
-/// again, with [`SECOND_LOOK_MAX_AREA`]. 0.98, the early exit's "sure": with the [`verify`]
+/// again, with [`SECOND_LOOK_MAX_AREA`]. 0.98, the early exit's "sure" when it was chosen: with the [`verify`]
 /// verifier choosing, looking at every answer but a certain one read as much and cost `read
 /// DIR` a tenth of its speed (docs/experiments.md, "A learned verifier"; with the tiles' look,
 /// 0.9 was chosen: "A second look in tiles").
