@@ -1050,3 +1050,23 @@ fn synth_photos(dir: &std::path::Path, count: usize, seed: u64) -> std::path::Pa
     assert_eq!(code, 0, "{err}");
     photos
 }
+
+/// `synth --fonts` draws from every font, the training fonts, or only the held-out families.
+#[test]
+fn synth_fonts_choose_the_font_set() {
+    let cases = [("all", 61), ("training", 46), ("held-out", 15)];
+    for (flag, fonts) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("s").display().to_string();
+        let args = [
+            "synth", "--out", &out, "--count", "4", "--fonts", flag, "--json", "-q",
+        ];
+        let (code, stdout, err) = run(&args, None);
+        assert_eq!(code, 0, "{flag}: {err}");
+        let j: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(j["fonts"], fonts, "{flag}");
+    }
+    let (code, _, err) = run(&["synth", "--fonts", "comic", "--count", "1"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("held-out"), "{err}");
+}
