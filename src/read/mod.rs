@@ -16,6 +16,7 @@
 //! Nothing here depends on the training engine.
 
 pub mod calibration;
+pub mod conv;
 pub mod ctc;
 pub mod decode;
 pub mod detect;

@@ -9,8 +9,12 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec};
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec};
+use tract_onnx::tract_core::ops::math::Max;
 use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::conv::DirectConv;
 
 /// Max-pooling over 2 × 2 windows with stride 2 and no padding, NCHW f32, odd rows and columns
 /// dropped (ONNX `MaxPool` with `kernel_shape = strides = [2, 2]`, floor mode).
@@ -109,14 +113,15 @@ fn is_plain_2x2(op: &MaxPool) -> bool {
 }
 
 /// The runnable plan of an ONNX model whose input 0 is `input`: typed, decluttered, its
-/// max-pools rewritten ([`rewrite_maxpools`]), optimised. What the reader, the localiser and the
-/// detector run.
+/// convolutions ([`rewrite_convs`]) and max-pools ([`rewrite_maxpools`]) rewritten, optimised.
+/// What the reader, the localiser and the detector run.
 pub fn build(
     mut model: InferenceModel,
     input: InferenceFact,
 ) -> TractResult<Arc<TypedRunnableModel>> {
     model.set_input_fact(0, input)?;
     let mut m = model.into_typed()?.into_decluttered()?;
+    rewrite_convs(&mut m)?;
     rewrite_maxpools(&mut m)?;
     m.into_optimized()?.into_runnable()
 }
@@ -133,6 +138,137 @@ pub fn rewrite_maxpools(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         }
         let patch = TypedModelPatch::replace_single_op(model, node, &node.inputs, MaxPool2x2)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// `(top, left, bottom, right)` zero padding of a 2-D `spec`, where it is explicit.
+fn explicit_padding(spec: &PaddingSpec) -> Option<[usize; 4]> {
+    let pads =
+        |b: &[usize], a: &[usize]| (b.len() == 2 && a.len() == 2).then(|| [b[0], b[1], a[0], a[1]]);
+    match spec {
+        PaddingSpec::Valid => Some([0; 4]),
+        PaddingSpec::Explicit(b, a) => pads(b, a),
+        PaddingSpec::ExplicitOnnxPool(b, a, false) => pads(b, a),
+        _ => None,
+    }
+}
+
+/// The [`DirectConv`] that computes `node` (a [`Conv`]), when it is a plain float convolution
+/// with constant weights and bias: NCHW, OIHW weights, one group, stride and dilation 1,
+/// explicit padding.
+fn direct_conv(
+    model: &TypedModel,
+    node: &TypedNode,
+    relu: bool,
+) -> TractResult<Option<DirectConv>> {
+    let Some(op) = node.op_as::<Conv>() else {
+        return Ok(None);
+    };
+    let s = &op.pool_spec;
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
+    let Some(pad) = explicit_padding(&s.padding) else {
+        return Ok(None);
+    };
+    if op.group != 1
+        || op.q_params.is_some()
+        || op.kernel_fmt != KernelFormat::OIHW
+        || s.data_format != DataFormat::NCHW
+        || s.kernel_shape.len() != 2
+        || !ones(&s.strides)
+        || !ones(&s.dilations)
+        || node.inputs.len() != 3
+        || model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type()
+    {
+        return Ok(None);
+    }
+    let konst = |i: usize| -> TractResult<Option<Arc<Tensor>>> {
+        let fact = model.outlet_fact(node.inputs[i])?;
+        Ok(fact
+            .konst
+            .clone()
+            .filter(|t| t.datum_type() == f32::datum_type()))
+    };
+    let (Some(weight), Some(bias)) = (konst(1)?, konst(2)?) else {
+        return Ok(None);
+    };
+    let (ci, co) = (s.input_channels, s.output_channels);
+    let (kh, kw) = (s.kernel_shape[0], s.kernel_shape[1]);
+    if weight.shape() != [co, ci, kh, kw] {
+        return Ok(None);
+    }
+    let floats = |t: &Tensor| -> TractResult<Vec<f32>> {
+        Ok(t.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+    };
+    let bias = floats(&bias)?;
+    let bias = match bias.len() {
+        1 => vec![bias[0]; co],
+        n if n == co => bias.to_vec(),
+        _ => return Ok(None),
+    };
+    Ok(Some(DirectConv::new(
+        &floats(&weight)?,
+        &bias,
+        [co, ci, kh, kw],
+        pad,
+        relu,
+    )))
+}
+
+/// The node that applies ReLU to `node`'s only output (`max(x, 0)`), when that is its only use.
+fn relu_after(model: &TypedModel, node: &TypedNode) -> Option<usize> {
+    let [succ] = &node.outputs[0].successors[..] else {
+        return None;
+    };
+    let next = model.node(succ.node);
+    let bin = next.op_as::<TypedBinOp>()?;
+    if !bin.0.is::<Max>() || next.inputs.len() != 2 {
+        return None;
+    }
+    let other = next.inputs[1 - succ.slot];
+    let zero = model.outlet_fact(other).ok()?.konst.clone()?;
+    let view = zero.try_as_plain_ram().ok()?;
+    let zero = view.as_slice::<f32>().ok()?;
+    (zero.len() == 1 && zero[0] == 0.0).then_some(next.id)
+}
+
+/// The plain 2 × 2 max-pool ([`is_plain_2x2`]) that is the only use of `node`'s output.
+fn pool_after(model: &TypedModel, node: &TypedNode) -> TractResult<Option<usize>> {
+    let [succ] = &node.outputs[0].successors[..] else {
+        return Ok(None);
+    };
+    let next = model.node(succ.node);
+    Ok(next
+        .op_as::<MaxPool>()
+        .filter(|op| is_plain_2x2(op))
+        .map(|_| next.id))
+}
+
+/// Replace every plain float convolution of a decluttered model ([`direct_conv`]), and the
+/// ReLU and 2 × 2 max-pool after it where they follow, by a [`DirectConv`]; returns how many.
+pub fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if node.op_as::<Conv>().is_none() {
+            continue;
+        }
+        let relu = relu_after(model, node);
+        let Some(op) = direct_conv(model, node, relu.is_some())? else {
+            continue;
+        };
+        let last = relu.unwrap_or(id);
+        let (op, last) = match pool_after(model, model.node(last))? {
+            Some(pool) => (op.pooled(), pool),
+            None => (op, last),
+        };
+        let last = OutletId::new(last, 0);
+        let mut patch = TypedModelPatch::default();
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let out = patch.wire_node(&node.name, op, &[x])?;
+        patch.shunt_outside(model, last, out[0])?;
         patch.apply(model)?;
         count += 1;
     }
@@ -185,6 +321,92 @@ mod tests {
             assert_eq!(rewrite_maxpools(&mut m).expect("rewrite"), 1);
             let got = run(m);
             assert_eq!(got, theirs);
+        }
+    }
+
+    /// Convolutions (with and without the ReLU and the max-pool after them, padded or not)
+    /// rewritten to [`DirectConv`] against tract's own, to rounding; a grouped one is left
+    /// alone.
+    #[test]
+    fn convs_match_tract() {
+        use tract_onnx::tract_core::ops::cnn::PoolSpec;
+        // (ci, co, kh, kw, pad before, pad after, [relu, pool], group, h, w, rewritten)
+        let cases = [
+            (3, 48, 3, 3, [0, 12], [0, 12], [true, true], 1, 32, 40, 1),
+            (48, 96, 3, 3, [0, 0], [0, 0], [true, false], 1, 15, 31, 1),
+            (8, 5, 4, 3, [1, 2], [0, 1], [false, false], 1, 6, 9, 1),
+            (8, 5, 3, 3, [0, 0], [0, 0], [false, true], 1, 7, 10, 1),
+            (8, 8, 3, 3, [0, 0], [0, 0], [true, false], 2, 6, 9, 0),
+        ];
+        for (ci, co, kh, kw, before, after, [relu, pool], group, h, w, rewritten) in cases {
+            let mut r = crate::rng::Rng::new((ci * 100 + co) as u64);
+            let mut m = TypedModel::default();
+            let src = m.add_source("x", f32::fact([1, ci, h, w])).expect("source");
+            let kernel: Vec<f32> = (0..co * ci / group * kh * kw)
+                .map(|_| r.normal() * 0.3)
+                .collect();
+            let kernel = Tensor::from_shape(&[co, ci / group, kh, kw], &kernel).expect("kernel");
+            let bias: Vec<f32> = (0..co).map(|_| r.normal()).collect();
+            let k = m.add_const("k", kernel).expect("const");
+            let b = m
+                .add_const("b", Tensor::from_shape(&[co], &bias).expect("bias"))
+                .expect("const");
+            let conv = Conv {
+                pool_spec: PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec![kh, kw],
+                    padding: PaddingSpec::Explicit(before[..].into(), after[..].into()),
+                    dilations: None,
+                    strides: Some(tvec![1, 1]),
+                    input_channels: ci,
+                    output_channels: co,
+                },
+                kernel_fmt: KernelFormat::OIHW,
+                group,
+                q_params: None,
+            };
+            let mut out = m.wire_node("conv", conv, &[src, k, b]).expect("conv");
+            if relu {
+                let zero = m.add_const("zero", tensor4(&[[[[0f32]]]])).expect("zero");
+                let max = TypedBinOp(Box::new(Max), None);
+                out = m.wire_node("relu", max, &[out[0], zero]).expect("relu");
+            }
+            if pool {
+                let spec = PoolSpec {
+                    data_format: DataFormat::NCHW,
+                    kernel_shape: tvec![2, 2],
+                    padding: PaddingSpec::Valid,
+                    dilations: None,
+                    strides: Some(tvec![2, 2]),
+                    input_channels: co,
+                    output_channels: co,
+                };
+                out = m
+                    .wire_node("pool", MaxPool::new(spec, None), &out)
+                    .expect("pool");
+            }
+            m.select_output_outlets(&out).expect("outputs");
+            let x: Vec<f32> = (0..ci * h * w).map(|_| r.normal()).collect();
+            let input = Tensor::from_shape(&[1, ci, h, w], &x).expect("tensor");
+            let run = |m: TypedModel| -> Vec<f32> {
+                let out = m
+                    .into_optimized()
+                    .expect("optimise")
+                    .into_runnable()
+                    .expect("plan")
+                    .run(tvec!(input.clone().into_tvalue()))
+                    .expect("run");
+                let view = out[0].to_plain_array_view::<f32>().expect("f32");
+                view.iter().cloned().collect()
+            };
+            let theirs = run(m.clone());
+            assert_eq!(rewrite_convs(&mut m).expect("rewrite"), rewritten);
+            let ours = run(m);
+            assert_eq!(ours.len(), theirs.len());
+            let scale = theirs.iter().fold(1f32, |a, v| a.max(v.abs()));
+            for (a, b) in ours.iter().zip(&theirs) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{ci}→{co}: {a} vs {b}");
+            }
         }
     }
 }

@@ -1,0 +1,547 @@
+//! A direct convolution for the plans' small feature maps, in place of tract's im2col and
+//! matrix product.
+//!
+//! tract 0.23 runs a convolution whose output rows are shorter than 128 values as im2col (20 %
+//! of the reader's time) followed by a packed matrix product (57 %): 45 GFLOP/s on one core of
+//! the project's machine, where onnxruntime's `Conv` reaches 87 (`housenum bench-strips
+//! --per-op`, docs/experiments.md, "Speed"). [`DirectConv`] reads the input in place.
+//!
+//! The trick is to treat each input plane as one long row. With the input `[ci, hp, wp]`
+//! (padding already applied) and position `p = y·wp + x`, output value `(o, y, x)` is
+//! `Σ weight[o, c, ky, kx] · input[c·hp·wp + p + ky·wp + kx]`: for every kernel tap the inputs of
+//! consecutive positions are consecutive floats. So the convolution is, per tap, a broadcast
+//! weight times a contiguous run, whatever the width; positions with `x ≥ wo` are computed and
+//! dropped (2–13 % more work for these models). A tile of 6 output channels × 16 positions keeps
+//! 12 AVX accumulators in registers through all `ci·kh·kw` taps. Bias and ReLU are applied
+//! before the tile is stored. Sums run in another order than tract's, so values differ from
+//! tract's by rounding (tested to 1e-4 relative); the readings are the same (docs/experiments.md).
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+/// Output channels per tile.
+const CO_TILE: usize = 6;
+/// Positions per tile (two 8-float vectors).
+const P_TILE: usize = 16;
+
+/// A stride-1, undilated, ungrouped 2-D convolution over NCHW f32 with constant weights and
+/// bias, zero padding, and an optional ReLU fused after the bias.
+///
+/// With [`DirectConv::pooled`], a 2 × 2 stride-2 max-pool follows, computed while the tile
+/// sums are copied out.
+///
+/// # Shapes
+/// `[n, ci, h, w]` → `[n, co, ho, wo]` with `ho = h + pad_top + pad_bottom − kh + 1`,
+/// `wo = w + pad_left + pad_right − kw + 1`; pooled, `[n, co, ho / 2, wo / 2]` (floor).
+#[derive(Debug, Clone)]
+pub struct DirectConv {
+    ci: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    /// Zero rows and columns added: top, left, bottom, right.
+    pad: [usize; 4],
+    relu: bool,
+    /// A 2 × 2, stride-2 max-pool after the ReLU.
+    pool: bool,
+    /// Weights regrouped as `[ceil(co / 6), ci·kh·kw, 6]` (missing channels zero): one tile's
+    /// six weights of a tap are adjacent.
+    packed: Vec<f32>,
+    /// `[ceil(co / 6) · 6]`, zero past `co`.
+    bias: Vec<f32>,
+}
+
+impl DirectConv {
+    /// Everything that defines the op, floats as bits (for `Eq` and `Hash`).
+    fn key(&self) -> ([usize; 4], [usize; 4], [bool; 2], Vec<u32>) {
+        let bits = self.packed.iter().chain(&self.bias).map(|v| v.to_bits());
+        let shape = [self.ci, self.co, self.kh, self.kw];
+        (shape, self.pad, [self.relu, self.pool], bits.collect())
+    }
+}
+
+impl PartialEq for DirectConv {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for DirectConv {}
+
+impl std::hash::Hash for DirectConv {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl DirectConv {
+    /// From ONNX-layout weights.
+    ///
+    /// # Shapes
+    /// `weight`: `[co, ci, kh, kw]`, `bias`: `[co]`.
+    pub fn new(
+        weight: &[f32],
+        bias: &[f32],
+        [co, ci, kh, kw]: [usize; 4],
+        pad: [usize; 4],
+        relu: bool,
+    ) -> DirectConv {
+        assert_eq!(weight.len(), co * ci * kh * kw, "weight [co, ci, kh, kw]");
+        assert_eq!(bias.len(), co, "bias [co]");
+        let k = ci * kh * kw;
+        let blocks = co.div_ceil(CO_TILE);
+        let mut packed = vec![0f32; blocks * k * CO_TILE];
+        for o in 0..co {
+            let (b, j) = (o / CO_TILE, o % CO_TILE);
+            for t in 0..k {
+                packed[(b * k + t) * CO_TILE + j] = weight[o * k + t];
+            }
+        }
+        let mut b = bias.to_vec();
+        b.resize(blocks * CO_TILE, 0.0);
+        DirectConv {
+            ci,
+            co,
+            kh,
+            kw,
+            pad,
+            relu,
+            pool: false,
+            packed,
+            bias: b,
+        }
+    }
+
+    /// The same convolution followed by a 2 × 2, stride-2 max-pool (odd rows and columns
+    /// dropped, as ONNX `MaxPool` in floor mode).
+    pub fn pooled(self) -> DirectConv {
+        DirectConv { pool: true, ..self }
+    }
+
+    /// The convolution's output height and width for an input `h × w`, before any pooling
+    /// (`None` when the kernel does not fit).
+    fn conv_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let hp = h + self.pad[0] + self.pad[2];
+        let wp = w + self.pad[1] + self.pad[3];
+        (hp >= self.kh && wp >= self.kw).then(|| (hp + 1 - self.kh, wp + 1 - self.kw))
+    }
+
+    /// Output height and width for an input `h × w` (`None` when the kernel does not fit).
+    pub fn output_size(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let (ho, wo) = self.conv_size(h, w)?;
+        Some(if self.pool {
+            (ho / 2, wo / 2)
+        } else {
+            (ho, wo)
+        })
+    }
+
+    /// The convolution of a batch.
+    ///
+    /// # Shapes
+    /// `x`: `[n, ci, h, w]` → `[n, co, ho, wo]` ([`DirectConv::output_size`]).
+    pub fn run(&self, x: &[f32], n: usize, h: usize, w: usize) -> Vec<f32> {
+        let Some((ho, wo)) = self.output_size(h, w) else {
+            return Vec::new();
+        };
+        let mut out = vec![0f32; n * self.co * ho * wo];
+        self.run_into(x, n, h, w, &mut out);
+        out
+    }
+
+    /// [`DirectConv::run`] into `out`.
+    ///
+    /// # Shapes
+    /// `x`: `[n, ci, h, w]`, `out`: `[n, co, ho, wo]`.
+    pub fn run_into(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
+        let (Some((ho, wo)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w))
+        else {
+            return;
+        };
+        assert_eq!(x.len(), n * self.ci * h * w, "input [n, ci, h, w]");
+        assert_eq!(out.len(), n * self.co * oh * ow, "output [n, co, oh, ow]");
+        if out.is_empty() {
+            return;
+        }
+        let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
+        let plane = hp * wp;
+        // Positions computed per output channel: up to the last valid one, in whole tiles.
+        let len = (ho - 1) * wp + wo;
+        let stride = len.div_ceil(P_TILE) * P_TILE;
+        let blocks = self.co.div_ceil(CO_TILE);
+        let k = self.ci * self.kh * self.kw;
+        let offsets: Vec<usize> = (0..self.ci)
+            .flat_map(|c| {
+                (0..self.kh)
+                    .flat_map(move |dy| (0..self.kw).map(move |dx| c * plane + dy * wp + dx))
+            })
+            .collect();
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch { input, full, panel } = scratch;
+            // The padded input, with room for the last tile's reads past the last position.
+            input.clear();
+            input.resize(self.ci * plane + P_TILE, 0.0);
+            full.resize(blocks * CO_TILE * stride, 0.0);
+            panel.resize(K_CHUNK * P_BLOCK, 0.0);
+            for b in 0..n {
+                for c in 0..self.ci {
+                    let src = &x[(b * self.ci + c) * h * w..][..h * w];
+                    let dst = &mut input[c * plane..][..plane];
+                    for (y, row) in src.chunks_exact(w).enumerate() {
+                        dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
+                    }
+                }
+                for p0 in (0..stride).step_by(P_BLOCK) {
+                    let pb = P_BLOCK.min(stride - p0);
+                    for k0 in (0..k).step_by(K_CHUNK) {
+                        let kc = K_CHUNK.min(k - k0);
+                        // The chunk's taps over the block's positions, one contiguous row each.
+                        for (row, &off) in panel.chunks_exact_mut(pb).zip(&offsets[k0..k0 + kc]) {
+                            row.copy_from_slice(&input[off + p0..][..pb]);
+                        }
+                        let step = Step {
+                            first: k0 == 0,
+                            last: k0 + kc == k,
+                            relu: self.relu,
+                        };
+                        for blk in 0..blocks {
+                            let weights = &self.packed[(blk * k + k0) * CO_TILE..][..kc * CO_TILE];
+                            let bias: &[f32; CO_TILE] = self.bias[blk * CO_TILE..][..CO_TILE]
+                                .try_into()
+                                .expect("tile bias");
+                            let rows = &mut full[blk * CO_TILE * stride..][..CO_TILE * stride];
+                            for t in (0..pb).step_by(P_TILE) {
+                                let cols = &panel[t..kc * pb];
+                                let rows = &mut rows[p0 + t..];
+                                // A last tile with at most 8 positions left computes only those.
+                                if p0 + t + 8 >= len {
+                                    tile::<1>(cols, pb, weights, bias, step, rows, stride);
+                                } else {
+                                    tile::<2>(cols, pb, weights, bias, step, rows, stride);
+                                }
+                            }
+                        }
+                    }
+                }
+                let dst = &mut out[b * self.co * oh * ow..][..self.co * oh * ow];
+                for (o, dst) in dst.chunks_exact_mut(oh * ow).enumerate() {
+                    let src = &full[o * stride..][..stride];
+                    for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
+                        if self.pool {
+                            let r0 = &src[2 * y * wp..][..2 * ow];
+                            let r1 = &src[(2 * y + 1) * wp..][..2 * ow];
+                            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                            for (d, (a, b)) in row.iter_mut().zip(pairs) {
+                                // The order of tract's max-pool (f32::MIN, row 0, row 1).
+                                *d = f32::MIN.max(a[0]).max(a[1]).max(b[0]).max(b[1]);
+                            }
+                        } else {
+                            row.copy_from_slice(&src[y * wp..][..wo]);
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Taps per panel: the panel (`K_CHUNK × P_BLOCK` floats, 16 KiB) stays in the L1 cache while
+/// every output channel reads it.
+const K_CHUNK: usize = 128;
+/// Positions per panel.
+const P_BLOCK: usize = 2 * P_TILE;
+
+/// Buffers kept between runs on each thread (the plans run on rayon's workers).
+#[derive(Default)]
+struct Scratch {
+    input: Vec<f32>,
+    full: Vec<f32>,
+    panel: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Where a chunk of taps stands in the sum.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    /// The first chunk: start from the bias (else from what `rows` holds).
+    first: bool,
+    /// The last chunk: apply the ReLU, when `relu`.
+    last: bool,
+    relu: bool,
+}
+
+/// One tile: 6 output channels (their `weights` `[kc, 6]` and `bias`) at `8·V` positions
+/// (`V` ≤ 2). `cols` holds the chunk's `kc` taps, row `t` at `cols[t·pitch..][..8·V]`; the sums
+/// go to `rows` `[6, stride]`, columns `0 .. 8·V`.
+#[inline]
+fn tile<const V: usize>(
+    cols: &[f32],
+    pitch: usize,
+    weights: &[f32],
+    bias: &[f32; CO_TILE],
+    step: Step,
+    rows: &mut [f32],
+    stride: usize,
+) {
+    let width = 8 * V;
+    let kc = weights.len() / CO_TILE;
+    assert!(width <= P_TILE);
+    assert!(kc == 0 || (kc - 1) * pitch + width <= cols.len());
+    assert!(rows.len() >= (CO_TILE - 1) * stride + width);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked above); the asserts above bound every
+            // read of `cols` and `weights` and every access to `rows`.
+            unsafe { tile_avx2::<V>(cols, pitch, weights, bias, step, rows, stride) };
+            return;
+        }
+    }
+    let mut acc = [[0f32; P_TILE]; CO_TILE];
+    for (j, a) in acc.iter_mut().enumerate() {
+        let a = &mut a[..width];
+        if step.first {
+            a.fill(bias[j]);
+        } else {
+            a.copy_from_slice(&rows[j * stride..][..width]);
+        }
+    }
+    for (t, w) in weights.chunks_exact(CO_TILE).enumerate() {
+        let src = &cols[t * pitch..][..width];
+        for (a, &wj) in acc.iter_mut().zip(w) {
+            for (a, &s) in a.iter_mut().zip(src) {
+                *a += wj * s;
+            }
+        }
+    }
+    let relu = step.last && step.relu;
+    for (j, a) in acc.iter().enumerate() {
+        let dst = &mut rows[j * stride..][..width];
+        for (d, &v) in dst.iter_mut().zip(a) {
+            *d = if relu { v.max(0.0) } else { v };
+        }
+    }
+}
+
+/// [`tile`] with AVX2 and FMA: `6·V` accumulators of 8 floats (with `V` = 2, 15 of the 16
+/// registers).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA, and the bounds [`tile`] asserts must hold.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const V: usize>(
+    cols: &[f32],
+    pitch: usize,
+    weights: &[f32],
+    bias: &[f32; CO_TILE],
+    step: Step,
+    rows: &mut [f32],
+    stride: usize,
+) {
+    use std::arch::x86_64::*;
+    let r = rows.as_mut_ptr();
+    let mut acc = [[_mm256_setzero_ps(); V]; CO_TILE];
+    for (j, a) in acc.iter_mut().enumerate() {
+        for (v, a) in a.iter_mut().enumerate() {
+            *a = if step.first {
+                _mm256_set1_ps(bias[j])
+            } else {
+                _mm256_loadu_ps(r.add(j * stride + 8 * v))
+            };
+        }
+    }
+    let kc = weights.len() / CO_TILE;
+    let mut s = cols.as_ptr();
+    let mut w = weights.as_ptr();
+    for _ in 0..kc {
+        let mut x = [_mm256_setzero_ps(); V];
+        for (v, x) in x.iter_mut().enumerate() {
+            *x = _mm256_loadu_ps(s.add(8 * v));
+        }
+        for (j, a) in acc.iter_mut().enumerate() {
+            let wj = _mm256_broadcast_ss(&*w.add(j));
+            for (a, &x) in a.iter_mut().zip(&x) {
+                *a = _mm256_fmadd_ps(wj, x, *a);
+            }
+        }
+        s = s.add(pitch);
+        w = w.add(CO_TILE);
+    }
+    let relu = step.last && step.relu;
+    let zero = _mm256_setzero_ps();
+    for (j, a) in acc.iter().enumerate() {
+        for (v, &a) in a.iter().enumerate() {
+            let a = if relu { _mm256_max_ps(a, zero) } else { a };
+            _mm256_storeu_ps(r.add(j * stride + 8 * v), a);
+        }
+    }
+}
+
+impl Op for DirectConv {
+    fn name(&self) -> StaticName {
+        "DirectConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{}→{} {}×{} pad {:?} relu {} pool {}",
+            self.ci, self.co, self.kh, self.kw, self.pad, self.relu, self.pool
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DirectConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let shape = input.shape();
+        if shape.len() != 4 || shape[1] != self.ci {
+            bail!("DirectConv expects [n, {}, h, w], got {shape:?}", self.ci);
+        }
+        let (n, h, w) = (shape[0], shape[2], shape[3]);
+        let Some((ho, wo)) = self.output_size(h, w) else {
+            bail!(
+                "DirectConv: a {}×{} kernel does not fit {h}×{w}",
+                self.kh,
+                self.kw
+            );
+        };
+        let view = input.try_as_plain_ram()?;
+        let x = view.as_slice::<f32>()?;
+        let mut out = Tensor::zero::<f32>(&[n, self.co, ho, wo])?;
+        self.run_into(
+            x,
+            n,
+            h,
+            w,
+            out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+        );
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for DirectConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        if s.rank() != 4 {
+            bail!("DirectConv expects a rank-4 input");
+        }
+        let size = |d: &TDim, before: usize, after: usize, k: usize| {
+            let d = d.clone() + (before + after) as i64 - (k as i64 - 1);
+            if self.pool {
+                (d - 2) / 2 + 1
+            } else {
+                d
+            }
+        };
+        Ok(tvec!(f32::fact([
+            s[0].clone(),
+            self.co.to_dim(),
+            size(&s[2], self.pad[0], self.pad[2], self.kh),
+            size(&s[3], self.pad[1], self.pad[3], self.kw),
+        ])))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plain definition of a padded, valid convolution, one output at a time.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        x: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        [co, ci, kh, kw]: [usize; 4],
+        pad: [usize; 4],
+        relu: bool,
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Vec<f32> {
+        let (ho, wo) = (h + pad[0] + pad[2] + 1 - kh, w + pad[1] + pad[3] + 1 - kw);
+        let mut out = vec![0f32; n * co * ho * wo];
+        for b in 0..n {
+            for o in 0..co {
+                for y in 0..ho {
+                    for xo in 0..wo {
+                        let mut s = bias[o] as f64;
+                        for c in 0..ci {
+                            for dy in 0..kh {
+                                for dx in 0..kw {
+                                    let (iy, ix) = (y + dy, xo + dx);
+                                    if iy < pad[0] || ix < pad[1] {
+                                        continue;
+                                    }
+                                    let (iy, ix) = (iy - pad[0], ix - pad[1]);
+                                    if iy >= h || ix >= w {
+                                        continue;
+                                    }
+                                    s += weight[((o * ci + c) * kh + dy) * kw + dx] as f64
+                                        * x[((b * ci + c) * h + iy) * w + ix] as f64;
+                                }
+                            }
+                        }
+                        let v = s as f32;
+                        out[((b * co + o) * ho + y) * wo + xo] = if relu { v.max(0.0) } else { v };
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Against the definition on the reader's shapes and on odd ones: channels not a multiple
+    /// of 6, widths below and above a tile, a last tile of 8 positions (conv4 at width 28),
+    /// padding on every side, batches of 2 and 3. Pooled, bit for bit the unpooled output
+    /// through the plans' max-pool.
+    #[test]
+    fn matches_the_definition() {
+        // ([co, ci, kh, kw], pad, relu, [n, h, w])
+        type Case = ([usize; 4], [usize; 4], bool, [usize; 3]);
+        let cases: [Case; 8] = [
+            ([48, 3, 3, 3], [0, 12, 0, 12], true, [1, 32, 57]),
+            ([96, 48, 3, 3], [0; 4], true, [1, 15, 40]),
+            ([192, 96, 3, 3], [0; 4], true, [1, 6, 19]),
+            ([192, 192, 4, 3], [0; 4], true, [1, 4, 17]),
+            ([192, 192, 4, 3], [0; 4], true, [1, 4, 28]),
+            ([5, 3, 3, 3], [1, 2, 3, 1], false, [2, 7, 3]),
+            ([7, 2, 1, 1], [0; 4], true, [1, 1, 1]),
+            ([4, 6, 2, 5], [0; 4], false, [3, 9, 31]),
+        ];
+        for ([co, ci, kh, kw], pad, relu, [n, h, w]) in cases {
+            let mut r = crate::rng::Rng::new((co * 131 + ci * 7 + w) as u64);
+            let weight: Vec<f32> = (0..co * ci * kh * kw).map(|_| r.normal() * 0.3).collect();
+            let bias: Vec<f32> = (0..co).map(|_| r.normal() * 0.1).collect();
+            let x: Vec<f32> = (0..n * ci * h * w).map(|_| r.normal()).collect();
+            let op = DirectConv::new(&weight, &bias, [co, ci, kh, kw], pad, relu);
+            let got = op.run(&x, n, h, w);
+            let want = reference(&x, &weight, &bias, [co, ci, kh, kw], pad, relu, n, h, w);
+            let (ho, wo) = op.output_size(h, w).expect("fits");
+            let pooled = op.pooled().run(&x, n, h, w);
+            let planes: Vec<&[f32]> = got.chunks_exact(ho * wo).collect();
+            let mut want_pooled = vec![0f32; planes.len() * (ho / 2) * (wo / 2)];
+            crate::read::plan::maxpool_2x2(&got, &mut want_pooled, planes.len(), ho, wo);
+            assert_eq!(pooled, want_pooled, "pooled {co} {ci} {kh}x{kw} {h}x{w}");
+            assert_eq!(got.len(), want.len(), "{co} {ci} {kh}x{kw} {h}x{w}");
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - e).abs() <= 1e-4 * scale,
+                    "{co} {ci} {kh}x{kw} {h}x{w} at {i}: {g} vs {e}"
+                );
+            }
+        }
+    }
+}
