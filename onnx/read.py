@@ -429,9 +429,9 @@ def locate_around(img, loc_sess, bounds):
 
 
 # src/read/verify.rs: the look's verifier.
-VERIFY_ANSWER_WEIGHTS = [0.4153, 0.2476, 0.1975, -1.0823, 0.1031]
-VERIFY_CANDIDATE_WEIGHTS = [0.6297, 0.4246, -1.1677, 0.3535, 0.8620, -0.3536, 0.1316, 0.0147,
-                            0.1649, -0.1933, -0.1031]
+VERIFY_ANSWER_WEIGHTS = [0.4092, 0.2413, 0.1912, -1.0513, 0.1091]
+VERIFY_CANDIDATE_WEIGHTS = [0.6006, 0.4299, -1.1547, 0.3301, 0.8681, -0.3450, 0.0988, 0.0091,
+                            0.2293, -0.1876, -0.1091]
 VERIFY_PHONE_PIXELS = np.float32(2_000_000.0)
 
 

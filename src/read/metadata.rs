@@ -68,8 +68,9 @@ pub fn parse_model(
     if bytes.is_empty() {
         return Err(model_error(source, "empty file".into()));
     }
-    tract_onnx::onnx()
-        .model_for_read(&mut std::io::Cursor::new(bytes))
+    let mut onnx = tract_onnx::onnx();
+    super::lstm::register(&mut onnx);
+    onnx.model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(|e| model_error(source, format!("cannot parse ONNX: {e}")))
 }
 

@@ -6,7 +6,9 @@
 //!    rectangles and the protocols; [`search`] the localiser-free fallback).
 //! 4. [`strip`]: each framing resized to a 32-pixel-high, normalised strip.
 //! 5. [`reader`]: the tract plan of the exported model: the window CNN over the strip's
-//!    overlapping [`window`]s, the BiLSTM and the per-step class log-probabilities.
+//!    overlapping [`window`]s, the BiLSTM and the per-step class log-probabilities. [`plan`]
+//!    and [`lstm`] put our own [`conv`] and LSTM operators in tract's plan where its own are
+//!    slow for these shapes.
 //! 6. [`ctc`]: decoding into digits with a confidence, [`calibration`] mapping it to a
 //!    probability; [`framings::combine`] picks the answer among the framings.
 //! 7. Where the answer is unsure and small in the photo, or the photo is phone-size, the
@@ -23,6 +25,7 @@ pub mod detect;
 pub mod explain;
 pub mod framings;
 pub mod locate;
+pub mod lstm;
 pub mod metadata;
 pub mod plan;
 pub mod reader;

@@ -392,8 +392,8 @@ impl Reader {
     }
 
     /// Time each operator of the optimised plan over `strips`, one strip at a time on this
-    /// thread: per operator kind (tract's name for it: `Conv`-derived matrix products, `Im2col`,
-    /// `MaxPool`, the LSTM's `Scan`, …) the seconds spent in it, largest first, and the total.
+    /// thread: per operator kind (its name in the plan: `DirectConv`, the LSTM's `Scan`, the
+    /// input projections' `OptMatMul`, …) the seconds spent in it, largest first, and the total.
     /// What `housenum bench-strips --per-op` prints.
     pub fn profile_ops(&self, strips: &[&Strip]) -> Result<(Vec<(String, f64)>, f64)> {
         let plan = self.plan(1)?;
