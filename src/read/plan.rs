@@ -284,6 +284,22 @@ pub fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
 
+    /// The output of `m` (optimised first when `optimise`) on `input`, flattened.
+    fn run_plan(m: TypedModel, input: &Tensor, optimise: bool) -> Vec<f32> {
+        let m = if optimise {
+            m.into_optimized().expect("optimise")
+        } else {
+            m
+        };
+        let out = m
+            .into_runnable()
+            .expect("plan")
+            .run(tvec!(input.clone().into_tvalue()))
+            .expect("run");
+        let view = out[0].to_plain_array_view::<f32>().expect("f32");
+        view.iter().cloned().collect()
+    }
+
     /// The rewrite against tract's own max-pool, bit for bit, on odd and even sizes.
     #[test]
     fn maxpool_matches_tract() {
@@ -312,15 +328,7 @@ mod tests {
                 .expect("wire");
             m.select_output_outlets(&out).expect("outputs");
             let input = Tensor::from_shape(&[1, planes, h, w], &x).expect("tensor");
-            let run = |m: TypedModel| -> Vec<f32> {
-                let out = m
-                    .into_runnable()
-                    .expect("plan")
-                    .run(tvec!(input.clone().into_tvalue()))
-                    .expect("run");
-                let view = out[0].to_plain_array_view::<f32>().expect("f32");
-                view.iter().cloned().collect()
-            };
+            let run = |m: TypedModel| run_plan(m, &input, false);
             let theirs = run(m.clone());
             assert_eq!(ours, theirs, "{h}x{w}");
             assert_eq!(rewrite_maxpools(&mut m).expect("rewrite"), 1);
@@ -393,17 +401,7 @@ mod tests {
             m.select_output_outlets(&out).expect("outputs");
             let x: Vec<f32> = (0..ci * h * w).map(|_| r.normal()).collect();
             let input = Tensor::from_shape(&[1, ci, h, w], &x).expect("tensor");
-            let run = |m: TypedModel| -> Vec<f32> {
-                let out = m
-                    .into_optimized()
-                    .expect("optimise")
-                    .into_runnable()
-                    .expect("plan")
-                    .run(tvec!(input.clone().into_tvalue()))
-                    .expect("run");
-                let view = out[0].to_plain_array_view::<f32>().expect("f32");
-                view.iter().cloned().collect()
-            };
+            let run = |m: TypedModel| run_plan(m, &input, true);
             let theirs = run(m.clone());
             assert_eq!(rewrite_convs(&mut m).expect("rewrite"), rewritten);
             let ours = run(m);
