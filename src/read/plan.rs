@@ -251,7 +251,8 @@ fn pool_after(model: &TypedModel, node: &TypedNode) -> TractResult<Option<usize>
         .map(|_| next.id))
 }
 
-/// Replace every plain float convolution of a decluttered model ([`direct_conv`]), and the
+/// Replace every plain float convolution of a decluttered model (f32, NCHW, OIHW weights, one
+/// group, stride and dilation 1, explicit padding, constant weights and bias), and the
 /// ReLU and 2 × 2 max-pool after it where they follow, by a [`DirectConv`]; returns how many.
 pub fn rewrite_convs(model: &mut TypedModel) -> TractResult<usize> {
     let mut count = 0;
