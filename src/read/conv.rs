@@ -544,4 +544,41 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Any shape, padding, ReLU and pooling against the definition.
+        #[test]
+        fn any_shape_matches_the_definition(
+            co in 1usize..20, ci in 1usize..12, kh in 1usize..5, kw in 1usize..5,
+            pad in proptest::array::uniform4(0usize..3), n in 1usize..3,
+            dh in 0usize..8, w in 1usize..45, relu in proptest::bool::ANY,
+            pool in proptest::bool::ANY, seed in 0u64..1000,
+        ) {
+            // Tall enough for the kernel once padded.
+            let h = kh.saturating_sub(pad[0] + pad[2]).max(1) + dh;
+            let mut r = crate::rng::Rng::new(seed);
+            let weight: Vec<f32> = (0..co * ci * kh * kw).map(|_| r.normal() * 0.3).collect();
+            let bias: Vec<f32> = (0..co).map(|_| r.normal() * 0.1).collect();
+            let x: Vec<f32> = (0..n * ci * h * w).map(|_| r.normal()).collect();
+            let op = DirectConv::new(&weight, &bias, [co, ci, kh, kw], pad, relu);
+            if op.output_size(h, w).is_none() {
+                return Ok(());
+            }
+            let want = reference(&x, &weight, &bias, [co, ci, kh, kw], pad, relu, n, h, w);
+            let got = op.run(&x, n, h, w);
+            proptest::prop_assert_eq!(got.len(), want.len());
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (g, e) in got.iter().zip(&want) {
+                proptest::prop_assert!((g - e).abs() <= 1e-4 * scale, "{} vs {}", g, e);
+            }
+            if pool {
+                let (ho, wo) = op.output_size(h, w).expect("fits");
+                let mut pooled = vec![0f32; n * co * (ho / 2) * (wo / 2)];
+                crate::read::plan::maxpool_2x2(&got, &mut pooled, n * co, ho, wo);
+                proptest::prop_assert_eq!(op.pooled().run(&x, n, h, w), pooled);
+            }
+        }
+    }
 }

@@ -490,28 +490,47 @@ mod tests {
         y
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+        /// Any length, batch, input and hidden size, one or two directions.
+        #[test]
+        fn any_shape_matches_the_definition(
+            t in 1usize..12, n in 1usize..4, input in 1usize..20, hidden in 1usize..40,
+            dirs in 1usize..3,
+        ) {
+            check([t, n, input, hidden, dirs]);
+        }
+    }
+
+    /// [`FusedLstm`] against [`reference`] on random weights and inputs of these sizes.
+    fn check([t, n, input, hidden, dirs]: [usize; 5]) {
+        let mut rng = crate::rng::Rng::new((t * 100 + hidden * 7 + input) as u64);
+        let g4 = 4 * hidden;
+        let mut draw =
+            |len: usize, s: f32| (0..len).map(|_| rng.normal() * s).collect::<Vec<f32>>();
+        let w = draw(dirs * g4 * input, 0.4);
+        let r = draw(dirs * g4 * hidden, 0.3);
+        let b = draw(dirs * 2 * g4, 0.2);
+        let x = draw(t * n * input, 1.0);
+        let op = FusedLstm::new(&w, &r, &b, dirs, hidden, input);
+        let got = op.run(&x, t, n).expect("run");
+        let want = reference(&x, &w, &r, &b, [t, n, input, hidden, dirs]);
+        assert_eq!(got.len(), want.len());
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - e).abs() < 2e-5,
+                "[{t} {n} {input} {hidden} {dirs}] {i}: {g} vs {e}"
+            );
+        }
+    }
+
     /// Against the definition: both directions, one and two, a batch of 2, a hidden size whose
     /// gates fill no whole block, and one whose gates fill several.
     #[test]
     fn matches_the_definition() {
-        for [t, n, input, hidden, dirs] in [[5, 2, 7, 12, 2], [9, 1, 16, 40, 1], [1, 1, 3, 5, 2]] {
-            let mut rng = crate::rng::Rng::new((t * 100 + hidden) as u64);
-            let g4 = 4 * hidden;
-            let mut draw =
-                |len: usize, s: f32| (0..len).map(|_| rng.normal() * s).collect::<Vec<f32>>();
-            let w = draw(dirs * g4 * input, 0.4);
-            let r = draw(dirs * g4 * hidden, 0.3);
-            let b = draw(dirs * 2 * g4, 0.2);
-            let x = draw(t * n * input, 1.0);
-            let op = FusedLstm::new(&w, &r, &b, dirs, hidden, input);
-            let got = op.run(&x, t, n).expect("run");
-            let want = reference(&x, &w, &r, &b, [t, n, input, hidden, dirs]);
-            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - e).abs() < 2e-5,
-                    "[{t} {n} {input} {hidden} {dirs}] {i}: {g} vs {e}"
-                );
-            }
+        for case in [[5, 2, 7, 12, 2], [9, 1, 16, 40, 1], [1, 1, 3, 5, 2]] {
+            check(case);
         }
     }
 
