@@ -293,8 +293,7 @@ fn tile<const V: usize>(
     assert!(rows.len() >= (CO_TILE - 1) * stride + width);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if super::simd::avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked above); the asserts above bound every
             // read of `cols` and `weights` and every access to `rows`.
             unsafe { tile_avx2::<V>(cols, pitch, weights, bias, step, rows, stride) };
@@ -548,7 +547,8 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
 
-        /// Any shape, padding, ReLU and pooling against the definition.
+        /// Any shape, padding, ReLU and pooling against the definition, with the AVX2 kernel
+        /// and with the portable one.
         #[test]
         fn any_shape_matches_the_definition(
             co in 1usize..20, ci in 1usize..12, kh in 1usize..5, kw in 1usize..5,
@@ -568,10 +568,13 @@ mod tests {
             }
             let want = reference(&x, &weight, &bias, [co, ci, kh, kw], pad, relu, n, h, w);
             let got = op.run(&x, n, h, w);
+            let portable = crate::read::simd::portable_only(|| op.run(&x, n, h, w));
             proptest::prop_assert_eq!(got.len(), want.len());
+            proptest::prop_assert_eq!(portable.len(), want.len());
             let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-            for (g, e) in got.iter().zip(&want) {
+            for ((g, p), e) in got.iter().zip(&portable).zip(&want) {
                 proptest::prop_assert!((g - e).abs() <= 1e-4 * scale, "{} vs {}", g, e);
+                proptest::prop_assert!((p - e).abs() <= 1e-4 * scale, "portable {} vs {}", p, e);
             }
             if pool {
                 let (ho, wo) = op.output_size(h, w).expect("fits");

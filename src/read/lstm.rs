@@ -322,8 +322,7 @@ fn recurrent(r: &[f32], h: &[f32], blocks: usize, pre: &mut [f32]) {
     assert!(r.len() >= blocks * hidden * BLOCK && pre.len() >= blocks * BLOCK);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if super::simd::avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked above); the assert above bounds every
             // read of `r` and every access to `pre`.
             unsafe { recurrent_avx2(r, h, blocks, pre) };
@@ -503,7 +502,8 @@ mod tests {
         }
     }
 
-    /// [`FusedLstm`] against [`reference`] on random weights and inputs of these sizes.
+    /// [`FusedLstm`] against [`reference`] on random weights and inputs of these sizes, with
+    /// the AVX2 kernel and with the portable one.
     fn check([t, n, input, hidden, dirs]: [usize; 5]) {
         let mut rng = crate::rng::Rng::new((t * 100 + hidden * 7 + input) as u64);
         let g4 = 4 * hidden;
@@ -514,14 +514,14 @@ mod tests {
         let b = draw(dirs * 2 * g4, 0.2);
         let x = draw(t * n * input, 1.0);
         let op = FusedLstm::new(&w, &r, &b, dirs, hidden, input);
-        let got = op.run(&x, t, n).expect("run");
         let want = reference(&x, &w, &r, &b, [t, n, input, hidden, dirs]);
-        assert_eq!(got.len(), want.len());
-        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - e).abs() < 2e-5,
-                "[{t} {n} {input} {hidden} {dirs}] {i}: {g} vs {e}"
-            );
+        let portable = crate::read::simd::portable_only(|| op.run(&x, t, n).expect("run"));
+        for got in [op.run(&x, t, n).expect("run"), portable] {
+            assert_eq!(got.len(), want.len());
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                let case = [t, n, input, hidden, dirs];
+                assert!((g - e).abs() < 2e-5, "{case:?} {i}: {g} vs {e}");
+            }
         }
     }
 

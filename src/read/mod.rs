@@ -31,6 +31,7 @@ pub mod plan;
 pub mod reader;
 pub mod region;
 pub mod search;
+mod simd;
 pub mod strip;
 pub mod verify;
 pub mod window;
