@@ -52,17 +52,19 @@ pub struct DirectConv {
 }
 
 impl DirectConv {
-    /// Everything that defines the op, floats as bits (for `Eq` and `Hash`).
-    fn key(&self) -> ([usize; 4], [usize; 4], [bool; 2], Vec<u32>) {
-        let bits = self.packed.iter().chain(&self.bias).map(|v| v.to_bits());
+    /// Everything that defines the op but its weights.
+    fn shape_key(&self) -> ([usize; 4], [usize; 4], [bool; 2]) {
         let shape = [self.ci, self.co, self.kh, self.kw];
-        (shape, self.pad, [self.relu, self.pool], bits.collect())
+        (shape, self.pad, [self.relu, self.pool])
     }
 }
 
 impl PartialEq for DirectConv {
     fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
+        use super::plan::same_bits;
+        self.shape_key() == other.shape_key()
+            && same_bits(&self.packed, &other.packed)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
@@ -70,7 +72,9 @@ impl Eq for DirectConv {}
 
 impl std::hash::Hash for DirectConv {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
+        self.shape_key().hash(state);
+        super::plan::hash_bits(&self.packed, state);
+        super::plan::hash_bits(&self.bias, state);
     }
 }
 

@@ -424,11 +424,11 @@ impl TypedOp for FusedLstm {
 
 impl PartialEq for FusedLstm {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        use super::plan::same_bits;
         (self.dirs, self.hidden, self.input) == (other.dirs, other.hidden, other.input)
-            && bits(&self.w) == bits(&other.w)
-            && bits(&self.r) == bits(&other.r)
-            && bits(&self.bias) == bits(&other.bias)
+            && same_bits(&self.w, &other.w)
+            && same_bits(&self.r, &other.r)
+            && same_bits(&self.bias, &other.bias)
     }
 }
 
@@ -437,8 +437,8 @@ impl Eq for FusedLstm {}
 impl std::hash::Hash for FusedLstm {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (self.dirs, self.hidden, self.input).hash(state);
-        for v in self.w.iter().chain(&self.r).chain(&self.bias) {
-            v.to_bits().hash(state);
+        for v in [&self.w, &self.r, &self.bias] {
+            super::plan::hash_bits(v, state);
         }
     }
 }

@@ -149,6 +149,18 @@ pub fn rewrite_maxpools(model: &mut TypedModel) -> TractResult<usize> {
     Ok(count)
 }
 
+/// Whether two weight arrays of the plan's own ops are the same bit for bit (their `Eq`).
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Feed a weight array of the plan's own ops to `state` bit for bit (their `Hash`).
+pub(crate) fn hash_bits<H: std::hash::Hasher>(v: &[f32], state: &mut H) {
+    use std::hash::Hash;
+    v.len().hash(state);
+    v.iter().for_each(|x| x.to_bits().hash(state));
+}
+
 /// `(top, left, bottom, right)` zero padding of a 2-D `spec`, where it is explicit.
 fn explicit_padding(spec: &PaddingSpec) -> Option<[usize; 4]> {
     let pads =
@@ -210,7 +222,7 @@ fn direct_conv(
     let bias = floats(&bias)?;
     let bias = match bias.len() {
         1 => vec![bias[0]; co],
-        n if n == co => bias.to_vec(),
+        n if n == co => bias,
         _ => return Ok(None),
     };
     Ok(Some(DirectConv::new(
