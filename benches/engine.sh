@@ -6,7 +6,8 @@
 # batched by width, and one session per core in parallel; the best of the three is the
 # reference); then the whole pipeline (`housenum eval --protocol full`: decode, strip, tract,
 # decode) against that reference. Five interleaved rounds, medians, ratios. Last, tract's time
-# per operator beside onnxruntime's (one thread).
+# per operator beside onnxruntime's (one thread; tract one strip at a time, then in batches of one
+# width as `read` runs them).
 # Usage: benches/engine.sh [SVHN_DIR] (default ../shared/svhn/train); needs `pip install
 # onnxruntime numpy` and a release build (`cargo build --release`).
 set -euo pipefail
@@ -34,4 +35,5 @@ echo "  housenum eval --protocol full (decode, strip, tract, decode): $pipe phot
 python3 -c "print(f'ratios to onnxruntime\'s best: tract engine {$tract/$best:.2f}, whole housenum pipeline {$pipe/$best:.2f}')"
 echo "per operator, one thread:"
 "$bin" bench-strips "$strips" --per-op | sed 's/^/  tract  /'
+"$bin" bench-strips "$strips" --per-op --batch 32 | sed 's/^/  tract  /'
 python3 benches/ort_engine.py onnx/housenum.onnx "$strips" --per-op | sed 's/^/  ort    /'

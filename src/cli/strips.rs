@@ -46,10 +46,14 @@ pub struct BenchStripsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Instead, time each operator of tract's plan (one strip at a time, one thread) and print
-    /// the share of each operator kind.
+    /// Instead, time each operator of tract's plan (one thread) and print the share of each
+    /// operator kind.
     #[arg(long)]
     pub per_op: bool,
+    /// With `--per-op`: strips of one width per run, up to this many (1: one at a time, as
+    /// onnxruntime's `--per-op` runs them; `read` batches up to 32).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     #[command(flatten)]
     pub models: ModelArgs,
 }
@@ -208,15 +212,15 @@ fn load_strips(dir: &Path) -> Result<Vec<Strip>> {
 
 /// Run `bench-strips`.
 pub fn run_bench(a: BenchStripsArgs) -> Result<ExitCode> {
-    if a.runs == 0 {
-        bail!("--runs must be positive");
+    if a.runs == 0 || a.batch == 0 {
+        bail!("--runs and --batch must be positive");
     }
     let reader = a.models.reader()?;
     let strips = load_strips(&a.dir)?;
     let refs: Vec<&Strip> = strips.iter().collect();
     reader.read_strips(&refs).context("warm-up pass")?;
     if a.per_op {
-        let (ops, total) = reader.profile_ops(&refs)?;
+        let (ops, total) = reader.profile_ops(&refs, a.batch)?;
         let shares: Vec<serde_json::Value> = ops
             .iter()
             .map(|(op, secs)| serde_json::json!({"op": op, "seconds": secs, "share": secs / total}))
@@ -224,12 +228,13 @@ pub fn run_bench(a: BenchStripsArgs) -> Result<ExitCode> {
         if a.json {
             println!(
                 "{}",
-                serde_json::json!({"strips": strips.len(), "seconds": total, "ms_per_strip": 1e3 * total / strips.len() as f64, "ops": shares})
+                serde_json::json!({"strips": strips.len(), "batch": a.batch, "seconds": total, "ms_per_strip": 1e3 * total / strips.len() as f64, "ops": shares})
             );
         } else {
             println!(
-                "{} strips, one thread: {:.3} ms per strip",
+                "{} strips, one thread, batches of up to {}: {:.3} ms per strip",
                 strips.len(),
+                a.batch,
                 1e3 * total / strips.len() as f64
             );
             for (op, secs) in &ops {

@@ -13,6 +13,11 @@ use crate::read::reader::{Candidates, Reader};
 use crate::read::DigitBox;
 use crate::read::{self, Protocol};
 
+/// Photos [`evaluate`] prepares and reads together: enough that strips of one width meet in a
+/// batch ([`crate::read::reader::MAX_BATCH`]), few enough that the first chunk's preparation,
+/// which nothing overlaps, stays short.
+const EVAL_CHUNK: usize = 256;
+
 /// Levenshtein distance between two digit sequences.
 pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -170,7 +175,7 @@ pub fn evaluate(
             .collect()
     };
     // Pipeline: while tract reads chunk k (one thread), rayon preprocesses chunk k + 1.
-    let chunks: Vec<&[Record]> = records.chunks(64).collect();
+    let chunks: Vec<&[Record]> = records.chunks(EVAL_CHUNK).collect();
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(records.len());
     let mut current = chunks.first().map(|c| prepare(c));
     for k in 0..chunks.len() {

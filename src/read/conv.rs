@@ -169,8 +169,14 @@ impl DirectConv {
         }
         let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
         let plane = hp * wp;
-        // Positions computed per output channel: up to the last valid one, in whole tiles.
-        let len = (ho - 1) * wp + wo;
+        // The rows and columns the output keeps (a pool drops an odd last one).
+        let (hu, wu) = if self.pool {
+            (2 * oh, 2 * ow)
+        } else {
+            (ho, wo)
+        };
+        // Positions computed per output channel: up to the last kept one, in whole tiles.
+        let len = (hu - 1) * wp + wu;
         let stride = len.div_ceil(P_TILE) * P_TILE;
         let blocks = self.co.div_ceil(CO_TILE);
         let k = self.ci * self.kh * self.kw;
@@ -182,8 +188,12 @@ impl DirectConv {
             .collect();
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch { input, full, panel } = scratch;
-            // The padded input, with room for the last tile's reads past the last position.
-            input.clear();
+            // The padded input, with room for the last tile's reads past the last position
+            // (what those reads find only reaches positions that are dropped). Unpadded, every
+            // plane is overwritten below.
+            if self.pad != [0; 4] {
+                input.clear();
+            }
             input.resize(self.ci * plane + P_TILE, 0.0);
             full.resize(blocks * CO_TILE * stride, 0.0);
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
@@ -200,8 +210,19 @@ impl DirectConv {
                     for k0 in (0..k).step_by(K_CHUNK) {
                         let kc = K_CHUNK.min(k - k0);
                         // The chunk's taps over the block's positions, one contiguous row each.
-                        for (row, &off) in panel.chunks_exact_mut(pb).zip(&offsets[k0..k0 + kc]) {
-                            row.copy_from_slice(&input[off + p0..][..pb]);
+                        let taps = &offsets[k0..k0 + kc];
+                        if pb == P_BLOCK {
+                            // Whole blocks as fixed-size copies, which compile to vector moves.
+                            for (row, &off) in panel.chunks_exact_mut(P_BLOCK).zip(taps) {
+                                let src: &[f32; P_BLOCK] =
+                                    input[off + p0..][..P_BLOCK].try_into().expect("block");
+                                let dst: &mut [f32; P_BLOCK] = row.try_into().expect("block");
+                                *dst = *src;
+                            }
+                        } else {
+                            for (row, &off) in panel.chunks_exact_mut(pb).zip(taps) {
+                                row.copy_from_slice(&input[off + p0..][..pb]);
+                            }
                         }
                         let step = Step {
                             first: k0 == 0,
@@ -584,7 +605,11 @@ mod tests {
                 let (ho, wo) = op.output_size(h, w).expect("fits");
                 let mut pooled = vec![0f32; n * co * (ho / 2) * (wo / 2)];
                 crate::read::plan::maxpool_2x2(&got, &mut pooled, n * co, ho, wo);
-                proptest::prop_assert_eq!(op.pooled().run(&x, n, h, w), pooled);
+                proptest::prop_assert_eq!(&op.clone().pooled().run(&x, n, h, w), &pooled);
+                let mut portable_pooled = vec![0f32; pooled.len()];
+                crate::read::plan::maxpool_2x2(&portable, &mut portable_pooled, n * co, ho, wo);
+                let run = || op.clone().pooled().run(&x, n, h, w);
+                proptest::prop_assert_eq!(crate::read::simd::portable_only(run), portable_pooled);
             }
         }
     }

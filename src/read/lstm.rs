@@ -225,48 +225,48 @@ impl FusedLstm {
         let sigmoid = Func::Sigmoid.ew_f32()?;
         let tanh = Func::Tanh.ew_f32()?;
         let blocks = gates.div_ceil(BLOCK);
-        let mut xw = vec![0f32; t * gates];
-        let mut pre = vec![0f32; blocks * BLOCK];
-        let mut state = vec![0f32; 3 * h];
+        let pitch = blocks * BLOCK;
+        let mut xw = vec![0f32; t * n * gates];
+        // Per sequence: its gate sums (`pitch` floats), then h, c and a scratch row.
+        let mut pre = vec![0f32; n * pitch];
+        let mut state = vec![0f32; 3 * n * h];
         for d in 0..self.dirs {
             let w = &self.w[d * gates * self.input..][..gates * self.input];
             let r = &self.r[d * blocks * h * BLOCK..][..blocks * h * BLOCK];
             let bias = &self.bias[d * gates..][..gates];
-            for b in 0..n {
-                for row in xw.chunks_exact_mut(gates) {
-                    row.copy_from_slice(bias);
+            for row in xw.chunks_exact_mut(gates) {
+                row.copy_from_slice(bias);
+            }
+            // xw[s, b, g] += Σ_i x[s, b, i] · w[g, i], every step and sequence in one product.
+            project(x, 0, self.input, w, self.input, t * n, gates, &mut xw);
+            state.fill(0.0);
+            let (hs, rest) = state.split_at_mut(n * h);
+            let (cs, tmp) = rest.split_at_mut(n * h);
+            for step in 0..t {
+                let s = if d == 0 { step } else { t - 1 - step };
+                for (b, p) in pre.chunks_exact_mut(pitch).enumerate() {
+                    p[..gates].copy_from_slice(&xw[(s * n + b) * gates..][..gates]);
                 }
-                // xw[s, g] += Σ_i x[s, b, i] · w[g, i]
-                project(
-                    x,
-                    b * self.input,
-                    n * self.input,
-                    w,
-                    self.input,
-                    t,
-                    gates,
-                    &mut xw,
-                );
-                state.fill(0.0);
-                let (hs, rest) = state.split_at_mut(h);
-                let (cs, tmp) = rest.split_at_mut(h);
-                for step in 0..t {
-                    let s = if d == 0 { step } else { t - 1 - step };
-                    pre[..gates].copy_from_slice(&xw[s * gates..][..gates]);
-                    recurrent(r, hs, blocks, &mut pre);
-                    let g = &mut pre[..gates];
+                recurrent(r, hs, h, blocks, &mut pre);
+                for b in 0..n {
+                    let g = &mut pre[b * pitch..][..gates];
+                    let (hb, cb, tb) = (
+                        &mut hs[b * h..][..h],
+                        &mut cs[b * h..][..h],
+                        &mut tmp[b * h..][..h],
+                    );
                     // Gate order i, o, f, c.
                     sigmoid.run(&mut g[..3 * h])?;
                     tanh.run(&mut g[3 * h..])?;
                     for j in 0..h {
-                        cs[j] = g[2 * h + j] * cs[j] + g[j] * g[3 * h + j];
+                        cb[j] = g[2 * h + j] * cb[j] + g[j] * g[3 * h + j];
                     }
-                    tmp.copy_from_slice(cs);
-                    tanh.run(tmp)?;
+                    tb.copy_from_slice(cb);
+                    tanh.run(tb)?;
                     for j in 0..h {
-                        hs[j] = g[h + j] * tmp[j];
+                        hb[j] = g[h + j] * tb[j];
                     }
-                    y[((s * self.dirs + d) * n + b) * h..][..h].copy_from_slice(hs);
+                    y[((s * self.dirs + d) * n + b) * h..][..h].copy_from_slice(hb);
                 }
             }
         }
@@ -313,57 +313,95 @@ fn project(
     }
 }
 
-/// `pre[g] += Σ_k r[g, k] · h[k]`, with `r` packed as [`FusedLstm`]'s blocks.
+/// `pre[b, g] += Σ_k r[g, k] · h[b, k]` for every sequence `b`, with `r` packed as
+/// [`FusedLstm`]'s blocks. Each sum runs over `k` in order from `pre`, whatever the batch, so a
+/// sequence reads the same alone or batched.
 ///
 /// # Shapes
-/// `r`: `[blocks, hidden, BLOCK]`, `h`: `[hidden]`, `pre`: `[blocks · BLOCK]`.
-fn recurrent(r: &[f32], h: &[f32], blocks: usize, pre: &mut [f32]) {
-    let hidden = h.len();
-    assert!(r.len() >= blocks * hidden * BLOCK && pre.len() >= blocks * BLOCK);
+/// `r`: `[blocks, hidden, BLOCK]`, `h`: `[n, hidden]`, `pre`: `[n, blocks · BLOCK]`.
+fn recurrent(r: &[f32], h: &[f32], hidden: usize, blocks: usize, pre: &mut [f32]) {
+    let pitch = blocks * BLOCK;
+    let n = pre.len() / pitch;
+    assert!(r.len() >= blocks * hidden * BLOCK && pre.len() == n * pitch && h.len() == n * hidden);
     #[cfg(target_arch = "x86_64")]
     {
         if super::simd::avx2_fma() {
-            // SAFETY: the CPU has AVX2 and FMA (checked above); the assert above bounds every
-            // read of `r` and every access to `pre`.
-            unsafe { recurrent_avx2(r, h, blocks, pre) };
+            let mut b = 0;
+            while b < n {
+                let (hb, pb) = (&h[b * hidden..], &mut pre[b * pitch..]);
+                // SAFETY: the CPU has AVX2 and FMA (checked above); the assert above bounds
+                // every read of `r` and `h` and every access to `pre` for these sequences.
+                unsafe {
+                    match n - b {
+                        1 => recurrent_avx2::<1, 8>(r, hb, hidden, blocks, pb),
+                        2 => recurrent_avx2::<2, 4>(r, hb, hidden, blocks, pb),
+                        _ => recurrent_avx2::<3, 4>(r, hb, hidden, blocks, pb),
+                    }
+                }
+                b += 3;
+            }
             return;
         }
     }
-    for (blk, out) in pre.chunks_exact_mut(BLOCK).take(blocks).enumerate() {
-        let r = &r[blk * hidden * BLOCK..][..hidden * BLOCK];
-        for (&hk, row) in h.iter().zip(r.chunks_exact(BLOCK)) {
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o += hk * v;
+    for (hb, pb) in h.chunks_exact(hidden).zip(pre.chunks_exact_mut(pitch)) {
+        for (blk, out) in pb.chunks_exact_mut(BLOCK).enumerate() {
+            let r = &r[blk * hidden * BLOCK..][..hidden * BLOCK];
+            for (&hk, row) in hb.iter().zip(r.chunks_exact(BLOCK)) {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o += hk * v;
+                }
             }
         }
     }
 }
 
-/// [`recurrent`] with AVX2 and FMA: a block's 64 sums in 8 registers.
+/// [`recurrent`] with AVX2 and FMA for `B` ≤ 3 sequences at once: `8·V` gate sums of each in
+/// `V` registers (`B·V` ≤ 12), so that every row of `r` read serves all `B`.
 ///
 /// # Safety
-/// The CPU must have AVX2 and FMA, and the bounds [`recurrent`] asserts must hold.
+/// The CPU must have AVX2 and FMA; `h` must hold `B` rows of `hidden` floats and `pre` `B` rows
+/// of `blocks · BLOCK`, and `r` the [`recurrent`] layout.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn recurrent_avx2(r: &[f32], h: &[f32], blocks: usize, pre: &mut [f32]) {
+unsafe fn recurrent_avx2<const B: usize, const V: usize>(
+    r: &[f32],
+    h: &[f32],
+    hidden: usize,
+    blocks: usize,
+    pre: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    let hidden = h.len();
+    let pitch = blocks * BLOCK;
+    debug_assert!(BLOCK % (8 * V) == 0 && h.len() >= B * hidden && pre.len() >= B * pitch);
+    let (h, pre) = (h.as_ptr(), pre.as_mut_ptr());
     for blk in 0..blocks {
-        let out = pre.as_mut_ptr().add(blk * BLOCK);
-        let mut acc = [_mm256_setzero_ps(); BLOCK / 8];
-        for (v, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_loadu_ps(out.add(8 * v));
-        }
-        let mut row = r.as_ptr().add(blk * hidden * BLOCK);
-        for &hk in h {
-            let hk = _mm256_set1_ps(hk);
-            for (v, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(hk, _mm256_loadu_ps(row.add(8 * v)), *a);
+        for part in 0..BLOCK / (8 * V) {
+            let at = blk * BLOCK + part * 8 * V;
+            let mut acc = [[_mm256_setzero_ps(); V]; B];
+            for (b, a) in acc.iter_mut().enumerate() {
+                for (v, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(pre.add(b * pitch + at + 8 * v));
+                }
             }
-            row = row.add(BLOCK);
-        }
-        for (v, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(out.add(8 * v), *a);
+            let mut row = r.as_ptr().add(blk * hidden * BLOCK + part * 8 * V);
+            for k in 0..hidden {
+                let mut hk = [_mm256_setzero_ps(); B];
+                for (b, hk) in hk.iter_mut().enumerate() {
+                    *hk = _mm256_set1_ps(*h.add(b * hidden + k));
+                }
+                for v in 0..V {
+                    let rv = _mm256_loadu_ps(row.add(8 * v));
+                    for (a, &hb) in acc.iter_mut().zip(&hk) {
+                        a[v] = _mm256_fmadd_ps(hb, rv, a[v]);
+                    }
+                }
+                row = row.add(BLOCK);
+            }
+            for (b, a) in acc.iter().enumerate() {
+                for (v, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(pre.add(b * pitch + at + 8 * v), *a);
+                }
+            }
         }
     }
 }
@@ -495,7 +533,7 @@ mod tests {
         /// Any length, batch, input and hidden size, one or two directions.
         #[test]
         fn any_shape_matches_the_definition(
-            t in 1usize..12, n in 1usize..4, input in 1usize..20, hidden in 1usize..40,
+            t in 1usize..12, n in 1usize..8, input in 1usize..20, hidden in 1usize..40,
             dirs in 1usize..3,
         ) {
             check([t, n, input, hidden, dirs]);

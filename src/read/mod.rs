@@ -7,8 +7,8 @@
 //! 4. [`strip`]: each framing resized to a 32-pixel-high, normalised strip.
 //! 5. [`reader`]: the tract plan of the exported model: the window CNN over the strip's
 //!    overlapping [`window`]s, the BiLSTM and the per-step class log-probabilities. [`plan`]
-//!    and [`lstm`] put our own [`conv`] and LSTM operators in tract's plan where its own are
-//!    slow for these shapes.
+//!    and [`lstm`] put our own [`conv`], LSTM and [`softmax`] operators in tract's plan where
+//!    its own are slow for these shapes or depend on where a strip lies in a batch.
 //! 6. [`ctc`]: decoding into digits with a confidence, [`calibration`] mapping it to a
 //!    probability; [`framings::combine`] picks the answer among the framings.
 //! 7. Where the answer is unsure and small in the photo, or the photo is phone-size, the
@@ -32,6 +32,7 @@ pub mod reader;
 pub mod region;
 pub mod search;
 mod simd;
+pub mod softmax;
 pub mod strip;
 pub mod verify;
 pub mod window;

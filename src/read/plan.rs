@@ -118,7 +118,8 @@ fn is_plain_2x2(op: &MaxPool) -> bool {
 }
 
 /// The runnable plan of an ONNX model whose input 0 is `input`: typed, decluttered, its
-/// convolutions ([`rewrite_convs`]) and max-pools ([`rewrite_maxpools`]) rewritten, optimised.
+/// convolutions ([`rewrite_convs`]), max-pools ([`rewrite_maxpools`]) and log-softmax
+/// ([`super::softmax::rewrite_log_softmax`]) rewritten, optimised.
 /// What the reader, the localiser and the detector run.
 pub fn build(
     mut model: InferenceModel,
@@ -128,6 +129,7 @@ pub fn build(
     let mut m = model.into_typed()?.into_decluttered()?;
     rewrite_convs(&mut m)?;
     rewrite_maxpools(&mut m)?;
+    super::softmax::rewrite_log_softmax(&mut m)?;
     m.into_optimized()?.into_runnable()
 }
 

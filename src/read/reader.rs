@@ -132,7 +132,7 @@ pub struct Reader {
     model: InferenceModel,
     calibration: Calibration,
     geometry: Geometry,
-    plans: Mutex<HashMap<usize, Plan>>,
+    plan: Mutex<Option<Plan>>,
     /// The localiser of [`Protocol::Locate`]: the embedded one unless set, loaded on first use.
     locator: Mutex<Option<Arc<Locator>>>,
     /// The detector of the second look ([`LookWith::Detector`]): the embedded one unless set,
@@ -162,13 +162,13 @@ impl std::fmt::Debug for Reader {
     }
 }
 
-/// Largest batch given to one plan run: 1. tract runs strips one at a time as fast as in
-/// batches (`cargo bench`: 32 strips alone 96.6 ms, as one batch 109 ms), and every new batch
-/// size costs a plan build (tract's LSTM needs a concrete batch): with seven framings per image
-/// the cold start of `read` was 122–199 ms with batches of up to 32 and 68–97 ms with 1, and
-/// `eval` ran 1.0–1.5× faster (measured interleaved on 2,026 images; docs/experiments.md, "Speed").
-/// Independent runs are spread over rayon's threads instead.
-pub const MAX_BATCH: usize = 1;
+/// Largest batch of equal-width strips given to one plan run. One plan serves every batch size
+/// and width, and a strip reads the same, bit for bit, alone or in any batch (`FusedLstm`'s
+/// recurrence multiplies the batch's states by each row of its weights once, in the same order
+/// for every strip). On the 2,026 full-protocol strips, one thread, batches of up to 32 took
+/// 2.23 ms a strip against 2.57 ms one at a time (the LSTM 0.38 against 0.65 ms;
+/// docs/experiments.md, "Speed"). Batches run in parallel on rayon's threads.
+pub const MAX_BATCH: usize = 32;
 
 /// The regions an image is read in, each with its strip (what [`Reader::strips`] gives).
 pub type Candidates = Vec<(Region, Strip)>;
@@ -229,7 +229,7 @@ impl Reader {
             model,
             calibration,
             geometry: Geometry { stretch, pad },
-            plans: Mutex::new(HashMap::new()),
+            plan: Mutex::new(None),
             locator: Mutex::new(None),
             detector: Mutex::new(None),
             look_with: LOOK_WITH,
@@ -239,8 +239,8 @@ impl Reader {
             second_look: Some(SECOND_LOOK_BELOW),
             members: 1,
         };
-        // Build the batch-1 plan now so that a wrong model fails here, naming the file.
-        let plan = reader.plan(1)?;
+        // Build the plan now so that a wrong model fails here, naming the file.
+        let plan = reader.plan()?;
         let probe = Tensor::zero::<f32>(&[1, 3, HEIGHT, read::MIN_WIDTH])
             .map_err(|e| err(e.to_string()))?;
         let out = plan
@@ -354,10 +354,10 @@ impl Reader {
         self.calibration = calibration;
     }
 
-    /// The optimised plan for batch size `n` (built once, then cached).
-    fn plan(&self, n: usize) -> Result<Plan> {
-        let mut plans = self.plans.lock().expect("plan cache lock");
-        if let Some(p) = plans.get(&n) {
+    /// The optimised plan, for any batch size and width (built once, then cached).
+    fn plan(&self) -> Result<Plan> {
+        let mut slot = self.plan.lock().expect("plan cache lock");
+        if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
         let err = |e: TractError| Error::Model {
@@ -365,10 +365,10 @@ impl Reader {
             reason: format!("cannot build an inference plan: {e}"),
         };
         let m = self.model.clone();
-        let w = m.symbols.sym("W");
+        let (n, w) = (m.symbols.sym("N"), m.symbols.sym("W"));
         let fact = f32::fact([n.to_dim(), 3.to_dim(), HEIGHT.to_dim(), w.to_dim()]);
         let plan = read::plan::build(m, fact.into()).map_err(err)?;
-        plans.insert(n, plan.clone());
+        *slot = Some(plan.clone());
         Ok(plan)
     }
 
@@ -378,7 +378,7 @@ impl Reader {
     /// `x`: `[n, 3, HEIGHT, w]` → `[m, t, n, NUM_CLASSES]`, `m` = [`Reader::members`],
     /// `t = num_steps(w + 2·pad)`.
     pub fn log_probs(&self, x: &[f32], n: usize, w: usize) -> Result<(Vec<f32>, usize)> {
-        let plan = self.plan(n)?;
+        let plan = self.plan()?;
         let input = Tensor::from_shape(&[n, 3, HEIGHT, w], x)
             .map_err(|e| Error::Inference(e.to_string()))?;
         let out = plan
@@ -391,30 +391,41 @@ impl Reader {
         Ok((view.iter().cloned().collect(), t))
     }
 
-    /// Time each operator of the optimised plan over `strips`, one strip at a time on this
-    /// thread: per operator kind (its name in the plan: `DirectConv`, the LSTM's `Scan`, the
-    /// input projections' `OptMatMul`, …) the seconds spent in it, largest first, and the total.
-    /// What `housenum bench-strips --per-op` prints.
-    pub fn profile_ops(&self, strips: &[&Strip]) -> Result<(Vec<(String, f64)>, f64)> {
-        let plan = self.plan(1)?;
+    /// Time each operator of the optimised plan over `strips` on this thread, in runs of up to
+    /// `batch` strips of one width: per operator kind (its name in the plan: `DirectConv`,
+    /// `FusedLstm`, …) the seconds spent in it, largest first, and the total. What `housenum
+    /// bench-strips --per-op` prints.
+    pub fn profile_ops(
+        &self,
+        strips: &[&Strip],
+        batch: usize,
+    ) -> Result<(Vec<(String, f64)>, f64)> {
+        let plan = self.plan()?;
         let mut per_op: HashMap<String, f64> = HashMap::new();
         let mut total = 0.0;
+        let mut by_width: std::collections::BTreeMap<usize, Vec<&Strip>> = Default::default();
         for s in strips {
-            let input = Tensor::from_shape(&[1, 3, HEIGHT, s.width], &s.data)
-                .map_err(|e| Error::Inference(e.to_string()))?;
-            let mut state =
-                TypedSimpleState::new(&plan).map_err(|e| Error::Inference(e.to_string()))?;
-            let start = std::time::Instant::now();
-            state
-                .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
-                    let t = std::time::Instant::now();
-                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                    *per_op.entry(node.op().name().to_string()).or_default() +=
-                        t.elapsed().as_secs_f64();
-                    out
-                })
-                .map_err(|e| Error::Inference(e.to_string()))?;
-            total += start.elapsed().as_secs_f64();
+            by_width.entry(s.width).or_default().push(s);
+        }
+        for (w, same) in by_width {
+            for run in same.chunks(batch.max(1)) {
+                let x: Vec<f32> = run.iter().flat_map(|s| s.data.iter().cloned()).collect();
+                let input = Tensor::from_shape(&[run.len(), 3, HEIGHT, w], &x)
+                    .map_err(|e| Error::Inference(e.to_string()))?;
+                let mut state =
+                    TypedSimpleState::new(&plan).map_err(|e| Error::Inference(e.to_string()))?;
+                let start = std::time::Instant::now();
+                state
+                    .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+                        let t = std::time::Instant::now();
+                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        *per_op.entry(node.op().name().to_string()).or_default() +=
+                            t.elapsed().as_secs_f64();
+                        out
+                    })
+                    .map_err(|e| Error::Inference(e.to_string()))?;
+                total += start.elapsed().as_secs_f64();
+            }
         }
         let mut v: Vec<(String, f64)> = per_op.into_iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -1067,5 +1078,50 @@ impl Reader {
                 Ok((img, region, d, Some(look)))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strips of one width read the same, bit for bit, alone and in batches of any size, with
+    /// the AVX2 kernels and with the portable ones: what lets [`Reader::read_strips`] batch
+    /// whatever strips share a width.
+    #[test]
+    fn a_strip_reads_the_same_alone_and_batched() {
+        let reader = Reader::embedded().expect("embedded reader");
+        for (w, n) in [(40, 2), (77, 5), (131, 7)] {
+            let mut rng = crate::rng::Rng::new((w * 10 + n) as u64);
+            let len = 3 * HEIGHT * w;
+            let x: Vec<f32> = (0..n * len).map(|_| rng.normal()).collect();
+            for portable in [false, true] {
+                let run = |x: &[f32], n: usize| {
+                    let go = || reader.log_probs(x, n, w).expect("log_probs");
+                    if portable {
+                        crate::read::simd::portable_only(go)
+                    } else {
+                        go()
+                    }
+                };
+                let (batched, t) = run(&x, n);
+                for b in 0..n {
+                    let (alone, ta) = run(&x[b * len..][..len], 1);
+                    assert_eq!(t, ta);
+                    for step in 0..t {
+                        let got = &batched[(step * n + b) * NUM_CLASSES..][..NUM_CLASSES];
+                        let want = &alone[step * NUM_CLASSES..][..NUM_CLASSES];
+                        let same = got
+                            .iter()
+                            .zip(want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "width {w}, strip {b} of {n}, step {step}, portable {portable}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
