@@ -13,10 +13,14 @@ use crate::read::reader::{Candidates, Reader};
 use crate::read::DigitBox;
 use crate::read::{self, Protocol};
 
-/// Photos [`evaluate`] prepares and reads together: enough that strips of one width meet in a
-/// batch ([`crate::read::reader::MAX_BATCH`]), few enough that the first chunk's preparation,
-/// which nothing overlaps, stays short.
+/// Most photos [`evaluate`] prepares and reads together: enough that strips of one width meet
+/// in a batch ([`crate::read::reader::MAX_BATCH`]; 1,024 lost more to the first chunk's
+/// preparation, which nothing overlaps, than batches gained).
 const EVAL_CHUNK: usize = 256;
+/// Photos in [`evaluate`]'s first chunk, before any photo's size is known.
+const FIRST_CHUNK: usize = 64;
+/// Decoded pixels a chunk holds, about (12 bytes each): large photos make smaller chunks.
+const CHUNK_PIXELS: usize = 32 << 20;
 
 /// Levenshtein distance between two digit sequences.
 pub fn edit_distance(a: &[u8], b: &[u8]) -> usize {
@@ -174,18 +178,29 @@ pub fn evaluate(
             .map(|r| (r.name.clone(), r.digits.clone()))
             .collect()
     };
-    // Pipeline: while tract reads chunk k (one thread), rayon preprocesses chunk k + 1.
-    let chunks: Vec<&[Record]> = records.chunks(EVAL_CHUNK).collect();
+    // Pipeline: while chunk k is read, rayon prepares chunk k + 1, sized from the photos of
+    // chunk k (at most EVAL_CHUNK photos and about CHUNK_PIXELS decoded pixels).
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(records.len());
-    let mut current = chunks.first().map(|c| prepare(c));
-    for k in 0..chunks.len() {
-        let strips = current.take().expect("prepared chunk");
+    let mut chunk = &records[..FIRST_CHUNK.min(records.len())];
+    let mut end = chunk.len();
+    let mut current = prepare(chunk);
+    while !chunk.is_empty() {
+        let decoded: Vec<usize> = current
+            .iter()
+            .flatten()
+            .map(|(img, _)| img.width() as usize * img.height() as usize)
+            .collect();
+        let mean = decoded.iter().sum::<usize>() / decoded.len().max(1);
+        let size = (CHUNK_PIXELS / mean.max(1)).clamp(1, EVAL_CHUNK);
+        let next_chunk = &records[end..(end + size).min(records.len())];
+        let strips = std::mem::take(&mut current);
         let (scored, next) = rayon::join(
-            || score(reader, &truths_of(chunks[k]), strips, protocol, progress),
-            || chunks.get(k + 1).map(|c| prepare(c)),
+            || score(reader, &truths_of(chunk), strips, protocol, progress),
+            || prepare(next_chunk),
         );
         outcomes.extend(scored?);
-        current = next;
+        (chunk, current) = (next_chunk, next);
+        end += next_chunk.len();
     }
     let secs = started.elapsed().as_secs_f64();
     Ok(summarise(outcomes, protocol, secs))

@@ -416,13 +416,17 @@ impl Reader {
                     TypedSimpleState::new(&plan).map_err(|e| Error::Inference(e.to_string()))?;
                 let start = std::time::Instant::now();
                 state
-                    .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
-                        let t = std::time::Instant::now();
-                        let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                        *per_op.entry(node.op().name().to_string()).or_default() +=
-                            t.elapsed().as_secs_f64();
-                        out
-                    })
+                    .run_plan_with_eval(
+                        tvec!(input.into_tvalue()),
+                        |ctx, op_state, node, inputs| {
+                            let t = std::time::Instant::now();
+                            let out =
+                                tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                            *per_op.entry(node.op().name().to_string()).or_default() +=
+                                t.elapsed().as_secs_f64();
+                            out
+                        },
+                    )
                     .map_err(|e| Error::Inference(e.to_string()))?;
                 total += start.elapsed().as_secs_f64();
             }
