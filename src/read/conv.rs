@@ -15,6 +15,11 @@
 //! 12 AVX accumulators in registers through all `ci·kh·kw` taps. Bias and ReLU are applied
 //! before the tile is stored. Sums run in another order than tract's, so values differ from
 //! tract's by rounding (tested to 1e-4 relative); the readings are the same (docs/experiments.md).
+//!
+//! Kernels 3 wide over enough channels (the reader's second and third convolutions) run as
+//! Winograd's F(2, 3) along rows instead ([`DirectConv::run_winograd`]): four products with a
+//! third of the taps over half the positions, 2/3 of the multiplications, through the same
+//! tiles.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -49,6 +54,10 @@ pub struct DirectConv {
     packed: Vec<f32>,
     /// `[ceil(co / 6) · 6]`, zero past `co`.
     bias: Vec<f32>,
+    /// For kernels 3 wide, the weights transformed for Winograd's F(2, 3) along rows
+    /// ([`DirectConv::run_winograd`]), `[4, ceil(co / 6), ci·kh, 6]`: per row of a kernel
+    /// `g`, `g0`, `(g0 + g1 + g2) / 2`, `(g0 − g1 + g2) / 2`, `g2`. Empty otherwise.
+    wino: Vec<f32>,
 }
 
 impl DirectConv {
@@ -103,6 +112,26 @@ impl DirectConv {
         }
         let mut b = bias.to_vec();
         b.resize(blocks * CO_TILE, 0.0);
+        let mut wino = Vec::new();
+        if kw == 3 {
+            let k3 = ci * kh;
+            wino = vec![0f32; 4 * blocks * k3 * CO_TILE];
+            for o in 0..co {
+                let (blk, j) = (o / CO_TILE, o % CO_TILE);
+                for t in 0..k3 {
+                    let g = &weight[(o * k3 + t) * 3..][..3];
+                    let transformed = [
+                        g[0],
+                        0.5 * (g[0] + g[1] + g[2]),
+                        0.5 * (g[0] - g[1] + g[2]),
+                        g[2],
+                    ];
+                    for (m, v) in transformed.into_iter().enumerate() {
+                        wino[((m * blocks + blk) * k3 + t) * CO_TILE + j] = v;
+                    }
+                }
+            }
+        }
         DirectConv {
             ci,
             co,
@@ -113,6 +142,7 @@ impl DirectConv {
             pool: false,
             packed,
             bias: b,
+            wino,
         }
     }
 
@@ -158,8 +188,7 @@ impl DirectConv {
     /// # Shapes
     /// `x`: `[n, ci, h, w]`, `out`: `[n, co, ho, wo]`.
     pub fn run_into(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
-        let (Some((ho, wo)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w))
-        else {
+        let (Some((ho, _)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w)) else {
             return;
         };
         assert_eq!(x.len(), n * self.ci * h * w, "input [n, ci, h, w]");
@@ -167,9 +196,27 @@ impl DirectConv {
         if out.is_empty() {
             return;
         }
+        let wp = w + self.pad[1] + self.pad[3];
+        // The rows the output keeps (a pool drops an odd last one).
+        let hu = if self.pool { 2 * oh } else { ho };
+        if self.winograd_pays(hu, wp) {
+            self.run_winograd(x, n, h, w, out);
+        } else {
+            self.run_direct(x, n, h, w, out);
+        }
+    }
+
+    /// [`DirectConv::run_into`] tap by tap, whatever the kernel.
+    ///
+    /// # Shapes
+    /// As [`DirectConv::run_into`].
+    fn run_direct(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
+        let (Some((ho, wo)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w))
+        else {
+            return;
+        };
         let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
         let plane = hp * wp;
-        // The rows and columns the output keeps (a pool drops an odd last one).
         let (hu, wu) = if self.pool {
             (2 * oh, 2 * ow)
         } else {
@@ -187,7 +234,9 @@ impl DirectConv {
             })
             .collect();
         SCRATCH.with_borrow_mut(|scratch| {
-            let Scratch { input, full, panel } = scratch;
+            let Scratch {
+                input, full, panel, ..
+            } = scratch;
             // The padded input, with room for the last tile's reads past the last position
             // (what those reads find only reaches positions that are dropped). Unpadded, every
             // plane is overwritten below.
@@ -268,7 +317,185 @@ impl DirectConv {
             }
         });
     }
+
+    /// Whether [`DirectConv::run_winograd`] computes this convolution, for `hu` output rows
+    /// kept and padded rows `wp` wide: kernels 3 wide with at least [`WINO_MIN_TAPS`] taps per
+    /// transformed product and [`WINO_MIN_POSITIONS`] positions (fewer leave tiles part empty).
+    fn winograd_pays(&self, hu: usize, wp: usize) -> bool {
+        let up = (wp - 1) / 2;
+        !self.wino.is_empty()
+            && self.ci * self.kh >= WINO_MIN_TAPS
+            && (hu - 1) * up + up >= WINO_MIN_POSITIONS
+    }
+
+    /// The convolution by Winograd's F(2, 3) along rows: each pair of outputs `y[2u]`,
+    /// `y[2u + 1]` of a row is `m0 + m1 + m2` and `m1 − m2 − m3`, where `mj` sums, over input
+    /// channels and kernel rows, a transformed weight times a transformed input `vj` (`d0 − d2`,
+    /// `d1 + d2`, `d2 − d1`, `d1 − d3` of the four inputs `d` under the pair). Four products
+    /// with a third of the taps over half the positions: 2/3 of the direct multiplications. The
+    /// products run as [`DirectConv::run_into`]'s do, over the planes of `vj` read as one long
+    /// row (a kernel one wide, so every position is a valid one); the two outputs of a pair go
+    /// to two planes, from which the pool takes its maximum (in tract's order) or the rows are
+    /// interleaved. Sums differ from the direct ones by rounding.
+    ///
+    /// # Shapes
+    /// As [`DirectConv::run_into`].
+    fn run_winograd(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
+        let (Some((ho, wo)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w))
+        else {
+            return;
+        };
+        let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
+        let plane = hp * wp;
+        let (hu, wu) = if self.pool {
+            (2 * oh, 2 * ow)
+        } else {
+            (ho, wo)
+        };
+        // Pairs per transformed row, and pairs kept per output row.
+        let up = (wp - 1) / 2;
+        let pairs = wu.div_ceil(2);
+        debug_assert!(pairs <= up);
+        let vplane = hp * up;
+        let len = (hu - 1) * up + pairs;
+        let stride = len.div_ceil(P_TILE) * P_TILE;
+        let blocks = self.co.div_ceil(CO_TILE);
+        let co6 = blocks * CO_TILE;
+        let k3 = self.ci * self.kh;
+        let offsets: Vec<usize> = (0..self.ci)
+            .flat_map(|c| (0..self.kh).map(move |dy| c * vplane + dy * up))
+            .collect();
+        // The four transformed inputs, each with room for the last tile's reads.
+        let vlen = self.ci * vplane + P_TILE;
+        let zero = [0f32; CO_TILE];
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                input,
+                full,
+                panel,
+                vin,
+                sums,
+            } = scratch;
+            input.clear();
+            input.resize(self.ci * plane + P_TILE, 0.0);
+            vin.resize(4 * vlen, 0.0);
+            sums.resize(4 * co6 * P_BLOCK, 0.0);
+            full.resize(2 * co6 * stride, 0.0);
+            panel.resize(K_CHUNK * P_BLOCK, 0.0);
+            for b in 0..n {
+                for c in 0..self.ci {
+                    let src = &x[(b * self.ci + c) * h * w..][..h * w];
+                    let dst = &mut input[c * plane..][..plane];
+                    for (y, row) in src.chunks_exact(w).enumerate() {
+                        dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
+                    }
+                }
+                let (v0, rest) = vin.split_at_mut(vlen);
+                let (v1, rest) = rest.split_at_mut(vlen);
+                let (v2, v3) = rest.split_at_mut(vlen);
+                // Pairs whose four inputs all lie in the row; past them the fourth reads zero.
+                let whole = (wp - 2) / 2;
+                for (row, at) in input[..self.ci * plane]
+                    .chunks_exact(wp)
+                    .zip((0..).step_by(up))
+                {
+                    let (v0, v1, v2, v3) = (
+                        &mut v0[at..][..up],
+                        &mut v1[at..][..up],
+                        &mut v2[at..][..up],
+                        &mut v3[at..][..up],
+                    );
+                    for u in 0..up {
+                        let (d0, d1, d2) = (row[2 * u], row[2 * u + 1], row[2 * u + 2]);
+                        let d3 = if u < whole { row[2 * u + 3] } else { 0.0 };
+                        v0[u] = d0 - d2;
+                        v1[u] = d1 + d2;
+                        v2[u] = d2 - d1;
+                        v3[u] = d1 - d3;
+                    }
+                }
+                for p0 in (0..stride).step_by(P_BLOCK) {
+                    let pb = P_BLOCK.min(stride - p0);
+                    for m in 0..4 {
+                        let v = &vin[m * vlen..][..vlen];
+                        let wts = &self.wino[m * blocks * k3 * CO_TILE..][..blocks * k3 * CO_TILE];
+                        let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
+                        for k0 in (0..k3).step_by(K_CHUNK) {
+                            let kc = K_CHUNK.min(k3 - k0);
+                            for (row, &off) in panel.chunks_exact_mut(pb).zip(&offsets[k0..k0 + kc])
+                            {
+                                row.copy_from_slice(&v[off + p0..][..pb]);
+                            }
+                            let step = Step {
+                                first: k0 == 0,
+                                last: false,
+                                relu: false,
+                            };
+                            for blk in 0..blocks {
+                                let weights = &wts[(blk * k3 + k0) * CO_TILE..][..kc * CO_TILE];
+                                let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
+                                for t in (0..pb).step_by(P_TILE) {
+                                    let cols = &panel[t..kc * pb];
+                                    let rows = &mut rows[t..];
+                                    if p0 + t + 8 >= len {
+                                        tile::<1>(cols, pb, weights, &zero, step, rows, P_BLOCK);
+                                    } else {
+                                        tile::<2>(cols, pb, weights, &zero, step, rows, P_BLOCK);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // y[2u] = m0 + m1 + m2 and y[2u + 1] = m1 − m2 − m3, biased and rectified.
+                    for o in 0..self.co {
+                        let m = |j: usize| &sums[(j * co6 + o) * P_BLOCK..][..pb];
+                        let (m0, m1, m2, m3) = (m(0), m(1), m(2), m(3));
+                        let bias = self.bias[o];
+                        let (even, odd) = full[o * 2 * stride..][..2 * stride].split_at_mut(stride);
+                        let (even, odd) = (&mut even[p0..][..pb], &mut odd[p0..][..pb]);
+                        for q in 0..pb {
+                            let y0 = m0[q] + m1[q] + m2[q] + bias;
+                            let y1 = m1[q] - m2[q] - m3[q] + bias;
+                            (even[q], odd[q]) = if self.relu {
+                                (y0.max(0.0), y1.max(0.0))
+                            } else {
+                                (y0, y1)
+                            };
+                        }
+                    }
+                }
+                let dst = &mut out[b * self.co * oh * ow..][..self.co * oh * ow];
+                for (o, dst) in dst.chunks_exact_mut(oh * ow).enumerate() {
+                    let (even, odd) = full[o * 2 * stride..][..2 * stride].split_at(stride);
+                    for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
+                        if self.pool {
+                            let (e0, o0) = (&even[2 * y * up..][..ow], &odd[2 * y * up..][..ow]);
+                            let (e1, o1) = (
+                                &even[(2 * y + 1) * up..][..ow],
+                                &odd[(2 * y + 1) * up..][..ow],
+                            );
+                            for (u, d) in row.iter_mut().enumerate() {
+                                // The order of tract's max-pool (f32::MIN, row 0, row 1).
+                                *d = f32::MIN.max(e0[u]).max(o0[u]).max(e1[u]).max(o1[u]);
+                            }
+                        } else {
+                            let (e, od) = (&even[y * up..][..pairs], &odd[y * up..][..pairs]);
+                            for (xx, d) in row.iter_mut().enumerate() {
+                                *d = if xx % 2 == 0 { e[xx / 2] } else { od[xx / 2] };
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
 }
+
+/// Fewest taps per transformed product for [`DirectConv::run_winograd`] (the first
+/// convolution, 3 channels × 3 rows, runs directly: its tiles would be mostly overhead).
+const WINO_MIN_TAPS: usize = 32;
+/// Fewest positions per output channel for [`DirectConv::run_winograd`].
+const WINO_MIN_POSITIONS: usize = 32;
 
 /// Taps per panel: the panel (`K_CHUNK × P_BLOCK` floats, 16 KiB) stays in the L1 cache while
 /// every output channel reads it.
@@ -282,6 +509,10 @@ struct Scratch {
     input: Vec<f32>,
     full: Vec<f32>,
     panel: Vec<f32>,
+    /// [`DirectConv::run_winograd`]'s four transformed inputs.
+    vin: Vec<f32>,
+    /// [`DirectConv::run_winograd`]'s four products over a block of positions.
+    sums: Vec<f32>,
 }
 
 thread_local! {
@@ -569,6 +800,68 @@ mod tests {
         }
     }
 
+    /// Winograd's F(2, 3) and the tap-by-tap path, each against the definition, on shapes where
+    /// [`DirectConv::run_into`] takes the former: the reader's second and third convolutions,
+    /// odd widths and heights, padding, a batch of 2, with and without the pool (pooled: bit
+    /// for bit the unpooled output through the plans' max-pool), AVX2 and portable kernels.
+    #[test]
+    fn winograd_and_direct_match_the_definition() {
+        // ([co, ci, kh, kw], pad, relu, [n, h, w])
+        type Case = ([usize; 4], [usize; 4], bool, [usize; 3]);
+        let cases: [Case; 5] = [
+            ([96, 48, 3, 3], [0; 4], true, [1, 15, 50]),
+            ([192, 96, 3, 3], [0; 4], true, [2, 6, 24]),
+            ([13, 40, 3, 3], [0; 4], false, [1, 9, 33]),
+            ([7, 11, 4, 3], [1, 2, 0, 1], true, [2, 8, 38]),
+            ([5, 32, 1, 3], [0, 0, 0, 3], false, [1, 2, 41]),
+        ];
+        for ([co, ci, kh, kw], pad, relu, [n, h, w]) in cases {
+            let name = format!("{co} {ci} {kh}x{kw} {h}x{w} pad {pad:?}");
+            let mut r = crate::rng::Rng::new((co * 131 + ci * 7 + w) as u64);
+            let weight: Vec<f32> = (0..co * ci * kh * kw).map(|_| r.normal() * 0.3).collect();
+            let bias: Vec<f32> = (0..co).map(|_| r.normal() * 0.1).collect();
+            let x: Vec<f32> = (0..n * ci * h * w).map(|_| r.normal()).collect();
+            let want = reference(&x, &weight, &bias, [co, ci, kh, kw], pad, relu, n, h, w);
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let op = DirectConv::new(&weight, &bias, [co, ci, kh, kw], pad, relu);
+            let (ho, wo) = op.output_size(h, w).expect("fits");
+            let wp = w + pad[1] + pad[3];
+            assert!(op.winograd_pays(ho, wp), "{name}: Winograd's path");
+            for portable in [false, true] {
+                let run = |op: &DirectConv, winograd: bool, (oh, ow): (usize, usize)| {
+                    let go = || {
+                        let mut out = vec![0f32; n * co * oh * ow];
+                        if winograd {
+                            op.run_winograd(&x, n, h, w, &mut out);
+                        } else {
+                            op.run_direct(&x, n, h, w, &mut out);
+                        }
+                        out
+                    };
+                    if portable {
+                        crate::read::simd::portable_only(go)
+                    } else {
+                        go()
+                    }
+                };
+                for winograd in [true, false] {
+                    let got = run(&op, winograd, (ho, wo));
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (g - e).abs() <= 1e-4 * scale,
+                            "{name} winograd {winograd} portable {portable} at {i}: {g} vs {e}"
+                        );
+                    }
+                    let pooled_op = op.clone().pooled();
+                    let pooled = run(&pooled_op, winograd, (ho / 2, wo / 2));
+                    let mut want_pooled = vec![0f32; n * co * (ho / 2) * (wo / 2)];
+                    crate::read::plan::maxpool_2x2(&got, &mut want_pooled, n * co, ho, wo);
+                    assert_eq!(pooled, want_pooled, "{name} pooled, winograd {winograd}");
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
 
@@ -576,7 +869,7 @@ mod tests {
         /// and with the portable one.
         #[test]
         fn any_shape_matches_the_definition(
-            co in 1usize..20, ci in 1usize..12, kh in 1usize..5, kw in 1usize..5,
+            co in 1usize..20, ci in 1usize..40, kh in 1usize..5, kw in 1usize..5,
             pad in proptest::array::uniform4(0usize..3), n in 1usize..3,
             dh in 0usize..8, w in 1usize..45, relu in proptest::bool::ANY,
             pool in proptest::bool::ANY, seed in 0u64..1000,
