@@ -16,10 +16,10 @@
 //! before the tile is stored. Sums run in another order than tract's, so values differ from
 //! tract's by rounding (tested to 1e-4 relative); the readings are the same (docs/experiments.md).
 //!
-//! Kernels 3 wide over enough channels (the reader's second and third convolutions) run as
-//! Winograd's F(2, 3) along rows instead ([`DirectConv::run_winograd`]): four products with a
+//! Kernels 3 wide over enough channels (the reader's second, third and fourth convolutions) run
+//! as Winograd's F(2, 3) along rows instead ([`DirectConv::run_winograd`]): four products with a
 //! third of the taps over half the positions, 2/3 of the multiplications, through the same
-//! tiles.
+//! tiles, with the images of a batch side by side.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -188,7 +188,7 @@ impl DirectConv {
     /// # Shapes
     /// `x`: `[n, ci, h, w]`, `out`: `[n, co, ho, wo]`.
     pub fn run_into(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
-        let (Some((ho, _)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w)) else {
+        let Some((oh, ow)) = self.output_size(h, w) else {
             return;
         };
         assert_eq!(x.len(), n * self.ci * h * w, "input [n, ci, h, w]");
@@ -196,10 +196,7 @@ impl DirectConv {
         if out.is_empty() {
             return;
         }
-        let wp = w + self.pad[1] + self.pad[3];
-        // The rows the output keeps (a pool drops an odd last one).
-        let hu = if self.pool { 2 * oh } else { ho };
-        if self.winograd_pays(hu, wp) {
+        if self.winograd_pays() {
             self.run_winograd(x, n, h, w, out);
         } else {
             self.run_direct(x, n, h, w, out);
@@ -215,6 +212,9 @@ impl DirectConv {
         else {
             return;
         };
+        if out.is_empty() {
+            return;
+        }
         let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
         let plane = hp * wp;
         let (hu, wu) = if self.pool {
@@ -259,20 +259,7 @@ impl DirectConv {
                     for k0 in (0..k).step_by(K_CHUNK) {
                         let kc = K_CHUNK.min(k - k0);
                         // The chunk's taps over the block's positions, one contiguous row each.
-                        let taps = &offsets[k0..k0 + kc];
-                        if pb == P_BLOCK {
-                            // Whole blocks as fixed-size copies, which compile to vector moves.
-                            for (row, &off) in panel.chunks_exact_mut(P_BLOCK).zip(taps) {
-                                let src: &[f32; P_BLOCK] =
-                                    input[off + p0..][..P_BLOCK].try_into().expect("block");
-                                let dst: &mut [f32; P_BLOCK] = row.try_into().expect("block");
-                                *dst = *src;
-                            }
-                        } else {
-                            for (row, &off) in panel.chunks_exact_mut(pb).zip(taps) {
-                                row.copy_from_slice(&input[off + p0..][..pb]);
-                            }
-                        }
+                        pack_panel(panel, input, &offsets[k0..k0 + kc], p0, pb);
                         let step = Step {
                             first: k0 == 0,
                             last: k0 + kc == k,
@@ -318,25 +305,24 @@ impl DirectConv {
         });
     }
 
-    /// Whether [`DirectConv::run_winograd`] computes this convolution, for `hu` output rows
-    /// kept and padded rows `wp` wide: kernels 3 wide with at least [`WINO_MIN_TAPS`] taps per
-    /// transformed product and [`WINO_MIN_POSITIONS`] positions (fewer leave tiles part empty).
-    fn winograd_pays(&self, hu: usize, wp: usize) -> bool {
-        let up = (wp - 1) / 2;
-        !self.wino.is_empty()
-            && self.ci * self.kh >= WINO_MIN_TAPS
-            && (hu - 1) * up + up >= WINO_MIN_POSITIONS
+    /// Whether [`DirectConv::run_winograd`] computes this convolution: kernels 3 wide with at
+    /// least [`WINO_MIN_TAPS`] taps per transformed product. It depends on the op alone, not on
+    /// the batch or the width, so that a strip reads the same alone or batched.
+    fn winograd_pays(&self) -> bool {
+        !self.wino.is_empty() && self.ci * self.kh >= WINO_MIN_TAPS
     }
 
     /// The convolution by Winograd's F(2, 3) along rows: each pair of outputs `y[2u]`,
     /// `y[2u + 1]` of a row is `m0 + m1 + m2` and `m1 − m2 − m3`, where `mj` sums, over input
     /// channels and kernel rows, a transformed weight times a transformed input `vj` (`d0 − d2`,
     /// `d1 + d2`, `d2 − d1`, `d1 − d3` of the four inputs `d` under the pair). Four products
-    /// with a third of the taps over half the positions: 2/3 of the direct multiplications. The
-    /// products run as [`DirectConv::run_into`]'s do, over the planes of `vj` read as one long
-    /// row (a kernel one wide, so every position is a valid one); the two outputs of a pair go
-    /// to two planes, from which the pool takes its maximum (in tract's order) or the rows are
-    /// interleaved. Sums differ from the direct ones by rounding.
+    /// with a third of the taps over half the positions: 2/3 of the direct multiplications. In
+    /// the planes of `vj` the kernel is one wide, so the images of a group are laid side by side
+    /// and read as one long row in which every position is a valid one (short rows, such as the
+    /// fourth convolution's single one, fill whole tiles). The products run through
+    /// [`DirectConv::run_direct`]'s tiles; the two outputs of a pair go to two planes, from which
+    /// the pool takes its maximum (in tract's order) or the rows are interleaved. Each sum runs
+    /// in the same order whatever the group, and differs from the direct one by rounding.
     ///
     /// # Shapes
     /// As [`DirectConv::run_into`].
@@ -345,28 +331,21 @@ impl DirectConv {
         else {
             return;
         };
+        if out.is_empty() {
+            return;
+        }
         let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
         let plane = hp * wp;
-        let (hu, wu) = if self.pool {
-            (2 * oh, 2 * ow)
-        } else {
-            (ho, wo)
-        };
-        // Pairs per transformed row, and pairs kept per output row.
+        let hu = if self.pool { 2 * oh } else { ho };
+        // Pairs per transformed row of an image, and pairs the output keeps.
         let up = (wp - 1) / 2;
-        let pairs = wu.div_ceil(2);
+        let pairs = if self.pool { ow } else { wo.div_ceil(2) };
         debug_assert!(pairs <= up);
-        let vplane = hp * up;
-        let len = (hu - 1) * up + pairs;
-        let stride = len.div_ceil(P_TILE) * P_TILE;
         let blocks = self.co.div_ceil(CO_TILE);
         let co6 = blocks * CO_TILE;
         let k3 = self.ci * self.kh;
-        let offsets: Vec<usize> = (0..self.ci)
-            .flat_map(|c| (0..self.kh).map(move |dy| c * vplane + dy * up))
-            .collect();
-        // The four transformed inputs, each with room for the last tile's reads.
-        let vlen = self.ci * vplane + P_TILE;
+        // Images side by side: as many as keep the four transformed inputs near WINO_GROUP_FLOATS.
+        let group = (WINO_GROUP_FLOATS / (4 * self.ci * hp * up).max(1)).clamp(1, n);
         let zero = [0f32; CO_TILE];
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
@@ -376,42 +355,58 @@ impl DirectConv {
                 vin,
                 sums,
             } = scratch;
-            input.clear();
+            // Unpadded, every plane of `input` is overwritten below.
+            if self.pad != [0; 4] {
+                input.clear();
+            }
             input.resize(self.ci * plane + P_TILE, 0.0);
-            vin.resize(4 * vlen, 0.0);
             sums.resize(4 * co6 * P_BLOCK, 0.0);
-            full.resize(2 * co6 * stride, 0.0);
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
-            for b in 0..n {
-                for c in 0..self.ci {
-                    let src = &x[(b * self.ci + c) * h * w..][..h * w];
-                    let dst = &mut input[c * plane..][..plane];
-                    for (y, row) in src.chunks_exact(w).enumerate() {
-                        dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
+            for b0 in (0..n).step_by(group) {
+                let g = group.min(n - b0);
+                // A transformed row holds the group's rows side by side.
+                let row_len = g * up;
+                let vplane = hp * row_len;
+                let vlen = self.ci * vplane + P_TILE;
+                let len = (hu - 1) * row_len + (g - 1) * up + pairs;
+                let stride = len.div_ceil(P_TILE) * P_TILE;
+                vin.resize(4 * vlen, 0.0);
+                full.resize(2 * co6 * stride, 0.0);
+                let offsets: Vec<usize> = (0..self.ci)
+                    .flat_map(|c| (0..self.kh).map(move |dy| c * vplane + dy * row_len))
+                    .collect();
+                for bi in 0..g {
+                    let b = b0 + bi;
+                    for c in 0..self.ci {
+                        let src = &x[(b * self.ci + c) * h * w..][..h * w];
+                        let dst = &mut input[c * plane..][..plane];
+                        for (y, row) in src.chunks_exact(w).enumerate() {
+                            dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
+                        }
                     }
-                }
-                let (v0, rest) = vin.split_at_mut(vlen);
-                let (v1, rest) = rest.split_at_mut(vlen);
-                let (v2, v3) = rest.split_at_mut(vlen);
-                // Pairs whose four inputs all lie in the row; past them the fourth reads zero.
-                let whole = (wp - 2) / 2;
-                for (row, at) in input[..self.ci * plane]
-                    .chunks_exact(wp)
-                    .zip((0..).step_by(up))
-                {
-                    let (v0, v1, v2, v3) = (
-                        &mut v0[at..][..up],
-                        &mut v1[at..][..up],
-                        &mut v2[at..][..up],
-                        &mut v3[at..][..up],
-                    );
-                    for u in 0..up {
-                        let (d0, d1, d2) = (row[2 * u], row[2 * u + 1], row[2 * u + 2]);
-                        let d3 = if u < whole { row[2 * u + 3] } else { 0.0 };
-                        v0[u] = d0 - d2;
-                        v1[u] = d1 + d2;
-                        v2[u] = d2 - d1;
-                        v3[u] = d1 - d3;
+                    let (v0, rest) = vin.split_at_mut(vlen);
+                    let (v1, rest) = rest.split_at_mut(vlen);
+                    let (v2, v3) = rest.split_at_mut(vlen);
+                    // Pairs whose four inputs all lie in the row; past them the fourth reads 0.
+                    let whole = (wp - 2) / 2;
+                    for (row, at) in input[..self.ci * plane]
+                        .chunks_exact(wp)
+                        .zip((bi * up..).step_by(row_len))
+                    {
+                        let (v0, v1, v2, v3) = (
+                            &mut v0[at..][..up],
+                            &mut v1[at..][..up],
+                            &mut v2[at..][..up],
+                            &mut v3[at..][..up],
+                        );
+                        for u in 0..up {
+                            let (d0, d1, d2) = (row[2 * u], row[2 * u + 1], row[2 * u + 2]);
+                            let d3 = if u < whole { row[2 * u + 3] } else { 0.0 };
+                            v0[u] = d0 - d2;
+                            v1[u] = d1 + d2;
+                            v2[u] = d2 - d1;
+                            v3[u] = d1 - d3;
+                        }
                     }
                 }
                 for p0 in (0..stride).step_by(P_BLOCK) {
@@ -422,10 +417,7 @@ impl DirectConv {
                         let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
                         for k0 in (0..k3).step_by(K_CHUNK) {
                             let kc = K_CHUNK.min(k3 - k0);
-                            for (row, &off) in panel.chunks_exact_mut(pb).zip(&offsets[k0..k0 + kc])
-                            {
-                                row.copy_from_slice(&v[off + p0..][..pb]);
-                            }
+                            pack_panel(panel, v, &offsets[k0..k0 + kc], p0, pb);
                             let step = Step {
                                 first: k0 == 0,
                                 last: false,
@@ -464,24 +456,25 @@ impl DirectConv {
                         }
                     }
                 }
-                let dst = &mut out[b * self.co * oh * ow..][..self.co * oh * ow];
-                for (o, dst) in dst.chunks_exact_mut(oh * ow).enumerate() {
-                    let (even, odd) = full[o * 2 * stride..][..2 * stride].split_at(stride);
-                    for (y, row) in dst.chunks_exact_mut(ow).enumerate() {
-                        if self.pool {
-                            let (e0, o0) = (&even[2 * y * up..][..ow], &odd[2 * y * up..][..ow]);
-                            let (e1, o1) = (
-                                &even[(2 * y + 1) * up..][..ow],
-                                &odd[(2 * y + 1) * up..][..ow],
-                            );
-                            for (u, d) in row.iter_mut().enumerate() {
-                                // The order of tract's max-pool (f32::MIN, row 0, row 1).
-                                *d = f32::MIN.max(e0[u]).max(o0[u]).max(e1[u]).max(o1[u]);
-                            }
-                        } else {
-                            let (e, od) = (&even[y * up..][..pairs], &odd[y * up..][..pairs]);
-                            for (xx, d) in row.iter_mut().enumerate() {
-                                *d = if xx % 2 == 0 { e[xx / 2] } else { od[xx / 2] };
+                for bi in 0..g {
+                    let dst = &mut out[(b0 + bi) * self.co * oh * ow..][..self.co * oh * ow];
+                    for (o, dst) in dst.chunks_exact_mut(oh * ow).enumerate() {
+                        let (even, odd) = full[o * 2 * stride..][..2 * stride].split_at(stride);
+                        let at = |y: usize| y * row_len + bi * up;
+                        for (y, dst) in dst.chunks_exact_mut(ow).enumerate() {
+                            if self.pool {
+                                let (r0, r1) = (at(2 * y), at(2 * y + 1));
+                                let (e0, o0) = (&even[r0..][..pairs], &odd[r0..][..pairs]);
+                                let (e1, o1) = (&even[r1..][..pairs], &odd[r1..][..pairs]);
+                                for (u, d) in dst.iter_mut().enumerate() {
+                                    // The order of tract's max-pool (f32::MIN, row 0, row 1).
+                                    *d = f32::MIN.max(e0[u]).max(o0[u]).max(e1[u]).max(o1[u]);
+                                }
+                            } else {
+                                let (e, od) = (&even[at(y)..][..pairs], &odd[at(y)..][..pairs]);
+                                for (xx, d) in dst.iter_mut().enumerate() {
+                                    *d = if xx % 2 == 0 { e[xx / 2] } else { od[xx / 2] };
+                                }
                             }
                         }
                     }
@@ -494,8 +487,29 @@ impl DirectConv {
 /// Fewest taps per transformed product for [`DirectConv::run_winograd`] (the first
 /// convolution, 3 channels × 3 rows, runs directly: its tiles would be mostly overhead).
 const WINO_MIN_TAPS: usize = 32;
-/// Fewest positions per output channel for [`DirectConv::run_winograd`].
-const WINO_MIN_POSITIONS: usize = 32;
+/// About how many floats the four transformed inputs of a group of images side by side take in
+/// [`DirectConv::run_winograd`] (1 MiB).
+const WINO_GROUP_FLOATS: usize = 1 << 18;
+
+/// Pack a panel: row `t` holds `pb` positions from `p0` of tap `taps[t]`, read in `src` from
+/// offset `taps[t] + p0`.
+///
+/// # Shapes
+/// `panel`: at least `taps.len() · pb`.
+fn pack_panel(panel: &mut [f32], src: &[f32], taps: &[usize], p0: usize, pb: usize) {
+    if pb == P_BLOCK {
+        // Whole blocks as fixed-size copies, which compile to vector moves.
+        for (row, &off) in panel.chunks_exact_mut(P_BLOCK).zip(taps) {
+            let from: &[f32; P_BLOCK] = src[off + p0..][..P_BLOCK].try_into().expect("block");
+            let to: &mut [f32; P_BLOCK] = row.try_into().expect("block");
+            *to = *from;
+        }
+    } else {
+        for (row, &off) in panel.chunks_exact_mut(pb).zip(taps) {
+            row.copy_from_slice(&src[off + p0..][..pb]);
+        }
+    }
+}
 
 /// Taps per panel: the panel (`K_CHUNK × P_BLOCK` floats, 16 KiB) stays in the L1 cache while
 /// every output channel reads it.
@@ -801,15 +815,17 @@ mod tests {
     }
 
     /// Winograd's F(2, 3) and the tap-by-tap path, each against the definition, on shapes where
-    /// [`DirectConv::run_into`] takes the former: the reader's second and third convolutions,
-    /// odd widths and heights, padding, a batch of 2, with and without the pool (pooled: bit
+    /// [`DirectConv::run_into`] takes the former: the reader's second, third and fourth
+    /// convolutions, odd widths and heights, padding, batches of 2 and 3 (images side by side),
+    /// with and without the pool (pooled: bit
     /// for bit the unpooled output through the plans' max-pool), AVX2 and portable kernels.
     #[test]
     fn winograd_and_direct_match_the_definition() {
         // ([co, ci, kh, kw], pad, relu, [n, h, w])
         type Case = ([usize; 4], [usize; 4], bool, [usize; 3]);
-        let cases: [Case; 5] = [
+        let cases: [Case; 6] = [
             ([96, 48, 3, 3], [0; 4], true, [1, 15, 50]),
+            ([192, 192, 4, 3], [0; 4], true, [3, 4, 22]),
             ([192, 96, 3, 3], [0; 4], true, [2, 6, 24]),
             ([13, 40, 3, 3], [0; 4], false, [1, 9, 33]),
             ([7, 11, 4, 3], [1, 2, 0, 1], true, [2, 8, 38]),
@@ -825,8 +841,7 @@ mod tests {
             let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
             let op = DirectConv::new(&weight, &bias, [co, ci, kh, kw], pad, relu);
             let (ho, wo) = op.output_size(h, w).expect("fits");
-            let wp = w + pad[1] + pad[3];
-            assert!(op.winograd_pays(ho, wp), "{name}: Winograd's path");
+            assert!(op.winograd_pays(), "{name}: Winograd's path");
             for portable in [false, true] {
                 let run = |op: &DirectConv, winograd: bool, (oh, ow): (usize, usize)| {
                     let go = || {
