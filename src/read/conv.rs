@@ -17,7 +17,7 @@
 //! tract's by rounding (tested to 1e-4 relative); the readings are the same (docs/experiments.md).
 //!
 //! Kernels 3 wide over enough channels (the reader's second, third and fourth convolutions) run
-//! as Winograd's F(2, 3) along rows instead ([`DirectConv::run_winograd`]): four products with a
+//! as Winograd's F(2, 3) along rows instead (`DirectConv::run_winograd`): four products with a
 //! third of the taps over half the positions, 2/3 of the multiplications, through the same
 //! tiles, with the images of a batch side by side.
 

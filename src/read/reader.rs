@@ -1,6 +1,5 @@
-//! Inference through tract-onnx: the ONNX model is parsed once; one optimised plan per batch
-//! size (tract's LSTM needs a concrete batch) with a symbolic width is built on first use and
-//! reused for every later call.
+//! Inference through tract-onnx: the ONNX model is parsed once; one optimised plan with a
+//! symbolic batch and width is built on first use and reused for every later call.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,7 +166,7 @@ impl std::fmt::Debug for Reader {
 /// recurrence multiplies the batch's states by each row of its weights once, in the same order
 /// for every strip). On the 2,026 full-protocol strips, one thread, batches of up to 32 took
 /// 2.23 ms a strip against 2.57 ms one at a time (the LSTM 0.38 against 0.65 ms;
-/// docs/experiments.md, "Speed"). Batches run in parallel on rayon's threads.
+/// docs/experiments.md, "Batches of one width"). Batches run in parallel on rayon's threads.
 pub const MAX_BATCH: usize = 32;
 
 /// The regions an image is read in, each with its strip (what [`Reader::strips`] gives).
@@ -193,7 +192,7 @@ impl Reader {
 
     /// A model from ONNX bytes; `source` names it in errors. The model is parsed and its
     /// interface checked here (input `[N, 3, 32, W]`, output `[T, N, 11]`, or `[M, T, N, 11]` for
-    /// an ensemble of `M` members, checked by building the batch-1 plan).
+    /// an ensemble of `M` members, checked by building the plan and running it on one strip).
     pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Reader> {
         let err = |reason: String| metadata::model_error(source, reason);
         let model = metadata::parse_model(bytes, source)?;
