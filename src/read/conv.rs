@@ -60,6 +60,22 @@ pub struct DirectConv {
     wino: Vec<f32>,
 }
 
+/// The sizes of one [`DirectConv`] run (see [`DirectConv::run_into`]).
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Convolution output width, before any pool.
+    wo: usize,
+    /// Output height and width (pooled if the op pools).
+    oh: usize,
+    ow: usize,
+    /// The padded input's height and width.
+    hp: usize,
+    wp: usize,
+    /// Convolution rows and columns kept (a pool drops an odd last one).
+    hu: usize,
+    wu: usize,
+}
+
 impl DirectConv {
     /// Everything that defines the op but its weights.
     fn shape_key(&self) -> ([usize; 4], [usize; 4], [bool; 2]) {
@@ -183,6 +199,41 @@ impl DirectConv {
         out
     }
 
+    /// The sizes of a run on an input `h × w` (`None` when the kernel does not fit).
+    fn sizes(&self, h: usize, w: usize) -> Option<Sizes> {
+        let (ho, wo) = self.conv_size(h, w)?;
+        let (oh, ow) = self.output_size(h, w)?;
+        let (hu, wu) = if self.pool {
+            (2 * oh, 2 * ow)
+        } else {
+            (ho, wo)
+        };
+        Some(Sizes {
+            wo,
+            oh,
+            ow,
+            hp: h + self.pad[0] + self.pad[2],
+            wp: w + self.pad[1] + self.pad[3],
+            hu,
+            wu,
+        })
+    }
+
+    /// Copy one image into `input`'s planes of `wp`-wide padded rows, leaving the padding as
+    /// it is (zero).
+    ///
+    /// # Shapes
+    /// `image`: `[ci, h, w]`; `input`: at least `[ci, hp, wp]`.
+    fn pad_into(&self, image: &[f32], w: usize, wp: usize, input: &mut [f32]) {
+        let plane = (image.len() / self.ci / w + self.pad[0] + self.pad[2]) * wp;
+        for (c, src) in image.chunks_exact(image.len() / self.ci).enumerate() {
+            let dst = &mut input[c * plane..][..plane];
+            for (y, row) in src.chunks_exact(w).enumerate() {
+                dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
     /// [`DirectConv::run`] into `out`.
     ///
     /// # Shapes
@@ -208,20 +259,19 @@ impl DirectConv {
     /// # Shapes
     /// As [`DirectConv::run_into`].
     fn run_direct(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
-        let (Some((ho, wo)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w))
-        else {
+        let Some(z) = self.sizes(h, w).filter(|_| !out.is_empty()) else {
             return;
         };
-        if out.is_empty() {
-            return;
-        }
-        let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
+        let Sizes {
+            wo,
+            oh,
+            ow,
+            hp,
+            wp,
+            hu,
+            wu,
+        } = z;
         let plane = hp * wp;
-        let (hu, wu) = if self.pool {
-            (2 * oh, 2 * ow)
-        } else {
-            (ho, wo)
-        };
         // Positions computed per output channel: up to the last kept one, in whole tiles.
         let len = (hu - 1) * wp + wu;
         let stride = len.div_ceil(P_TILE) * P_TILE;
@@ -247,13 +297,7 @@ impl DirectConv {
             full.resize(blocks * CO_TILE * stride, 0.0);
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
             for b in 0..n {
-                for c in 0..self.ci {
-                    let src = &x[(b * self.ci + c) * h * w..][..h * w];
-                    let dst = &mut input[c * plane..][..plane];
-                    for (y, row) in src.chunks_exact(w).enumerate() {
-                        dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
-                    }
-                }
+                self.pad_into(&x[b * self.ci * h * w..][..self.ci * h * w], w, wp, input);
                 for p0 in (0..stride).step_by(P_BLOCK) {
                     let pb = P_BLOCK.min(stride - p0);
                     for k0 in (0..k).step_by(K_CHUNK) {
@@ -327,16 +371,12 @@ impl DirectConv {
     /// # Shapes
     /// As [`DirectConv::run_into`].
     fn run_winograd(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
-        let (Some((ho, wo)), Some((oh, ow))) = (self.conv_size(h, w), self.output_size(h, w))
-        else {
+        let Some(z) = self.sizes(h, w).filter(|_| !out.is_empty()) else {
             return;
         };
-        if out.is_empty() {
-            return;
-        }
-        let (hp, wp) = (h + self.pad[0] + self.pad[2], w + self.pad[1] + self.pad[3]);
+        let (wo, oh, ow, hu) = (z.wo, z.oh, z.ow, z.hu);
+        let (hp, wp) = (z.hp, z.wp);
         let plane = hp * wp;
-        let hu = if self.pool { 2 * oh } else { ho };
         // Pairs per transformed row of an image, and pairs the output keeps.
         let up = (wp - 1) / 2;
         let pairs = if self.pool { ow } else { wo.div_ceil(2) };
@@ -377,13 +417,7 @@ impl DirectConv {
                     .collect();
                 for bi in 0..g {
                     let b = b0 + bi;
-                    for c in 0..self.ci {
-                        let src = &x[(b * self.ci + c) * h * w..][..h * w];
-                        let dst = &mut input[c * plane..][..plane];
-                        for (y, row) in src.chunks_exact(w).enumerate() {
-                            dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
-                        }
-                    }
+                    self.pad_into(&x[b * self.ci * h * w..][..self.ci * h * w], w, wp, input);
                     let (v0, rest) = vin.split_at_mut(vlen);
                     let (v1, rest) = rest.split_at_mut(vlen);
                     let (v2, v3) = rest.split_at_mut(vlen);
