@@ -315,16 +315,9 @@ impl DirectConv {
                                 .try_into()
                                 .expect("tile bias");
                             let rows = &mut full[blk * CO_TILE * stride..][..CO_TILE * stride];
-                            for t in (0..pb).step_by(P_TILE) {
-                                let cols = &panel[t..kc * pb];
-                                let rows = &mut rows[p0 + t..];
-                                // A last tile with at most 8 positions left computes only those.
-                                if p0 + t + 8 >= len {
-                                    tile::<1>(cols, pb, weights, bias, step, rows, stride);
-                                } else {
-                                    tile::<2>(cols, pb, weights, bias, step, rows, stride);
-                                }
-                            }
+                            let rows = &mut rows[p0..];
+                            let panel = &panel[..kc * pb];
+                            block_tiles(panel, pb, weights, bias, step, rows, stride, len - p0);
                         }
                     }
                 }
@@ -387,6 +380,8 @@ impl DirectConv {
         // Images side by side: as many as keep the four transformed inputs near WINO_GROUP_FLOATS.
         let group = (WINO_GROUP_FLOATS / (4 * self.ci * hp * up).max(1)).clamp(1, n);
         let zero = [0f32; CO_TILE];
+        // Pairs whose four inputs all lie in a row; past them the fourth reads 0.
+        let whole = (wp - 2) / 2;
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
                 input,
@@ -421,8 +416,6 @@ impl DirectConv {
                     let (v0, rest) = vin.split_at_mut(vlen);
                     let (v1, rest) = rest.split_at_mut(vlen);
                     let (v2, v3) = rest.split_at_mut(vlen);
-                    // Pairs whose four inputs all lie in the row; past them the fourth reads 0.
-                    let whole = (wp - 2) / 2;
                     for (row, at) in input[..self.ci * plane]
                         .chunks_exact(wp)
                         .zip((bi * up..).step_by(row_len))
@@ -460,15 +453,9 @@ impl DirectConv {
                             for blk in 0..blocks {
                                 let weights = &wts[(blk * k3 + k0) * CO_TILE..][..kc * CO_TILE];
                                 let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
-                                for t in (0..pb).step_by(P_TILE) {
-                                    let cols = &panel[t..kc * pb];
-                                    let rows = &mut rows[t..];
-                                    if p0 + t + 8 >= len {
-                                        tile::<1>(cols, pb, weights, &zero, step, rows, P_BLOCK);
-                                    } else {
-                                        tile::<2>(cols, pb, weights, &zero, step, rows, P_BLOCK);
-                                    }
-                                }
+                                let panel = &panel[..kc * pb];
+                                let left = len - p0;
+                                block_tiles(panel, pb, weights, &zero, step, rows, P_BLOCK, left);
                             }
                         }
                     }
@@ -575,6 +562,31 @@ struct Step {
     /// The last chunk: apply the ReLU, when `relu`.
     last: bool,
     relu: bool,
+}
+
+/// The tiles of one co-block over a panel of `pb` positions (`panel` `[kc, pb]`): their sums go
+/// to `rows` `[6, stride]` from column 0. A last tile with at most 8 of the `left` positions
+/// still to compute computes only 8.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+fn block_tiles(
+    panel: &[f32],
+    pb: usize,
+    weights: &[f32],
+    bias: &[f32; CO_TILE],
+    step: Step,
+    rows: &mut [f32],
+    stride: usize,
+    left: usize,
+) {
+    for t in (0..pb).step_by(P_TILE) {
+        let (cols, rows) = (&panel[t..], &mut rows[t..]);
+        if t + 8 >= left {
+            tile::<1>(cols, pb, weights, bias, step, rows, stride);
+        } else {
+            tile::<2>(cols, pb, weights, bias, step, rows, stride);
+        }
+    }
 }
 
 /// One tile: 6 output channels (their `weights` `[kc, 6]` and `bias`) at `8·V` positions
