@@ -817,13 +817,18 @@ fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
     assert!(rates.iter().all(|r| r.as_f64().unwrap() > 0.0), "{out}");
     let (code, out, err) = run(&["bench-strips", &full, "--per-op"], None);
     assert_eq!(code, 0, "{err}");
-    // The plan's rewrites: convolutions (with their pools) and the LSTM run as our own ops.
+    // The plan's rewrites: convolutions (with their pools), the LSTM and the log-softmax run
+    // as our own ops.
     assert!(
         out.contains("DirectConv")
             && out.contains("FusedLstm")
+            && out.contains("LogSoftmaxRows")
             && !out.contains("Im2col")
             && !out.contains("MaxPool")
-            && !out.contains("Scan"),
+            && !out.contains("Scan")
+            && !out
+                .lines()
+                .any(|l| l.starts_with("Softmax ") || l.starts_with("Ln ")),
         "{out}"
     );
 }

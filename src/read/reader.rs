@@ -402,33 +402,23 @@ impl Reader {
         let plan = self.plan()?;
         let mut per_op: HashMap<String, f64> = HashMap::new();
         let mut total = 0.0;
-        let mut by_width: std::collections::BTreeMap<usize, Vec<&Strip>> = Default::default();
-        for s in strips {
-            by_width.entry(s.width).or_default().push(s);
-        }
-        for (w, same) in by_width {
-            for run in same.chunks(batch.max(1)) {
-                let x: Vec<f32> = run.iter().flat_map(|s| s.data.iter().cloned()).collect();
-                let input = Tensor::from_shape(&[run.len(), 3, HEIGHT, w], &x)
-                    .map_err(|e| Error::Inference(e.to_string()))?;
-                let mut state =
-                    TypedSimpleState::new(&plan).map_err(|e| Error::Inference(e.to_string()))?;
-                let start = std::time::Instant::now();
-                state
-                    .run_plan_with_eval(
-                        tvec!(input.into_tvalue()),
-                        |ctx, op_state, node, inputs| {
-                            let t = std::time::Instant::now();
-                            let out =
-                                tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
-                            *per_op.entry(node.op().name().to_string()).or_default() +=
-                                t.elapsed().as_secs_f64();
-                            out
-                        },
-                    )
-                    .map_err(|e| Error::Inference(e.to_string()))?;
-                total += start.elapsed().as_secs_f64();
-            }
+        for (w, run) in width_batches(strips, batch.max(1)) {
+            let x = stacked(strips, &run);
+            let input = Tensor::from_shape(&[run.len(), 3, HEIGHT, w], &x)
+                .map_err(|e| Error::Inference(e.to_string()))?;
+            let mut state =
+                TypedSimpleState::new(&plan).map_err(|e| Error::Inference(e.to_string()))?;
+            let start = std::time::Instant::now();
+            state
+                .run_plan_with_eval(tvec!(input.into_tvalue()), |ctx, op_state, node, inputs| {
+                    let t = std::time::Instant::now();
+                    let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                    *per_op.entry(node.op().name().to_string()).or_default() +=
+                        t.elapsed().as_secs_f64();
+                    out
+                })
+                .map_err(|e| Error::Inference(e.to_string()))?;
+            total += start.elapsed().as_secs_f64();
         }
         let mut v: Vec<(String, f64)> = per_op.into_iter().collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -463,25 +453,16 @@ impl Reader {
     /// # Shapes
     /// Each reading's `log_probs` is `[t, NUM_CLASSES]`.
     fn read_views(&self, strips: &[&Strip]) -> Result<Vec<Vec<ViewReading>>> {
-        let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-        for (i, s) in strips.iter().enumerate() {
-            by_width.entry(s.width).or_default().push(i);
-        }
         // Batches of equal width, run in parallel (each tract run is single-threaded; the
         // search protocol gives one image several widths).
-        let jobs: Vec<(usize, &[usize])> = by_width
-            .iter()
-            .flat_map(|(&w, idx)| idx.chunks(MAX_BATCH).map(move |c| (w, c)))
-            .collect();
+        let jobs = width_batches(strips, MAX_BATCH);
         let m = self.members;
         type Batch = Vec<(usize, Vec<ViewReading>)>;
         let done: Vec<Result<Batch>> = jobs
             .par_iter()
-            .map(|&(w, chunk)| {
-                let x: Vec<f32> = chunk
-                    .iter()
-                    .flat_map(|&i| strips[i].data.iter().cloned())
-                    .collect();
+            .map(|(w, chunk)| {
+                let (w, chunk) = (*w, chunk.as_slice());
+                let x = stacked(strips, chunk);
                 let n = chunk.len();
                 let (lp, t) = self.log_probs(&x, n, w)?;
                 Ok(chunk
@@ -1082,6 +1063,30 @@ impl Reader {
             })
             .collect()
     }
+}
+
+/// `strips` grouped into runs of at most `batch` strips of one width, in increasing width and
+/// then input order: each run's width and the strips' indices.
+fn width_batches(strips: &[&Strip], batch: usize) -> Vec<(usize, Vec<usize>)> {
+    let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, s) in strips.iter().enumerate() {
+        by_width.entry(s.width).or_default().push(i);
+    }
+    by_width
+        .into_iter()
+        .flat_map(|(w, idx)| {
+            idx.chunks(batch)
+                .map(|c| (w, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The strips `idx` of `strips` (one width) one after another: a batch `[n, 3, HEIGHT, w]`.
+fn stacked(strips: &[&Strip], idx: &[usize]) -> Vec<f32> {
+    idx.iter()
+        .flat_map(|&i| strips[i].data.iter().copied())
+        .collect()
 }
 
 #[cfg(test)]

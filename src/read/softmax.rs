@@ -10,6 +10,8 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::math::Ln;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
 /// `log(softmax(x))` along one axis of an f32 tensor, each row on its own.
@@ -114,7 +116,10 @@ pub fn rewrite_log_softmax(model: &mut TypedModel) -> TractResult<usize> {
             continue;
         };
         let ln = model.node(succ.node);
-        if ln.op().name() != "Ln" || ln.inputs.len() != 1 {
+        let is_ln = ln
+            .op_as::<ElementWiseOp>()
+            .is_some_and(|op| op.0.is::<Ln>() && op.1.is_none());
+        if !is_ln || ln.inputs.len() != 1 {
             continue;
         }
         let mut patch = TypedModelPatch::default();
