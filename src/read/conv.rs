@@ -17,9 +17,9 @@
 //! tract's by rounding (tested to 1e-4 relative); the readings are the same (docs/experiments.md).
 //!
 //! Kernels 3 wide over enough channels (the reader's second, third and fourth convolutions) run
-//! as Winograd's F(2, 3) along rows instead (`DirectConv::run_winograd`): four products with a
-//! third of the taps over half the positions, 2/3 of the multiplications, through the same
-//! tiles, with the images of a batch side by side.
+//! as Winograd's F(4, 3) along rows instead (`DirectConv::run_winograd`): six products with a
+//! third of the taps over a quarter of the positions, half the multiplications, through the
+//! same tiles, with the images of a batch side by side.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -54,9 +54,9 @@ pub struct DirectConv {
     packed: Vec<f32>,
     /// `[ceil(co / 6) · 6]`, zero past `co`.
     bias: Vec<f32>,
-    /// For kernels 3 wide, the weights transformed for Winograd's F(2, 3) along rows
-    /// ([`DirectConv::run_winograd`]), `[4, ceil(co / 6), ci·kh, 6]`: per row of a kernel
-    /// `g`, `g0`, `(g0 + g1 + g2) / 2`, `(g0 − g1 + g2) / 2`, `g2`. Empty otherwise.
+    /// For kernels 3 wide, the weights transformed for Winograd's F(4, 3) along rows
+    /// ([`DirectConv::run_winograd`]), `[6, ceil(co / 6), ci·kh, 6]`: per row `g` of a kernel,
+    /// `Gg` ([`winograd_kernel`]). Empty otherwise.
     wino: Vec<f32>,
 }
 
@@ -131,18 +131,12 @@ impl DirectConv {
         let mut wino = Vec::new();
         if kw == 3 {
             let k3 = ci * kh;
-            wino = vec![0f32; 4 * blocks * k3 * CO_TILE];
+            wino = vec![0f32; WINO_PLANES * blocks * k3 * CO_TILE];
             for o in 0..co {
                 let (blk, j) = (o / CO_TILE, o % CO_TILE);
                 for t in 0..k3 {
                     let g = &weight[(o * k3 + t) * 3..][..3];
-                    let transformed = [
-                        g[0],
-                        0.5 * (g[0] + g[1] + g[2]),
-                        0.5 * (g[0] - g[1] + g[2]),
-                        g[2],
-                    ];
-                    for (m, v) in transformed.into_iter().enumerate() {
+                    for (m, v) in winograd_kernel(g).into_iter().enumerate() {
                         wino[((m * blocks + blk) * k3 + t) * CO_TILE + j] = v;
                     }
                 }
@@ -230,6 +224,31 @@ impl DirectConv {
             let dst = &mut input[c * plane..][..plane];
             for (y, row) in src.chunks_exact(w).enumerate() {
                 dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// Copy one image into `input`'s padded rows of `pitch ≥ wp` floats: zero rows above and
+    /// below, zero columns on the left and from the image's end to the end of the pitch.
+    ///
+    /// # Shapes
+    /// `image`: `[ci, h, w]`; `input`: at least `[ci, hp, pitch]`.
+    fn pad_rows_into(&self, image: &[f32], w: usize, pitch: usize, input: &mut [f32]) {
+        let h = image.len() / self.ci / w;
+        let (hp, left) = (h + self.pad[0] + self.pad[2], self.pad[1]);
+        for (src, dst) in image
+            .chunks_exact(h * w)
+            .zip(input.chunks_exact_mut(hp * pitch))
+        {
+            for (y, row) in dst.chunks_exact_mut(pitch).enumerate() {
+                match y.checked_sub(self.pad[0]).filter(|&y| y < h) {
+                    Some(y) => {
+                        row[..left].fill(0.0);
+                        row[left..left + w].copy_from_slice(&src[y * w..][..w]);
+                        row[left + w..].fill(0.0);
+                    }
+                    None => row.fill(0.0),
+                }
             }
         }
     }
@@ -349,17 +368,18 @@ impl DirectConv {
         !self.wino.is_empty() && self.ci * self.kh >= WINO_MIN_TAPS
     }
 
-    /// The convolution by Winograd's F(2, 3) along rows: each pair of outputs `y[2u]`,
-    /// `y[2u + 1]` of a row is `m0 + m1 + m2` and `m1 − m2 − m3`, where `mj` sums, over input
-    /// channels and kernel rows, a transformed weight times a transformed input `vj` (`d0 − d2`,
-    /// `d1 + d2`, `d2 − d1`, `d1 − d3` of the four inputs `d` under the pair). Four products
-    /// with a third of the taps over half the positions: 2/3 of the direct multiplications. In
-    /// the planes of `vj` the kernel is one wide, so the images of a group are laid side by side
-    /// and read as one long row in which every position is a valid one (short rows, such as the
-    /// fourth convolution's single one, fill whole tiles). The products run through
-    /// [`DirectConv::run_direct`]'s tiles; the two outputs of a pair go to two planes, from which
-    /// the pool takes its maximum (in tract's order) or the rows are interleaved. Each sum runs
-    /// in the same order whatever the group, and differs from the direct one by rounding.
+    /// The convolution by Winograd's F(4, 3) along rows. Four outputs `y[4u .. 4u + 4]` of a
+    /// row come from six products `mj`, each a sum over input channels and kernel rows of a
+    /// transformed weight ([`DirectConv::new`]) times a transformed input `vj` (`Bᵀd` of the six
+    /// inputs `d` under the four outputs, [`winograd_input`]), as `y = Aᵀm`
+    /// ([`winograd_output`]). Six products with a third of the taps over a quarter of the
+    /// positions: half the direct multiplications. In the planes of `vj` the kernel is one wide,
+    /// so the images of a group are laid side by side and read as one long row in which every
+    /// position is a valid one (short rows, such as the fourth convolution's single one, fill
+    /// whole tiles). The products run through [`DirectConv::run_direct`]'s tiles; the four
+    /// outputs of a unit go to four planes, from which the pool takes its maximum (in tract's
+    /// order) or the rows are interleaved. Each sum runs in the same order whatever the group,
+    /// and differs from the direct one by rounding.
     ///
     /// # Shapes
     /// As [`DirectConv::run_into`].
@@ -368,20 +388,18 @@ impl DirectConv {
             return;
         };
         let (wo, oh, ow, hu) = (z.wo, z.oh, z.ow, z.hu);
-        let (hp, wp) = (z.hp, z.wp);
-        let plane = hp * wp;
-        // Pairs per transformed row of an image, and pairs the output keeps.
-        let up = (wp - 1) / 2;
-        let pairs = if self.pool { ow } else { wo.div_ceil(2) };
-        debug_assert!(pairs <= up);
+        let hp = z.hp;
+        // Units of four outputs per transformed row of an image, and units the output keeps.
+        let up = wo.div_ceil(WINO_OUT);
+        let units = if self.pool { ow.div_ceil(2) } else { up };
         let blocks = self.co.div_ceil(CO_TILE);
         let co6 = blocks * CO_TILE;
         let k3 = self.ci * self.kh;
-        // Images side by side: as many as keep the four transformed inputs near WINO_GROUP_FLOATS.
-        let group = (WINO_GROUP_FLOATS / (4 * self.ci * hp * up).max(1)).clamp(1, n);
+        // Images side by side: as many as keep the transformed inputs near WINO_GROUP_FLOATS.
+        let group = (WINO_GROUP_FLOATS / (WINO_PLANES * self.ci * hp * up).max(1)).clamp(1, n);
         let zero = [0f32; CO_TILE];
-        // Pairs whose four inputs all lie in a row; past them the fourth reads 0.
-        let whole = (wp - 2) / 2;
+        // Padded rows with zeros to the last float a vector of units reads (`winograd_inputs`).
+        let pitch = WINO_OUT * up + ROW_SLACK;
         SCRATCH.with_borrow_mut(|scratch| {
             let Scratch {
                 input,
@@ -390,12 +408,8 @@ impl DirectConv {
                 vin,
                 sums,
             } = scratch;
-            // Unpadded, every plane of `input` is overwritten below.
-            if self.pad != [0; 4] {
-                input.clear();
-            }
-            input.resize(self.ci * plane + P_TILE, 0.0);
-            sums.resize(4 * co6 * P_BLOCK, 0.0);
+            input.resize(self.ci * hp * pitch, 0.0);
+            sums.resize(WINO_PLANES * co6 * P_BLOCK, 0.0);
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
             for b0 in (0..n).step_by(group) {
                 let g = group.min(n - b0);
@@ -403,42 +417,31 @@ impl DirectConv {
                 let row_len = g * up;
                 let vplane = hp * row_len;
                 let vlen = self.ci * vplane + P_TILE;
-                let len = (hu - 1) * row_len + (g - 1) * up + pairs;
+                let len = (hu - 1) * row_len + (g - 1) * up + units;
                 let stride = len.div_ceil(P_TILE) * P_TILE;
-                vin.resize(4 * vlen, 0.0);
-                full.resize(2 * co6 * stride, 0.0);
+                vin.resize(WINO_PLANES * vlen, 0.0);
+                full.resize(WINO_OUT * co6 * stride, 0.0);
                 let offsets: Vec<usize> = (0..self.ci)
                     .flat_map(|c| (0..self.kh).map(move |dy| c * vplane + dy * row_len))
                     .collect();
                 for bi in 0..g {
                     let b = b0 + bi;
-                    self.pad_into(&x[b * self.ci * h * w..][..self.ci * h * w], w, wp, input);
-                    let (v0, rest) = vin.split_at_mut(vlen);
-                    let (v1, rest) = rest.split_at_mut(vlen);
-                    let (v2, v3) = rest.split_at_mut(vlen);
-                    for (row, at) in input[..self.ci * plane]
-                        .chunks_exact(wp)
+                    let image = &x[b * self.ci * h * w..][..self.ci * h * w];
+                    self.pad_rows_into(image, w, pitch, input);
+                    let mut planes = vin.chunks_exact_mut(vlen);
+                    let mut v: [&mut [f32]; WINO_PLANES] =
+                        std::array::from_fn(|_| planes.next().expect("plane"));
+                    for (row, at) in input[..self.ci * hp * pitch]
+                        .chunks_exact(pitch)
                         .zip((bi * up..).step_by(row_len))
                     {
-                        let (v0, v1, v2, v3) = (
-                            &mut v0[at..][..up],
-                            &mut v1[at..][..up],
-                            &mut v2[at..][..up],
-                            &mut v3[at..][..up],
-                        );
-                        for u in 0..up {
-                            let (d0, d1, d2) = (row[2 * u], row[2 * u + 1], row[2 * u + 2]);
-                            let d3 = if u < whole { row[2 * u + 3] } else { 0.0 };
-                            v0[u] = d0 - d2;
-                            v1[u] = d1 + d2;
-                            v2[u] = d2 - d1;
-                            v3[u] = d1 - d3;
-                        }
+                        let v = v.each_mut().map(|p| &mut p[at..][..up]);
+                        winograd_inputs(row, v);
                     }
                 }
                 for p0 in (0..stride).step_by(P_BLOCK) {
                     let pb = P_BLOCK.min(stride - p0);
-                    for m in 0..4 {
+                    for m in 0..WINO_PLANES {
                         let v = &vin[m * vlen..][..vlen];
                         let wts = &self.wino[m * blocks * k3 * CO_TILE..][..blocks * k3 * CO_TILE];
                         let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
@@ -459,42 +462,39 @@ impl DirectConv {
                             }
                         }
                     }
-                    // y[2u] = m0 + m1 + m2 and y[2u + 1] = m1 − m2 − m3, biased and rectified.
+                    // y = Aᵀm, biased and rectified, to the four output planes.
                     for o in 0..self.co {
-                        let m = |j: usize| &sums[(j * co6 + o) * P_BLOCK..][..pb];
-                        let (m0, m1, m2, m3) = (m(0), m(1), m(2), m(3));
-                        let bias = self.bias[o];
-                        let (even, odd) = full[o * 2 * stride..][..2 * stride].split_at_mut(stride);
-                        let (even, odd) = (&mut even[p0..][..pb], &mut odd[p0..][..pb]);
-                        for q in 0..pb {
-                            let y0 = m0[q] + m1[q] + m2[q] + bias;
-                            let y1 = m1[q] - m2[q] - m3[q] + bias;
-                            (even[q], odd[q]) = if self.relu {
-                                (y0.max(0.0), y1.max(0.0))
-                            } else {
-                                (y0, y1)
-                            };
+                        let m: [&[f32]; WINO_PLANES] =
+                            std::array::from_fn(|j| &sums[(j * co6 + o) * P_BLOCK..][..pb]);
+                        let ys = &mut full[o * WINO_OUT * stride..][..WINO_OUT * stride];
+                        let mut ys = ys.chunks_exact_mut(stride);
+                        let y: [&mut [f32]; WINO_OUT] =
+                            std::array::from_fn(|_| &mut ys.next().expect("plane")[p0..][..pb]);
+                        if self.relu {
+                            winograd_outputs::<true>(m, y, self.bias[o]);
+                        } else {
+                            winograd_outputs::<false>(m, y, self.bias[o]);
                         }
                     }
                 }
                 for bi in 0..g {
                     let dst = &mut out[(b0 + bi) * self.co * oh * ow..][..self.co * oh * ow];
                     for (o, dst) in dst.chunks_exact_mut(oh * ow).enumerate() {
-                        let (even, odd) = full[o * 2 * stride..][..2 * stride].split_at(stride);
+                        let ys = &full[o * WINO_OUT * stride..][..WINO_OUT * stride];
+                        // Output `j` of unit `u` in transformed row `r`.
+                        let y = |j: usize, r: usize, u: usize| ys[j * stride + r + u];
                         let at = |y: usize| y * row_len + bi * up;
-                        for (y, dst) in dst.chunks_exact_mut(ow).enumerate() {
+                        for (yy, dst) in dst.chunks_exact_mut(ow).enumerate() {
                             if self.pool {
-                                let (r0, r1) = (at(2 * y), at(2 * y + 1));
-                                let (e0, o0) = (&even[r0..][..pairs], &odd[r0..][..pairs]);
-                                let (e1, o1) = (&even[r1..][..pairs], &odd[r1..][..pairs]);
-                                for (u, d) in dst.iter_mut().enumerate() {
-                                    // The order of tract's max-pool (f32::MIN, row 0, row 1).
-                                    *d = f32::MIN.max(e0[u]).max(o0[u]).max(e1[u]).max(o1[u]);
-                                }
+                                let (r0, r1) = (at(2 * yy), at(2 * yy + 1));
+                                let plane = |j: usize, r: usize| &ys[j * stride + r..][..units];
+                                let top = std::array::from_fn(|j| plane(j, r0));
+                                let bottom = std::array::from_fn(|j| plane(j, r1));
+                                winograd_pool(top, bottom, dst);
                             } else {
-                                let (e, od) = (&even[at(y)..][..pairs], &odd[at(y)..][..pairs]);
+                                let r = at(yy);
                                 for (xx, d) in dst.iter_mut().enumerate() {
-                                    *d = if xx % 2 == 0 { e[xx / 2] } else { od[xx / 2] };
+                                    *d = y(xx % WINO_OUT, r, xx / WINO_OUT);
                                 }
                             }
                         }
@@ -505,10 +505,237 @@ impl DirectConv {
     }
 }
 
+/// Outputs per unit of [`DirectConv::run_winograd`] (F(4, 3)).
+const WINO_OUT: usize = 4;
+/// Transformed inputs, weights and products per unit.
+const WINO_PLANES: usize = 6;
+
+/// Zero floats past a row's last unit in [`DirectConv::run_winograd`]'s padded rows: what a
+/// vector of 8 units from the last unit reads ([`winograd_inputs`]).
+const ROW_SLACK: usize = 32;
+
+/// Winograd's F(4, 3) input transform `Bᵀd` (points 0, ±1, ±2 and ∞) of one padded row: unit
+/// `u` reads the six inputs `row[4u .. 4u + 6]`, and `v[j][u]` is its transformed input `j`.
+///
+/// # Shapes
+/// `row`: `[4·up + ROW_SLACK]`, zero past the padded row; each of `v`: `[up]`.
+fn winograd_inputs(row: &[f32], v: [&mut [f32]; WINO_PLANES]) {
+    let up = v[0].len();
+    assert!(row.len() >= WINO_OUT * up + ROW_SLACK);
+    assert!(v.iter().all(|v| v.len() == up));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if super::simd::avx2_fma() {
+            // SAFETY: the CPU has AVX2 and FMA (checked above); the asserts above bound every
+            // read of `row` and every write to `v`.
+            unsafe { winograd_inputs_avx2(row, v) };
+            return;
+        }
+    }
+    let [v0, v1, v2, v3, v4, v5] = v;
+    for (u, d) in row.windows(6).step_by(WINO_OUT).take(up).enumerate() {
+        let (d0, d1, d2, d3, d4, d5) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+        let (s12, d12) = (d1 + d2, d1 - d2);
+        let (d42, d31) = (d4 - d2, d3 - d1);
+        v0[u] = 4.0 * d0 - 5.0 * d2 + d4;
+        v1[u] = (d3 + d4) - 4.0 * s12;
+        v2[u] = (d4 - d3) + 4.0 * d12;
+        v3[u] = d42 + 2.0 * d31;
+        v4[u] = d42 - 2.0 * d31;
+        v5[u] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+}
+
+/// The inputs `k` and `k + 1` (`k` = 0 or 2, by `HIGH`) of eight units from `row`, one vector
+/// each: the four quads of eight floats `q` are transposed within their 128-bit lanes.
+///
+/// # Safety
+/// The CPU must have AVX2; `row` must be readable for 32 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn deinterleave4(row: *const f32) -> [std::arch::x86_64::__m256; 4] {
+    use std::arch::x86_64::*;
+    let (r0, r1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+    let (r2, r3) = (_mm256_loadu_ps(row.add(16)), _mm256_loadu_ps(row.add(24)));
+    // Units 0–3 in the low lanes, 4–7 in the high ones.
+    let a0 = _mm256_permute2f128_ps(r0, r2, 0x20);
+    let a1 = _mm256_permute2f128_ps(r0, r2, 0x31);
+    let a2 = _mm256_permute2f128_ps(r1, r3, 0x20);
+    let a3 = _mm256_permute2f128_ps(r1, r3, 0x31);
+    let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+    let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+    [
+        _mm256_shuffle_ps(t0, t2, 0x44),
+        _mm256_shuffle_ps(t0, t2, 0xEE),
+        _mm256_shuffle_ps(t1, t3, 0x44),
+        _mm256_shuffle_ps(t1, t3, 0xEE),
+    ]
+}
+
+/// [`winograd_inputs`] with AVX2, 8 units at a time (the same operations in the same order, so
+/// the same values); a last partial vector goes through a buffer.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `row` must hold `4·up + ROW_SLACK` floats, where `up` is the
+/// length of every slice of `v`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn winograd_inputs_avx2(row: &[f32], v: [&mut [f32]; WINO_PLANES]) {
+    use std::arch::x86_64::*;
+    let up = v[0].len();
+    debug_assert!(row.len() >= WINO_OUT * up + ROW_SLACK);
+    let (two, four, five) = (
+        _mm256_set1_ps(2.0),
+        _mm256_set1_ps(4.0),
+        _mm256_set1_ps(5.0),
+    );
+    let out = v.map(|v| v.as_mut_ptr());
+    for u in (0..up).step_by(8) {
+        let at = row.as_ptr().add(WINO_OUT * u);
+        let [d0, d1, d2, d3] = deinterleave4(at);
+        let [d4, d5, _, _] = deinterleave4(at.add(WINO_OUT));
+        let (s12, d12) = (_mm256_add_ps(d1, d2), _mm256_sub_ps(d1, d2));
+        let (d42, d31) = (_mm256_sub_ps(d4, d2), _mm256_sub_ps(d3, d1));
+        let t = [
+            _mm256_add_ps(
+                _mm256_sub_ps(_mm256_mul_ps(four, d0), _mm256_mul_ps(five, d2)),
+                d4,
+            ),
+            _mm256_sub_ps(_mm256_add_ps(d3, d4), _mm256_mul_ps(four, s12)),
+            _mm256_add_ps(_mm256_sub_ps(d4, d3), _mm256_mul_ps(four, d12)),
+            _mm256_add_ps(d42, _mm256_mul_ps(two, d31)),
+            _mm256_sub_ps(d42, _mm256_mul_ps(two, d31)),
+            _mm256_add_ps(
+                _mm256_sub_ps(_mm256_mul_ps(four, d1), _mm256_mul_ps(five, d3)),
+                d5,
+            ),
+        ];
+        let left = up - u;
+        for (o, t) in out.iter().zip(t) {
+            if left >= 8 {
+                _mm256_storeu_ps(o.add(u), t);
+            } else {
+                let mut buf = [0f32; 8];
+                _mm256_storeu_ps(buf.as_mut_ptr(), t);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), o.add(u), left);
+            }
+        }
+    }
+}
+
+/// Winograd's F(4, 3) output transform `Aᵀm` over a block of units: from the six products `m`
+/// of each unit, its four outputs `y`, biased, and rectified when `RELU`.
+///
+/// # Shapes
+/// Every slice of `m` and `y`: `[pb]`.
+#[inline(always)]
+fn winograd_outputs_in<const RELU: bool>(
+    m: [&[f32]; WINO_PLANES],
+    y: [&mut [f32]; WINO_OUT],
+    bias: f32,
+) {
+    let pb = m[0].len();
+    let [m0, m1, m2, m3, m4, m5] = m;
+    let (m0, m1, m2, m3, m4, m5) = (
+        &m0[..pb],
+        &m1[..pb],
+        &m2[..pb],
+        &m3[..pb],
+        &m4[..pb],
+        &m5[..pb],
+    );
+    let [y0, y1, y2, y3] = y;
+    let (y0, y1, y2, y3) = (&mut y0[..pb], &mut y1[..pb], &mut y2[..pb], &mut y3[..pb]);
+    let out = |v: f32| if RELU { v.max(0.0) } else { v };
+    for q in 0..pb {
+        let (s12, d12) = (m1[q] + m2[q], m1[q] - m2[q]);
+        let (s34, d34) = (m3[q] + m4[q], m3[q] - m4[q]);
+        y0[q] = out(m0[q] + s12 + s34 + bias);
+        y1[q] = out(d12 + 2.0 * d34 + bias);
+        y2[q] = out(s12 + 4.0 * s34 + bias);
+        y3[q] = out(d12 + 8.0 * d34 + m5[q] + bias);
+    }
+}
+
+/// The 2 × 2 max-pool of two rows of F(4, 3) outputs: pooled column `2u` from outputs 0 and 1
+/// of unit `u` in `top` and `bottom`, column `2u + 1` from outputs 2 and 3, in the order of
+/// tract's max-pool (`f32::MIN`, top, bottom).
+///
+/// # Shapes
+/// Every slice of `top` and `bottom`: `[units]` with `2·units ≥ dst.len()`.
+#[inline(always)]
+fn winograd_pool_in(top: [&[f32]; WINO_OUT], bottom: [&[f32]; WINO_OUT], dst: &mut [f32]) {
+    let pool = |t: [&[f32]; WINO_OUT], b: [&[f32]; WINO_OUT], j: usize, u: usize| {
+        f32::MIN
+            .max(t[j][u])
+            .max(t[j + 1][u])
+            .max(b[j][u])
+            .max(b[j + 1][u])
+    };
+    let half = dst.len() / 2;
+    let mut pairs = dst.chunks_exact_mut(2);
+    for (u, d) in pairs.by_ref().enumerate() {
+        d[0] = pool(top, bottom, 0, u);
+        d[1] = pool(top, bottom, 2, u);
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = pool(top, bottom, 0, half);
+    }
+}
+
+/// Define `$name`, which runs `$inner` (`#[inline(always)]`) compiled with AVX2 and FMA
+/// enabled where the CPU has them, so that LLVM vectorises its loops 8 wide. Rust never fuses a
+/// product and a sum by itself, so the results are the same either way.
+macro_rules! vectorised {
+    ($(#[$doc:meta])* fn $name:ident $(<$(const $c:ident: $ct:ty),*>)? ($($arg:ident: $ty:ty),*) => $inner:ident) => {
+        $(#[$doc])*
+        fn $name $(<$(const $c: $ct),*>)? ($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2 $(<$(const $c: $ct),*>)? ($($arg: $ty),*) {
+                    $inner $(::<$($c),*>)? ($($arg),*)
+                }
+                if super::simd::avx2_fma() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    return unsafe { avx2 $(::<$($c),*>)? ($($arg),*) };
+                }
+            }
+            $inner $(::<$($c),*>)? ($($arg),*)
+        }
+    };
+}
+
+vectorised! {
+    /// Winograd's F(4, 3) output transform `Aᵀm` over a block of units:
+    /// [`winograd_outputs_in`].
+    fn winograd_outputs<const RELU: bool>(m: [&[f32]; WINO_PLANES], y: [&mut [f32]; WINO_OUT], bias: f32) => winograd_outputs_in
+}
+
+vectorised! {
+    /// The 2 × 2 max-pool of two rows of F(4, 3) outputs: [`winograd_pool_in`].
+    fn winograd_pool(top: [&[f32]; WINO_OUT], bottom: [&[f32]; WINO_OUT], dst: &mut [f32]) => winograd_pool_in
+}
+
+/// Winograd's F(4, 3) kernel transform `Gg` of one kernel row `g` (three taps), in f64.
+fn winograd_kernel(g: &[f32]) -> [f32; WINO_PLANES] {
+    let [g0, g1, g2] = [g[0] as f64, g[1] as f64, g[2] as f64];
+    [
+        g0 / 4.0,
+        -(g0 + g1 + g2) / 6.0,
+        -(g0 - g1 + g2) / 6.0,
+        (g0 + 2.0 * g1 + 4.0 * g2) / 24.0,
+        (g0 - 2.0 * g1 + 4.0 * g2) / 24.0,
+        g2,
+    ]
+    .map(|v| v as f32)
+}
+
 /// Fewest taps per transformed product for [`DirectConv::run_winograd`] (the first
 /// convolution, 3 channels × 3 rows, runs directly: its tiles would be mostly overhead).
 const WINO_MIN_TAPS: usize = 32;
-/// About how many floats the four transformed inputs of a group of images side by side take in
+/// About how many floats the six transformed inputs of a group of images side by side take in
 /// [`DirectConv::run_winograd`] (1 MiB).
 const WINO_GROUP_FLOATS: usize = 1 << 18;
 
@@ -544,9 +771,9 @@ struct Scratch {
     input: Vec<f32>,
     full: Vec<f32>,
     panel: Vec<f32>,
-    /// [`DirectConv::run_winograd`]'s four transformed inputs.
+    /// [`DirectConv::run_winograd`]'s six transformed inputs.
     vin: Vec<f32>,
-    /// [`DirectConv::run_winograd`]'s four products over a block of positions.
+    /// [`DirectConv::run_winograd`]'s six products over a block of positions.
     sums: Vec<f32>,
 }
 
@@ -860,7 +1087,7 @@ mod tests {
         }
     }
 
-    /// Winograd's F(2, 3) and the tap-by-tap path, each against the definition, on shapes where
+    /// Winograd's F(4, 3) and the tap-by-tap path, each against the definition, on shapes where
     /// [`DirectConv::run_into`] takes the former: the reader's second, third and fourth
     /// convolutions, odd widths and heights, padding, batches of 2 and 3 (images side by side),
     /// with and without the pool (pooled: bit
