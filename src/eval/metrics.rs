@@ -14,8 +14,8 @@ use crate::read::DigitBox;
 use crate::read::{self, Protocol};
 
 /// Most photos [`evaluate`] prepares and reads together: enough that strips of one width meet
-/// in a batch ([`crate::read::reader::MAX_BATCH`]; 1,024 lost more to the first chunk's
-/// preparation, which nothing overlaps, than batches gained).
+/// in a batch ([`crate::read::reader::MAX_BATCH`]; 1,024 read no faster, and hold four times
+/// the strips).
 const EVAL_CHUNK: usize = 256;
 /// Photos in [`evaluate`]'s first chunk, before any photo's size is known.
 const FIRST_CHUNK: usize = 64;
@@ -162,13 +162,23 @@ pub fn evaluate(
     progress: &indicatif::ProgressBar,
 ) -> Result<EvalReport> {
     let started = Instant::now();
-    let prepare = |chunk: &[Record]| -> Vec<Result<(image::Rgb32FImage, Candidates)>> {
+    // Each photo's strips, and the photo itself where reading still looks at it; with the
+    // number of pixels decoded, which sizes the chunks.
+    let keep_photo = Reader::looks_at_photo(protocol);
+    type Prepared = Result<(usize, (image::Rgb32FImage, Candidates))>;
+    let prepare = |chunk: &[Record]| -> Vec<Prepared> {
         chunk
             .par_iter()
             .map(|r| {
                 let img = read::load_image(&r.path)?;
                 let strips = reader.strips(&img, protocol, &r.boxes)?;
-                Ok((img, strips))
+                let pixels = img.width() as usize * img.height() as usize;
+                let img = if keep_photo {
+                    img
+                } else {
+                    image::Rgb32FImage::new(0, 0)
+                };
+                Ok((pixels, (img, strips)))
             })
             .collect()
     };
@@ -185,15 +195,14 @@ pub fn evaluate(
     let mut end = chunk.len();
     let mut current = prepare(chunk);
     while !chunk.is_empty() {
-        let decoded: Vec<usize> = current
-            .iter()
-            .flatten()
-            .map(|(img, _)| img.width() as usize * img.height() as usize)
-            .collect();
+        let decoded: Vec<usize> = current.iter().flatten().map(|(px, _)| *px).collect();
         let mean = decoded.iter().sum::<usize>() / decoded.len().max(1);
         let size = (CHUNK_PIXELS / mean.max(1)).clamp(1, EVAL_CHUNK);
         let next_chunk = &records[end..(end + size).min(records.len())];
-        let strips = std::mem::take(&mut current);
+        let strips = std::mem::take(&mut current)
+            .into_iter()
+            .map(|p| p.map(|(_, photo)| photo))
+            .collect();
         let (scored, next) = rayon::join(
             || score(reader, &truths_of(chunk), strips, protocol, progress),
             || prepare(next_chunk),

@@ -455,7 +455,10 @@ impl Reader {
     fn read_views(&self, strips: &[&Strip]) -> Result<Vec<Vec<ViewReading>>> {
         // Batches of equal width, run in parallel (each tract run is single-threaded; the
         // search protocol gives one image several widths).
-        let jobs = width_batches(strips, MAX_BATCH);
+        let mut jobs = width_batches(strips, MAX_BATCH);
+        // The largest runs first, so that the last ones to finish are small and no thread
+        // waits long for the others (the results do not depend on the order).
+        jobs.sort_by_key(|(w, run)| std::cmp::Reverse(w * run.len()));
         let m = self.members;
         type Batch = Vec<(usize, Vec<ViewReading>)>;
         let done: Vec<Result<Batch>> = jobs
@@ -630,6 +633,13 @@ impl Reader {
                 Ok((item, cands[i].0, d))
             })
             .collect()
+    }
+
+    /// Whether [`Reader::read_prepared_images`] looks at a photo again under `protocol`, after
+    /// its strips are made (to unstack a tall number, or for a second look): `crop` and
+    /// `locate`. Under the others a caller may drop the photo once it has the strips.
+    pub fn looks_at_photo(protocol: Protocol) -> bool {
+        matches!(protocol, Protocol::Crop | Protocol::Locate)
     }
 
     /// Read one strip.
@@ -1066,7 +1076,8 @@ impl Reader {
 }
 
 /// `strips` grouped into runs of at most `batch` strips of one width, in increasing width and
-/// then input order: each run's width and the strips' indices.
+/// then input order: each run's width and the strips' indices. The strips of one width make as
+/// few runs as `batch` allows, of sizes that differ by at most one (33 strips: 17 and 16).
 fn width_batches(strips: &[&Strip], batch: usize) -> Vec<(usize, Vec<usize>)> {
     let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, s) in strips.iter().enumerate() {
@@ -1075,8 +1086,16 @@ fn width_batches(strips: &[&Strip], batch: usize) -> Vec<(usize, Vec<usize>)> {
     by_width
         .into_iter()
         .flat_map(|(w, idx)| {
-            idx.chunks(batch)
-                .map(|c| (w, c.to_vec()))
+            // As few runs as `batch` allows, of sizes that differ by at most one.
+            let runs = idx.len().div_ceil(batch);
+            let (size, longer) = (idx.len() / runs, idx.len() % runs);
+            let mut rest = idx.as_slice();
+            (0..runs)
+                .map(|r| {
+                    let (run, tail) = rest.split_at(size + usize::from(r < longer));
+                    rest = tail;
+                    (w, run.to_vec())
+                })
                 .collect::<Vec<_>>()
         })
         .collect()
@@ -1092,6 +1111,41 @@ fn stacked(strips: &[&Strip], idx: &[usize]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs hold one width each, every strip once, in increasing width and input order, as few
+    /// per width as the batch allows and of sizes that differ by at most one.
+    #[test]
+    fn width_batches_are_few_and_even() {
+        // (widths of the strips, batch, expected runs as (width, indices))
+        type Case = (Vec<usize>, usize, Vec<(usize, Vec<usize>)>);
+        let cases: Vec<Case> = vec![
+            (vec![], 4, vec![]),
+            (vec![50, 40, 50], 4, vec![(40, vec![1]), (50, vec![0, 2])]),
+            (vec![30; 5], 4, vec![(30, vec![0, 1, 2]), (30, vec![3, 4])]),
+            (vec![30; 5], 1, (0..5).map(|i| (30, vec![i])).collect()),
+            (
+                vec![30, 60, 30, 30, 30, 30, 30, 30, 30],
+                3,
+                vec![
+                    (30, vec![0, 2, 3]),
+                    (30, vec![4, 5, 6]),
+                    (30, vec![7, 8]),
+                    (60, vec![1]),
+                ],
+            ),
+        ];
+        for (widths, batch, want) in cases {
+            let strips: Vec<Strip> = widths
+                .iter()
+                .map(|&width| Strip {
+                    width,
+                    data: Vec::new(),
+                })
+                .collect();
+            let refs: Vec<&Strip> = strips.iter().collect();
+            assert_eq!(width_batches(&refs, batch), want, "{widths:?} by {batch}");
+        }
+    }
 
     /// Strips of one width read the same, bit for bit, alone and in batches of any size, with
     /// the AVX2 kernels and with the portable ones: what lets [`Reader::read_strips`] batch
