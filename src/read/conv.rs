@@ -58,6 +58,10 @@ pub struct DirectConv {
     /// ([`DirectConv::run_winograd`]), `[6, ceil(co / 6), ci·kh, 6]`: per row `g` of a kernel,
     /// `Gg` ([`winograd_kernel`]). Empty otherwise.
     wino: Vec<f32>,
+    /// For 3 × 3 kernels, the weights transformed for Winograd's F(4 × 4, 3 × 3)
+    /// ([`DirectConv::run_winograd_2d`]), `[36, ceil(co / 6), ci, 6]`: plane `6·i + j` holds
+    /// `(G g Gᵀ)[i][j]` of each kernel `g`. Empty otherwise.
+    wino2: Vec<f32>,
 }
 
 /// The sizes of one [`DirectConv`] run (see [`DirectConv::run_into`]).
@@ -142,6 +146,26 @@ impl DirectConv {
                 }
             }
         }
+        let mut wino2 = Vec::new();
+        if kh == 3 && kw == 3 {
+            wino2 = vec![0f32; WINO_PLANES * WINO_PLANES * blocks * ci * CO_TILE];
+            for o in 0..co {
+                let (blk, j) = (o / CO_TILE, o % CO_TILE);
+                for c in 0..ci {
+                    let g = &weight[(o * ci + c) * 9..][..9];
+                    // G applied to each kernel row, then to each column of the result.
+                    let [r0, r1, r2] = [0, 3, 6]
+                        .map(|r| winograd_kernel_f64([g[r], g[r + 1], g[r + 2]].map(f64::from)));
+                    for jx in 0..WINO_PLANES {
+                        let column = winograd_kernel_f64([r0[jx], r1[jx], r2[jx]]);
+                        for (jy, v) in column.into_iter().enumerate() {
+                            let plane = jy * WINO_PLANES + jx;
+                            wino2[((plane * blocks + blk) * ci + c) * CO_TILE + j] = v as f32;
+                        }
+                    }
+                }
+            }
+        }
         DirectConv {
             ci,
             co,
@@ -153,6 +177,7 @@ impl DirectConv {
             packed,
             bias: b,
             wino,
+            wino2,
         }
     }
 
@@ -266,7 +291,9 @@ impl DirectConv {
         if out.is_empty() {
             return;
         }
-        if self.winograd_pays() {
+        if self.winograd_2d_pays() {
+            self.run_winograd_2d(x, n, h, w, out);
+        } else if self.winograd_pays() {
             self.run_winograd(x, n, h, w, out);
         } else {
             self.run_direct(x, n, h, w, out);
@@ -368,6 +395,13 @@ impl DirectConv {
         !self.wino.is_empty() && self.ci * self.kh >= WINO_MIN_TAPS
     }
 
+    /// Whether [`DirectConv::run_winograd_2d`] computes this convolution: 3 × 3 kernels over at
+    /// least [`WINO_MIN_TAPS`] input channels (it depends on the op alone, like
+    /// [`DirectConv::winograd_pays`]).
+    fn winograd_2d_pays(&self) -> bool {
+        !self.wino2.is_empty() && self.ci >= WINO_MIN_TAPS
+    }
+
     /// The convolution by Winograd's F(4, 3) along rows. Four outputs `y[4u .. 4u + 4]` of a
     /// row come from six products `mj`, each a sum over input channels and kernel rows of a
     /// transformed weight ([`DirectConv::new`]) times a transformed input `vj` (`Bᵀd` of the six
@@ -407,6 +441,7 @@ impl DirectConv {
                 panel,
                 vin,
                 sums,
+                ..
             } = scratch;
             input.resize(self.ci * hp * pitch, 0.0);
             sums.resize(WINO_PLANES * co6 * P_BLOCK, 0.0);
@@ -495,6 +530,177 @@ impl DirectConv {
                                 let r = at(yy);
                                 for (xx, d) in dst.iter_mut().enumerate() {
                                     *d = y(xx % WINO_OUT, r, xx / WINO_OUT);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The convolution by Winograd's F(4 × 4, 3 × 3): the transform of
+    /// [`DirectConv::run_winograd`] down columns (six padded rows at a time), then along each
+    /// row, so that each block of four rows by
+    /// four columns of outputs comes from 36 products, each a sum over input channels alone (the
+    /// kernel is one by one in the transformed planes): a quarter of the direct multiplications.
+    /// The planes hold, per input channel, the blocks of four rows one after another, each
+    /// block's row with the group's images side by side. The products run through the same
+    /// tiles; the output transform runs down columns, then along rows, to sixteen output planes
+    /// (row and column in the block), from which the pool takes its maximum (in tract's order)
+    /// or the rows are interleaved. Each sum runs in the same order whatever the group.
+    ///
+    /// # Shapes
+    /// As [`DirectConv::run_into`].
+    fn run_winograd_2d(&self, x: &[f32], n: usize, h: usize, w: usize, out: &mut [f32]) {
+        const PLANES: usize = WINO_PLANES * WINO_PLANES;
+        const OUTS: usize = WINO_OUT * WINO_OUT;
+        let Some(z) = self.sizes(h, w).filter(|_| !out.is_empty()) else {
+            return;
+        };
+        let (wo, oh, ow, hu, hp) = (z.wo, z.oh, z.ow, z.hu, z.hp);
+        let ci = self.ci;
+        // Units of four outputs per row of an image, and units the output keeps.
+        let up = wo.div_ceil(WINO_OUT);
+        let units = if self.pool { ow.div_ceil(2) } else { up };
+        // Blocks of four output rows (each reads six padded rows, zero past the input).
+        let hb = hu.div_ceil(WINO_OUT);
+        let blocks = self.co.div_ceil(CO_TILE);
+        let co6 = blocks * CO_TILE;
+        // Images side by side: as many as keep the transformed inputs near WINO_GROUP_FLOATS.
+        let group = (WINO_GROUP_FLOATS / (PLANES * ci * hb * up).max(1)).clamp(1, n);
+        let zero = [0f32; CO_TILE];
+        let pitch = WINO_OUT * up + ROW_SLACK;
+        let zeros = vec![0f32; pitch];
+        SCRATCH.with_borrow_mut(|scratch| {
+            let Scratch {
+                input,
+                full,
+                panel,
+                vin,
+                sums,
+                rows,
+            } = scratch;
+            input.resize(ci * hp * pitch, 0.0);
+            rows.resize(WINO_PLANES * pitch, 0.0);
+            sums.resize(PLANES * co6 * P_BLOCK, 0.0);
+            panel.resize(K_CHUNK * P_BLOCK, 0.0);
+            for b0 in (0..n).step_by(group) {
+                let g = group.min(n - b0);
+                let row_len = g * up;
+                let vplane = hb * row_len;
+                let vlen = ci * vplane + P_TILE;
+                let len = (hb - 1) * row_len + (g - 1) * up + units;
+                let stride = len.div_ceil(P_TILE) * P_TILE;
+                vin.resize(PLANES * vlen, 0.0);
+                full.resize(OUTS * co6 * stride, 0.0);
+                let offsets: Vec<usize> = (0..ci).map(|c| c * vplane).collect();
+                for bi in 0..g {
+                    let image = &x[(b0 + bi) * ci * h * w..][..ci * h * w];
+                    self.pad_rows_into(image, w, pitch, input);
+                    let mut planes: Vec<&mut [f32]> = vin.chunks_exact_mut(vlen).collect();
+                    for c in 0..ci {
+                        for rb in 0..hb {
+                            // Down columns: six padded rows (zero past the input) to six rows.
+                            let d: [&[f32]; WINO_PLANES] = std::array::from_fn(|a| {
+                                let y = WINO_OUT * rb + a;
+                                if y < hp {
+                                    &input[(c * hp + y) * pitch..][..pitch]
+                                } else {
+                                    &zeros[..]
+                                }
+                            });
+                            {
+                                let mut r = rows.chunks_exact_mut(pitch);
+                                let t: [&mut [f32]; WINO_PLANES] =
+                                    std::array::from_fn(|_| r.next().expect("row"));
+                                winograd_columns(d, t);
+                            }
+                            // Along each of them: row `jy` to planes `6·jy + jx`.
+                            let at = c * vplane + rb * row_len + bi * up;
+                            for (jy, row) in rows.chunks_exact(pitch).enumerate() {
+                                let mut v = planes.iter_mut().skip(jy * WINO_PLANES);
+                                let v: [&mut [f32]; WINO_PLANES] = std::array::from_fn(|_| {
+                                    &mut v.next().expect("plane")[at..][..up]
+                                });
+                                winograd_inputs(row, v);
+                            }
+                        }
+                    }
+                }
+                for p0 in (0..stride).step_by(P_BLOCK) {
+                    let pb = P_BLOCK.min(stride - p0);
+                    for m in 0..PLANES {
+                        let v = &vin[m * vlen..][..vlen];
+                        let wts = &self.wino2[m * blocks * ci * CO_TILE..][..blocks * ci * CO_TILE];
+                        let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
+                        for k0 in (0..ci).step_by(K_CHUNK) {
+                            let kc = K_CHUNK.min(ci - k0);
+                            pack_panel(panel, v, &offsets[k0..k0 + kc], p0, pb);
+                            let step = Step {
+                                first: k0 == 0,
+                                last: false,
+                                relu: false,
+                            };
+                            for blk in 0..blocks {
+                                let weights = &wts[(blk * ci + k0) * CO_TILE..][..kc * CO_TILE];
+                                let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
+                                let panel = &panel[..kc * pb];
+                                let left = len - p0;
+                                block_tiles(panel, pb, weights, &zero, step, rows, P_BLOCK, left);
+                            }
+                        }
+                    }
+                    // Down columns (Aᵀ over the six rows of products), then along rows (Aᵀ,
+                    // biased and rectified) to the sixteen output planes.
+                    let mut t = [[0f32; P_BLOCK]; WINO_OUT * WINO_PLANES];
+                    for o in 0..self.co {
+                        for jx in 0..WINO_PLANES {
+                            let m: [&[f32]; WINO_PLANES] = std::array::from_fn(|jy| {
+                                &sums[((jy * WINO_PLANES + jx) * co6 + o) * P_BLOCK..][..pb]
+                            });
+                            let mut ts = t.iter_mut().skip(jx).step_by(WINO_PLANES);
+                            let ts: [&mut [f32]; WINO_OUT] =
+                                std::array::from_fn(|_| &mut ts.next().expect("row")[..pb]);
+                            winograd_outputs::<false>(m, ts, 0.0);
+                        }
+                        let ys = &mut full[o * OUTS * stride..][..OUTS * stride];
+                        for (oy, ys) in ys.chunks_exact_mut(WINO_OUT * stride).enumerate() {
+                            let m: [&[f32]; WINO_PLANES] =
+                                std::array::from_fn(|jx| &t[oy * WINO_PLANES + jx][..pb]);
+                            let mut ys = ys.chunks_exact_mut(stride);
+                            let y: [&mut [f32]; WINO_OUT] =
+                                std::array::from_fn(|_| &mut ys.next().expect("plane")[p0..][..pb]);
+                            if self.relu {
+                                winograd_outputs::<true>(m, y, self.bias[o]);
+                            } else {
+                                winograd_outputs::<false>(m, y, self.bias[o]);
+                            }
+                        }
+                    }
+                }
+                for bi in 0..g {
+                    let dst = &mut out[(b0 + bi) * self.co * oh * ow..][..self.co * oh * ow];
+                    for (o, dst) in dst.chunks_exact_mut(oh * ow).enumerate() {
+                        let ys = &full[o * OUTS * stride..][..OUTS * stride];
+                        // Output row `oy`, column `ox` of the unit at `r`, and on.
+                        let plane = |oy: usize, ox: usize, r: usize| {
+                            &ys[(oy * WINO_OUT + ox) * stride + r..]
+                        };
+                        let at = |rb: usize| rb * row_len + bi * up;
+                        for (yy, dst) in dst.chunks_exact_mut(ow).enumerate() {
+                            if self.pool {
+                                let (rb, oy) = ((2 * yy) / WINO_OUT, (2 * yy) % WINO_OUT);
+                                let r = at(rb);
+                                let top = std::array::from_fn(|ox| &plane(oy, ox, r)[..units]);
+                                let bottom =
+                                    std::array::from_fn(|ox| &plane(oy + 1, ox, r)[..units]);
+                                winograd_pool(top, bottom, dst);
+                            } else {
+                                let (rb, oy) = (yy / WINO_OUT, yy % WINO_OUT);
+                                let r = at(rb);
+                                for (xx, d) in dst.iter_mut().enumerate() {
+                                    *d = plane(oy, xx % WINO_OUT, r)[xx / WINO_OUT];
                                 }
                             }
                         }
@@ -624,6 +830,38 @@ unsafe fn winograd_inputs_avx2(row: &[f32], v: [&mut [f32]; WINO_PLANES]) {
     }
 }
 
+/// Winograd's F(4, 3) input transform `Bᵀd` down columns: `v[j][x]` from the six rows `d`
+/// (the same operations as [`winograd_inputs`] along a row).
+///
+/// # Shapes
+/// Every slice of `d` and `v`: `[len]`.
+#[inline(always)]
+fn winograd_columns_in(d: [&[f32]; WINO_PLANES], v: [&mut [f32]; WINO_PLANES]) {
+    let up = d[0].len();
+    let [d0, d1, d2, d3, d4, d5] = d;
+    let (d0, d1, d2, d3, d4, d5) = (
+        &d0[..up],
+        &d1[..up],
+        &d2[..up],
+        &d3[..up],
+        &d4[..up],
+        &d5[..up],
+    );
+    let [v0, v1, v2, v3, v4, v5] = v;
+    let (v0, v1, v2) = (&mut v0[..up], &mut v1[..up], &mut v2[..up]);
+    let (v3, v4, v5) = (&mut v3[..up], &mut v4[..up], &mut v5[..up]);
+    for u in 0..up {
+        let (s12, d12) = (d1[u] + d2[u], d1[u] - d2[u]);
+        let (d42, d31) = (d4[u] - d2[u], d3[u] - d1[u]);
+        v0[u] = 4.0 * d0[u] - 5.0 * d2[u] + d4[u];
+        v1[u] = (d3[u] + d4[u]) - 4.0 * s12;
+        v2[u] = (d4[u] - d3[u]) + 4.0 * d12;
+        v3[u] = d42 + 2.0 * d31;
+        v4[u] = d42 - 2.0 * d31;
+        v5[u] = 4.0 * d1[u] - 5.0 * d3[u] + d5[u];
+    }
+}
+
 /// Winograd's F(4, 3) output transform `Aᵀm` over a block of units: from the six products `m`
 /// of each unit, its four outputs `y`, biased, and rectified when `RELU`.
 ///
@@ -708,6 +946,11 @@ macro_rules! vectorised {
 }
 
 vectorised! {
+    /// Winograd's F(4, 3) input transform `Bᵀd` down columns: [`winograd_columns_in`].
+    fn winograd_columns(d: [&[f32]; WINO_PLANES], v: [&mut [f32]; WINO_PLANES]) => winograd_columns_in
+}
+
+vectorised! {
     /// Winograd's F(4, 3) output transform `Aᵀm` over a block of units:
     /// [`winograd_outputs_in`].
     fn winograd_outputs<const RELU: bool>(m: [&[f32]; WINO_PLANES], y: [&mut [f32]; WINO_OUT], bias: f32) => winograd_outputs_in
@@ -720,7 +963,11 @@ vectorised! {
 
 /// Winograd's F(4, 3) kernel transform `Gg` of one kernel row `g` (three taps), in f64.
 fn winograd_kernel(g: &[f32]) -> [f32; WINO_PLANES] {
-    let [g0, g1, g2] = [g[0] as f64, g[1] as f64, g[2] as f64];
+    winograd_kernel_f64([g[0], g[1], g[2]].map(f64::from)).map(|v| v as f32)
+}
+
+/// [`winograd_kernel`] in f64 throughout.
+fn winograd_kernel_f64([g0, g1, g2]: [f64; 3]) -> [f64; WINO_PLANES] {
     [
         g0 / 4.0,
         -(g0 + g1 + g2) / 6.0,
@@ -729,7 +976,6 @@ fn winograd_kernel(g: &[f32]) -> [f32; WINO_PLANES] {
         (g0 - 2.0 * g1 + 4.0 * g2) / 24.0,
         g2,
     ]
-    .map(|v| v as f32)
 }
 
 /// Fewest taps per transformed product for [`DirectConv::run_winograd`] (the first
@@ -775,6 +1021,8 @@ struct Scratch {
     vin: Vec<f32>,
     /// [`DirectConv::run_winograd`]'s six products over a block of positions.
     sums: Vec<f32>,
+    /// [`DirectConv::run_winograd_2d`]'s six rows of a block transformed down columns.
+    rows: Vec<f32>,
 }
 
 thread_local! {
@@ -1096,8 +1344,10 @@ mod tests {
     fn winograd_and_direct_match_the_definition() {
         // ([co, ci, kh, kw], pad, relu, [n, h, w])
         type Case = ([usize; 4], [usize; 4], bool, [usize; 3]);
-        let cases: [Case; 6] = [
+        let cases: [Case; 8] = [
             ([96, 48, 3, 3], [0; 4], true, [1, 15, 50]),
+            ([9, 33, 3, 3], [2, 1, 1, 2], true, [3, 11, 29]),
+            ([96, 48, 3, 3], [0; 4], false, [2, 16, 37]),
             ([192, 192, 4, 3], [0; 4], true, [3, 4, 22]),
             ([192, 96, 3, 3], [0; 4], true, [2, 6, 24]),
             ([13, 40, 3, 3], [0; 4], false, [1, 9, 33]),
@@ -1115,14 +1365,25 @@ mod tests {
             let op = DirectConv::new(&weight, &bias, [co, ci, kh, kw], pad, relu);
             let (ho, wo) = op.output_size(h, w).expect("fits");
             assert!(op.winograd_pays(), "{name}: Winograd's path");
+            assert_eq!(
+                op.winograd_2d_pays(),
+                kh == 3 && ci >= WINO_MIN_TAPS,
+                "{name}: 2-D"
+            );
+            // Winograd along rows, Winograd in 2-D (3 × 3 kernels), tap by tap.
+            let paths: &[&str] = if kh == 3 {
+                &["rows", "2-D", "direct"]
+            } else {
+                &["rows", "direct"]
+            };
             for portable in [false, true] {
-                let run = |op: &DirectConv, winograd: bool, (oh, ow): (usize, usize)| {
+                let run = |op: &DirectConv, path: &str, (oh, ow): (usize, usize)| {
                     let go = || {
                         let mut out = vec![0f32; n * co * oh * ow];
-                        if winograd {
-                            op.run_winograd(&x, n, h, w, &mut out);
-                        } else {
-                            op.run_direct(&x, n, h, w, &mut out);
+                        match path {
+                            "rows" => op.run_winograd(&x, n, h, w, &mut out),
+                            "2-D" => op.run_winograd_2d(&x, n, h, w, &mut out),
+                            _ => op.run_direct(&x, n, h, w, &mut out),
                         }
                         out
                     };
@@ -1132,19 +1393,19 @@ mod tests {
                         go()
                     }
                 };
-                for winograd in [true, false] {
-                    let got = run(&op, winograd, (ho, wo));
+                for &path in paths {
+                    let got = run(&op, path, (ho, wo));
                     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                         assert!(
                             (g - e).abs() <= 1e-4 * scale,
-                            "{name} winograd {winograd} portable {portable} at {i}: {g} vs {e}"
+                            "{name} {path} portable {portable} at {i}: {g} vs {e}"
                         );
                     }
                     let pooled_op = op.clone().pooled();
-                    let pooled = run(&pooled_op, winograd, (ho / 2, wo / 2));
+                    let pooled = run(&pooled_op, path, (ho / 2, wo / 2));
                     let mut want_pooled = vec![0f32; n * co * (ho / 2) * (wo / 2)];
                     crate::read::plan::maxpool_2x2(&got, &mut want_pooled, n * co, ho, wo);
-                    assert_eq!(pooled, want_pooled, "{name} pooled, winograd {winograd}");
+                    assert_eq!(pooled, want_pooled, "{name} pooled, {path}");
                 }
             }
         }
