@@ -54,14 +54,10 @@ pub struct DirectConv {
     packed: Vec<f32>,
     /// `[ceil(co / 6) · 6]`, zero past `co`.
     bias: Vec<f32>,
-    /// For kernels 3 wide, the weights transformed for Winograd's F(4, 3) along rows
-    /// ([`DirectConv::run_winograd`]), `[6, ceil(co / 6), ci·kh, 6]`: per row `g` of a kernel,
-    /// `Gg` ([`winograd_kernel`]). Empty otherwise.
-    wino: Vec<f32>,
-    /// For 3 × 3 kernels, the weights transformed for Winograd's F(4 × 4, 3 × 3)
-    /// ([`DirectConv::run_winograd_2d`]), `[36, ceil(co / 6), ci, 6]`: plane `6·i + j` holds
-    /// `(G g Gᵀ)[i][j]` of each kernel `g`. Empty otherwise.
-    wino2: Vec<f32>,
+    /// [`DirectConv::wino`], made on first use.
+    wino: std::sync::OnceLock<Vec<f32>>,
+    /// [`DirectConv::wino2`], made on first use.
+    wino2: std::sync::OnceLock<Vec<f32>>,
 }
 
 /// The sizes of one [`DirectConv`] run (see [`DirectConv::run_into`]).
@@ -132,40 +128,6 @@ impl DirectConv {
         }
         let mut b = bias.to_vec();
         b.resize(blocks * CO_TILE, 0.0);
-        let mut wino = Vec::new();
-        if kw == 3 {
-            let k3 = ci * kh;
-            wino = vec![0f32; WINO_PLANES * blocks * k3 * CO_TILE];
-            for o in 0..co {
-                let (blk, j) = (o / CO_TILE, o % CO_TILE);
-                for t in 0..k3 {
-                    let g = &weight[(o * k3 + t) * 3..][..3];
-                    for (m, v) in winograd_kernel(g).into_iter().enumerate() {
-                        wino[((m * blocks + blk) * k3 + t) * CO_TILE + j] = v;
-                    }
-                }
-            }
-        }
-        let mut wino2 = Vec::new();
-        if kh == 3 && kw == 3 {
-            wino2 = vec![0f32; WINO_PLANES * WINO_PLANES * blocks * ci * CO_TILE];
-            for o in 0..co {
-                let (blk, j) = (o / CO_TILE, o % CO_TILE);
-                for c in 0..ci {
-                    let g = &weight[(o * ci + c) * 9..][..9];
-                    // G applied to each kernel row, then to each column of the result.
-                    let [r0, r1, r2] = [0, 3, 6]
-                        .map(|r| winograd_kernel_f64([g[r], g[r + 1], g[r + 2]].map(f64::from)));
-                    for jx in 0..WINO_PLANES {
-                        let column = winograd_kernel_f64([r0[jx], r1[jx], r2[jx]]);
-                        for (jy, v) in column.into_iter().enumerate() {
-                            let plane = jy * WINO_PLANES + jx;
-                            wino2[((plane * blocks + blk) * ci + c) * CO_TILE + j] = v as f32;
-                        }
-                    }
-                }
-            }
-        }
         DirectConv {
             ci,
             co,
@@ -176,8 +138,8 @@ impl DirectConv {
             pool: false,
             packed,
             bias: b,
-            wino,
-            wino2,
+            wino: Default::default(),
+            wino2: Default::default(),
         }
     }
 
@@ -392,21 +354,85 @@ impl DirectConv {
     /// least [`WINO_MIN_TAPS`] taps per transformed product. It depends on the op alone, not on
     /// the batch or the width, so that a strip reads the same alone or batched.
     fn winograd_pays(&self) -> bool {
-        !self.wino.is_empty() && self.ci * self.kh >= WINO_MIN_TAPS
+        self.kw == 3 && self.ci * self.kh >= WINO_MIN_TAPS
     }
 
     /// Whether [`DirectConv::run_winograd_2d`] computes this convolution: 3 × 3 kernels over at
     /// least [`WINO_MIN_TAPS`] input channels (it depends on the op alone, like
     /// [`DirectConv::winograd_pays`]).
     fn winograd_2d_pays(&self) -> bool {
-        !self.wino2.is_empty() && self.ci >= WINO_MIN_TAPS
+        self.kh == 3 && self.kw == 3 && self.ci >= WINO_MIN_TAPS
+    }
+
+    /// Weight `t` (`ci·kh·kw` of them, ONNX order) of output channel `o`, from `packed`.
+    fn weight(&self, o: usize, t: usize) -> f32 {
+        let k = self.ci * self.kh * self.kw;
+        self.packed[((o / CO_TILE) * k + t) * CO_TILE + o % CO_TILE]
+    }
+
+    /// For kernels 3 wide, the weights transformed for Winograd's F(4, 3) along rows
+    /// ([`DirectConv::run_winograd`]), `[ceil(co / 6), 6, ci·kh, 6]` (block of six output
+    /// channels, plane, tap, channel): per row `g` of a kernel, `Gg` ([`winograd_kernel`]).
+    /// Made on first use (plans build many convolutions that never run this way; not on rayon,
+    /// whose waiting thread could start another run of this op and wait on itself).
+    fn wino(&self) -> &[f32] {
+        self.wino.get_or_init(|| {
+            let k3 = self.ci * self.kh;
+            let mut wino = vec![0f32; self.co.div_ceil(CO_TILE) * WINO_PLANES * k3 * CO_TILE];
+            wino.chunks_mut(WINO_PLANES * k3 * CO_TILE)
+                .enumerate()
+                .for_each(|(blk, planes)| {
+                    for t in 0..k3 {
+                        for o in blk * CO_TILE..self.co.min((blk + 1) * CO_TILE) {
+                            let g = [0, 1, 2].map(|dx| self.weight(o, t * 3 + dx));
+                            for (m, v) in winograd_kernel(&g).into_iter().enumerate() {
+                                planes[(m * k3 + t) * CO_TILE + o % CO_TILE] = v;
+                            }
+                        }
+                    }
+                });
+            wino
+        })
+    }
+
+    /// For 3 × 3 kernels, the weights transformed for Winograd's F(4 × 4, 3 × 3)
+    /// ([`DirectConv::run_winograd_2d`]), `[ceil(co / 6), 36, ci, 6]`: plane `6·i + j` holds
+    /// `(G g Gᵀ)[i][j]` of each kernel `g`, computed in f64. Made on first use, as
+    /// [`DirectConv::wino`].
+    fn wino2(&self) -> &[f32] {
+        self.wino2.get_or_init(|| {
+            const PLANES: usize = WINO_PLANES * WINO_PLANES;
+            let ci = self.ci;
+            let mut wino2 = vec![0f32; self.co.div_ceil(CO_TILE) * PLANES * ci * CO_TILE];
+            wino2
+                .chunks_mut(PLANES * ci * CO_TILE)
+                .enumerate()
+                .for_each(|(blk, planes)| {
+                    for c in 0..ci {
+                        for o in blk * CO_TILE..self.co.min((blk + 1) * CO_TILE) {
+                            let g = |t: usize| f64::from(self.weight(o, c * 9 + t));
+                            // G applied to each kernel row, then to each column of the result.
+                            let [r0, r1, r2] =
+                                [0, 3, 6].map(|r| winograd_kernel_f64([g(r), g(r + 1), g(r + 2)]));
+                            for jx in 0..WINO_PLANES {
+                                let column = winograd_kernel_f64([r0[jx], r1[jx], r2[jx]]);
+                                for (jy, v) in column.into_iter().enumerate() {
+                                    let plane = jy * WINO_PLANES + jx;
+                                    planes[(plane * ci + c) * CO_TILE + o % CO_TILE] = v as f32;
+                                }
+                            }
+                        }
+                    }
+                });
+            wino2
+        })
     }
 
     /// The convolution by Winograd's F(4, 3) along rows. Four outputs `y[4u .. 4u + 4]` of a
     /// row come from six products `mj`, each a sum over input channels and kernel rows of a
-    /// transformed weight ([`DirectConv::new`]) times a transformed input `vj` (`Bᵀd` of the six
-    /// inputs `d` under the four outputs, [`winograd_input`]), as `y = Aᵀm`
-    /// ([`winograd_output`]). Six products with a third of the taps over a quarter of the
+    /// transformed weight ([`DirectConv::wino`]) times a transformed input `vj` (`Bᵀd` of the six
+    /// inputs `d` under the four outputs, [`winograd_inputs`]), as `y = Aᵀm`
+    /// ([`winograd_outputs`]). Six products with a third of the taps over a quarter of the
     /// positions: half the direct multiplications. In the planes of `vj` the kernel is one wide,
     /// so the images of a group are laid side by side and read as one long row in which every
     /// position is a valid one (short rows, such as the fourth convolution's single one, fill
@@ -478,7 +504,7 @@ impl DirectConv {
                     let pb = P_BLOCK.min(stride - p0);
                     for m in 0..WINO_PLANES {
                         let v = &vin[m * vlen..][..vlen];
-                        let wts = &self.wino[m * blocks * k3 * CO_TILE..][..blocks * k3 * CO_TILE];
+                        let wino = self.wino();
                         let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
                         for k0 in (0..k3).step_by(K_CHUNK) {
                             let kc = K_CHUNK.min(k3 - k0);
@@ -489,7 +515,8 @@ impl DirectConv {
                                 relu: false,
                             };
                             for blk in 0..blocks {
-                                let weights = &wts[(blk * k3 + k0) * CO_TILE..][..kc * CO_TILE];
+                                let at = (blk * WINO_PLANES + m) * k3 + k0;
+                                let weights = &wino[at * CO_TILE..][..kc * CO_TILE];
                                 let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
                                 let panel = &panel[..kc * pb];
                                 let left = len - p0;
@@ -632,7 +659,7 @@ impl DirectConv {
                     let pb = P_BLOCK.min(stride - p0);
                     for m in 0..PLANES {
                         let v = &vin[m * vlen..][..vlen];
-                        let wts = &self.wino2[m * blocks * ci * CO_TILE..][..blocks * ci * CO_TILE];
+                        let wino2 = self.wino2();
                         let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
                         for k0 in (0..ci).step_by(K_CHUNK) {
                             let kc = K_CHUNK.min(ci - k0);
@@ -643,7 +670,8 @@ impl DirectConv {
                                 relu: false,
                             };
                             for blk in 0..blocks {
-                                let weights = &wts[(blk * ci + k0) * CO_TILE..][..kc * CO_TILE];
+                                let at = (blk * PLANES + m) * ci + k0;
+                                let weights = &wino2[at * CO_TILE..][..kc * CO_TILE];
                                 let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
                                 let panel = &panel[..kc * pb];
                                 let left = len - p0;
@@ -968,12 +996,16 @@ fn winograd_kernel(g: &[f32]) -> [f32; WINO_PLANES] {
 
 /// [`winograd_kernel`] in f64 throughout.
 fn winograd_kernel_f64([g0, g1, g2]: [f64; 3]) -> [f64; WINO_PLANES] {
+    // Products by reciprocals, not divisions: the plans transform thousands of kernels at
+    // start, and f64 keeps the f32 results the same.
+    const SIXTH: f64 = 1.0 / 6.0;
+    const TWENTY_FOURTH: f64 = 1.0 / 24.0;
     [
-        g0 / 4.0,
-        -(g0 + g1 + g2) / 6.0,
-        -(g0 - g1 + g2) / 6.0,
-        (g0 + 2.0 * g1 + 4.0 * g2) / 24.0,
-        (g0 - 2.0 * g1 + 4.0 * g2) / 24.0,
+        g0 * 0.25,
+        -(g0 + g1 + g2) * SIXTH,
+        -(g0 - g1 + g2) * SIXTH,
+        (g0 + 2.0 * g1 + 4.0 * g2) * TWENTY_FOURTH,
+        (g0 - 2.0 * g1 + 4.0 * g2) * TWENTY_FOURTH,
         g2,
     ]
 }
