@@ -16,10 +16,12 @@
 //! before the tile is stored. Sums run in another order than tract's, so values differ from
 //! tract's by rounding (tested to 1e-4 relative); the readings are the same (docs/experiments.md).
 //!
-//! Kernels 3 wide over enough channels (the reader's second, third and fourth convolutions) run
-//! as Winograd's F(4, 3) along rows instead (`DirectConv::run_winograd`): six products with a
-//! third of the taps over a quarter of the positions, half the multiplications, through the
-//! same tiles, with the images of a batch side by side.
+//! Kernels 3 wide over enough channels run as Winograd's F(4, 3) along rows instead
+//! (`DirectConv::run_winograd`, the reader's fourth convolution, 4 × 3): six products with a third
+//! of the taps over a quarter of the positions, half the multiplications. 3 × 3 kernels (the
+//! second and third) run as F(4 × 4, 3 × 3) (`DirectConv::run_winograd_2d`): 36 products with a
+//! ninth of the taps over a sixteenth of the positions, a quarter of the multiplications. Both
+//! run through the same tiles, with the images of a batch side by side.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
