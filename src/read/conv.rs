@@ -456,10 +456,8 @@ impl DirectConv {
         let units = if self.pool { ow.div_ceil(2) } else { up };
         let blocks = self.co.div_ceil(CO_TILE);
         let co6 = blocks * CO_TILE;
-        let k3 = self.ci * self.kh;
         // Images side by side: as many as keep the transformed inputs near WINO_GROUP_FLOATS.
         let group = (WINO_GROUP_FLOATS / (WINO_PLANES * self.ci * hp * up).max(1)).clamp(1, n);
-        let zero = [0f32; CO_TILE];
         // Padded rows with zeros to the last float a vector of units reads (`winograd_inputs`).
         let pitch = WINO_OUT * up + ROW_SLACK;
         SCRATCH.with_borrow_mut(|scratch| {
@@ -476,12 +474,13 @@ impl DirectConv {
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
             for b0 in (0..n).step_by(group) {
                 let g = group.min(n - b0);
-                // A transformed row holds the group's rows side by side.
-                let row_len = g * up;
-                let vplane = hp * row_len;
-                let vlen = self.ci * vplane + P_TILE;
-                let len = (hu - 1) * row_len + (g - 1) * up + units;
-                let stride = len.div_ceil(P_TILE) * P_TILE;
+                let Layout {
+                    row_len,
+                    vplane,
+                    vlen,
+                    len,
+                    stride,
+                } = Layout::new(g, up, self.ci, (hp, hu), units);
                 vin.resize(WINO_PLANES * vlen, 0.0);
                 full.resize(WINO_OUT * co6 * stride, 0.0);
                 let offsets: Vec<usize> = (0..self.ci)
@@ -504,41 +503,15 @@ impl DirectConv {
                 }
                 for p0 in (0..stride).step_by(P_BLOCK) {
                     let pb = P_BLOCK.min(stride - p0);
-                    for m in 0..WINO_PLANES {
-                        let v = &vin[m * vlen..][..vlen];
-                        let wino = self.wino();
-                        let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
-                        for k0 in (0..k3).step_by(K_CHUNK) {
-                            let kc = K_CHUNK.min(k3 - k0);
-                            pack_panel(panel, v, &offsets[k0..k0 + kc], p0, pb);
-                            let step = Step {
-                                first: k0 == 0,
-                                last: false,
-                                relu: false,
-                            };
-                            for blk in 0..blocks {
-                                let at = (blk * WINO_PLANES + m) * k3 + k0;
-                                let weights = &wino[at * CO_TILE..][..kc * CO_TILE];
-                                let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
-                                let panel = &panel[..kc * pb];
-                                let left = len - p0;
-                                block_tiles(panel, pb, weights, &zero, step, rows, P_BLOCK, left);
-                            }
-                        }
-                    }
+                    let block = (p0, pb, len);
+                    let vin = &vin[..WINO_PLANES * vlen];
+                    winograd_products(self.wino(), vin, vlen, &offsets, block, panel, sums);
                     // y = Aᵀm, biased and rectified, to the four output planes.
                     for o in 0..self.co {
                         let m: [&[f32]; WINO_PLANES] =
                             std::array::from_fn(|j| &sums[(j * co6 + o) * P_BLOCK..][..pb]);
                         let ys = &mut full[o * WINO_OUT * stride..][..WINO_OUT * stride];
-                        let mut ys = ys.chunks_exact_mut(stride);
-                        let y: [&mut [f32]; WINO_OUT] =
-                            std::array::from_fn(|_| &mut ys.next().expect("plane")[p0..][..pb]);
-                        if self.relu {
-                            winograd_outputs::<true>(m, y, self.bias[o]);
-                        } else {
-                            winograd_outputs::<false>(m, y, self.bias[o]);
-                        }
+                        self.unit_outputs(o, m, ys, p0);
                     }
                 }
                 for bi in 0..g {
@@ -566,6 +539,24 @@ impl DirectConv {
                 }
             }
         });
+    }
+
+    /// Output channel `o`'s four outputs of each unit in a block from its six products `m`
+    /// ([`winograd_outputs`]: biased, and rectified when the op is), into the four planes of
+    /// `ys` from position `p0`.
+    ///
+    /// # Shapes
+    /// Every slice of `m`: `[pb]`; `ys`: `[4, stride]` with `p0 + pb ≤ stride`.
+    fn unit_outputs(&self, o: usize, m: [&[f32]; WINO_PLANES], ys: &mut [f32], p0: usize) {
+        let (pb, stride) = (m[0].len(), ys.len() / WINO_OUT);
+        let mut ys = ys.chunks_exact_mut(stride);
+        let y: [&mut [f32]; WINO_OUT] =
+            std::array::from_fn(|_| &mut ys.next().expect("plane")[p0..][..pb]);
+        if self.relu {
+            winograd_outputs::<true>(m, y, self.bias[o]);
+        } else {
+            winograd_outputs::<false>(m, y, self.bias[o]);
+        }
     }
 
     /// The convolution by Winograd's F(4 × 4, 3 × 3): the transform of
@@ -598,7 +589,6 @@ impl DirectConv {
         let co6 = blocks * CO_TILE;
         // Images side by side: as many as keep the transformed inputs near WINO_GROUP_FLOATS.
         let group = (WINO_GROUP_FLOATS / (PLANES * ci * hb * up).max(1)).clamp(1, n);
-        let zero = [0f32; CO_TILE];
         let pitch = WINO_OUT * up + ROW_SLACK;
         let zeros = vec![0f32; pitch];
         SCRATCH.with_borrow_mut(|scratch| {
@@ -616,11 +606,13 @@ impl DirectConv {
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
             for b0 in (0..n).step_by(group) {
                 let g = group.min(n - b0);
-                let row_len = g * up;
-                let vplane = hb * row_len;
-                let vlen = ci * vplane + P_TILE;
-                let len = (hb - 1) * row_len + (g - 1) * up + units;
-                let stride = len.div_ceil(P_TILE) * P_TILE;
+                let Layout {
+                    row_len,
+                    vplane,
+                    vlen,
+                    len,
+                    stride,
+                } = Layout::new(g, up, ci, (hb, hb), units);
                 vin.resize(PLANES * vlen, 0.0);
                 full.resize(OUTS * co6 * stride, 0.0);
                 let offsets: Vec<usize> = (0..ci).map(|c| c * vplane).collect();
@@ -659,28 +651,9 @@ impl DirectConv {
                 }
                 for p0 in (0..stride).step_by(P_BLOCK) {
                     let pb = P_BLOCK.min(stride - p0);
-                    for m in 0..PLANES {
-                        let v = &vin[m * vlen..][..vlen];
-                        let wino2 = self.wino2();
-                        let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
-                        for k0 in (0..ci).step_by(K_CHUNK) {
-                            let kc = K_CHUNK.min(ci - k0);
-                            pack_panel(panel, v, &offsets[k0..k0 + kc], p0, pb);
-                            let step = Step {
-                                first: k0 == 0,
-                                last: false,
-                                relu: false,
-                            };
-                            for blk in 0..blocks {
-                                let at = (blk * PLANES + m) * ci + k0;
-                                let weights = &wino2[at * CO_TILE..][..kc * CO_TILE];
-                                let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
-                                let panel = &panel[..kc * pb];
-                                let left = len - p0;
-                                block_tiles(panel, pb, weights, &zero, step, rows, P_BLOCK, left);
-                            }
-                        }
-                    }
+                    let block = (p0, pb, len);
+                    let vin = &vin[..PLANES * vlen];
+                    winograd_products(self.wino2(), vin, vlen, &offsets, block, panel, sums);
                     // Down columns (Aᵀ over the six rows of products), then along rows (Aᵀ,
                     // biased and rectified) to the sixteen output planes.
                     let mut t = [[0f32; P_BLOCK]; WINO_OUT * WINO_PLANES];
@@ -698,14 +671,7 @@ impl DirectConv {
                         for (oy, ys) in ys.chunks_exact_mut(WINO_OUT * stride).enumerate() {
                             let m: [&[f32]; WINO_PLANES] =
                                 std::array::from_fn(|jx| &t[oy * WINO_PLANES + jx][..pb]);
-                            let mut ys = ys.chunks_exact_mut(stride);
-                            let y: [&mut [f32]; WINO_OUT] =
-                                std::array::from_fn(|_| &mut ys.next().expect("plane")[p0..][..pb]);
-                            if self.relu {
-                                winograd_outputs::<true>(m, y, self.bias[o]);
-                            } else {
-                                winograd_outputs::<false>(m, y, self.bias[o]);
-                            }
+                            self.unit_outputs(o, m, ys, p0);
                         }
                     }
                 }
@@ -738,6 +704,81 @@ impl DirectConv {
                 }
             }
         });
+    }
+}
+
+/// The products of Winograd's transformed planes over one block of positions `p0 .. p0 + pb`
+/// (of `len` computed): for each plane `m` of `vin` (`vlen` floats apart), `sums[m]`
+/// `[co6, P_BLOCK]` sums, over the taps at `offsets` in the plane, `wino`'s weights times the
+/// inputs, through [`DirectConv::run_direct`]'s tiles (no bias, no ReLU).
+///
+/// # Shapes
+/// `wino`: `[co6 / 6, planes, k, 6]` with `k = offsets.len()`; `vin`: `[planes, vlen]`;
+/// `sums`: at least `[planes, co6, P_BLOCK]`.
+fn winograd_products(
+    wino: &[f32],
+    vin: &[f32],
+    vlen: usize,
+    offsets: &[usize],
+    (p0, pb, len): (usize, usize, usize),
+    panel: &mut [f32],
+    sums: &mut [f32],
+) {
+    let (k, planes) = (offsets.len(), vin.len() / vlen);
+    let blocks = wino.len() / (planes * k * CO_TILE);
+    let co6 = blocks * CO_TILE;
+    let zero = [0f32; CO_TILE];
+    for m in 0..planes {
+        let v = &vin[m * vlen..][..vlen];
+        let msums = &mut sums[m * co6 * P_BLOCK..][..co6 * P_BLOCK];
+        for k0 in (0..k).step_by(K_CHUNK) {
+            let kc = K_CHUNK.min(k - k0);
+            pack_panel(panel, v, &offsets[k0..k0 + kc], p0, pb);
+            let step = Step {
+                first: k0 == 0,
+                last: false,
+                relu: false,
+            };
+            for blk in 0..blocks {
+                let at = (blk * planes + m) * k + k0;
+                let weights = &wino[at * CO_TILE..][..kc * CO_TILE];
+                let rows = &mut msums[blk * CO_TILE * P_BLOCK..];
+                let panel = &panel[..kc * pb];
+                block_tiles(panel, pb, weights, &zero, step, rows, P_BLOCK, len - p0);
+            }
+        }
+    }
+}
+
+/// Where a group of images lies in Winograd's transformed planes ([`DirectConv::run_winograd`],
+/// [`DirectConv::run_winograd_2d`]).
+struct Layout {
+    /// A transformed row: the group's rows side by side, `up` units each.
+    row_len: usize,
+    /// One input channel's rows.
+    vplane: usize,
+    /// One plane: every channel, and room for a last tile's reads.
+    vlen: usize,
+    /// Positions computed: up to the last unit kept of the last image's last row.
+    len: usize,
+    /// `len` in whole tiles.
+    stride: usize,
+}
+
+impl Layout {
+    /// For a group of `g` images of `up` units a row, `ci` channels of `rows` transformed rows,
+    /// of which the first `computed` hold outputs, `units` of them kept in a row.
+    fn new(g: usize, up: usize, ci: usize, (rows, computed): (usize, usize), units: usize) -> Self {
+        let row_len = g * up;
+        let vplane = rows * row_len;
+        let len = (computed - 1) * row_len + (g - 1) * up + units;
+        Layout {
+            row_len,
+            vplane,
+            vlen: ci * vplane + P_TILE,
+            len,
+            stride: len.div_ceil(P_TILE) * P_TILE,
+        }
     }
 }
 
