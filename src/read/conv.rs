@@ -366,33 +366,33 @@ impl DirectConv {
         self.kh == 3 && self.kw == 3 && self.ci >= WINO_MIN_TAPS
     }
 
-    /// Weight `t` (`ci·kh·kw` of them, ONNX order) of output channel `o`, from `packed`.
-    fn weight(&self, o: usize, t: usize) -> f32 {
-        let k = self.ci * self.kh * self.kw;
-        self.packed[((o / CO_TILE) * k + t) * CO_TILE + o % CO_TILE]
-    }
-
     /// For kernels 3 wide, the weights transformed for Winograd's F(4, 3) along rows
     /// ([`DirectConv::run_winograd`]), `[ceil(co / 6), 6, ci·kh, 6]` (block of six output
-    /// channels, plane, tap, channel): per row `g` of a kernel, `Gg` ([`winograd_kernel`]).
+    /// channels, plane, tap, channel): per row `g` of a kernel, `Gg` ([`winograd_kernel_f64`]).
     /// Made on first use (plans build many convolutions that never run this way; not on rayon,
     /// whose waiting thread could start another run of this op and wait on itself).
     fn wino(&self) -> &[f32] {
         self.wino.get_or_init(|| {
             let k3 = self.ci * self.kh;
             let mut wino = vec![0f32; self.co.div_ceil(CO_TILE) * WINO_PLANES * k3 * CO_TILE];
-            wino.chunks_mut(WINO_PLANES * k3 * CO_TILE)
-                .enumerate()
-                .for_each(|(blk, planes)| {
-                    for t in 0..k3 {
-                        for o in blk * CO_TILE..self.co.min((blk + 1) * CO_TILE) {
-                            let g = [0, 1, 2].map(|dx| self.weight(o, t * 3 + dx));
-                            for (m, v) in winograd_kernel(&g).into_iter().enumerate() {
-                                planes[(m * k3 + t) * CO_TILE + o % CO_TILE] = v;
-                            }
+            let kernels = self.packed.chunks_exact(3 * k3 * CO_TILE);
+            for (planes, kernels) in wino
+                .chunks_exact_mut(WINO_PLANES * k3 * CO_TILE)
+                .zip(kernels)
+            {
+                // A row of a block's kernels: its three taps, the block's six channels each.
+                for (t, g) in kernels.chunks_exact(3 * CO_TILE).enumerate() {
+                    let v: [[f64; WINO_PLANES]; CO_TILE] = std::array::from_fn(|j| {
+                        winograd_kernel_f64([0, 1, 2].map(|dx| f64::from(g[dx * CO_TILE + j])))
+                    });
+                    for m in 0..WINO_PLANES {
+                        let dst = &mut planes[(m * k3 + t) * CO_TILE..][..CO_TILE];
+                        for (d, v) in dst.iter_mut().zip(&v) {
+                            *d = v[m] as f32;
                         }
                     }
-                });
+                }
+            }
             wino
         })
     }
@@ -406,26 +406,35 @@ impl DirectConv {
             const PLANES: usize = WINO_PLANES * WINO_PLANES;
             let ci = self.ci;
             let mut wino2 = vec![0f32; self.co.div_ceil(CO_TILE) * PLANES * ci * CO_TILE];
-            wino2
-                .chunks_mut(PLANES * ci * CO_TILE)
-                .enumerate()
-                .for_each(|(blk, planes)| {
-                    for c in 0..ci {
-                        for o in blk * CO_TILE..self.co.min((blk + 1) * CO_TILE) {
-                            let g = |t: usize| f64::from(self.weight(o, c * 9 + t));
-                            // G applied to each kernel row, then to each column of the result.
-                            let [r0, r1, r2] =
-                                [0, 3, 6].map(|r| winograd_kernel_f64([g(r), g(r + 1), g(r + 2)]));
-                            for jx in 0..WINO_PLANES {
-                                let column = winograd_kernel_f64([r0[jx], r1[jx], r2[jx]]);
-                                for (jy, v) in column.into_iter().enumerate() {
-                                    let plane = jy * WINO_PLANES + jx;
-                                    planes[(plane * ci + c) * CO_TILE + o % CO_TILE] = v as f32;
-                                }
+            let kernels = self.packed.chunks_exact(9 * ci * CO_TILE);
+            for (planes, kernels) in wino2.chunks_exact_mut(PLANES * ci * CO_TILE).zip(kernels) {
+                // One input channel's kernels: nine taps, the block's six channels each.
+                for (c, g) in kernels.chunks_exact(9 * CO_TILE).enumerate() {
+                    let tap = |t: usize, j: usize| f64::from(g[t * CO_TILE + j]);
+                    // G applied to each kernel row ([row][channel][jx]), then down each column.
+                    let rows: [[[f64; WINO_PLANES]; CO_TILE]; 3] = std::array::from_fn(|r| {
+                        std::array::from_fn(|j| {
+                            winograd_kernel_f64([
+                                tap(3 * r, j),
+                                tap(3 * r + 1, j),
+                                tap(3 * r + 2, j),
+                            ])
+                        })
+                    });
+                    for jx in 0..WINO_PLANES {
+                        let columns: [[f64; WINO_PLANES]; CO_TILE] = std::array::from_fn(|j| {
+                            winograd_kernel_f64([rows[0][j][jx], rows[1][j][jx], rows[2][j][jx]])
+                        });
+                        for jy in 0..WINO_PLANES {
+                            let plane = jy * WINO_PLANES + jx;
+                            let dst = &mut planes[(plane * ci + c) * CO_TILE..][..CO_TILE];
+                            for (d, v) in dst.iter_mut().zip(&columns) {
+                                *d = v[jy] as f32;
                             }
                         }
                     }
-                });
+                }
+            }
             wino2
         })
     }
@@ -1033,11 +1042,6 @@ vectorised! {
 }
 
 /// Winograd's F(4, 3) kernel transform `Gg` of one kernel row `g` (three taps), in f64.
-fn winograd_kernel(g: &[f32]) -> [f32; WINO_PLANES] {
-    winograd_kernel_f64([g[0], g[1], g[2]].map(f64::from)).map(|v| v as f32)
-}
-
-/// [`winograd_kernel`] in f64 throughout.
 fn winograd_kernel_f64([g0, g1, g2]: [f64; 3]) -> [f64; WINO_PLANES] {
     // Products by reciprocals, not divisions: the plans transform thousands of kernels at
     // start, and f64 keeps the f32 results the same.
