@@ -421,9 +421,10 @@ impl DirectConv {
                             ])
                         })
                     });
+                    let [r0, r1, r2] = rows;
                     for jx in 0..WINO_PLANES {
                         let columns: [[f64; WINO_PLANES]; CO_TILE] = std::array::from_fn(|j| {
-                            winograd_kernel_f64([rows[0][j][jx], rows[1][j][jx], rows[2][j][jx]])
+                            winograd_kernel_f64([r0[j][jx], r1[j][jx], r2[j][jx]])
                         });
                         for jy in 0..WINO_PLANES {
                             let plane = jy * WINO_PLANES + jx;
