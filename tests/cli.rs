@@ -762,7 +762,8 @@ fn eval_saves_the_framed_photos_it_read() {
 
 /// `strips` writes exactly the strips the reader makes (the full protocol: one per photo; the
 /// locate protocol: seven framings each), and `bench-strips` times them through the plan that
-/// `read` uses, whose per-operator profile shows the max-pool rewrite in place.
+/// `read` uses, whose per-operator profile shows the max-pool rewrite in place; piped into a
+/// reader that stops early, `bench-strips` stops quietly.
 #[test]
 fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
     use housenum::{Protocol, Reader};
@@ -815,6 +816,31 @@ fn strips_are_what_read_feeds_the_model_and_bench_strips_times_them() {
     let rates = v["strips_per_second"].as_array().unwrap();
     assert_eq!(rates.len(), 2);
     assert!(rates.iter().all(|r| r.as_f64().unwrap() > 0.0), "{out}");
+    // Piped into a reader that stops after a line (`… | head -1`), it stops quietly too.
+    let mut child = std::process::Command::new(common::bin())
+        .args(["bench-strips", &full, "--runs", "100000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn housenum");
+    let mut first = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(
+        first.trim().parse::<f64>().is_ok_and(|r| r > 0.0),
+        "{first}"
+    );
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() > 60 {
+            child.kill().unwrap();
+            panic!("bench-strips went on writing to a closed pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
     let (code, out, err) = run(&["bench-strips", &full, "--per-op"], None);
     assert_eq!(code, 0, "{err}");
     // The plan's rewrites: convolutions (with their pools), the LSTM and the log-softmax run

@@ -219,6 +219,8 @@ pub fn run_bench(a: BenchStripsArgs) -> Result<ExitCode> {
     let strips = load_strips(&a.dir)?;
     let refs: Vec<&Strip> = strips.iter().collect();
     reader.read_strips(&refs).context("warm-up pass")?;
+    // Written, not printed: a closed pipe (`… | head`) then ends the output quietly.
+    let mut out = std::io::stdout().lock();
     if a.per_op {
         let (ops, total) = reader.profile_ops(&refs, a.batch)?;
         let shares: Vec<serde_json::Value> = ops
@@ -226,19 +228,21 @@ pub fn run_bench(a: BenchStripsArgs) -> Result<ExitCode> {
             .map(|(op, secs)| serde_json::json!({"op": op, "seconds": secs, "share": secs / total}))
             .collect();
         if a.json {
-            println!(
+            writeln!(
+                out,
                 "{}",
                 serde_json::json!({"strips": strips.len(), "batch": a.batch, "seconds": total, "ms_per_strip": 1e3 * total / strips.len() as f64, "ops": shares})
-            );
+            )?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "{} strips, one thread, batches of up to {}: {:.3} ms per strip",
                 strips.len(),
                 a.batch,
                 1e3 * total / strips.len() as f64
-            );
+            )?;
             for (op, secs) in &ops {
-                println!("{op:<24} {:5.1} %", 100.0 * secs / total);
+                writeln!(out, "{op:<24} {:5.1} %", 100.0 * secs / total)?;
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -251,7 +255,7 @@ pub fn run_bench(a: BenchStripsArgs) -> Result<ExitCode> {
         std::hint::black_box(read);
         let rate = strips.len() as f64 / secs;
         if !a.json {
-            println!("{rate:.1}");
+            writeln!(out, "{rate:.1}")?;
         }
         rates.push(rate);
     }
@@ -259,10 +263,11 @@ pub fn run_bench(a: BenchStripsArgs) -> Result<ExitCode> {
         let mut sorted = rates.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[(sorted.len() - 1) / 2];
-        println!(
+        writeln!(
+            out,
             "{}",
             serde_json::json!({"strips": strips.len(), "threads": rayon::current_num_threads(), "strips_per_second": rates, "median": median})
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
