@@ -6,7 +6,7 @@ thread_local! {
 }
 
 /// Whether the AVX2 + FMA kernels may run: the CPU has both (and, in tests, this thread has not
-/// asked for the portable code, [`portable_only`]).
+/// asked for the portable code with `portable_only`).
 #[cfg(target_arch = "x86_64")]
 pub fn avx2_fma() -> bool {
     #[cfg(test)]
