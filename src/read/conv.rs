@@ -202,21 +202,6 @@ impl DirectConv {
         })
     }
 
-    /// Copy one image into `input`'s planes of `wp`-wide padded rows, leaving the padding as
-    /// it is (zero).
-    ///
-    /// # Shapes
-    /// `image`: `[ci, h, w]`; `input`: at least `[ci, hp, wp]`.
-    fn pad_into(&self, image: &[f32], w: usize, wp: usize, input: &mut [f32]) {
-        let plane = (image.len() / self.ci / w + self.pad[0] + self.pad[2]) * wp;
-        for (c, src) in image.chunks_exact(image.len() / self.ci).enumerate() {
-            let dst = &mut input[c * plane..][..plane];
-            for (y, row) in src.chunks_exact(w).enumerate() {
-                dst[(y + self.pad[0]) * wp + self.pad[1]..][..w].copy_from_slice(row);
-            }
-        }
-    }
-
     /// Copy one image into `input`'s padded rows of `pitch ≥ wp` floats: zero rows above and
     /// below, zero columns on the left and from the image's end to the end of the pitch.
     ///
@@ -298,16 +283,13 @@ impl DirectConv {
                 input, full, panel, ..
             } = scratch;
             // The padded input, with room for the last tile's reads past the last position
-            // (what those reads find only reaches positions that are dropped). Unpadded, every
-            // plane is overwritten below.
-            if self.pad != [0; 4] {
-                input.clear();
-            }
+            // (what those reads find only reaches positions that are dropped); every plane is
+            // overwritten below, padding included.
             input.resize(self.ci * plane + P_TILE, 0.0);
             full.resize(blocks * CO_TILE * stride, 0.0);
             panel.resize(K_CHUNK * P_BLOCK, 0.0);
             for b in 0..n {
-                self.pad_into(&x[b * self.ci * h * w..][..self.ci * h * w], w, wp, input);
+                self.pad_rows_into(&x[b * self.ci * h * w..][..self.ci * h * w], w, wp, input);
                 for p0 in (0..stride).step_by(P_BLOCK) {
                     let pb = P_BLOCK.min(stride - p0);
                     for k0 in (0..k).step_by(K_CHUNK) {
