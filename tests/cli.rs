@@ -991,6 +991,40 @@ fn eval_recombines_stacked_numbers_and_frames_them() {
     assert_eq!(run(&args, None).0, 2, "--phone with --recombine is refused");
 }
 
+/// `eval --split fold --fold I/K`: the K folds and the validation split share out every photo
+/// once; a fold without `--split fold`, or `--split fold` without one, is refused.
+#[test]
+fn eval_folds_share_out_the_photos_outside_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 30, 5);
+    let p = photos.display().to_string();
+    let images = |extra: &[&str]| {
+        let mut args = vec!["eval", &p, "--views", "1", "--json", "-q"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        report["images"].as_u64().unwrap()
+    };
+    let folds: Vec<u64> = ["1/3", "2/3", "3/3"]
+        .iter()
+        .map(|f| images(&["--split", "fold", "--fold", f]))
+        .collect();
+    let val = images(&["--split", "val"]);
+    assert_eq!(folds.iter().sum::<u64>() + val, 30, "{folds:?} + {val}");
+    assert!(folds.iter().all(|&n| n > 0), "{folds:?}");
+    for bad in [
+        &["--fold", "1/3"][..],
+        &["--split", "fold"][..],
+        &["--split", "fold", "--fold", "4/3"][..],
+    ] {
+        let mut args = vec!["eval", &p, "-q"];
+        args.extend_from_slice(bad);
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+}
+
 /// A model option given a directory fails naming it, each cause said once.
 #[test]
 fn model_options_given_a_directory_name_it_once() {

@@ -224,6 +224,7 @@ fn localiser_training_resumes_and_is_reproducible() {
         zoom_out_prob: 0.0,
         zoom_out_max: 6.0,
         zoom_out_independent: false,
+        stacked_prob: 0.0,
         teachers: Vec::new(),
         teacher_weight: 0.0,
         pool: Vec::new(),
@@ -234,6 +235,7 @@ fn localiser_training_resumes_and_is_reproducible() {
         seed,
         val_fraction: 0.1,
         limit: Some(48),
+        fold: None,
         model: LocaliserConfig {
             channels: [4, 4, 8, 8],
             ..LocaliserConfig::default()
@@ -307,6 +309,21 @@ fn localiser_training_resumes_and_is_reproducible() {
         ..config(z.path(), 3, 1, 0.0)
     };
     assert!(train_localiser(&plain).is_err());
+    // Stacked columns of digits mixed in (no zoom-out of the photos): trains, changes what is
+    // learnt, and is recorded.
+    let st = tempfile::tempdir().unwrap();
+    let stacked = LocTrainConfig {
+        stacked_prob: 0.5,
+        ..config(st.path(), 2, 1, 0.0)
+    };
+    let hs = train_localiser(&stacked).unwrap();
+    assert!(hs.iter().all(|e| e.loss.is_finite()));
+    let ws = LocCheckpoint::load(&checkpoint_path(st.path())).unwrap();
+    assert!(
+        wa.model.params != ws.model.params,
+        "stacked numbers changed nothing"
+    );
+    assert_eq!(ws.options.as_ref().unwrap()["stacked_prob"], 0.5);
     // A profile head: trains, keeps its bands in the checkpoint, and resuming the box run's
     // folder with it is refused.
     let e = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use housenum::data::recombine::{compose, compose_stacked, cut_digits};
 use housenum::data::svhn::Record;
-use housenum::data::svhn::{is_validation_name, SvhnSet};
+use housenum::data::svhn::{is_validation_name, Fold, SvhnSet};
 use housenum::eval::{evaluate, evaluate_images, LabelledImage};
 use housenum::rng::Rng;
 use housenum::Protocol;
@@ -28,6 +28,8 @@ pub enum Split {
     /// validation split, held out from the localisers (`train-localiser --val-fraction 0.2`)
     /// but not from the reader. Decide on it; report on `val`.
     Dev,
+    /// Only the fold `--fold I/K` held out by `train --fold I/K` (k-fold cross-validation).
+    Fold,
 }
 
 /// Evaluate a model on a folder in the official SVHN layout (`N.png` + `digitStruct.mat`).
@@ -50,6 +52,9 @@ pub struct EvalArgs {
     /// Validation share used by `--split` (must match the training run's `--val-fraction`).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
+    /// With `--split fold`: which fold (`I/K`, e.g. `2/5`).
+    #[arg(long, value_name = "I/K", required_if_eq("split", "fold"))]
+    pub fold: Option<Fold>,
     /// Evaluate at most N images (after the split).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -135,6 +140,10 @@ impl From<ProtocolArg> for Protocol {
 
 /// Run the subcommand.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        a.fold.is_none() || a.split == Split::Fold,
+        "--fold needs --split fold"
+    );
     let mut reader = a.models.reader()?;
     a.look.apply(&mut reader)?;
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
@@ -152,6 +161,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 is_validation_name(&r.name, 2.0 * a.val_fraction)
                     && !is_validation_name(&r.name, a.val_fraction)
             }
+            Split::Fold => a.fold.is_some_and(|f| f.contains(&r.name, a.val_fraction)),
         })
         .collect();
     if let Some(l) = a.limit {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use housenum::data::svhn::Fold;
 use housenum::engine::crnn::ModelConfig;
 use housenum::train::reader::{train, TrainConfig};
 
@@ -28,6 +29,10 @@ pub struct TrainArgs {
     /// Use at most this many training images.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// K-fold cross-validation: train on the other folds of the photos outside the validation
+    /// split and hold fold I out (`I/K`, e.g. `2/5`); `eval --split fold --fold I/K` measures it.
+    #[arg(long, value_name = "I/K")]
+    pub fold: Option<Fold>,
     /// Maximum training strip width in pixels (bounded sequence lengths).
     #[arg(long, default_value_t = 160)]
     pub max_width: usize,
@@ -142,6 +147,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         seed: a.optim.seed,
         val_fraction: a.val_fraction,
         limit: a.limit,
+        fold: a.fold,
         model: ModelConfig {
             hidden: a.hidden,
             channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],

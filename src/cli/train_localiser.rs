@@ -33,6 +33,10 @@ pub struct TrainLocaliserArgs {
     /// Use at most this many training images.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// K-fold cross-validation: train on the other folds of the photos outside the validation
+    /// split and hold fold I out (`I/K`, e.g. `2/5`); `eval --split fold --fold I/K` measures it.
+    #[arg(long, value_name = "I/K")]
+    pub fold: Option<housenum::data::svhn::Fold>,
     /// Output channels of the four convolutions.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 128])]
     pub channels: Vec<usize>,
@@ -60,6 +64,11 @@ pub struct TrainLocaliserArgs {
     /// Largest zoom-out factor (log-uniform from 1).
     #[arg(long, default_value_t = 6.0)]
     pub zoom_out_max: f32,
+    /// Share of samples replaced by a column of 2–4 real digits stacked one above the next,
+    /// in a canvas of digit-free parts of the photos up to `--zoom-out-max` times its height:
+    /// the localiser learns to box the whole column, which `read` then reads row by row.
+    #[arg(long, default_value_t = 0.0)]
+    pub stacked: f32,
     /// Draw a zoom-out's width and height factors independently (canvases of every aspect).
     #[arg(long)]
     pub zoom_out_independent: bool,
@@ -117,6 +126,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         seed: a.optim.seed,
         val_fraction: a.val_fraction,
         limit: a.limit,
+        fold: a.fold,
         model: LocaliserConfig {
             height: a.input.0,
             width: a.input.1,
@@ -132,6 +142,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         zoom_out_prob: a.zoom_out.clamp(0.0, 1.0),
         zoom_out_max: a.zoom_out_max.clamp(1.0, 16.0),
         zoom_out_independent: a.zoom_out_independent,
+        stacked_prob: a.stacked,
         teachers: a.teachers.clone(),
         teacher_weight: a.teacher_weight.clamp(0.0, 1.0),
         pool,

@@ -315,6 +315,11 @@ pub fn split_by_name(records: &[Record], val_fraction: f64) -> (Vec<Record>, Vec
 
 /// Whether `name` belongs to the validation split (FNV-1a hash of the name, see [`split_by_name`]).
 pub fn is_validation_name(name: &str, val_fraction: f64) -> bool {
+    name_position(name) < val_fraction
+}
+
+/// Where `name` falls in `[0, 1]`: the hash behind every split ([`split_by_name`], [`Fold`]).
+pub fn name_position(name: &str) -> f64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in name.bytes() {
         h ^= b as u64;
@@ -324,5 +329,119 @@ pub fn is_validation_name(name: &str, val_fraction: f64) -> bool {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51afd7ed558ccd);
     h ^= h >> 33;
-    (h as f64 / u64::MAX as f64) < val_fraction
+    h as f64 / u64::MAX as f64
+}
+
+/// Fold `index` (from 1) of `count` over the names outside the validation split: the names
+/// whose [`name_position`] falls in the fold's share of `[val_fraction, 1]`. Training on the
+/// other folds and measuring on this one, `count` times, uses every labelled photo outside
+/// validation for a decision (k-fold cross-validation) and leaves validation for reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fold {
+    /// Which fold, 1 to `count`.
+    pub index: usize,
+    /// How many folds.
+    pub count: usize,
+}
+
+impl Fold {
+    /// Whether `name` is in this fold (never when it is in the validation split).
+    pub fn contains(&self, name: &str, val_fraction: f64) -> bool {
+        let p = name_position(name);
+        if p < val_fraction {
+            return false;
+        }
+        let q = (p - val_fraction) / (1.0 - val_fraction);
+        ((q * self.count as f64) as usize).min(self.count - 1) + 1 == self.index
+    }
+
+    /// `(training, held out)`: the records of the other folds and of this one; the validation
+    /// split is in neither.
+    pub fn split(&self, records: &[Record], val_fraction: f64) -> (Vec<Record>, Vec<Record>) {
+        records
+            .iter()
+            .filter(|r| !is_validation_name(&r.name, val_fraction))
+            .cloned()
+            .partition(|r| !self.contains(&r.name, val_fraction))
+    }
+}
+
+impl std::str::FromStr for Fold {
+    type Err = String;
+    /// `I/K`, e.g. `2/5`: fold 2 of 5.
+    fn from_str(s: &str) -> std::result::Result<Fold, String> {
+        let bad = || format!("fold `{s}`: expected I/K with 1 <= I <= K, e.g. 2/5");
+        let (i, k) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            k.trim().parse().map_err(|_| bad())?,
+        );
+        if index < 1 || index > count || count < 2 {
+            return Err(bad());
+        }
+        Ok(Fold { index, count })
+    }
+}
+
+impl std::fmt::Display for Fold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_parse_as_one_based_i_of_k() {
+        let cases: [(&str, Option<(usize, usize)>); 8] = [
+            ("1/5", Some((1, 5))),
+            ("5/5", Some((5, 5))),
+            (" 2 / 3 ", Some((2, 3))),
+            ("0/5", None),
+            ("6/5", None),
+            ("1/1", None),
+            ("2", None),
+            ("a/5", None),
+        ];
+        for (s, want) in cases {
+            let got = s.parse::<Fold>().ok().map(|f| (f.index, f.count));
+            assert_eq!(got, want, "{s:?}");
+            if let Some((i, k)) = want {
+                assert_eq!(s.parse::<Fold>().unwrap().to_string(), format!("{i}/{k}"));
+            }
+        }
+    }
+
+    #[test]
+    fn folds_partition_everything_outside_validation() {
+        let records: Vec<Record> = (1..=3000)
+            .map(|i| Record {
+                name: format!("{i}.png"),
+                path: PathBuf::from(format!("{i}.png")),
+                digits: vec![1],
+                boxes: Vec::new(),
+                image_size: None,
+            })
+            .collect();
+        let (val_fraction, count) = (0.1, 5);
+        let (_, val) = split_by_name(&records, val_fraction);
+        let mut seen = std::collections::HashMap::new();
+        for index in 1..=count {
+            let fold = Fold { index, count };
+            let (train, held) = fold.split(&records, val_fraction);
+            assert_eq!(train.len() + held.len() + val.len(), records.len());
+            // Each fold holds about a fifth of the 90 % outside validation.
+            let share = held.len() as f64 / (records.len() - val.len()) as f64;
+            assert!((share - 0.2).abs() < 0.03, "fold {fold}: {share}");
+            for r in &held {
+                assert!(!is_validation_name(&r.name, val_fraction));
+                *seen.entry(r.name.clone()).or_insert(0) += 1;
+            }
+        }
+        // Every name outside validation is held out exactly once.
+        assert_eq!(seen.len() + val.len(), records.len());
+        assert!(seen.values().all(|&n| n == 1));
+    }
 }

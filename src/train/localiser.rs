@@ -17,8 +17,8 @@ use image::Rgb32FImage;
 use rayon::prelude::*;
 
 use crate::data::framing::zoom_out;
-use crate::data::recombine::{compose, cut_digits, paste_into, DigitCrop};
-use crate::data::svhn::{split_by_name, Record, SvhnSet};
+use crate::data::recombine::{compose, compose_stacked, cut_digits, paste_into, DigitCrop};
+use crate::data::svhn::{split_by_name, Fold, Record, SvhnSet};
 use crate::data::synth::background_patches;
 use crate::engine::localiser::{
     iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig,
@@ -50,6 +50,10 @@ pub struct LocTrainConfig {
     pub val_fraction: f64,
     /// Use at most this many training images (for quick runs).
     pub limit: Option<usize>,
+    /// Train on the other folds and hold this one out instead of the validation split, which
+    /// is then trained on by neither ([`Fold`]): k-fold cross-validation.
+    #[serde(default)]
+    pub fold: Option<Fold>,
     /// Architecture.
     pub model: LocaliserConfig,
     /// No progress bars.
@@ -77,6 +81,13 @@ pub struct LocTrainConfig {
     /// are found. 0 draws nothing.
     #[serde(default)]
     pub zoom_out_prob: f32,
+    /// Share of samples replaced by a number of 2 to [`STACKED_MAX_LEN`] real digits stacked
+    /// one above the next ([`crate::data::recombine::compose_stacked`]) in a canvas of
+    /// digit-free parts of the training photos, its height up to `zoom_out_max` times the
+    /// column's (log-uniform) and its width 0.7–2 times its height: the box of a column of
+    /// digits is the whole column, as on doorposts and vertical signs. 0 draws nothing.
+    #[serde(default)]
+    pub stacked_prob: f32,
     /// Largest zoom-out factor.
     #[serde(default = "default_zoom_out_max")]
     pub zoom_out_max: f32,
@@ -126,6 +137,12 @@ impl LocTrainConfig {
         // Recorded only when used, so checkpoints of earlier runs still resume.
         if self.paste_prob > 0.0 {
             o["paste_prob"] = serde_json::json!(self.paste_prob);
+        }
+        if let Some(fold) = self.fold {
+            o["fold"] = serde_json::json!(fold.to_string());
+        }
+        if self.stacked_prob > 0.0 {
+            o["stacked_prob"] = serde_json::json!(self.stacked_prob);
         }
         if self.zoom_out_prob > 0.0 {
             o["zoom_out_prob"] = serde_json::json!(self.zoom_out_prob);
@@ -183,6 +200,35 @@ fn zoomed_out(item: &Item, (kx, ky): (f32, f32), patches: &[&Rgb32FImage], rng: 
         digits: item.digits,
         labelled: item.labelled,
     }
+}
+
+/// Most digits in a stacked training number ([`LocTrainConfig::stacked_prob`]).
+pub const STACKED_MAX_LEN: usize = 4;
+
+/// A column of 2 to [`STACKED_MAX_LEN`] real digits from `pool`, framed in a canvas of
+/// `backgrounds`: the canvas `ky` times the column's height (`ky` log-uniform in
+/// `[1, zoom_out_max]`) and 0.7–2 times as wide as it is tall (never narrower than the column).
+fn stacked_in_canvas(
+    pool: &[DigitCrop],
+    backgrounds: &[Rgb32FImage],
+    zoom_out_max: f32,
+    rng: &mut Rng,
+) -> Item {
+    let len = 2 + rng.below(STACKED_MAX_LEN - 1);
+    let (image, boxes, digits) = compose_stacked(pool, len, rng);
+    let column = Item {
+        target: boxes_union(&boxes),
+        digits: digits.len(),
+        labelled: true,
+        image,
+    };
+    let (w, h) = column.image.dimensions();
+    let ky = zoom_out_max.max(1.0).powf(rng.f32());
+    let kx = (ky * h as f32 * rng.uniform(0.7, 2.0) / w as f32).max(1.0);
+    let picks: Vec<&Rgb32FImage> = (0..8)
+        .map(|_| &backgrounds[rng.below(backgrounds.len())])
+        .collect();
+    zoomed_out(&column, (kx, ky), &picks, rng)
 }
 
 fn default_recombine_max_len() -> usize {
@@ -539,11 +585,14 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         )));
     }
     let set = SvhnSet::open(&cfg.data)?;
-    let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
+    let (mut train_recs, val_recs) = match cfg.fold {
+        Some(fold) => fold.split(&set.records, cfg.val_fraction),
+        None => split_by_name(&set.records, cfg.val_fraction),
+    };
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);
     }
-    let recombine = cfg.recombine_prob > 0.0 || cfg.paste_prob > 0.0;
+    let recombine = cfg.recombine_prob > 0.0 || cfg.paste_prob > 0.0 || cfg.stacked_prob > 0.0;
     let (mut items, pool, mut errors) = load_items(&train_recs, cfg.quiet, recombine);
     for dir in &cfg.extra {
         let (more, _, more_errors) = load_items(&SvhnSet::open(dir)?.records, cfg.quiet, false);
@@ -557,7 +606,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         errors.extend(pool_errors);
     }
     // Digit-free parts of the labelled training photos, the canvases of zoomed-out samples.
-    let backgrounds: Vec<Rgb32FImage> = if cfg.zoom_out_prob > 0.0 {
+    let backgrounds: Vec<Rgb32FImage> = if cfg.zoom_out_prob > 0.0 || cfg.stacked_prob > 0.0 {
         items
             .par_iter()
             .filter(|it| it.labelled)
@@ -586,10 +635,14 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         )));
     }
     eprintln!(
-        "localiser data: {} training images ({} unlabelled), {} validation images (held out by name hash)",
+        "localiser data: {} training images ({} unlabelled), {} {} (held out by name hash)",
         items.len(),
         items.iter().filter(|i| !i.labelled).count(),
-        val_items.len()
+        val_items.len(),
+        cfg.fold
+            .map_or("validation images".to_string(), |f| format!(
+                "images of fold {f}"
+            ))
     );
     if !teachers.is_empty() {
         let (mean_iou, iou50) =
@@ -664,6 +717,16 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                             digits: digits.len(),
                             labelled: true,
                         };
+                        let (x, t) = sample(&item, &cfg.model, &mut rng);
+                        return (x, t, true);
+                    }
+                    if cfg.stacked_prob > 0.0
+                        && !pool.is_empty()
+                        && !backgrounds.is_empty()
+                        && rng.chance(cfg.stacked_prob)
+                    {
+                        let item =
+                            stacked_in_canvas(&pool, &backgrounds, cfg.zoom_out_max, &mut rng);
                         let (x, t) = sample(&item, &cfg.model, &mut rng);
                         return (x, t, true);
                     }
@@ -790,6 +853,43 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacked_samples_box_the_whole_column_inside_a_wider_canvas() {
+        use crate::data::recombine::DIGIT_HEIGHT;
+        let pool: Vec<DigitCrop> = (0..10u8)
+            .map(|d| DigitCrop {
+                image: Rgb32FImage::from_pixel(24, DIGIT_HEIGHT, image::Rgb([0.1 * d as f32; 3])),
+                digit: d,
+                span: (2.0, 22.0),
+            })
+            .collect();
+        let backgrounds = vec![Rgb32FImage::from_pixel(64, 64, image::Rgb([0.0, 0.0, 1.0])); 3];
+        // (seed, zoom_out_max): at 1 the column fills the canvas's height.
+        for (seed, max) in [(1, 1.0), (2, 1.0), (3, 6.0), (4, 6.0), (5, 6.0), (6, 3.0)] {
+            let mut rng = Rng::new(seed);
+            let it = stacked_in_canvas(&pool, &backgrounds, max, &mut rng);
+            let (w, h) = it.image.dimensions();
+            let (l, t, r, b) = it.target;
+            let case = format!("seed {seed}, max {max}: {w}x{h}, box {:?}", it.target);
+            assert!((2..=STACKED_MAX_LEN).contains(&it.digits), "{case}");
+            assert!(it.labelled, "{case}");
+            assert!(
+                l >= 0.0 && t >= 0.0 && r <= w as f32 && b <= h as f32,
+                "{case}"
+            );
+            // A column of at least two digits: far taller than wide, what `read` unstacks.
+            assert!(b - t >= 2.5 * (r - l), "{case}");
+            // The canvas: at most 2 times as wide as tall, unless the column itself is wider.
+            assert!(
+                w as f32 <= 2.05 * h as f32 || w as f32 <= 1.05 * (r - l),
+                "{case}"
+            );
+            if max == 1.0 {
+                assert!(b - t >= 0.8 * h as f32, "{case}");
+            }
+        }
+    }
 
     #[test]
     fn distillation_targets_mix_teacher_and_truth_only_where_labelled() {

@@ -9,7 +9,7 @@ use image::Rgb32FImage;
 use rayon::prelude::*;
 
 use crate::data::recombine;
-use crate::data::svhn::{split_by_name, SvhnSet};
+use crate::data::svhn::{split_by_name, Fold, SvhnSet};
 use crate::data::synth::FontSet;
 use crate::engine::crnn::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::error::{Error, Result};
@@ -42,6 +42,10 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Use at most this many training images (for quick runs).
     pub limit: Option<usize>,
+    /// Train on the other folds and hold this one out instead of the validation split, which
+    /// is then trained on by neither ([`Fold`]): k-fold cross-validation.
+    #[serde(default)]
+    pub fold: Option<Fold>,
     /// Augmentation strengths.
     pub augment: AugmentConfig,
     /// Architecture.
@@ -93,6 +97,7 @@ impl Default for TrainConfig {
             seed: 1,
             val_fraction: 0.1,
             limit: None,
+            fold: None,
             augment: AugmentConfig::default(),
             model: ModelConfig::default(),
             dropout: 0.0,
@@ -388,15 +393,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             read::STRETCH_RANGE
         )));
     }
-    let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
+    let (mut train_recs, val_recs) = match cfg.fold {
+        Some(fold) => fold.split(&set.records, cfg.val_fraction),
+        None => split_by_name(&set.records, cfg.val_fraction),
+    };
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);
     }
-    eprintln!(
-        "data: {} training images, {} validation images (held out by name hash, never trained on)",
-        train_recs.len(),
-        val_recs.len()
-    );
+    match cfg.fold {
+        Some(fold) => eprintln!(
+            "data: {} training images, {} held out in fold {fold} (the validation split is in neither)",
+            train_recs.len(),
+            val_recs.len()
+        ),
+        None => eprintln!(
+            "data: {} training images, {} validation images (held out by name hash, never trained on)",
+            train_recs.len(),
+            val_recs.len()
+        ),
+    }
     let (mut samples, errors) = load_samples(&train_recs, &[], cfg.quiet);
     if let Some(p) = &cfg.pseudo {
         let rows = read_pseudo_labels(p, cfg.pseudo_min_confidence)?;
