@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# K-fold cross-validation of one training recipe, for decisions that see 2 points: the photos
+# outside the validation split (1,827 of SVHN's 2,026) are cut into K folds by file-name hash;
+# K models are trained, each holding one fold out (`--fold I/K`), and each is measured on its
+# own fold. The folds' outcomes are joined into OUT/outcomes.tsv, one row per photo, so that two
+# recipes are compared photo by photo over all 1,827 with `data/paired.py A/outcomes.tsv
+# B/outcomes.tsv` (one photo is 0.05 points). Validation stays for reporting.
+#
+# Usage: data/kfold.sh reader|localiser OUT K [TRAINING ARGS...] [-- EVAL ARGS...]
+#   reader:    `housenum train --fold I/K ARGS`, exported, measured with `eval --protocol crop`
+#   localiser: `housenum train-localiser --fold I/K ARGS`, exported coarse to fine (`--refine`),
+#              measured with `eval --protocol locate` (what `read` does) and the shipped reader
+#   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`); give a new OUT-relative name with
+#   EVAL_TAG=name to measure trained folds again under other eval args.
+# Env: SVHN (default ../shared/svhn/train). A fold whose model exists is not trained again, and
+# training resumes from its last checkpoint, so a stopped run is continued by running this again.
+# Prints each fold's accuracy and the mean ± standard deviation over folds.
+# Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~12 min a fold).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=$1; out=$2; k=$3; shift 3
+train_args=(); eval_args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--" ]; then shift; eval_args=("$@"); break; fi
+  train_args+=("$1"); shift
+done
+svhn="${SVHN:-../shared/svhn/train}"; tag="${EVAL_TAG:-eval}"
+B="${CARGO_TARGET_DIR:-target}/release/housenum"
+mkdir -p "$out"
+for i in $(seq 1 "$k"); do
+  d="$out/fold-$i"
+  case "$kind" in
+    reader)
+      model="$d/housenum.onnx"
+      [ -f "$model" ] || { "$B" train --data "$svhn" --out "$d" --fold "$i/$k" -q "${train_args[@]}"
+        "$B" export --checkpoint "$d/last.safetensors" --out "$model"; }
+      models=(--model "$model"); protocol=crop ;;
+    localiser)
+      model="$d/refined.onnx"
+      [ -f "$model" ] || { "$B" train-localiser --data "$svhn" --out "$d" --fold "$i/$k" --quiet "${train_args[@]}"
+        "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$model"; }
+      models=(--localiser "$model"); protocol=locate ;;
+    *) echo "kind must be reader or localiser, not $kind" >&2; exit 2 ;;
+  esac
+  "$B" eval "$svhn" --split fold --fold "$i/$k" --protocol "$protocol" "${models[@]}" -q --json \
+    --outcomes "$d/$tag.outcomes.tsv" "${eval_args[@]}" > "$d/$tag.json"
+done
+python3 - "$out" "$k" "$tag" <<'EOF'
+import csv, json, statistics, sys
+out, k, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+accs, rows, header = [], [], None
+for i in range(1, k + 1):
+    d = f"{out}/fold-{i}"
+    accs.append(100 * json.load(open(f"{d}/{tag}.json"))["sequence_accuracy"])
+    with open(f"{d}/{tag}.outcomes.tsv", newline="") as f:
+        r = csv.reader(f, delimiter="\t")
+        header = next(r)
+        rows.extend(r)
+    print(f"fold {i}/{k}: {accs[-1]:.2f} %")
+name = "outcomes.tsv" if tag == "eval" else f"{tag}.outcomes.tsv"
+with open(f"{out}/{name}", "w", newline="") as f:
+    w = csv.writer(f, delimiter="\t", lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+right = sum(r[header.index("right")] == "1" for r in rows)
+print(f"mean {statistics.mean(accs):.2f} ± {statistics.stdev(accs):.2f} % over {k} folds; "
+      f"all {len(rows)} photos: {100 * right / len(rows):.2f} % ({out}/{name})")
+EOF
