@@ -12,7 +12,7 @@
 #              measured with `eval --protocol locate` (what `read` does) and the shipped reader
 #   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`); give a new OUT-relative name with
 #   EVAL_TAG=name to measure trained folds again under other eval args.
-# Env: SVHN (default ../shared/svhn/train). A fold whose model exists is not trained again, and
+# Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training). A fold whose model exists is not trained again, and
 # training resumes from its last checkpoint, so a stopped run is continued by running this again.
 # Prints each fold's accuracy and the mean ± standard deviation over folds.
 # Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~12 min a fold).
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
   train_args+=("$1"); shift
 done
 svhn="${SVHN:-../shared/svhn/train}"; tag="${EVAL_TAG:-eval}"
-B="${CARGO_TARGET_DIR:-target}/release/housenum"
+B="${HOUSENUM:-${CARGO_TARGET_DIR:-target}/release/housenum}"  # HOUSENUM=path overrides
 mkdir -p "$out"
 for i in $(seq 1 "$k"); do
   d="$out/fold-$i"

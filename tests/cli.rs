@@ -1025,6 +1025,90 @@ fn eval_folds_share_out_the_photos_outside_validation() {
     }
 }
 
+/// `data/kfold.sh`: K readers, each measured on the fold it never saw, their outcomes joined
+/// into one row per photo outside validation.
+#[cfg(feature = "train")]
+#[test]
+fn kfold_trains_each_fold_and_joins_the_outcomes() {
+    if !common::python_has("csv, json, statistics", "HOUSENUM_REQUIRE_ORT") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 24, 7);
+    let out = dir.path().join("kfold");
+    let run = || {
+        std::process::Command::new("bash")
+            .arg(common::root().join("data/kfold.sh"))
+            .args(["reader", out.to_str().unwrap(), "2", "--epochs", "1"])
+            .args([
+                "--channels",
+                "4,4,8,8",
+                "--hidden",
+                "8",
+                "--",
+                "--views",
+                "1",
+            ])
+            .env("SVHN", &photos)
+            .env("HOUSENUM", common::bin())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let text = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(
+        first.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        text.contains("fold 1/2") && text.contains("over 2 folds"),
+        "{text}"
+    );
+    let rows = std::fs::read_to_string(out.join("outcomes.tsv")).unwrap();
+    let names: Vec<&str> = rows
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "a photo in two folds");
+    let (code, json, _) = common::run(
+        &[
+            "eval",
+            photos.to_str().unwrap(),
+            "--split",
+            "val",
+            "--json",
+            "-q",
+            "--views",
+            "1",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    let held_out: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        names.len() as u64 + held_out["images"].as_u64().unwrap(),
+        24
+    );
+    // Run again: every fold's model exists, nothing is trained, the same outcomes are joined.
+    let first_log = format!("{text}{}", String::from_utf8_lossy(&first.stderr));
+    assert!(first_log.contains("epoch"), "{first_log}");
+    let again = run();
+    assert!(again.status.success());
+    let again_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(!again_log.contains("epoch"), "{again_log}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("outcomes.tsv")).unwrap(),
+        rows
+    );
+}
+
 /// A model option given a directory fails naming it, each cause said once.
 #[test]
 fn model_options_given_a_directory_name_it_once() {
