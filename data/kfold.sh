@@ -10,7 +10,8 @@
 #   reader:    `housenum train --fold I/K ARGS`, exported, measured with `eval --protocol crop`
 #   localiser: `housenum train-localiser --fold I/K ARGS`, exported coarse to fine (`--refine`),
 #              measured with `eval --protocol locate` (what `read` does) and the shipped reader
-#   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`); give a new OUT-relative name with
+#   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`; a `--val-fraction` other than 0.1 goes
+#   to both sides); give a new OUT-relative name with
 #   EVAL_TAG=name to measure trained folds again under other eval args.
 # Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training). A fold whose model exists is not trained again, and
 # training resumes from its last checkpoint, so a stopped run is continued by running this again.
