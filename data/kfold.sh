@@ -16,7 +16,7 @@
 # Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training). A fold whose model exists is not trained again, and
 # training resumes from its last checkpoint, so a stopped run is continued by running this again.
 # Prints each fold's accuracy and the mean ± standard deviation over folds.
-# Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~12 min a fold).
+# Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~13 min a fold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=$1; out=$2; k=$3; shift 3
