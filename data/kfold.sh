@@ -10,11 +10,11 @@
 #   reader:    `housenum train --fold I/K ARGS`, exported, measured with `eval --protocol crop`
 #   localiser: `housenum train-localiser --fold I/K ARGS`, exported coarse to fine (`--refine`),
 #              measured with `eval --protocol locate` (what `read` does) and the shipped reader
-#   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`; a `--val-fraction` other than 0.1 goes
-#   to both sides); give a new OUT-relative name with
-#   EVAL_TAG=name to measure trained folds again under other eval args.
-# Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training). A fold whose model exists is not trained again, and
-# training resumes from its last checkpoint, so a stopped run is continued by running this again.
+#   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`; a `--val-fraction` other than 0.1
+#   goes to both sides); EVAL_TAG=name measures trained folds again under other eval args.
+# Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training).
+# A fold whose model exists is not trained again, and training resumes from its last
+# checkpoint, so a stopped run is continued by running this again.
 # Prints each fold's accuracy and the mean ± standard deviation over folds.
 # Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~13 min a fold).
 set -euo pipefail

@@ -313,6 +313,19 @@ pub fn split_by_name(records: &[Record], val_fraction: f64) -> (Vec<Record>, Vec
         .partition(|r| !is_validation_name(&r.name, val_fraction))
 }
 
+/// `(training, held out)` for a run: with `fold`, [`Fold::split`] (the validation split in
+/// neither); without, [`split_by_name`].
+pub fn split_held_out(
+    records: &[Record],
+    val_fraction: f64,
+    fold: Option<Fold>,
+) -> (Vec<Record>, Vec<Record>) {
+    match fold {
+        Some(fold) => fold.split(records, val_fraction),
+        None => split_by_name(records, val_fraction),
+    }
+}
+
 /// Whether `name` belongs to the validation split (FNV-1a hash of the name, see [`split_by_name`]).
 pub fn is_validation_name(name: &str, val_fraction: f64) -> bool {
     name_position(name) < val_fraction

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::data::framing::zoom_out;
 use crate::data::recombine::{compose, compose_stacked, cut_digits, paste_into, DigitCrop};
-use crate::data::svhn::{split_by_name, Fold, Record, SvhnSet};
+use crate::data::svhn::{split_held_out, Fold, Record, SvhnSet};
 use crate::data::synth::background_patches;
 use crate::engine::localiser::{
     iou, profile_bce, profile_targets, smooth_l1, Localiser, LocaliserConfig,
@@ -173,7 +173,15 @@ const ZOOM_CANVAS_SIDE: f32 = 512.0;
 
 /// `item` framed `kx` × `ky` times looser ([`zoom_out`]) at a resolution whose longest side is
 /// at most [`ZOOM_CANVAS_SIDE`], with its box moved and scaled along.
-fn zoomed_out(item: &Item, (kx, ky): (f32, f32), patches: &[&Rgb32FImage], rng: &mut Rng) -> Item {
+fn zoomed_out(
+    item: &Item,
+    (kx, ky): (f32, f32),
+    backgrounds: &[Rgb32FImage],
+    rng: &mut Rng,
+) -> Item {
+    let patches: Vec<&Rgb32FImage> = (0..8)
+        .map(|_| &backgrounds[rng.below(backgrounds.len())])
+        .collect();
     let (w, h) = item.image.dimensions();
     let s = (ZOOM_CANVAS_SIDE / (kx * w as f32).max(ky * h as f32)).min(1.0);
     let (sw, sh) = (
@@ -193,7 +201,7 @@ fn zoomed_out(item: &Item, (kx, ky): (f32, f32), patches: &[&Rgb32FImage], rng: 
         width: (r - l) * fx,
         height: (b - t) * fy,
     };
-    let (image, moved) = zoom_out(&small, &[digit], (kx, ky), patches, rng);
+    let (image, moved) = zoom_out(&small, &[digit], (kx, ky), &patches, rng);
     Item {
         image,
         target: boxes_union(&moved),
@@ -225,10 +233,7 @@ fn stacked_in_canvas(
     let (w, h) = column.image.dimensions();
     let ky = zoom_out_max.max(1.0).powf(rng.f32());
     let kx = (ky * h as f32 * rng.uniform(0.7, 2.0) / w as f32).max(1.0);
-    let picks: Vec<&Rgb32FImage> = (0..8)
-        .map(|_| &backgrounds[rng.below(backgrounds.len())])
-        .collect();
-    zoomed_out(&column, (kx, ky), &picks, rng)
+    zoomed_out(&column, (kx, ky), backgrounds, rng)
 }
 
 fn default_recombine_max_len() -> usize {
@@ -585,10 +590,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         )));
     }
     let set = SvhnSet::open(&cfg.data)?;
-    let (mut train_recs, val_recs) = match cfg.fold {
-        Some(fold) => fold.split(&set.records, cfg.val_fraction),
-        None => split_by_name(&set.records, cfg.val_fraction),
-    };
+    let (mut train_recs, val_recs) = split_held_out(&set.records, cfg.val_fraction, cfg.fold);
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);
     }
@@ -762,10 +764,7 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                             let k = max.powf(rng.f32());
                             (k, k)
                         };
-                        let picks: Vec<&Rgb32FImage> = (0..8)
-                            .map(|_| &backgrounds[rng.below(backgrounds.len())])
-                            .collect();
-                        let item = zoomed_out(it, k, &picks, &mut rng);
+                        let item = zoomed_out(it, k, &backgrounds, &mut rng);
                         let (x, t) = sample(&item, &cfg.model, &mut rng);
                         return (x, t, true);
                     }

@@ -9,7 +9,7 @@ use image::Rgb32FImage;
 use rayon::prelude::*;
 
 use crate::data::recombine;
-use crate::data::svhn::{split_by_name, Fold, SvhnSet};
+use crate::data::svhn::{split_held_out, Fold, SvhnSet};
 use crate::data::synth::FontSet;
 use crate::engine::crnn::{loss_and_grad_dropout, Crnn, ModelConfig};
 use crate::error::{Error, Result};
@@ -393,10 +393,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             read::STRETCH_RANGE
         )));
     }
-    let (mut train_recs, val_recs) = match cfg.fold {
-        Some(fold) => fold.split(&set.records, cfg.val_fraction),
-        None => split_by_name(&set.records, cfg.val_fraction),
-    };
+    let (mut train_recs, val_recs) = split_held_out(&set.records, cfg.val_fraction, cfg.fold);
     if let Some(l) = cfg.limit {
         train_recs.truncate(l);
     }
