@@ -225,6 +225,7 @@ fn localiser_training_resumes_and_is_reproducible() {
         zoom_out_max: 6.0,
         zoom_out_independent: false,
         stacked_prob: 0.0,
+        empty_prob: 0.0,
         teachers: Vec::new(),
         teacher_weight: 0.0,
         pool: Vec::new(),
@@ -324,6 +325,14 @@ fn localiser_training_resumes_and_is_reproducible() {
         "stacked numbers changed nothing"
     );
     assert_eq!(ws.options.as_ref().unwrap()["stacked_prob"], 0.5);
+    // Canvases holding no number need a profile head: refused without one.
+    let em = tempfile::tempdir().unwrap();
+    let empty_box = LocTrainConfig {
+        empty_prob: 0.5,
+        ..config(em.path(), 2, 1, 0.0)
+    };
+    let err = train_localiser(&empty_box).unwrap_err().to_string();
+    assert!(err.contains("bins"), "{err}");
     // A profile head: trains, keeps its bands in the checkpoint, and resuming the box run's
     // folder with it is refused.
     let e = tempfile::tempdir().unwrap();
@@ -338,6 +347,30 @@ fn localiser_training_resumes_and_is_reproducible() {
     assert!(he
         .iter()
         .all(|x| x.loss.is_finite() && x.val_iou.is_finite()));
+    // With canvases holding no number mixed in: trains, changes what is learnt, and is
+    // recorded, so the run without them cannot resume its folder.
+    let ee = tempfile::tempdir().unwrap();
+    let empty = LocTrainConfig {
+        empty_prob: 0.5,
+        ..profile(ee.path())
+    };
+    let hee = train_localiser(&empty).unwrap();
+    assert!(hee.iter().all(|x| x.loss.is_finite()));
+    let (wp, wee) = (
+        LocCheckpoint::load(&checkpoint_path(e.path())).unwrap(),
+        LocCheckpoint::load(&checkpoint_path(ee.path())).unwrap(),
+    );
+    assert!(
+        wp.model.params != wee.model.params,
+        "canvases holding no number changed nothing"
+    );
+    assert_eq!(wee.options.as_ref().unwrap()["empty_prob"], 0.5);
+    assert!(train_localiser(&LocTrainConfig {
+        epochs: 3,
+        stop_after: None,
+        ..profile(ee.path())
+    })
+    .is_err());
     let we = LocCheckpoint::load(&checkpoint_path(e.path())).unwrap();
     assert_eq!(we.model.config.bins, Some([12, 6]));
     assert_eq!(

@@ -69,6 +69,11 @@ pub struct TrainLocaliserArgs {
     /// the localiser learns to box the whole column, which `read` then reads row by row.
     #[arg(long, default_value_t = 0.0)]
     pub stacked: f32,
+    /// Share of samples replaced by a canvas of digit-free parts of the photos holding no
+    /// number (a photo's size times up to `--zoom-out-max`), whose target is no band: the
+    /// localiser learns that clutter is not a number. Needs `--bins`.
+    #[arg(long, default_value_t = 0.0)]
+    pub empty: f32,
     /// Draw a zoom-out's width and height factors independently (canvases of every aspect).
     #[arg(long)]
     pub zoom_out_independent: bool,
@@ -143,6 +148,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         zoom_out_max: a.zoom_out_max.clamp(1.0, 16.0),
         zoom_out_independent: a.zoom_out_independent,
         stacked_prob: a.stacked,
+        empty_prob: a.empty,
         teachers: a.teachers.clone(),
         teacher_weight: a.teacher_weight.clamp(0.0, 1.0),
         pool,

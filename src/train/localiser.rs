@@ -16,7 +16,7 @@ use std::time::Instant;
 use image::Rgb32FImage;
 use rayon::prelude::*;
 
-use crate::data::framing::zoom_out;
+use crate::data::framing::{background, zoom_out};
 use crate::data::recombine::{compose, compose_stacked, cut_digits, paste_into, DigitCrop};
 use crate::data::svhn::{split_held_out, Fold, Record, SvhnSet};
 use crate::data::synth::background_patches;
@@ -88,6 +88,12 @@ pub struct LocTrainConfig {
     /// digits is the whole column, as on doorposts and vertical signs. 0 draws nothing.
     #[serde(default)]
     pub stacked_prob: f32,
+    /// Share of samples replaced by a canvas of digit-free parts of the training photos that
+    /// holds no number ([`empty_canvas`]): a training photo's size times a factor log-uniform in
+    /// `[1, zoom_out_max]`, whose target covers no band, so that clutter is not boxed like a
+    /// number. Profile heads only (`model.bins`). 0 draws nothing.
+    #[serde(default)]
+    pub empty_prob: f32,
     /// Largest zoom-out factor.
     #[serde(default = "default_zoom_out_max")]
     pub zoom_out_max: f32,
@@ -143,6 +149,9 @@ impl LocTrainConfig {
         }
         if self.stacked_prob > 0.0 {
             o["stacked_prob"] = serde_json::json!(self.stacked_prob);
+        }
+        if self.empty_prob > 0.0 {
+            o["empty_prob"] = serde_json::json!(self.empty_prob);
         }
         if self.zoom_out_prob > 0.0 {
             o["zoom_out_prob"] = serde_json::json!(self.zoom_out_prob);
@@ -234,6 +243,50 @@ fn stacked_in_canvas(
     let ky = zoom_out_max.max(1.0).powf(rng.f32());
     let kx = (ky * h as f32 * rng.uniform(0.7, 2.0) / w as f32).max(1.0);
     zoomed_out(&column, (kx, ky), backgrounds, rng)
+}
+
+/// A canvas holding no number ([`LocTrainConfig::empty_prob`]): `(width, height)` (a training
+/// photo's size) times `k`, log-uniform in `[1, zoom_out_max]`, at most [`ZOOM_CANVAS_SIDE`] on
+/// its longest side, filled with 8 patches drawn from `backgrounds` ([`background`]).
+fn empty_canvas(
+    (width, height): (u32, u32),
+    backgrounds: &[Rgb32FImage],
+    zoom_out_max: f32,
+    rng: &mut Rng,
+) -> Rgb32FImage {
+    let patches: Vec<&Rgb32FImage> = (0..8)
+        .map(|_| &backgrounds[rng.below(backgrounds.len())])
+        .collect();
+    let k = zoom_out_max.max(1.0).powf(rng.f32());
+    let (w, h) = (width as f32 * k, height as f32 * k);
+    let s = (ZOOM_CANVAS_SIDE / w.max(h)).min(1.0);
+    let (cw, ch) = (
+        ((w * s).round() as u32).max(1),
+        ((h * s).round() as u32).max(1),
+    );
+    background(cw, ch, &patches, rng)
+}
+
+/// A training sample of a canvas holding no number: the whole canvas resized, maybe mirrored,
+/// its colours changed (as [`sample`] does). Returns the `[3, height, width]` input; its target
+/// is the empty box `[0; 4]`, which covers no band ([`profile_targets`]).
+fn empty_sample(canvas: &Rgb32FImage, cfg: &LocaliserConfig, rng: &mut Rng) -> Vec<f32> {
+    let (w, h) = canvas.dimensions();
+    let region = Region {
+        x0: 0,
+        y0: 0,
+        x1: w,
+        y1: h,
+    };
+    let mut x = read::resize_region(canvas, region, cfg.width, cfg.height);
+    if rng.chance(0.5) {
+        for row in x.chunks_exact_mut(cfg.width) {
+            row.reverse();
+        }
+    }
+    let mut out = crate::train::augment::jitter_colours(x, cfg.height * cfg.width, rng);
+    read::normalize(&mut out);
+    out
 }
 
 fn default_recombine_max_len() -> usize {
@@ -607,25 +660,31 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         items.extend(pool);
         errors.extend(pool_errors);
     }
+    if cfg.empty_prob > 0.0 && cfg.model.bins.is_none() {
+        return Err(Error::Config(
+            "samples holding no number (empty_prob) need a profile head (bins)".to_string(),
+        ));
+    }
     // Digit-free parts of the labelled training photos, the canvases of zoomed-out samples.
-    let backgrounds: Vec<Rgb32FImage> = if cfg.zoom_out_prob > 0.0 || cfg.stacked_prob > 0.0 {
-        items
-            .par_iter()
-            .filter(|it| it.labelled)
-            .flat_map_iter(|it| {
-                let (l, t, r, b) = it.target;
-                let digit = DigitBox {
-                    left: l,
-                    top: t,
-                    width: r - l,
-                    height: b - t,
-                };
-                background_patches(&it.image, &[digit])
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let backgrounds: Vec<Rgb32FImage> =
+        if cfg.zoom_out_prob > 0.0 || cfg.stacked_prob > 0.0 || cfg.empty_prob > 0.0 {
+            items
+                .par_iter()
+                .filter(|it| it.labelled)
+                .flat_map_iter(|it| {
+                    let (l, t, r, b) = it.target;
+                    let digit = DigitBox {
+                        left: l,
+                        top: t,
+                        width: r - l,
+                        height: b - t,
+                    };
+                    background_patches(&it.image, &[digit])
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     let (val_items, _, _) = load_items(&val_recs, true, false);
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
@@ -733,6 +792,16 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                         return (x, t, true);
                     }
                     let it = &items[i];
+                    if cfg.empty_prob > 0.0 && !backgrounds.is_empty() && rng.chance(cfg.empty_prob)
+                    {
+                        let canvas = empty_canvas(
+                            it.image.dimensions(),
+                            &backgrounds,
+                            cfg.zoom_out_max,
+                            &mut rng,
+                        );
+                        return (empty_sample(&canvas, &cfg.model, &mut rng), [0.0; 4], true);
+                    }
                     if cfg.paste_prob > 0.0
                         && it.labelled
                         && !pool.is_empty()
@@ -888,6 +957,49 @@ mod tests {
                 assert!(b - t >= 0.8 * h as f32, "{case}");
             }
         }
+    }
+
+    #[test]
+    fn empty_canvases_keep_the_photos_shape_and_cover_no_band() {
+        let backgrounds = vec![Rgb32FImage::from_pixel(40, 20, image::Rgb([0.2, 0.6, 0.9])); 3];
+        let cfg = LocaliserConfig {
+            bins: Some([32, 16]),
+            ..LocaliserConfig::default()
+        };
+        // (seed, photo size, zoom_out_max): at 1 a small photo's size is kept exactly.
+        for (seed, dims, max) in [
+            (1, (120, 60), 1.0),
+            (2, (90, 45), 1.0),
+            (3, (120, 60), 6.0),
+            (4, (300, 100), 6.0),
+            (5, (700, 400), 3.0),
+        ] {
+            let mut rng = Rng::new(seed);
+            let c = empty_canvas(dims, &backgrounds, max, &mut rng);
+            let (w, h) = c.dimensions();
+            let case = format!("seed {seed}, photo {dims:?}, max {max}: canvas {w}x{h}");
+            assert!(w.max(h) as f32 <= ZOOM_CANVAS_SIDE, "{case}");
+            let (a, b) = (w as f32 / h as f32, dims.0 as f32 / dims.1 as f32);
+            assert!((a / b - 1.0).abs() < 0.03, "{case}");
+            if max == 1.0 {
+                assert_eq!((w, h), dims, "{case}");
+            } else {
+                assert!(w >= dims.0.min(512 * dims.0 / dims.0.max(dims.1)), "{case}");
+            }
+            // Filled from the patches, never the mid-grey of an empty canvas.
+            let patch = [0.2, 0.6, 0.9];
+            assert!(
+                c.pixels()
+                    .all(|p| p.0.iter().zip(patch).all(|(a, b)| (a - b).abs() < 1e-3)),
+                "{case}"
+            );
+            let x = empty_sample(&c, &cfg, &mut rng);
+            assert_eq!(x.len(), 3 * cfg.height * cfg.width, "{case}");
+            assert!(x.iter().all(|v| v.is_finite()), "{case}");
+        }
+        assert!(profile_targets([0.0; 4], [32, 16])
+            .iter()
+            .all(|&t| t == 0.0));
     }
 
     #[test]
