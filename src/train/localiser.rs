@@ -89,7 +89,7 @@ pub struct LocTrainConfig {
     #[serde(default)]
     pub stacked_prob: f32,
     /// Share of samples replaced by a canvas of digit-free parts of the training photos that
-    /// holds no number ([`empty_canvas`]): a training photo's size times a factor log-uniform in
+    /// holds no number: a training photo's size times a factor log-uniform in
     /// `[1, zoom_out_max]`, whose target covers no band, so that clutter is not boxed like a
     /// number. Profile heads only (`model.bins`). 0 draws nothing.
     #[serde(default)]
