@@ -180,6 +180,13 @@ fn default_zoom_out_max() -> f32 {
 /// would be larger (the localiser sees at most 64 × 128 of it).
 const ZOOM_CANVAS_SIDE: f32 = 512.0;
 
+/// The 8 patches of `backgrounds` a canvas is filled with, drawn with replacement.
+fn canvas_patches<'a>(backgrounds: &'a [Rgb32FImage], rng: &mut Rng) -> Vec<&'a Rgb32FImage> {
+    (0..8)
+        .map(|_| &backgrounds[rng.below(backgrounds.len())])
+        .collect()
+}
+
 /// `item` framed `kx` × `ky` times looser ([`zoom_out`]) at a resolution whose longest side is
 /// at most [`ZOOM_CANVAS_SIDE`], with its box moved and scaled along.
 fn zoomed_out(
@@ -188,9 +195,7 @@ fn zoomed_out(
     backgrounds: &[Rgb32FImage],
     rng: &mut Rng,
 ) -> Item {
-    let patches: Vec<&Rgb32FImage> = (0..8)
-        .map(|_| &backgrounds[rng.below(backgrounds.len())])
-        .collect();
+    let patches = canvas_patches(backgrounds, rng);
     let (w, h) = item.image.dimensions();
     let s = (ZOOM_CANVAS_SIDE / (kx * w as f32).max(ky * h as f32)).min(1.0);
     let (sw, sh) = (
@@ -247,16 +252,14 @@ fn stacked_in_canvas(
 
 /// A canvas holding no number ([`LocTrainConfig::empty_prob`]): `(width, height)` (a training
 /// photo's size) times `k`, log-uniform in `[1, zoom_out_max]`, at most [`ZOOM_CANVAS_SIDE`] on
-/// its longest side, filled with 8 patches drawn from `backgrounds` ([`background`]).
+/// its longest side, filled with [`canvas_patches`] ([`background`]).
 fn empty_canvas(
     (width, height): (u32, u32),
     backgrounds: &[Rgb32FImage],
     zoom_out_max: f32,
     rng: &mut Rng,
 ) -> Rgb32FImage {
-    let patches: Vec<&Rgb32FImage> = (0..8)
-        .map(|_| &backgrounds[rng.below(backgrounds.len())])
-        .collect();
+    let patches = canvas_patches(backgrounds, rng);
     let k = zoom_out_max.max(1.0).powf(rng.f32());
     let (w, h) = (width as f32 * k, height as f32 * k);
     let s = (ZOOM_CANVAS_SIDE / w.max(h)).min(1.0);
@@ -278,15 +281,7 @@ fn empty_sample(canvas: &Rgb32FImage, cfg: &LocaliserConfig, rng: &mut Rng) -> V
         x1: w,
         y1: h,
     };
-    let mut x = read::resize_region(canvas, region, cfg.width, cfg.height);
-    if rng.chance(0.5) {
-        for row in x.chunks_exact_mut(cfg.width) {
-            row.reverse();
-        }
-    }
-    let mut out = crate::train::augment::jitter_colours(x, cfg.height * cfg.width, rng);
-    read::normalize(&mut out);
-    out
+    augmented_input(canvas, region, cfg, rng).0
 }
 
 fn default_recombine_max_len() -> usize {
@@ -356,19 +351,34 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
         (r - x0 as f32) / cw,
         (b - y0 as f32) / ch,
     ];
-    let mut x = read::resize_region(&item.image, region, cfg.width, cfg.height);
-    let (h, w) = (cfg.height, cfg.width);
-    if rng.chance(0.5) {
-        for row in x.chunks_exact_mut(w) {
+    let (out, mirrored) = augmented_input(&item.image, region, cfg, rng);
+    if mirrored {
+        target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
+    }
+    (out, target)
+}
+
+/// `region` of `image` as a training input: resized to the localiser's input, mirrored at
+/// random, its colours changed, normalised. Returns the `[3, height, width]` input and whether
+/// it was mirrored.
+fn augmented_input(
+    image: &Rgb32FImage,
+    region: Region,
+    cfg: &LocaliserConfig,
+    rng: &mut Rng,
+) -> (Vec<f32>, bool) {
+    let mut x = read::resize_region(image, region, cfg.width, cfg.height);
+    let mirrored = rng.chance(0.5);
+    if mirrored {
+        for row in x.chunks_exact_mut(cfg.width) {
             row.reverse();
         }
-        target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
     }
     // Contrast/brightness: normalisation removes their global part, so only the clipping-free
     // share matters: keep it mild.
-    let mut out = crate::train::augment::jitter_colours(x, h * w, rng);
+    let mut out = crate::train::augment::jitter_colours(x, cfg.height * cfg.width, rng);
     read::normalize(&mut out);
-    (out, target)
+    (out, mirrored)
 }
 
 /// The photos of `records` with their number boxes, and (when `cut`) their digits cut out for
@@ -642,6 +652,11 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
             cfg.model.height, cfg.model.width
         )));
     }
+    if cfg.empty_prob > 0.0 && cfg.model.bins.is_none() {
+        return Err(Error::Config(
+            "samples holding no number (empty_prob) need a profile head (bins)".to_string(),
+        ));
+    }
     let set = SvhnSet::open(&cfg.data)?;
     let (mut train_recs, val_recs) = split_held_out(&set.records, cfg.val_fraction, cfg.fold);
     if let Some(l) = cfg.limit {
@@ -659,11 +674,6 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
         let (pool, pool_errors) = load_pool(&cfg.pool, &teachers, cfg.quiet);
         items.extend(pool);
         errors.extend(pool_errors);
-    }
-    if cfg.empty_prob > 0.0 && cfg.model.bins.is_none() {
-        return Err(Error::Config(
-            "samples holding no number (empty_prob) need a profile head (bins)".to_string(),
-        ));
     }
     // Digit-free parts of the labelled training photos, the canvases of zoomed-out samples.
     let backgrounds: Vec<Rgb32FImage> =
