@@ -112,18 +112,18 @@ def expand_region(rect, fx, fy, w, h):
     return (x0, y0, x1, y1)
 
 
-def profile_span(p):
-    """src/localiser.rs profile_span, in f32: the run of bands >= 1/2 with the largest sum (first
-    on ties), its edges placed inside their bands by the coverage of the two bands at each edge;
-    the highest band when none reaches 1/2. Returns (lo, hi) fractions."""
+def profile_span(p, threshold):
+    """src/read/locate.rs profile_span, in f32: the run of bands >= threshold with the largest
+    sum (first on ties), its edges placed inside their bands by the coverage of the two bands at
+    each edge; the highest band when none reaches the threshold. Returns (lo, hi) fractions."""
     f = np.float32
     bins, best, j = len(p), None, 0
     while j < bins:
-        if p[j] < f(0.5):
+        if p[j] < threshold:
             j += 1
             continue
         start, mass = j, f(0.0)
-        while j < bins and p[j] >= f(0.5):
+        while j < bins and p[j] >= threshold:
             mass = f(mass + p[j])
             j += 1
         if best is None or mass > best[2]:
@@ -145,7 +145,7 @@ def locate_in(img, loc_sess, region):
     """The localiser's box within region (x0, y0, x1, y1) of img, in image pixels (f32), as
     (l, t, r, b), not yet grown. A box head gives the box; a profile localiser
     (`housenum.localiser.bins` = BXxBY) gives column and row profiles, decoded as
-    src/read/locate.rs does."""
+    src/read/locate.rs does at `housenum.localiser.threshold` (1/2 when absent)."""
     meta = loc_sess.get_modelmeta().custom_metadata_map
     lh, lw = (int(v) for v in meta["housenum.localiser"].split("x"))
     rx0, ry0, rx1, ry1 = region
@@ -155,7 +155,8 @@ def locate_in(img, loc_sess, region):
     if "housenum.localiser.bins" in meta:
         bx = int(meta["housenum.localiser.bins"].split("x")[0])
         p = loc_sess.run(["profile"], {"image": x})[0][0]
-        (x0, x1), (y0, y1) = profile_span(p[:bx]), profile_span(p[bx:])
+        th = np.float32(meta.get("housenum.localiser.threshold", "0.5"))
+        (x0, x1), (y0, y1) = profile_span(p[:bx], th), profile_span(p[bx:], th)
     else:
         b = loc_sess.run(["box"], {"image": x})[0][0]
         x0, y0, x1, y1 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])

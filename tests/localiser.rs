@@ -96,7 +96,20 @@ fn bad_localiser_files_are_refused_naming_the_file() {
         housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &meta).encode_to_vec()
     };
     let (bad_refine, small_refine) = (refine("wide"), refine("0.5x1.4"));
-    let cases: [(&str, &[u8], &str); 7] = [
+    let threshold = |value: &str| {
+        let cfg = LocaliserConfig {
+            channels: [2, 2, 2, 2],
+            bins: Some([12, 6]),
+            ..LocaliserConfig::default()
+        };
+        let meta = [(
+            housenum::read::metadata::LOC_THRESHOLD_KEY,
+            value.to_string(),
+        )];
+        housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &meta).encode_to_vec()
+    };
+    let (bad_threshold, one_threshold) = (threshold("half"), threshold("1"));
+    let cases: [(&str, &[u8], &str); 9] = [
         ("empty.onnx", b"", "empty file"),
         ("garbage.onnx", b"not a model at all", "cannot parse ONNX"),
         ("reader.onnx", reader_model, "not a housenum localiser"),
@@ -104,6 +117,8 @@ fn bad_localiser_files_are_refused_naming_the_file() {
         ("bad-bins.onnx", &bad_bins, "is not BXxBY"),
         ("bad-refine.onnx", &bad_refine, "is not WIDTHxHEIGHT"),
         ("small-refine.onnx", &small_refine, "is not WIDTHxHEIGHT"),
+        ("bad-threshold.onnx", &bad_threshold, "between 0 and 1"),
+        ("one-threshold.onnx", &one_threshold, "between 0 and 1"),
     ];
     for (name, bytes, want) in cases {
         let err = Locator::from_bytes(bytes, Path::new(name))
@@ -117,17 +132,60 @@ fn bad_localiser_files_are_refused_naming_the_file() {
 
 /// A random profile localiser exported with or without the coarse-to-fine key.
 fn profile_locator(refine: Option<&str>) -> Locator {
+    let meta: Vec<(&str, String)> = refine
+        .map(|r| (housenum::read::metadata::LOC_REFINE_KEY, r.to_string()))
+        .into_iter()
+        .collect();
+    profile_locator_with(&meta)
+}
+
+/// A random profile localiser exported with the metadata `meta`.
+fn profile_locator_with(meta: &[(&str, String)]) -> Locator {
     let cfg = LocaliserConfig {
         channels: [3, 4, 4, 4],
         bins: Some([16, 8]),
         ..LocaliserConfig::default()
     };
-    let meta: Vec<(&str, String)> = refine
-        .map(|r| (housenum::read::metadata::LOC_REFINE_KEY, r.to_string()))
-        .into_iter()
-        .collect();
-    let bytes = housenum::export::localiser_to_onnx(&Localiser::new(cfg, 3), &meta).encode_to_vec();
+    let bytes = housenum::export::localiser_to_onnx(&Localiser::new(cfg, 3), meta).encode_to_vec();
     Locator::from_bytes(&bytes, Path::new("random.onnx")).unwrap()
+}
+
+#[test]
+fn profiles_are_decoded_at_the_threshold_the_metadata_names() {
+    use housenum::read::locate::{decode, THRESHOLD};
+    let plain = profile_locator(None);
+    assert_eq!(plain.threshold(), THRESHOLD);
+    let key = housenum::read::metadata::LOC_THRESHOLD_KEY;
+    // The same weights, decoded at each threshold: `locate_once` is the raw profiles decoded
+    // at the metadata's threshold, and the thresholds give different boxes.
+    let mut boxes = Vec::new();
+    for t in [0.1f32, 0.5, 0.9] {
+        let loc = profile_locator_with(&[(key, t.to_string())]);
+        assert_eq!(loc.threshold(), t);
+        let img = image::Rgb32FImage::from_fn(96, 48, |x, y| {
+            let v = ((x * 7 + y * 13) % 17) as f32 / 16.0;
+            image::Rgb([v, 1.0 - v, v * v])
+        });
+        let (h, w) = loc.input_size();
+        let mut x = read::resize_region(&img, Region::full(96, 48), w, h);
+        read::normalize(&mut x);
+        let b = decode(Some([16, 8]), t, &loc.run(&x).unwrap());
+        let want = (b[0] * 96.0, b[1] * 48.0, b[2] * 96.0, b[3] * 48.0);
+        let got = loc.locate_once(&img).unwrap();
+        for (g, w) in [
+            (got.0, want.0),
+            (got.1, want.1),
+            (got.2, want.2),
+            (got.3, want.3),
+        ] {
+            assert!((g - w).abs() < 1e-3, "threshold {t}: {got:?} vs {want:?}");
+        }
+        boxes.push(got);
+    }
+    assert!(
+        boxes.windows(2).any(|p| p[0] != p[1]),
+        "the threshold changed no box: {boxes:?}"
+    );
 }
 
 #[test]
@@ -378,6 +436,35 @@ fn localiser_training_resumes_and_is_reproducible() {
         wa.model.params.len() + 14 * (8 * 2 * 8 + 1)
     );
     assert!(train_localiser(&profile(a.path())).is_err());
+    // Exported with a band threshold: the metadata carries it for every runtime. A box head,
+    // or a threshold outside (0, 1), is refused, saying why.
+    let export = |ck: &Path, out: &Path, threshold: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_housenum"))
+            .args(["export-localiser", "--checkpoint"])
+            .arg(ck)
+            .args(["--threshold", threshold, "--out"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("threshold.onnx");
+    let done = export(&checkpoint_path(e.path()), &out, "0.4");
+    assert!(done.status.success(), "{done:?}");
+    assert_eq!(Locator::from_path(&out).unwrap().threshold(), 0.4);
+    let refused = [
+        (checkpoint_path(a.path()), "0.4", "box head"),
+        (checkpoint_path(e.path()), "1.5", "between 0 and 1"),
+        (checkpoint_path(e.path()), "0", "between 0 and 1"),
+    ];
+    for (ck, threshold, why) in refused {
+        let run = export(&ck, &t.path().join("refused.onnx"), threshold);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains(why),
+            "{threshold}: {err}"
+        );
+    }
 
     // Distillation: a student of the profile run above, started from it, on labelled photos
     // and unlabelled ones (the teacher's profile as their target). It trains, records its

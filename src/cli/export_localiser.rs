@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use housenum::engine::localiser::Localiser;
 use housenum::export::{localiser_ensemble_mismatch, localiser_ensemble_to_onnx};
-use housenum::read::metadata::LOC_REFINE_KEY;
+use housenum::read::metadata::{LOC_REFINE_KEY, LOC_THRESHOLD_KEY};
 use housenum::train::localiser::LocCheckpoint;
 use prost::Message;
 
@@ -31,6 +31,11 @@ pub struct ExportLocaliserArgs {
     /// metadata (`housenum.localiser.refine`), so every runtime does the same.
     #[arg(long)]
     pub refine: bool,
+    /// The profiles' band threshold (profile localisers only): a band belongs to the number
+    /// where its profile reaches it. Recorded in the metadata (`housenum.localiser.threshold`)
+    /// so every runtime decodes alike; without it, ½.
+    #[arg(long, value_parser = parse_threshold)]
+    pub threshold: Option<f32>,
     /// Where to write the `.onnx` file.
     #[arg(long, default_value = "onnx/localiser.onnx")]
     pub out: PathBuf,
@@ -47,11 +52,20 @@ pub fn run(a: ExportLocaliserArgs) -> Result<ExitCode> {
     if let Some(why) = localiser_ensemble_mismatch(&locs, a.mirror) {
         anyhow::bail!("cannot make one localiser of {:?}: {why}", a.checkpoint);
     }
+    if a.threshold.is_some() && locs[0].config.bins.is_none() {
+        anyhow::bail!(
+            "--threshold applies to profile localisers (trained with --bins); {} has a box head",
+            a.checkpoint[0].display()
+        );
+    }
     let epochs: Vec<String> = cks.iter().map(|c| c.history.len().to_string()).collect();
     let mut meta = vec![("housenum.localiser.epochs", epochs.join(","))];
     if a.refine {
         let (cx, cy) = housenum::read::locate::REFINE_CONTEXT;
         meta.push((LOC_REFINE_KEY, format!("{cx}x{cy}")));
+    }
+    if let Some(t) = a.threshold {
+        meta.push((LOC_THRESHOLD_KEY, t.to_string()));
     }
     let bytes = localiser_ensemble_to_onnx(&locs, a.mirror, &meta).encode_to_vec();
     if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -82,4 +96,12 @@ pub fn run(a: ExportLocaliserArgs) -> Result<ExitCode> {
         "the exported localiser disagrees with the checkpoints (max diff {diff})"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--threshold`: a number strictly between 0 and 1.
+fn parse_threshold(s: &str) -> std::result::Result<f32, String> {
+    s.parse::<f32>()
+        .ok()
+        .filter(|t| *t > 0.0 && *t < 1.0)
+        .ok_or_else(|| format!("{s:?} is not a number between 0 and 1"))
 }

@@ -19,7 +19,7 @@
 //! same.
 
 use crate::engine::layers::{self, conv3x3_stack, ConvShape};
-use crate::read::locate::{decode, OUTPUTS};
+use crate::read::locate::{decode, OUTPUTS, THRESHOLD};
 
 /// Architecture of a [`Localiser`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -84,12 +84,12 @@ impl LocaliserConfig {
     }
 
     /// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
-    /// image's head output.
+    /// image's head output, profiles decoded at the default threshold ([`THRESHOLD`]).
     ///
     /// # Shapes
     /// `out`: `[outputs()]` → `[4]`.
     pub fn decode(&self, out: &[f32]) -> [f32; 4] {
-        decode(self.bins, out)
+        decode(self.bins, THRESHOLD, out)
     }
 
     /// Names and shapes of all parameters, in storage order.
@@ -486,15 +486,30 @@ mod tests {
 
     #[test]
     fn profile_decoding_keeps_the_heaviest_run() {
-        // (profile, span): two runs over ½, the heavier wins; none over ½, the top band.
-        let cases: [(&[f32], (f32, f32)); 4] = [
-            (&[0.0, 0.9, 0.9, 0.0, 0.0, 1.0, 1.0, 1.0], (0.625, 1.0)),
-            (&[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.0], (0.0, 0.25)),
-            (&[0.1, 0.3, 0.2, 0.0], (0.25, 0.5)),
-            (&[0.0, 0.0, 0.0, 0.0], (0.0, 0.25)),
+        // (profile, threshold, span): two runs over the threshold, the heavier wins; none over
+        // it, the top band.
+        let cases: [(&[f32], f32, (f32, f32)); 8] = [
+            (&[0.0, 0.9, 0.9, 0.0, 0.0, 1.0, 1.0, 1.0], 0.5, (0.625, 1.0)),
+            (&[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.0], 0.5, (0.0, 0.25)),
+            (&[0.1, 0.3, 0.2, 0.0], 0.5, (0.25, 0.5)),
+            (&[0.0, 0.0, 0.0, 0.0], 0.5, (0.0, 0.25)),
+            // A lower threshold takes in the edge bands a number's profile leaves below ½...
+            (&[0.0, 0.45, 0.9, 0.45, 0.0], 0.5, (0.33, 0.67)),
+            (&[0.0, 0.45, 0.9, 0.45, 0.0], 0.4, (0.31, 0.69)),
+            // ...and may join two runs into one heavier than either.
+            (
+                &[0.8, 0.45, 0.8, 0.0, 0.0, 0.9, 0.9, 0.0],
+                0.5,
+                (0.6375, 0.8625),
+            ),
+            (
+                &[0.8, 0.45, 0.8, 0.0, 0.0, 0.9, 0.9, 0.0],
+                0.4,
+                (0.025, 0.35),
+            ),
         ];
-        for (p, (lo, hi)) in cases {
-            let (a, b) = profile_span(p);
+        for (p, threshold, (lo, hi)) in cases {
+            let (a, b) = profile_span(p, threshold);
             assert!(
                 (a - lo).abs() < 1e-6 && (b - hi).abs() < 1e-6,
                 "{p:?}: {a}, {b}"

@@ -11,7 +11,7 @@ use image::Rgb32FImage;
 use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::read::metadata::{self, LOC_BINS_KEY, LOC_KEY, LOC_REFINE_KEY};
+use crate::read::metadata::{self, LOC_BINS_KEY, LOC_KEY, LOC_REFINE_KEY, LOC_THRESHOLD_KEY};
 use crate::read::{self, Region};
 
 /// The shipped localiser, compiled into the library.
@@ -27,13 +27,17 @@ pub const GROW: f32 = 1.3;
 /// Outputs of a box head: `x0, y0, x1, y1` as fractions of the image width and height.
 pub const OUTPUTS: usize = 4;
 
+/// The band threshold of [`profile_span`] when a localiser's metadata names none
+/// ([`LOC_THRESHOLD_KEY`]), and the one training's validation decodes with.
+pub const THRESHOLD: f32 = 0.5;
+
 /// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
 /// image's head output: a box head's four values, or (with `bins`) the column and row profiles
-/// decoded by [`profile_span`].
+/// decoded by [`profile_span`] at `threshold`.
 ///
 /// # Shapes
 /// `out`: `[4]`, or `[bx + by]` with `bins = Some([bx, by])` → `[4]`.
-pub fn decode(bins: Option<[usize; 2]>, out: &[f32]) -> [f32; 4] {
+pub fn decode(bins: Option<[usize; 2]>, threshold: f32, out: &[f32]) -> [f32; 4] {
     match bins {
         None => [
             out[0].min(out[2]),
@@ -42,30 +46,30 @@ pub fn decode(bins: Option<[usize; 2]>, out: &[f32]) -> [f32; 4] {
             out[1].max(out[3]),
         ],
         Some([bx, _]) => {
-            let (x0, x1) = profile_span(&out[..bx]);
-            let (y0, y1) = profile_span(&out[bx..]);
+            let (x0, x1) = profile_span(&out[..bx], threshold);
+            let (y0, y1) = profile_span(&out[bx..], threshold);
             [x0, y0, x1, y1]
         }
     }
 }
 
 /// Decode one axis's profile into `(lo, hi)` fractions: the run of bands whose value is at least
-/// ½ with the largest sum (the first on ties), each edge placed inside its band as the coverage
-/// of the two bands at the edge says — exact for the targets of
+/// `threshold` with the largest sum (the first on ties), each edge placed inside its band as the
+/// coverage of the two bands at the edge says — exact for the targets of
 /// [`profile_targets`](crate::engine::localiser::profile_targets) when those two bands are not
-/// both cut by the box's two edges. When no band reaches ½: the highest band.
-pub fn profile_span(p: &[f32]) -> (f32, f32) {
+/// both cut by the box's two edges. When no band reaches `threshold`: the highest band.
+pub fn profile_span(p: &[f32], threshold: f32) -> (f32, f32) {
     let bins = p.len();
     let mut best: Option<(usize, usize, f32)> = None;
     let mut j = 0;
     while j < bins {
-        if p[j] < 0.5 {
+        if p[j] < threshold {
             j += 1;
             continue;
         }
         let start = j;
         let mut mass = 0.0;
-        while j < bins && p[j] >= 0.5 {
+        while j < bins && p[j] >= threshold {
             mass += p[j];
             j += 1;
         }
@@ -103,6 +107,8 @@ pub struct Locator {
     width: usize,
     /// Profile bands `[bx, by]` of a profile localiser; `None` for a box head.
     bins: Option<[usize; 2]>,
+    /// The profiles' band threshold ([`LOC_THRESHOLD_KEY`], default [`THRESHOLD`]).
+    threshold: f32,
     /// The second pass's context ([`LOC_REFINE_KEY`]); `None`: one pass.
     refine: Option<(f32, f32)>,
     plan: Arc<TypedRunnableModel>,
@@ -114,6 +120,7 @@ impl std::fmt::Debug for Locator {
             .field("source", &self.source)
             .field("input", &(self.height, self.width))
             .field("bins", &self.bins)
+            .field("threshold", &self.threshold)
             .field("refine", &self.refine)
             .finish()
     }
@@ -155,6 +162,18 @@ impl Locator {
                 Some([bx, by])
             }
         };
+        let threshold = match meta(LOC_THRESHOLD_KEY)? {
+            None => THRESHOLD,
+            Some(t) => t
+                .parse::<f32>()
+                .ok()
+                .filter(|t| *t > 0.0 && *t < 1.0)
+                .ok_or_else(|| {
+                    err(format!(
+                        "{LOC_THRESHOLD_KEY} metadata is not a number between 0 and 1: {t:?}"
+                    ))
+                })?,
+        };
         let refine = match meta(LOC_REFINE_KEY)? {
             None => None,
             Some(r) => {
@@ -176,6 +195,7 @@ impl Locator {
             height,
             width,
             bins,
+            threshold,
             refine,
             plan,
         };
@@ -241,6 +261,11 @@ impl Locator {
         self.locate_in(img, Region::full(w, h))
     }
 
+    /// The band threshold its profiles are decoded at ([`profile_span`]).
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
     /// The context of the second pass, as multiples of the first box's width and height
     /// (metadata [`LOC_REFINE_KEY`]); `None`: one pass.
     pub fn refine(&self) -> Option<(f32, f32)> {
@@ -252,7 +277,7 @@ impl Locator {
     pub fn locate_in(&self, img: &Rgb32FImage, region: Region) -> Result<(f32, f32, f32, f32)> {
         let mut x = read::resize_region(img, region, self.width, self.height);
         read::normalize(&mut x);
-        let b = crate::read::locate::decode(self.bins, &self.run(&x)?);
+        let b = decode(self.bins, self.threshold, &self.run(&x)?);
         let (x0, y0) = (region.x0 as f32, region.y0 as f32);
         let (w, h) = (region.width() as f32, region.height() as f32);
         Ok((x0 + b[0] * w, y0 + b[1] * h, x0 + b[2] * w, y0 + b[3] * h))

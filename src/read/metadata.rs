@@ -28,6 +28,10 @@ pub const LOC_PROFILE_NAME: &str = "profile";
 pub const LOC_KEY: &str = "housenum.localiser";
 /// Metadata key of a profile localiser's bands (value: `BXxBY`); absent for a box head.
 pub const LOC_BINS_KEY: &str = "housenum.localiser.bins";
+/// Metadata key of a profile localiser's band threshold (value: a number between 0 and 1, e.g.
+/// `0.4`): a band belongs to the number where its profile reaches it. Absent: ½
+/// ([`crate::read::locate::THRESHOLD`]). See [`crate::read::locate::profile_span`].
+pub const LOC_THRESHOLD_KEY: &str = "housenum.localiser.threshold";
 
 /// Metadata key of a localiser read coarse to fine (value `AxB`: the second pass looks at the
 /// first box grown A times in width and B in height; absent: one pass). See
