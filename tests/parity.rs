@@ -347,3 +347,57 @@ fn read_py_scores_the_looks_options_as_housenum_read() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// `onnx/read.py` decodes the localiser's profiles at the band threshold its metadata names
+/// (`housenum.localiser.threshold`), as `housenum read` does: the shipped localiser with a
+/// threshold of 0.2 written into it, on the samples and, with SVHN, 40 training photos, where
+/// that threshold changes some readings. Skipped like the test above without onnxruntime.
+#[test]
+fn read_py_decodes_profiles_at_the_metadata_threshold() {
+    if !common::python_has("onnxruntime, numpy, PIL", "HOUSENUM_REQUIRE_ORT") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("threshold.onnx");
+    let bytes = housenum::export::with_metadata(
+        housenum::read::locate::EMBEDDED_LOCALISER,
+        housenum::read::metadata::LOC_THRESHOLD_KEY,
+        "0.2",
+    )
+    .unwrap();
+    std::fs::write(&loc, bytes).unwrap();
+    let mut paths: Vec<std::path::PathBuf> =
+        common::samples().into_iter().map(|(p, _)| p).collect();
+    let svhn = common::svhn();
+    if let Some(svhn) = &svhn {
+        paths.extend((1..=40).map(|i| svhn.join(format!("train/{i}.png"))));
+    }
+    let stdout = |cmd: &mut std::process::Command| {
+        let out = cmd.args(&paths).output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 4)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ours = stdout(
+        std::process::Command::new(common::bin())
+            .args(["read", "--localiser"])
+            .arg(&loc),
+    );
+    let theirs = stdout(
+        std::process::Command::new("python3")
+            .arg(common::root().join("onnx/read.py"))
+            .arg("--localiser")
+            .arg(&loc),
+    );
+    assert_eq!(
+        ours, theirs,
+        "housenum read vs onnx/read.py at threshold 0.2"
+    );
+    if svhn.is_some() {
+        let default = stdout(std::process::Command::new(common::bin()).arg("read"));
+        assert_ne!(ours, default, "a threshold of 0.2 changed no reading");
+    }
+}
