@@ -86,29 +86,22 @@ fn bad_localiser_files_are_refused_naming_the_file() {
         proto.encode_to_vec()
     };
     let (wrong_bins, bad_bins) = (profile("12x7"), profile("twelve"));
-    let refine = |value: &str| {
+    // The same localiser with one metadata key added.
+    let with_meta = |key: &str, value: &str| {
         let cfg = LocaliserConfig {
             channels: [2, 2, 2, 2],
             bins: Some([12, 6]),
             ..LocaliserConfig::default()
         };
-        let meta = [(housenum::read::metadata::LOC_REFINE_KEY, value.to_string())];
+        let meta = [(key, value.to_string())];
         housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &meta).encode_to_vec()
     };
-    let (bad_refine, small_refine) = (refine("wide"), refine("0.5x1.4"));
-    let threshold = |value: &str| {
-        let cfg = LocaliserConfig {
-            channels: [2, 2, 2, 2],
-            bins: Some([12, 6]),
-            ..LocaliserConfig::default()
-        };
-        let meta = [(
-            housenum::read::metadata::LOC_THRESHOLD_KEY,
-            value.to_string(),
-        )];
-        housenum::export::localiser_to_onnx(&Localiser::new(cfg, 1), &meta).encode_to_vec()
-    };
-    let (bad_threshold, one_threshold) = (threshold("half"), threshold("1"));
+    let (refine, threshold) = (
+        housenum::read::metadata::LOC_REFINE_KEY,
+        housenum::read::metadata::LOC_THRESHOLD_KEY,
+    );
+    let (bad_refine, small_refine) = (with_meta(refine, "wide"), with_meta(refine, "0.5x1.4"));
+    let (bad_threshold, one_threshold) = (with_meta(threshold, "half"), with_meta(threshold, "1"));
     let cases: [(&str, &[u8], &str); 9] = [
         ("empty.onnx", b"", "empty file"),
         ("garbage.onnx", b"not a model at all", "cannot parse ONNX"),
@@ -128,6 +121,14 @@ fn bad_localiser_files_are_refused_naming_the_file() {
     }
     let missing = Locator::from_path(Path::new("no/such/localiser.onnx")).unwrap_err();
     assert!(missing.to_string().contains("no/such/localiser.onnx"));
+}
+
+/// Two boxes `(left, top, right, bottom)` agree to 1e-3 px on every side.
+fn assert_same_box(a: (f32, f32, f32, f32), b: (f32, f32, f32, f32), what: &str) {
+    let close = [(a.0, b.0), (a.1, b.1), (a.2, b.2), (a.3, b.3)]
+        .iter()
+        .all(|(x, y)| (x - y).abs() < 1e-3);
+    assert!(close, "{what}: {a:?} vs {b:?}");
 }
 
 /// A random profile localiser exported with or without the coarse-to-fine key.
@@ -158,28 +159,21 @@ fn profiles_are_decoded_at_the_threshold_the_metadata_names() {
     let key = housenum::read::metadata::LOC_THRESHOLD_KEY;
     // The same weights, decoded at each threshold: `locate_once` is the raw profiles decoded
     // at the metadata's threshold, and the thresholds give different boxes.
+    let img = image::Rgb32FImage::from_fn(96, 48, |x, y| {
+        let v = ((x * 7 + y * 13) % 17) as f32 / 16.0;
+        image::Rgb([v, 1.0 - v, v * v])
+    });
     let mut boxes = Vec::new();
     for t in [0.1f32, 0.5, 0.9] {
         let loc = profile_locator_with(&[(key, t.to_string())]);
         assert_eq!(loc.threshold(), t);
-        let img = image::Rgb32FImage::from_fn(96, 48, |x, y| {
-            let v = ((x * 7 + y * 13) % 17) as f32 / 16.0;
-            image::Rgb([v, 1.0 - v, v * v])
-        });
         let (h, w) = loc.input_size();
         let mut x = read::resize_region(&img, Region::full(96, 48), w, h);
         read::normalize(&mut x);
         let b = decode(Some([16, 8]), t, &loc.run(&x).unwrap());
         let want = (b[0] * 96.0, b[1] * 48.0, b[2] * 96.0, b[3] * 48.0);
         let got = loc.locate_once(&img).unwrap();
-        for (g, w) in [
-            (got.0, want.0),
-            (got.1, want.1),
-            (got.2, want.2),
-            (got.3, want.3),
-        ] {
-            assert!((g - w).abs() < 1e-3, "threshold {t}: {got:?} vs {want:?}");
-        }
+        assert_same_box(got, want, &format!("threshold {t}"));
         boxes.push(got);
     }
     assert!(
@@ -229,14 +223,7 @@ fn coarse_to_fine_looks_again_around_the_first_box() {
         once.locate_once(&crop).unwrap(),
     );
     let moved = (b.0 + 40.0, b.1 + 10.0, b.2 + 40.0, b.3 + 10.0);
-    for (x, y) in [
-        (a.0, moved.0),
-        (a.1, moved.1),
-        (a.2, moved.2),
-        (a.3, moved.3),
-    ] {
-        assert!((x - y).abs() < 1e-3, "{a:?} vs {moved:?}");
-    }
+    assert_same_box(a, moved, "a region against its crop");
 }
 
 #[test]

@@ -100,8 +100,6 @@ pub fn run(a: ExportLocaliserArgs) -> Result<ExitCode> {
 
 /// `--threshold`: a number strictly between 0 and 1.
 fn parse_threshold(s: &str) -> std::result::Result<f32, String> {
-    s.parse::<f32>()
-        .ok()
-        .filter(|t| *t > 0.0 && *t < 1.0)
+    housenum::read::locate::parse_threshold(s)
         .ok_or_else(|| format!("{s:?} is not a number between 0 and 1"))
 }

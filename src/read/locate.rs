@@ -31,6 +31,12 @@ pub const OUTPUTS: usize = 4;
 /// ([`LOC_THRESHOLD_KEY`]), and the one training's validation decodes with.
 pub const THRESHOLD: f32 = 0.5;
 
+/// A band threshold written as text (metadata [`LOC_THRESHOLD_KEY`], `export-localiser
+/// --threshold`): a number strictly between 0 and 1, else `None`.
+pub fn parse_threshold(s: &str) -> Option<f32> {
+    s.parse::<f32>().ok().filter(|t| *t > 0.0 && *t < 1.0)
+}
+
 /// The box `(x0, y0, x1, y1)`, fractions of the image with `x0 ≤ x1` and `y0 ≤ y1`, from one
 /// image's head output: a box head's four values, or (with `bins`) the column and row profiles
 /// decoded by [`profile_span`] at `threshold`.
@@ -164,15 +170,11 @@ impl Locator {
         };
         let threshold = match meta(LOC_THRESHOLD_KEY)? {
             None => THRESHOLD,
-            Some(t) => t
-                .parse::<f32>()
-                .ok()
-                .filter(|t| *t > 0.0 && *t < 1.0)
-                .ok_or_else(|| {
-                    err(format!(
-                        "{LOC_THRESHOLD_KEY} metadata is not a number between 0 and 1: {t:?}"
-                    ))
-                })?,
+            Some(t) => parse_threshold(&t).ok_or_else(|| {
+                err(format!(
+                    "{LOC_THRESHOLD_KEY} metadata is not a number between 0 and 1: {t:?}"
+                ))
+            })?,
         };
         let refine = match meta(LOC_REFINE_KEY)? {
             None => None,
