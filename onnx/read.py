@@ -656,12 +656,12 @@ def greedy_decode_spans(log_probs):
 GROUP_GAP, LONE_DIGIT_HALF_WIDTH = 1.3, 0.15
 
 
-def digit_centres(spans, region, pad, stretch):
+def digit_centres(spans, region, pad, stretch, window):
     x0, y0, x1, y1 = region
     w = target_width(x1 - x0, y1 - y0, stretch)
     pad_left = (MIN_WIDTH - w) // 2 if w < MIN_WIDTH else 0
     scale = (x1 - x0) / w
-    return [x0 + ((4 * (t0 + t1) + 26) / 2.0 - pad - pad_left) * scale for t0, t1 in spans]
+    return [x0 + ((4 * (t0 + t1) + window) / 2.0 - pad - pad_left) * scale for t0, t1 in spans]
 
 
 def central_number(centres, width, height):
@@ -691,12 +691,13 @@ def keeps(region, central, half_width):
     return all(x0 <= c <= x1 and not cuts(x0, c) and not cuts(x1, c) for c in central)
 
 
-def choose(regions, readings, pad, stretch):
+def choose(regions, readings, pad, stretch, window=26):
     """readings: (digits, log P(digits), spans) per region; regions[0] is the whole image."""
     if len(readings) == 1:
         return 0
     whole = regions[0]
-    central, hw = central_number(digit_centres(readings[0][2], whole, pad, stretch), whole[2], whole[3])
+    centres = digit_centres(readings[0][2], whole, pad, stretch, window)
+    central, hw = central_number(centres, whole[2], whole[3])
     votes = []  # [digits, vote, best index], in order of first appearance
     for i, (digits, log_p, _) in enumerate(readings):
         if i > 0 and not keeps(regions[i], central, hw):
@@ -768,6 +769,8 @@ def main():
     meta = sess.get_modelmeta().custom_metadata_map
     cal = json.loads(meta["housenum.calibration"]) if "housenum.calibration" in meta else None
     pad = int(meta.get("housenum.pad", "0"))
+    # The window's width: 26 px, wider in a reader with residual blocks.
+    window = int(meta.get("housenum.window", "26"))
     # f32, as the Rust reader parses it.
     stretch = float(np.float32(meta.get("housenum.stretch", "1")))
     failed = none = 0
@@ -800,7 +803,7 @@ def main():
         else:
             per_strip = [member_log_probs(sess, x) for x in strips]
             readings = [combine_members(members) for members in per_strip]
-            digits, log_p, _ = readings[choose(regs, readings, pad, stretch)]
+            digits, log_p, _ = readings[choose(regs, readings, pad, stretch, window)]
         # src/cli/read.rs NO_NUMBER: what a photo without a number prints.
         print(f"{path}\t{digits or 'no number'}\t{calibrate(log_p, cal):.3f}")
         none += not digits

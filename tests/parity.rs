@@ -29,19 +29,33 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `model` with every residual block's gate set to `gate` (they start at 0, the identity).
+fn with_gates(mut model: Crnn, gate: f32) -> Crnn {
+    for (idx, (name, _)) in model.config.param_specs().iter().enumerate() {
+        if name.ends_with(".gate") {
+            let r = model.param_range(idx);
+            model.params[r].fill(gate);
+        }
+    }
+    model
+}
+
 #[test]
 fn random_model_exported_runs_the_same_in_tract() {
     // Unpadded and padded (the Pad node and the `housenum.pad` metadata), with the stretch
     // carried in the `housenum.stretch` metadata.
-    for (pad, stretch) in [(0, 1.0), (12, 1.4)] {
+    // With residual blocks (Conv padded in height, Slice, Add; the gates multiplied into the
+    // convolutions), and the window in the `housenum.window` metadata.
+    for (pad, stretch, blocks) in [(0, 1.0, [0, 0]), (12, 1.4, [0, 0]), (32, 1.4, [1, 2])] {
         let cfg = ModelConfig {
             channels: [8, 12, 16, 20],
             hidden: 10,
             pad,
             stretch,
+            blocks,
             ..ModelConfig::default()
         };
-        let model = Crnn::new(cfg.clone(), 42);
+        let model = with_gates(Crnn::new(cfg.clone(), 42), 0.8);
         let bytes = housenum::export::to_onnx_bytes(&model, &[]);
         let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
         assert_eq!(reader.geometry(), cfg.geometry());
@@ -52,7 +66,10 @@ fn random_model_exported_runs_the_same_in_tract() {
             assert_eq!(t, cfg.steps(w));
             let want = log_probs(&model, &x, n, w);
             let d = max_diff(&got, &want);
-            assert!(d < TOL, "pad {pad} n {n} w {w}: max |Δ| {d}");
+            assert!(
+                d < TOL,
+                "pad {pad} blocks {blocks:?} n {n} w {w}: max |Δ| {d}"
+            );
         }
     }
 }
@@ -213,7 +230,20 @@ fn onnxruntime_matches_tract() {
     let refs: Vec<&Crnn> = members.iter().collect();
     let bytes = prost::Message::encode_to_vec(&housenum::export::ensemble_to_onnx(&refs, &[]));
     std::fs::write(&ensemble, bytes).unwrap();
-    for path in [common::root().join("onnx/housenum.onnx"), ensemble] {
+    // A reader with residual blocks in both stages.
+    let residual = dir.path().join("residual.onnx");
+    let deep = ModelConfig {
+        pad: 32,
+        blocks: [1, 2],
+        ..cfg(6)
+    };
+    let deep = with_gates(Crnn::new(deep, 7), -0.6);
+    std::fs::write(&residual, housenum::export::to_onnx_bytes(&deep, &[])).unwrap();
+    for path in [
+        common::root().join("onnx/housenum.onnx"),
+        ensemble,
+        residual,
+    ] {
         ort_matches_tract_on(&path, &Reader::from_path(&path).unwrap(), dir.path());
     }
 }
@@ -250,7 +280,7 @@ fn ort_matches_tract_on(model: &std::path::Path, reader: &Reader, dir: &std::pat
 
 #[test]
 fn bad_geometry_metadata_is_an_error_naming_the_file_and_key() {
-    use housenum::read::metadata::{PAD_KEY, STRETCH_KEY};
+    use housenum::read::metadata::{PAD_KEY, STRETCH_KEY, WINDOW_KEY};
     use prost::Message;
     let model = Crnn::new(
         ModelConfig {
@@ -267,13 +297,15 @@ fn bad_geometry_metadata_is_an_error_naming_the_file_and_key() {
         (STRETCH_KEY, "NaN"),
         (STRETCH_KEY, "100"),
         (PAD_KEY, "-1"),
+        (WINDOW_KEY, "wide"),
+        (WINDOW_KEY, "25"),
+        (WINDOW_KEY, "100000"),
+        // A window the graph does not have: its steps do not match.
+        (WINDOW_KEY, "42"),
     ] {
-        let mut proto = housenum::export::to_onnx(&model, &[]);
-        let entry = proto.metadata_props.iter_mut().find(|e| e.key == key);
-        entry.expect("exported metadata has the key").value = value.into();
-        let e = Reader::from_bytes(&proto.encode_to_vec(), path)
-            .unwrap_err()
-            .to_string();
+        let proto = housenum::export::to_onnx(&model, &[]);
+        let proto = housenum::export::with_metadata(&proto.encode_to_vec(), key, value).unwrap();
+        let e = Reader::from_bytes(&proto, path).unwrap_err().to_string();
         assert!(
             e.contains("odd.onnx") && e.contains(key),
             "{key}={value}: {e}"

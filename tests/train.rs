@@ -216,6 +216,71 @@ fn widen_grows_an_init_model_and_refuses_to_shrink_it() {
 }
 
 #[test]
+fn blocks_deepen_an_init_model_and_are_never_removed() {
+    // `--blocks` on an initial model adds residual blocks (the pad grows with the window); the
+    // exported reader names its window in its metadata and reads; asking for fewer blocks than
+    // a model has, or reviving channels of a model with blocks, is refused naming the file.
+    let Some(svhn) = common::svhn() else { return };
+    let model = |blocks: [usize; 2]| {
+        let mut m = housenum::engine::crnn::ModelConfig {
+            channels: [8, 8, 16, 16],
+            hidden: 16,
+            pad: 4,
+            blocks,
+            ..Default::default()
+        };
+        m.pad += m.extra_pad();
+        m
+    };
+    let plain = tempfile::tempdir().unwrap();
+    let base = housenum::train::reader::TrainConfig {
+        data: svhn.join("train"),
+        out: plain.path().to_path_buf(),
+        epochs: 1,
+        limit: Some(32),
+        model: model([0, 0]),
+        quiet: true,
+        ..Default::default()
+    };
+    housenum::train::reader::train(&base).unwrap();
+    let deep = tempfile::tempdir().unwrap();
+    let cfg = housenum::train::reader::TrainConfig {
+        out: deep.path().to_path_buf(),
+        init: Some(plain.path().join("last.safetensors")),
+        model: model([1, 1]),
+        ..base.clone()
+    };
+    housenum::train::reader::train(&cfg).unwrap();
+    let ck = Checkpoint::load(&deep.path().join("last.safetensors")).unwrap();
+    assert_eq!(ck.model.config, model([1, 1]));
+    assert_eq!(ck.model.config.pad, 4 + 4 + 8);
+    let bytes = housenum::export::to_onnx_bytes(&ck.model, &[]);
+    let reader = housenum::Reader::from_bytes(&bytes, std::path::Path::new("deep.onnx")).unwrap();
+    assert_eq!(reader.geometry().window, 26 + 8 + 16);
+    assert_eq!(reader.geometry(), ck.model.config.geometry());
+    let (path, _) = &common::samples()[0];
+    reader.read_file(path).unwrap();
+    let init = deep.path().join("last.safetensors");
+    for (blocks, revive, says) in [([0, 1], false, "--blocks"), ([1, 1], true, "--revive")] {
+        let out = tempfile::tempdir().unwrap();
+        let cfg = housenum::train::reader::TrainConfig {
+            out: out.path().to_path_buf(),
+            init: Some(init.clone()),
+            model: model(blocks),
+            revive,
+            ..base.clone()
+        };
+        let e = housenum::train::reader::train(&cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{blocks:?} revive {revive}: {e}");
+        if !revive {
+            assert!(e.contains("last.safetensors"), "{e}");
+        }
+    }
+}
+
+#[test]
 fn bench_times_a_checkpoint_flushing_and_keeping_subnormals() {
     // `housenum bench --checkpoint` starts from a checkpoint's weights and Adam moments (here
     // a small model whose first moments are subnormal, as a dead channel's become) and reports

@@ -32,6 +32,13 @@ pub struct BenchArgs {
     /// LSTM hidden size per direction.
     #[arg(long, default_value_t = 160)]
     pub hidden: usize,
+    /// Zero columns the model adds on each side of a strip (`train --pad`).
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+    /// Residual blocks after the first and second pooling (`train --blocks`; the model pads
+    /// what they need beyond `--pad`).
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 0])]
+    pub blocks: Vec<usize>,
     /// Start from this training checkpoint (`last.safetensors`: weights and Adam moments)
     /// instead of fresh weights; its architecture replaces `--channels`/`--hidden`.
     #[arg(long)]
@@ -46,6 +53,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if a.channels.len() != 4 || a.width < 26 || a.batch == 0 || a.runs == 0 || a.steps == 0 {
         bail!("need 4 channels, --width >= 26 and positive --batch, --steps, --runs");
     }
+    anyhow::ensure!(
+        a.blocks.len() == 2,
+        "--blocks takes two numbers (after the first and the second pooling), e.g. 1,2"
+    );
     let (model, adam) = match &a.checkpoint {
         Some(p) => {
             let ck = housenum::train::checkpoint::Checkpoint::load(p)
@@ -59,11 +70,13 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             (ck.model, adam)
         }
         None => {
-            let config = ModelConfig {
+            let mut config = ModelConfig {
                 channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
                 hidden: a.hidden,
+                blocks: [a.blocks[0], a.blocks[1]],
                 ..ModelConfig::default()
             };
+            config.pad = a.pad + config.extra_pad();
             let empty = Adam {
                 m: Vec::new(),
                 v: Vec::new(),

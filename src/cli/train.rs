@@ -64,6 +64,13 @@ pub struct TrainArgs {
     /// windows (time steps) for CTC; kept in the exported model.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    /// Residual blocks after the first and after the second pooling, e.g. `1,2` (each two 3 × 3
+    /// convolutions, valid in width, with a gate that starts at 0). They widen the window by 8
+    /// and 16 pixels a block, and the model pads that much more (4 and 8 columns a side a block)
+    /// beyond `--pad`, so a strip gives the same steps. With `--init`, blocks are added to the
+    /// initial model keeping what it computes.
+    #[arg(long, value_delimiter = ',', default_values_t = [0, 0])]
+    pub blocks: Vec<usize>,
     /// Horizontal stretch of the strips (resized to `round(w · 32 · stretch / h)` columns),
     /// so that each digit spans more windows; kept in the exported model's metadata.
     #[arg(long, default_value_t = 1.0, value_parser = parse_stretch)]
@@ -137,6 +144,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         a.channels.len() == 4,
         "--channels takes four numbers, e.g. 32,64,128,128"
     );
+    anyhow::ensure!(
+        a.blocks.len() == 2,
+        "--blocks takes two numbers (after the first and the second pooling), e.g. 1,2"
+    );
     let mut cfg = TrainConfig {
         data: a.data,
         out: a.out,
@@ -148,12 +159,17 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         val_fraction: a.val_fraction,
         limit: a.limit,
         fold: a.fold,
-        model: ModelConfig {
-            hidden: a.hidden,
-            channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
-            pad: a.pad,
-            stretch: a.stretch,
-            ..ModelConfig::default()
+        model: {
+            let mut m = ModelConfig {
+                hidden: a.hidden,
+                channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
+                pad: a.pad,
+                stretch: a.stretch,
+                blocks: [a.blocks[0], a.blocks[1]],
+                ..ModelConfig::default()
+            };
+            m.pad += m.extra_pad();
+            m
         },
         dropout: a.dropout,
         pseudo: a.pseudo,

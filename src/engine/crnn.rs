@@ -36,7 +36,20 @@ pub struct ModelConfig {
     /// trained before it existed.
     #[serde(default = "unit_stretch")]
     pub stretch: f32,
+    /// Residual blocks after the first and after the second pooling (none in models trained
+    /// before they existed). Each block is two 3 × 3 convolutions of the stage's channels,
+    /// zero-padded in height and valid in width, with a ReLU between; its output is its input
+    /// with [`BLOCK_CROP`] columns dropped on each side plus `gate ·` the second convolution
+    /// (ReZero: the gate starts at 0, so a new block starts as the identity; at export it is
+    /// multiplied into that convolution's weights, so the ONNX graph holds Conv, Slice and Add
+    /// only). Valid in width, a block widens the window by 8 (first stage) or 16 (second) pixels
+    /// ([`ModelConfig::window`]); the stride stays 4.
+    #[serde(default)]
+    pub blocks: [usize; 2],
 }
+
+/// Columns a residual block drops on each side of its input (one per valid 3-wide convolution).
+pub const BLOCK_CROP: usize = 2;
 
 fn unit_stretch() -> f32 {
     1.0
@@ -51,6 +64,7 @@ impl Default for ModelConfig {
             bidirectional: true,
             pad: 0,
             stretch: 1.0,
+            blocks: [0, 0],
         }
     }
 }
@@ -61,6 +75,32 @@ impl ModelConfig {
         crate::read::Geometry {
             stretch: self.stretch,
             pad: self.pad,
+            window: self.window(),
+        }
+    }
+    /// Window width in pixels (the receptive field of the conv stack): [`WINDOW`] for the four
+    /// convolutions, plus `2 · BLOCK_CROP · 2` per block of the first stage and `2 · BLOCK_CROP ·
+    /// 4` per block of the second (each column dropped there spans 2 or 4 strip pixels).
+    ///
+    /// [`WINDOW`]: crate::read::window::WINDOW
+    pub fn window(&self) -> usize {
+        crate::read::window::WINDOW + 2 * self.extra_pad()
+    }
+    /// Half of what the residual blocks add to the window: the zero columns to add to
+    /// [`ModelConfig::pad`] on each side so that a strip gives the same number of steps, each
+    /// centred on the same column, as without the blocks.
+    pub fn extra_pad(&self) -> usize {
+        BLOCK_CROP * (2 * self.blocks[0] + 4 * self.blocks[1])
+    }
+    /// The 3 × 3 convolution of every residual block of stage `stage` (0: after the first
+    /// pooling, `channels[0]` wide; 1: after the second, `channels[1]` wide).
+    pub fn block_conv(&self, stage: usize) -> ConvShape {
+        let c = self.channels[stage];
+        ConvShape {
+            ci: c,
+            co: c,
+            kh: 3,
+            kw: 3,
         }
     }
     /// Kernel height of conv4, which collapses what is left of the height to 1.
@@ -69,7 +109,7 @@ impl ModelConfig {
     }
     /// Time steps the model gives a strip `w` pixels wide (windows of the padded strip).
     pub fn steps(&self, w: usize) -> usize {
-        crate::read::window::num_steps(w + 2 * self.pad)
+        crate::read::window::steps_of(w + 2 * self.pad, self.window())
     }
     /// `[n, 3, height, w]` strips with [`ModelConfig::pad`] zero columns added on both sides:
     /// `[n, 3, height, w + 2·pad]` (borrowed as is when `pad` is 0).
@@ -140,7 +180,29 @@ impl ModelConfig {
         }
         v.push(("fc.weight".into(), vec![NUM_CLASSES, self.dirs() * h]));
         v.push(("fc.bias".into(), vec![NUM_CLASSES]));
+        // Residual blocks last, so that the indices of the parameters above do not move.
+        for (stage, &count) in self.blocks.iter().enumerate() {
+            let s = self.block_conv(stage);
+            for j in 0..count {
+                for conv in ["conv_a", "conv_b"] {
+                    v.push((
+                        format!("{}.{conv}.weight", block_name(stage, j)),
+                        vec![s.co, s.ci, s.kh, s.kw],
+                    ));
+                    v.push((format!("{}.{conv}.bias", block_name(stage, j)), vec![s.co]));
+                }
+                v.push((format!("{}.gate", block_name(stage, j)), vec![1]));
+            }
+        }
         v
+    }
+    /// Index in [`ModelConfig::param_specs`] of the first parameter of block `j` of `stage`
+    /// (then conv_a weight, conv_a bias, conv_b weight, conv_b bias, gate).
+    fn block_param(&self, stage: usize, j: usize) -> usize {
+        LSTM0
+            + 3 * self.dirs()
+            + 2
+            + BLOCK_PARAMS * (j + if stage == 1 { self.blocks[0] } else { 0 })
     }
 }
 
@@ -154,7 +216,13 @@ pub struct Crnn {
     offsets: Vec<(usize, usize)>,
 }
 
+/// Name prefix of block `j` of `stage` (`res1.0`, …: stages counted from 1).
+pub fn block_name(stage: usize, j: usize) -> String {
+    format!("res{}.{j}", stage + 1)
+}
+
 // Indices into `param_specs`.
+const BLOCK_PARAMS: usize = 5;
 const CONV_W: [usize; 4] = [0, 2, 4, 6];
 const CONV_B: [usize; 4] = [1, 3, 5, 7];
 const LSTM0: usize = 8;
@@ -174,6 +242,23 @@ struct ConvCache {
     cols: [Vec<f32>; 4],
     /// Argmax indices of the two poolings.
     pool_idx: [Vec<u32>; 2],
+    /// Input `(h, w)` of conv1..conv4.
+    dims: [(usize, usize); 4],
+    /// The residual blocks of each stage, in order.
+    blocks: [Vec<BlockCache>; 2],
+}
+
+/// What a residual block keeps for its backward pass (channel-major).
+#[derive(Debug, Clone)]
+struct BlockCache {
+    /// Input `(h, w)`.
+    dims: (usize, usize),
+    /// im2col matrices of its two convolutions (of their row-padded inputs).
+    cols: [Vec<f32>; 2],
+    /// Post-ReLU output of the first convolution `[c, m, h, w − 2]`.
+    a: Vec<f32>,
+    /// Output of the second convolution before the gate `[c, m, h, w − 4]`.
+    b: Vec<f32>,
 }
 
 /// The forward pass of a batch, with what its backward pass needs.
@@ -209,10 +294,11 @@ impl Crnn {
         for (name, shape) in &specs {
             let len: usize = shape.iter().product();
             let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
-            if name.starts_with("conv") && name.ends_with("weight") {
+            let conv = name.starts_with("conv") || name.starts_with("res");
+            if conv && name.ends_with("weight") {
                 let b = (6.0 / fan_in as f32).sqrt();
                 params.extend((0..len).map(|_| rng.uniform(-b, b)));
-            } else if name.starts_with("conv") || name == "fc.bias" {
+            } else if conv || name == "fc.bias" {
                 params.extend(std::iter::repeat_n(0.0, len));
             } else if name.starts_with("lstm.bias") {
                 params.extend((0..len).map(|i| if (h..2 * h).contains(&i) { 1.0 } else { 0.0 }));
@@ -258,10 +344,14 @@ impl Crnn {
     /// changing what it computes (Net2Net-style): old units keep their weights and ignore the
     /// new ones (zero weights from new inputs), new units start as in [`Crnn::new`] with `seed`
     /// (forget-gate bias +1), and every weight *out of* a new unit is zero, so the output is
-    /// the old model's until training moves them. `None` when a size would shrink.
+    /// the old model's until training moves them. `None` when a size would shrink, or the model
+    /// has residual blocks.
     pub fn widened(&self, channels: [usize; 4], hidden: usize, seed: u64) -> Option<Crnn> {
         let old = &self.config;
-        if hidden < old.hidden || channels.iter().zip(&old.channels).any(|(n, o)| n < o) {
+        if hidden < old.hidden
+            || channels.iter().zip(&old.channels).any(|(n, o)| n < o)
+            || old.blocks != [0, 0]
+        {
             return None;
         }
         let config = ModelConfig {
@@ -326,6 +416,32 @@ impl Crnn {
         Some(new)
     }
 
+    /// This model with residual blocks added up to `blocks` per stage, computing what it computed:
+    /// the new blocks start with their gate at 0 (so each passes on its input without its edge
+    /// columns), their convolutions drawn as in [`Crnn::new`] with `seed`, and
+    /// [`ModelConfig::pad`] grows by the added [`ModelConfig::extra_pad`] so that every strip
+    /// gives the same steps, each centred where it was. Existing blocks keep their weights.
+    /// `None` when a stage would lose blocks.
+    pub fn deepened(&self, blocks: [usize; 2], seed: u64) -> Option<Crnn> {
+        let old = &self.config;
+        if blocks.iter().zip(&old.blocks).any(|(n, o)| n < o) {
+            return None;
+        }
+        let mut config = ModelConfig {
+            blocks,
+            ..old.clone()
+        };
+        config.pad = old.pad + config.extra_pad() - old.extra_pad();
+        let mut new = Crnn::new(config.clone(), seed);
+        for (idx, (name, _)) in config.param_specs().iter().enumerate() {
+            if let Some(src) = self.param_by_name(name) {
+                let range = new.param_range(idx);
+                new.params[range].copy_from_slice(src);
+            }
+        }
+        Some(new)
+    }
+
     /// The largest post-ReLU output of each channel of conv1..conv4 over one strip: a channel
     /// whose peak is 0 on every strip of a data set never fires on it (a dead ReLU).
     ///
@@ -350,7 +466,15 @@ impl Crnn {
     /// never fired contributed nothing, so on the data it was found dead on the model computes
     /// what it did, as [`Crnn::widened`] does for new units, and training can use it again.
     /// Indices past a layer's width are ignored.
+    ///
+    /// # Panics
+    /// When the model has residual blocks (a block reads conv1's or conv2's channels too).
     pub fn revived(&self, dead: &[Vec<usize>; 4], seed: u64) -> Crnn {
+        assert_eq!(
+            self.config.blocks,
+            [0, 0],
+            "reviving channels of a model with residual blocks"
+        );
         let fresh = Crnn::new(self.config.clone(), seed);
         let mut out = self.clone();
         let s = self.config.convs();
@@ -397,31 +521,127 @@ impl Crnn {
         let s = self.config.convs();
         let h0 = self.config.height;
         // [m, 3, h, w] → [3, m, h, w].
-        let plane = h0 * w;
-        let mut xc = vec![0f32; 3 * m * plane];
-        for b in 0..m {
-            for c in 0..3 {
-                xc[(c * m + b) * plane..][..plane]
-                    .copy_from_slice(&x[(b * 3 + c) * plane..][..plane]);
-            }
-        }
+        let xc = layers::to_channel_major(x, m, 3, h0 * w);
         let p = |i: usize| (self.param(CONV_W[i]), self.param(CONV_B[i]));
+        let mut dims = [(h0, w); 4];
         let (a1, c1) = layers::conv_relu(&xc, s[0], m, h0, w, p(0).0, p(0).1);
-        let (h1, w1) = (h0 - 2, w - 2);
-        let (p1, i1) = layers::maxpool2(&a1, s[0].co * m, h1, w1);
-        let (h1p, w1p) = (h1 / 2, w1 / 2);
-        let (a2, c2) = layers::conv_relu(&p1, s[1], m, h1p, w1p, p(1).0, p(1).1);
-        let (h2, w2) = (h1p - 2, w1p - 2);
-        let (p2, i2) = layers::maxpool2(&a2, s[1].co * m, h2, w2);
-        let (h2p, w2p) = (h2 / 2, w2 / 2);
-        let (a3, c3) = layers::conv_relu(&p2, s[2], m, h2p, w2p, p(2).0, p(2).1);
-        let (h3, w3) = (h2p - 2, w2p - 2);
-        let (a4, c4) = layers::conv_relu(&a3, s[3], m, h3, w3, p(3).0, p(3).1);
+        let (p1, i1) = layers::maxpool2(&a1, s[0].co * m, h0 - 2, w - 2);
+        let (b1, x2, d2) = self.blocks_forward(0, p1, m, ((h0 - 2) / 2, (w - 2) / 2));
+        dims[1] = d2;
+        let (a2, c2) = layers::conv_relu(&x2, s[1], m, d2.0, d2.1, p(1).0, p(1).1);
+        let (p2, i2) = layers::maxpool2(&a2, s[1].co * m, d2.0 - 2, d2.1 - 2);
+        let (b2, x3, d3) = self.blocks_forward(1, p2, m, ((d2.0 - 2) / 2, (d2.1 - 2) / 2));
+        dims[2] = d3;
+        let (a3, c3) = layers::conv_relu(&x3, s[2], m, d3.0, d3.1, p(2).0, p(2).1);
+        dims[3] = (d3.0 - 2, d3.1 - 2);
+        let (a4, c4) = layers::conv_relu(&a3, s[3], m, dims[3].0, dims[3].1, p(3).0, p(3).1);
         ConvCache {
             acts: [a1, a2, a3, a4],
             cols: [c1, c2, c3, c4],
             pool_idx: [i1, i2],
+            dims,
+            blocks: [b1, b2],
         }
+    }
+
+    /// The residual blocks of `stage` on `x` `[c, m, h, w]` (`dims` = `(h, w)`): their caches,
+    /// the output `[c, m, h, w − 2·BLOCK_CROP·blocks]` and its `(h, w)`.
+    fn blocks_forward(
+        &self,
+        stage: usize,
+        mut x: Vec<f32>,
+        m: usize,
+        mut dims: (usize, usize),
+    ) -> (Vec<BlockCache>, Vec<f32>, (usize, usize)) {
+        let s = self.config.block_conv(stage);
+        let mut caches = Vec::with_capacity(self.config.blocks[stage]);
+        for j in 0..self.config.blocks[stage] {
+            let k = self.config.block_param(stage, j);
+            let (h, w) = dims;
+            let planes = s.ci * m;
+            let xp = layers::pad_rows(&x, planes, h, w, 1);
+            let (a, ca) = layers::conv_relu(&xp, s, m, h + 2, w, self.param(k), self.param(k + 1));
+            let ap = layers::pad_rows(&a, planes, h, w - 2, 1);
+            let (b, cb) = layers::conv(
+                &ap,
+                s,
+                m,
+                h + 2,
+                w - 2,
+                self.param(k + 2),
+                self.param(k + 3),
+            );
+            let gate = self.param(k + 4)[0];
+            let mut y = layers::crop_cols(&x, w, BLOCK_CROP);
+            y.iter_mut().zip(&b).for_each(|(v, r)| *v += gate * r);
+            caches.push(BlockCache {
+                dims,
+                cols: [ca, cb],
+                a,
+                b,
+            });
+            x = y;
+            dims = (h, w - 2 * BLOCK_CROP);
+        }
+        (caches, x, dims)
+    }
+
+    /// Backward of [`Crnn::blocks_forward`]: from the gradient of the stage's output, the
+    /// gradient of its input; parameter gradients accumulated into `grad`.
+    fn blocks_backward(
+        &self,
+        stage: usize,
+        caches: &[BlockCache],
+        mut dy: Vec<f32>,
+        m: usize,
+        grad: &mut [f32],
+    ) -> Vec<f32> {
+        let s = self.config.block_conv(stage);
+        for (j, cache) in caches.iter().enumerate().rev() {
+            let k = self.config.block_param(stage, j);
+            let (h, w) = cache.dims;
+            let planes = s.ci * m;
+            let gate = self.param(k + 4)[0];
+            grad[self.param_range(k + 4).start] +=
+                dy.iter().zip(&cache.b).map(|(d, b)| d * b).sum::<f32>();
+            let mut dx = vec![0f32; planes * h * w];
+            layers::uncrop_cols_into(&dy, w, BLOCK_CROP, &mut dx);
+            let db: Vec<f32> = dy.iter().map(|d| d * gate).collect();
+            let (gw, gb) = split_two(grad, self.param_range(k + 2), self.param_range(k + 3));
+            let dap = layers::conv_backward(
+                &db,
+                &cache.cols[1],
+                s,
+                m,
+                h + 2,
+                w - 2,
+                self.param(k + 2),
+                gw,
+                gb,
+                true,
+            )
+            .expect("dx requested");
+            let mut da = layers::crop_rows(&dap, planes, h, w - 2, 1);
+            let (gw, gb) = split_two(grad, self.param_range(k), self.param_range(k + 1));
+            let dxp = layers::conv_relu_backward(
+                &mut da,
+                &cache.a,
+                &cache.cols[0],
+                s,
+                m,
+                h + 2,
+                w,
+                self.param(k),
+                gw,
+                gb,
+                true,
+            )
+            .expect("dx requested");
+            let branch = layers::crop_rows(&dxp, planes, h, w, 1);
+            dx.iter_mut().zip(&branch).for_each(|(a, b)| *a += b);
+            dy = dx;
+        }
+        dy
     }
 
     /// Embed each window of one strip: the conv stack applied to the whole strip.
@@ -459,7 +679,7 @@ impl Crnn {
         );
         let (x, w) = cfg.pad_input(x, w);
         let per = 3 * cfg.height * w;
-        let t = crate::read::window::num_steps(w);
+        let t = crate::read::window::steps_of(w, cfg.window());
         let f = cfg.channels[3];
         let convs: Vec<ConvCache> = (0..n)
             .step_by(CONV_GROUP)
@@ -555,7 +775,7 @@ impl Crnn {
     /// logits. Returns the gradient of every parameter, flat, in storage order.
     pub fn backward(&self, fwd: &Forward, dlogits: &[f32]) -> Vec<f32> {
         let cfg = &self.config;
-        let (t, n, w) = (fwd.t, fwd.n, fwd.width);
+        let (t, n) = (fwd.t, fwd.n);
         let mut grad = vec![0f32; self.params.len()];
         let hid = cfg.hidden;
         let dirs = cfg.dirs();
@@ -636,13 +856,6 @@ impl Crnn {
         }
         // Conv stack, group by group.
         let s = cfg.convs();
-        let h0 = cfg.height;
-        let (h1, w1) = (h0 - 2, w - 2);
-        let (h1p, w1p) = (h1 / 2, w1 / 2);
-        let (h2, w2) = (h1p - 2, w1p - 2);
-        let (h2p, w2p) = (h2 / 2, w2 / 2);
-        let (h3, w3) = (h2p - 2, w2p - 2);
-        let dims = [(h0, w), (h1p, w1p), (h2p, w2p), (h3, w3)];
         for (gi, cache) in fwd.convs.iter().enumerate() {
             let g0 = gi * CONV_GROUP;
             let m = CONV_GROUP.min(n - g0);
@@ -656,7 +869,7 @@ impl Crnn {
                 }
             }
             for layer in (0..4).rev() {
-                let (hi, wi) = dims[layer];
+                let (hi, wi) = cache.dims[layer];
                 let (wr, br) = (
                     self.param_range(CONV_W[layer]),
                     self.param_range(CONV_B[layer]),
@@ -677,8 +890,16 @@ impl Crnn {
                 );
                 let Some(dx) = dx else { break };
                 dy = match layer {
-                    1 => layers::maxpool2_backward(&dx, &cache.pool_idx[0], cache.acts[0].len()),
-                    2 => layers::maxpool2_backward(&dx, &cache.pool_idx[1], cache.acts[1].len()),
+                    1 | 2 => {
+                        let stage = layer - 1;
+                        let dp =
+                            self.blocks_backward(stage, &cache.blocks[stage], dx, m, &mut grad);
+                        layers::maxpool2_backward(
+                            &dp,
+                            &cache.pool_idx[stage],
+                            cache.acts[stage].len(),
+                        )
+                    }
                     _ => dx,
                 };
             }
@@ -810,7 +1031,7 @@ pub fn log_probs(model: &Crnn, x: &[f32], n: usize, w: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::read::window::{cut_window, num_steps, WINDOW};
+    use crate::read::window::{cut_window_of, num_steps, steps_of, WINDOW};
 
     fn tiny() -> Crnn {
         let cfg = ModelConfig {
@@ -820,8 +1041,22 @@ mod tests {
             bidirectional: true,
             pad: 0,
             stretch: 1.0,
+            blocks: [0, 0],
         };
         Crnn::new(cfg, 3)
+    }
+
+    /// `tiny` with residual blocks, padded so that its steps are `tiny_padded(pad)`'s, and its
+    /// gates set to `gate` (a fresh block's gate is 0: the identity).
+    fn tiny_res(blocks: [usize; 2], pad: usize, gate: f32) -> Crnn {
+        let mut m = tiny_padded(pad).deepened(blocks, 4).expect("grows");
+        for (idx, (name, _)) in m.config.param_specs().iter().enumerate() {
+            if name.ends_with(".gate") {
+                let r = m.param_range(idx);
+                m.params[r].fill(gate);
+            }
+        }
+        m
     }
 
     fn tiny_padded(pad: usize) -> Crnn {
@@ -938,26 +1173,85 @@ mod tests {
 
     #[test]
     fn step_t_embedding_equals_cnn_on_window_t() {
-        let m = Crnn::new(ModelConfig::default(), 11);
-        for w in [26, 32, 57, 100] {
-            let x = strip(w, w as u64);
-            let full = m.embed(&x, w);
-            let t = num_steps(w);
-            let f = m.config.channels[3];
-            assert_eq!(full.len(), f * t);
-            for step in 0..t {
-                let win = cut_window(&x, 3, 32, w, step);
-                let one = m.embed(&win, WINDOW);
-                assert_eq!(one.len(), f, "a window gives exactly one step");
-                for c in 0..f {
-                    let (a, b) = (full[c * t + step], one[c]);
-                    assert!(
-                        (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
-                        "w {w} step {step} ch {c}: {a} vs {b}"
-                    );
+        // The four convolutions alone, and with residual blocks in one or both stages (gates
+        // non-zero, so the blocks compute something): the window widens, the property holds.
+        let plain = Crnn::new(ModelConfig::default(), 11);
+        let cases = [
+            (plain, WINDOW),
+            (tiny_res([1, 0], 0, 0.7), WINDOW + 8),
+            (tiny_res([0, 2], 0, 0.7), WINDOW + 32),
+            (tiny_res([2, 1], 0, -0.4), WINDOW + 32),
+        ];
+        for (m, window) in cases {
+            assert_eq!(m.config.window(), window, "{:?}", m.config.blocks);
+            for w in [window, window + 6, window + 31, window + 74] {
+                let x = strip(w, w as u64);
+                let full = m.embed(&x, w);
+                let t = steps_of(w, window);
+                let f = m.config.channels[3];
+                assert_eq!(full.len(), f * t);
+                for step in 0..t {
+                    let win = cut_window_of(&x, 3, 32, w, step, window);
+                    let one = m.embed(&win, window);
+                    assert_eq!(one.len(), f, "a window gives exactly one step");
+                    for c in 0..f {
+                        let (a, b) = (full[c * t + step], one[c]);
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                            "blocks {:?} w {w} step {step} ch {c}: {a} vs {b}",
+                            m.config.blocks
+                        );
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn deepening_keeps_the_function_and_the_steps() {
+        // New blocks start as the identity on the columns they keep, and the pad grows by what
+        // they take: same log-probabilities, same steps, for any strip width.
+        let m = tiny_padded(12);
+        for blocks in [[1, 0], [0, 1], [2, 3]] {
+            let d = m.deepened(blocks, 5).expect("grows");
+            assert_eq!(d.config.pad, 12 + d.config.extra_pad());
+            for w in [32, 45, 90] {
+                let x = strip(w, 30 + w as u64);
+                let (a, b) = (m.forward(&x, 1, w), d.forward(&x, 1, w));
+                assert_eq!(a.t, b.t, "{blocks:?} w {w}");
+                assert_eq!(b.t, d.config.steps(w));
+                let diff = max_abs_diff(&a.log_probs, &b.log_probs);
+                assert!(diff < 1e-5, "{blocks:?} w {w}: max |Δ log p| {diff}");
+            }
+            // Deepening further keeps the blocks there are.
+            let more = d.deepened([blocks[0] + 1, blocks[1]], 6).expect("grows");
+            assert_eq!(
+                more.param_by_name("res2.0.conv_a.weight"),
+                d.param_by_name("res2.0.conv_a.weight")
+            );
+            assert!(d.deepened([0, 0], 5).is_none(), "shrinking is refused");
+        }
+        // The gates learn first: a fresh block's gate gets a gradient, its second convolution
+        // none (its output is multiplied by the gate, 0).
+        let d = m.deepened([1, 1], 5).unwrap();
+        let x = strip(45, 8);
+        let (_, grad, _) = loss_and_grad(&d, &x, 1, 45, &[vec![3, 4]]);
+        let by_name = |n: &str| {
+            let i = d
+                .config
+                .param_specs()
+                .iter()
+                .position(|(s, _)| s == n)
+                .unwrap();
+            grad[d.param_range(i)].iter().map(|g| g.abs()).sum::<f32>()
+        };
+        assert!(by_name("res1.0.gate") > 0.0 && by_name("res2.0.gate") > 0.0);
+        assert_eq!(by_name("res1.0.conv_b.weight"), 0.0);
+        assert!(m.deepened([0, 0], 1).is_some());
+        assert!(
+            d.widened([8, 8, 8, 8], 8, 1).is_none(),
+            "widening a residual model is refused"
+        );
     }
 
     #[test]
@@ -1000,8 +1294,15 @@ mod tests {
     fn gradient_matches_finite_differences() {
         // Without and with dropout (the same seed gives the same masks on every evaluation),
         // without and with padding.
-        for (p_drop, pad) in [(0.0, 0), (0.3, 0), (0.0, 6)] {
-            let m = tiny_padded(pad);
+        // Residual blocks (gates non-zero) in both stages, with and without dropout.
+        for (p_drop, pad, blocks) in [
+            (0.0, 0, [0, 0]),
+            (0.3, 0, [0, 0]),
+            (0.0, 6, [0, 0]),
+            (0.0, 0, [1, 1]),
+            (0.3, 0, [2, 1]),
+        ] {
+            let m = tiny_res(blocks, pad, 0.6);
             let (n, w) = (2, 42);
             let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
             let targets = vec![vec![1, 2], vec![7]];
@@ -1016,7 +1317,7 @@ mod tests {
                     let p = r.start + rng.below(r.len());
                     // Padding puts whole regions at exactly 0 next to real values (ReLU and
                     // max-pool kinks), where a large step crosses a kink: smaller step.
-                    let eps = if pad > 0 { 1e-3f32 } else { 1e-2f32 };
+                    let eps = if m.config.pad > 0 { 1e-3f32 } else { 1e-2f32 };
                     let mut plus = m.clone();
                     plus.params[p] += eps;
                     let mut minus = m.clone();
@@ -1026,7 +1327,7 @@ mod tests {
                     let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
                     assert!(
                         (num - ana).abs() <= tol,
-                        "dropout {p_drop} pad {pad}, {name}[{}]: numeric {num} analytic {ana}",
+                        "dropout {p_drop} pad {pad} blocks {blocks:?}, {name}[{}]: numeric {num} analytic {ana}",
                         p - r.start
                     );
                 }

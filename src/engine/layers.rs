@@ -224,6 +224,25 @@ pub fn conv_relu(
     weight: &[f32],
     bias: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
+    let (mut y, cols) = conv(x, s, m, h, w, weight, bias);
+    y.iter_mut().for_each(|v| *v = v.max(0.0));
+    (y, cols)
+}
+
+/// Valid convolution + bias over a batch, as one GEMM (no activation).
+///
+/// # Shapes
+/// As [`conv_relu`]: `x` `[ci, m, h, w]` → (`y` `[co, m, ho, wo]`, `cols` `[ci·kh·kw, m·ho·wo]`).
+#[allow(clippy::too_many_arguments)]
+pub fn conv(
+    x: &[f32],
+    s: ConvShape,
+    m: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    bias: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let n = m * (h + 1 - s.kh) * (w + 1 - s.kw);
     let cols = im2col(x, s, m, h, w);
     let mut y = vec![0f32; s.co * n];
@@ -231,8 +250,59 @@ pub fn conv_relu(
         y[c * n..][..n].fill(*b);
     }
     gemm(s.co, s.k(), n, weight, false, &cols, false, &mut y, 1.0);
-    y.iter_mut().for_each(|v| *v = v.max(0.0));
     (y, cols)
+}
+
+/// `rows` zero rows added above and below every plane.
+///
+/// # Shapes
+/// `x`: `[planes, h, w]` → `[planes, h + 2·rows, w]`.
+pub fn pad_rows(x: &[f32], planes: usize, h: usize, w: usize, rows: usize) -> Vec<f32> {
+    let hp = h + 2 * rows;
+    let mut out = vec![0f32; planes * hp * w];
+    for (dst, src) in out.chunks_exact_mut(hp * w).zip(x.chunks_exact(h * w)) {
+        dst[rows * w..][..h * w].copy_from_slice(src);
+    }
+    out
+}
+
+/// The inverse of [`pad_rows`]: the `rows` first and last rows of every plane dropped.
+///
+/// # Shapes
+/// `x`: `[planes, h + 2·rows, w]` → `[planes, h, w]`.
+pub fn crop_rows(x: &[f32], planes: usize, h: usize, w: usize, rows: usize) -> Vec<f32> {
+    let hp = h + 2 * rows;
+    let mut out = vec![0f32; planes * h * w];
+    for (dst, src) in out.chunks_exact_mut(h * w).zip(x.chunks_exact(hp * w)) {
+        dst.copy_from_slice(&src[rows * w..][..h * w]);
+    }
+    out
+}
+
+/// The `cols` first and last columns of every row dropped.
+///
+/// # Shapes
+/// `x`: `[rows, w]` → `[rows, w − 2·cols]`.
+pub fn crop_cols(x: &[f32], w: usize, cols: usize) -> Vec<f32> {
+    let wo = w - 2 * cols;
+    let mut out = Vec::with_capacity(x.len() / w * wo);
+    for row in x.chunks_exact(w) {
+        out.extend_from_slice(&row[cols..cols + wo]);
+    }
+    out
+}
+
+/// Adjoint of [`crop_cols`]: `dy` accumulated into the middle columns of `dx`.
+///
+/// # Shapes
+/// `dy`: `[rows, w − 2·cols]`, `dx`: `[rows, w]`.
+pub fn uncrop_cols_into(dy: &[f32], w: usize, cols: usize, dx: &mut [f32]) {
+    let wo = w - 2 * cols;
+    for (d, s) in dx.chunks_exact_mut(w).zip(dy.chunks_exact(wo)) {
+        for (a, b) in d[cols..cols + wo].iter_mut().zip(s) {
+            *a += b;
+        }
+    }
 }
 
 /// Backward of [`conv_relu`]. `dy` `[co, m, ho, wo]` is modified in place (ReLU mask applied);
@@ -252,11 +322,29 @@ pub fn conv_relu_backward(
     dbias: &mut [f32],
     want_dx: bool,
 ) -> Option<Vec<f32>> {
-    let n = m * (h + 1 - s.kh) * (w + 1 - s.kw);
     // Branch-free so that it vectorises.
     for (d, v) in dy.iter_mut().zip(y) {
         *d = if *v > 0.0 { *d } else { 0.0 };
     }
+    conv_backward(dy, cols, s, m, h, w, weight, dweight, dbias, want_dx)
+}
+
+/// Backward of [`conv`] (no activation): from `dy` `[co, m, ho, wo]`, gradients accumulated into
+/// `dweight` `[co, ci·kh·kw]` and `dbias` `[co]`; returns `dx` `[ci, m, h, w]` when `want_dx`.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward(
+    dy: &[f32],
+    cols: &[f32],
+    s: ConvShape,
+    m: usize,
+    h: usize,
+    w: usize,
+    weight: &[f32],
+    dweight: &mut [f32],
+    dbias: &mut [f32],
+    want_dx: bool,
+) -> Option<Vec<f32>> {
+    let n = m * (h + 1 - s.kh) * (w + 1 - s.kw);
     for (c, db) in dbias.iter_mut().enumerate() {
         *db += sum_f32(&dy[c * n..][..n]);
     }

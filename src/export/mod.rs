@@ -1,7 +1,9 @@
 //! ONNX export of a [`Crnn`], built from the ONNX protobuf types that tract-onnx carries.
 //!
 //! Graph (opset 17, standard operators only):
-//! `strip [N, 3, 32, W]` → (Pad, when the model pads its strips) → Conv/Relu/MaxPool ×2 → Conv/Relu → Conv/Relu (`[N, C, 1, T]`) →
+//! `strip [N, 3, 32, W]` → (Pad, when the model pads its strips) → Conv/Relu/MaxPool ×2 (each
+//! followed by the stage's residual blocks, when the model has any: Conv/Relu/Conv added to a Slice
+//! of the block's input) → Conv/Relu → Conv/Relu (`[N, C, 1, T]`) →
 //! Squeeze → Transpose (`[T, N, C]`) → LSTM (bidirectional) → Transpose + Reshape
 //! (`[T, N, 2H]`) → MatMul + Add → LogSoftmax → `log_probs [T, N, 11]`. The windowing is the
 //! convolution stack itself (valid convolutions, stride 4 overall), so it happens in the graph.
@@ -14,15 +16,16 @@ use tract_onnx::pb::{
 };
 
 use crate::alphabet::NUM_CLASSES;
-use crate::engine::crnn::Crnn;
+use crate::engine::crnn::{block_name, Crnn, BLOCK_CROP};
 use crate::engine::detector::{Detector, PAD as DET_PAD, STRIDE as DET_STRIDE};
 use crate::engine::layers::ConvShape;
 use crate::engine::localiser::{Localiser, LocaliserConfig};
 use crate::read::metadata::{
     DET_INPUT_NAME, DET_KEY, DET_OUTPUT_NAME, INPUT_NAME, LOC_BINS_KEY, LOC_INPUT_NAME, LOC_KEY,
     LOC_MEMBERS_KEY, LOC_MIRROR_KEY, LOC_OUTPUT_NAME, LOC_PROFILE_NAME, MEMBERS_KEY, OUTPUT_NAME,
-    PAD_KEY, STRETCH_KEY,
+    PAD_KEY, STRETCH_KEY, WINDOW_KEY,
 };
+use crate::read::window::WINDOW;
 
 /// ONNX opset the graph uses.
 pub const OPSET: i64 = 17;
@@ -137,8 +140,23 @@ fn conv_stack(
     nodes: &mut Vec<NodeProto>,
     inits: &mut Vec<TensorProto>,
 ) -> String {
+    conv_stack_from(1, convs, params, pools, input, nodes, inits)
+}
+
+/// [`conv_stack`] with its convolutions numbered from `first` (`conv{first}`, `pool{first}`, …).
+fn conv_stack_from(
+    first: usize,
+    convs: &[ConvShape],
+    params: &[(&[f32], &[f32])],
+    pools: usize,
+    input: &str,
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<TensorProto>,
+) -> String {
     let mut prev = input.to_string();
     for (i, (s, (w, b))) in convs.iter().zip(params).enumerate() {
+        let i = i + first - 1;
+        let pooled = i + 1 - first < pools;
         let (wn, bn) = (
             format!("conv{}.weight", i + 1),
             format!("conv{}.bias", i + 1),
@@ -159,7 +177,7 @@ fn conv_stack(
         ));
         nodes.push(node("Relu", &relu_out, &[&conv_out], &[&relu_out], vec![]));
         prev = relu_out;
-        if i < pools {
+        if pooled {
             let pool = format!("pool{}", i + 1);
             nodes.push(node(
                 "MaxPool",
@@ -201,7 +219,13 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
             )
         })
         .collect();
-    prev = conv_stack(&cfg.convs(), &params, 2, &prev, &mut nodes, &mut inits);
+    let convs = cfg.convs();
+    let (n, i) = (&mut nodes, &mut inits);
+    prev = conv_stack_from(1, &convs[..1], &params[..1], 1, &prev, n, i);
+    prev = residual_blocks(model, 0, &prev, n, i);
+    prev = conv_stack_from(2, &convs[1..2], &params[1..2], 1, &prev, n, i);
+    prev = residual_blocks(model, 1, &prev, n, i);
+    prev = conv_stack_from(3, &convs[2..], &params[2..], 0, &prev, n, i);
     // [N, C, 1, T] → [T, N, C]
     inits.push(tensor_i64("squeeze_axes", &[2]));
     nodes.push(node(
@@ -314,11 +338,89 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         cfg.height,
         &[Err("T"), Err("N"), Ok(NUM_CLASSES as i64)],
     );
-    let own = [
+    let mut own = vec![
         (PAD_KEY, cfg.pad.to_string()),
         (STRETCH_KEY, cfg.stretch.to_string()),
     ];
+    if cfg.window() != WINDOW {
+        own.push((WINDOW_KEY, cfg.window().to_string()));
+    }
     model_proto(graph, &own, metadata)
+}
+
+/// The residual blocks of `stage` (see [`ModelConfig::blocks`]) after `input`: per block
+/// `Conv` (padded one row above and below) → `Relu` → `Conv` (the gate multiplied into its
+/// weights and bias), added to `Slice` of the input without its first and last
+/// [`BLOCK_CROP`] columns. Returns the name of the last block's output (`input` when none).
+///
+/// [`ModelConfig::blocks`]: crate::engine::crnn::ModelConfig::blocks
+fn residual_blocks(
+    model: &Crnn,
+    stage: usize,
+    input: &str,
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<TensorProto>,
+) -> String {
+    let cfg = &model.config;
+    let s = cfg.block_conv(stage);
+    let mut prev = input.to_string();
+    if cfg.blocks[stage] > 0 && !inits.iter().any(|t| t.name == "block_crop.starts") {
+        let c = BLOCK_CROP as i64;
+        inits.push(tensor_i64("block_crop.starts", &[c]));
+        inits.push(tensor_i64("block_crop.ends", &[-c]));
+        inits.push(tensor_i64("block_crop.axes", &[3]));
+    }
+    let p = |n: String| model.param_by_name(&n).expect("block parameter");
+    for j in 0..cfg.blocks[stage] {
+        let name = block_name(stage, j);
+        let gate = p(format!("{name}.gate"))[0];
+        let mut conv = |which: &str, scale: f32, input: &str, nodes: &mut Vec<NodeProto>| {
+            let (wn, bn) = (
+                format!("{name}.{which}.weight"),
+                format!("{name}.{which}.bias"),
+            );
+            let scaled = |v: &[f32]| v.iter().map(|x| x * scale).collect::<Vec<_>>();
+            inits.push(tensor(
+                &wn,
+                &[s.co, s.ci, s.kh, s.kw],
+                &scaled(p(wn.clone())),
+            ));
+            inits.push(tensor(&bn, &[s.co], &scaled(p(bn.clone()))));
+            let out = format!("{name}.{which}");
+            nodes.push(node(
+                "Conv",
+                &out,
+                &[input, &wn, &bn],
+                &[&out],
+                vec![
+                    ints("kernel_shape", &[s.kh as i64, s.kw as i64]),
+                    ints("strides", &[1, 1]),
+                    ints("pads", &[1, 0, 1, 0]),
+                ],
+            ));
+            out
+        };
+        let a = conv("conv_a", 1.0, &prev, nodes);
+        let relu = format!("{name}.relu");
+        nodes.push(node("Relu", &relu, &[&a], &[&relu], vec![]));
+        let b = conv("conv_b", gate, &relu, nodes);
+        let skip = format!("{name}.skip");
+        nodes.push(node(
+            "Slice",
+            &skip,
+            &[
+                &prev,
+                "block_crop.starts",
+                "block_crop.ends",
+                "block_crop.axes",
+            ],
+            &[&skip],
+            vec![],
+        ));
+        nodes.push(node("Add", &name, &[&skip, &b], &[&name], vec![]));
+        prev = name;
+    }
+    prev
 }
 
 /// The inverse of [`pytorch_to_onnx_gates`]: ONNX's (i, o, f, c) blocks back to (i, f, g, o).
@@ -421,6 +523,9 @@ pub fn crnn_from_onnx(bytes: &[u8], source: &std::path::Path) -> crate::Result<C
             params.extend(part(&r, 4 * h * h));
         } else if name.starts_with("lstm.bias_ih") {
             params.extend(part(&b, 8 * h));
+        } else if name.ends_with(".gate") {
+            // Exported with the gate multiplied into the block's second convolution.
+            params.push(1.0);
         } else if name == "fc.weight" {
             let k = dirs * h;
             let t = init("fc.weight_t", k * NUM_CLASSES)?;
@@ -469,11 +574,22 @@ pub fn ensemble_mismatch(models: &[&Crnn]) -> Option<String> {
     let first = &models.first()?.config;
     models.iter().enumerate().skip(1).find_map(|(k, m)| {
         let c = &m.config;
-        (c.pad != first.pad || c.stretch != first.stretch || c.height != first.height).then(|| {
+        let differs = c.pad != first.pad
+            || c.stretch != first.stretch
+            || c.height != first.height
+            || c.window() != first.window();
+        differs.then(|| {
             format!(
-                "member {k} reads other strips (pad {}, stretch {}, height {}) than member 0 \
-                 (pad {}, stretch {}, height {})",
-                c.pad, c.stretch, c.height, first.pad, first.stretch, first.height
+                "member {k} reads other strips (pad {}, stretch {}, height {}, window {}) than \
+                 member 0 (pad {}, stretch {}, height {}, window {})",
+                c.pad,
+                c.stretch,
+                c.height,
+                c.window(),
+                first.pad,
+                first.stretch,
+                first.height,
+                first.window()
             )
         })
     })
@@ -535,11 +651,14 @@ pub fn ensemble_to_onnx(models: &[&Crnn], metadata: &[(&str, String)]) -> ModelP
             Ok(NUM_CLASSES as i64),
         ],
     );
-    let own = [
+    let mut own = vec![
         (PAD_KEY, cfg.pad.to_string()),
         (STRETCH_KEY, cfg.stretch.to_string()),
         (MEMBERS_KEY, models.len().to_string()),
     ];
+    if cfg.window() != WINDOW {
+        own.push((WINDOW_KEY, cfg.window().to_string()));
+    }
     model_proto(graph, &own, metadata)
 }
 
@@ -878,14 +997,19 @@ mod tests {
     fn import_inverts_export_bit_for_bit() {
         use crate::engine::crnn::ModelConfig;
         let path = std::path::Path::new("m.onnx");
-        for (bidirectional, pad, stretch) in [(true, 12, 1.4), (false, 0, 1.0)] {
+        for (bidirectional, pad, stretch, blocks) in [
+            (true, 12, 1.4, [0, 0]),
+            (false, 0, 1.0, [0, 0]),
+            (true, 32, 1.4, [1, 2]),
+        ] {
             let config = ModelConfig {
+                height: 32,
                 channels: [4, 6, 8, 8],
                 hidden: 5,
                 bidirectional,
                 pad,
                 stretch,
-                ..ModelConfig::default()
+                blocks,
             };
             let mut m = Crnn::new(config.clone(), 3);
             // Distinct values everywhere, so a swapped block or transposition shows.
@@ -894,16 +1018,35 @@ mod tests {
                 .enumerate()
                 .for_each(|(i, v)| *v += i as f32 * 1e-3);
             let json = serde_json::to_string(&config).unwrap();
-            let bytes = to_onnx_bytes(&m, &[(CONFIG_KEY, json)]);
+            let bytes = to_onnx_bytes(&m, &[(CONFIG_KEY, json.clone())]);
             let back = crnn_from_onnx(&bytes, path).unwrap();
-            assert_eq!(back.config.pad, pad);
-            assert_eq!(back.config.stretch, stretch);
-            assert!(back
-                .params
-                .iter()
-                .zip(&m.params)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(back.config, config);
             assert_eq!(back.params.len(), m.params.len());
+            // A residual block's gate is multiplied into its second convolution at export and
+            // imported as 1: the same function, and the same ONNX again bit for bit.
+            let again = to_onnx_bytes(&back, &[(CONFIG_KEY, json)]);
+            assert_eq!(again, bytes, "blocks {blocks:?}");
+            if blocks == [0, 0] {
+                assert!(back
+                    .params
+                    .iter()
+                    .zip(&m.params)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()));
+            } else {
+                let x: Vec<f32> = (0..3 * 32 * 70)
+                    .map(|i| (i % 17) as f32 * 0.1 - 0.8)
+                    .collect();
+                let (a, b) = (
+                    crate::engine::crnn::log_probs(&m, &x, 1, 70),
+                    crate::engine::crnn::log_probs(&back, &x, 1, 70),
+                );
+                let d = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0f32, f32::max);
+                assert!(d < 1e-4, "max |Δ log p| {d}");
+            }
         }
         let e = crnn_from_onnx(b"not onnx", path).unwrap_err().to_string();
         assert!(e.contains("m.onnx"), "{e}");

@@ -6,7 +6,7 @@ use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};
 use imageproc::rect::Rect;
 
 use crate::read::ctc::Decoded;
-use crate::read::window::window_span;
+use crate::read::window::window_span_of;
 use crate::read::{Geometry, Region, StripColumns};
 
 /// Where one digit was read: image columns `[x0, x1)` covered by the windows that emitted it,
@@ -41,8 +41,8 @@ pub fn digit_spans(decoded: &Decoded, region: Region, g: Geometry) -> Vec<DigitS
         .map(|(((t0, t1), &digit), &confidence)| DigitSpan {
             digit,
             confidence,
-            x0: to_image(window_span(*t0).0),
-            x1: to_image(window_span(*t1).1),
+            x0: to_image(window_span_of(*t0, g.window).0),
+            x1: to_image(window_span_of(*t1, g.window).1),
             y0: region.y0 as f32,
             y1: region.y1 as f32,
         })
@@ -165,7 +165,15 @@ mod tests {
             (region(10, 5, 74, 37), 12, (10.0, 24.0), (10.0, 40.0)),
         ];
         for (r, pad, first, second) in cases {
-            let s = digit_spans(&d, r, Geometry { stretch: 1.0, pad });
+            let s = digit_spans(
+                &d,
+                r,
+                Geometry {
+                    stretch: 1.0,
+                    pad,
+                    ..Geometry::default()
+                },
+            );
             assert_eq!((s[0].x0, s[0].x1), first, "{r:?} pad {pad}");
             assert_eq!((s[1].x0, s[1].x1), second, "{r:?} pad {pad}");
             assert_eq!((s[1].y0, s[1].y1), (r.y0 as f32, r.y1 as f32));
@@ -177,6 +185,7 @@ mod tests {
             Geometry {
                 stretch: 2.0,
                 pad: 0,
+                ..Geometry::default()
             },
         );
         assert_eq!(

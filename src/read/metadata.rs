@@ -14,6 +14,11 @@ pub const PAD_KEY: &str = "housenum.pad";
 /// [`crate::read::reader::Reader`] read it; absent means 1).
 pub const STRETCH_KEY: &str = "housenum.stretch";
 
+/// Metadata key holding [`crate::engine::crnn::ModelConfig::window`], the width in pixels of the
+/// windows whose embeddings are the time steps (written when it is not
+/// [`crate::read::window::WINDOW`], by readers with residual blocks; absent means that).
+pub const WINDOW_KEY: &str = "housenum.window";
+
 /// Metadata key of an ensemble's member count (absent for a single model).
 pub const MEMBERS_KEY: &str = "housenum.members";
 

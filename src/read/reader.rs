@@ -16,7 +16,7 @@ use crate::read::detect::Detector;
 use crate::read::framings::{self, ViewReading};
 use crate::read::locate::Locator;
 use crate::read::metadata::{self, CALIBRATION_KEY};
-use crate::read::metadata::{PAD_KEY, STRETCH_KEY};
+use crate::read::metadata::{PAD_KEY, STRETCH_KEY, WINDOW_KEY};
 use crate::read::search;
 use crate::read::verify;
 use crate::read::DigitBox;
@@ -223,11 +223,23 @@ impl Reader {
                 .ok_or_else(|| err(format!("{STRETCH_KEY} metadata is not valid: {text:?}")))?,
             None => 1.0,
         };
+        let window = match metadata(WINDOW_KEY)? {
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|w| (read::window::WINDOW..=read::window::MAX_WINDOW).contains(w))
+                .ok_or_else(|| err(format!("{WINDOW_KEY} metadata is not valid: {text:?}")))?,
+            None => read::window::WINDOW,
+        };
         let reader = Reader {
             source: source.to_path_buf(),
             model,
             calibration,
-            geometry: Geometry { stretch, pad },
+            geometry: Geometry {
+                stretch,
+                pad,
+                window,
+            },
             plan: Mutex::new(None),
             locator: Mutex::new(None),
             detector: Mutex::new(None),
@@ -246,15 +258,22 @@ impl Reader {
             .run(tvec!(probe.into_tvalue()))
             .map_err(|e| err(format!("does not run on a [1, 3, 32, 32] strip: {e}")))?;
         let shape = out[0].shape().to_vec();
-        let members = match shape.as_slice() {
-            [_, 1, c] if *c == NUM_CLASSES => 1,
-            [m, _, 1, c] if *c == NUM_CLASSES && *m > 0 => *m,
+        let (members, steps) = match shape.as_slice() {
+            [t, 1, c] if *c == NUM_CLASSES => (1, *t),
+            [m, t, 1, c] if *c == NUM_CLASSES && *m > 0 => (*m, *t),
             _ => {
                 return Err(err(format!(
                     "output shape {shape:?} is neither [T, 1, {NUM_CLASSES}] nor [M, T, 1, {NUM_CLASSES}]"
                 )))
             }
         };
+        let want = read::window::steps_of(read::MIN_WIDTH + 2 * pad, window);
+        if steps != want {
+            return Err(err(format!(
+                "a {}-px strip gives {steps} steps, not the {want} that {PAD_KEY} = {pad} and {WINDOW_KEY} = {window} give",
+                read::MIN_WIDTH
+            )));
+        }
         Ok(Reader { members, ..reader })
     }
 
@@ -270,9 +289,9 @@ impl Reader {
     }
 
     /// How the model's strips are made and padded (from its metadata): the horizontal
-    /// stretch preprocessing applies (1 when absent) and the zero columns the model adds on
-    /// each side of a strip (0 when absent; step `t` sees columns `window_span(t) − pad` of
-    /// the strip).
+    /// stretch preprocessing applies (1 when absent), the zero columns the model adds on
+    /// each side of a strip (0 when absent) and its window width ([`read::window::WINDOW`] when
+    /// absent): step `t` sees columns `window_span_of(t, window) − pad` of the strip.
     pub fn geometry(&self) -> Geometry {
         self.geometry
     }

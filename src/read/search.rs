@@ -17,7 +17,7 @@
 //! is this rule, and reads all six samples right.
 
 use crate::read::ctc::Decoded;
-use crate::read::window::{STRIDE, WINDOW};
+use crate::read::window::STRIDE;
 use crate::read::{Geometry, Region, StripColumns};
 
 /// Digits closer than this multiple of the tightest spacing belong to the same number.
@@ -32,7 +32,7 @@ pub fn digit_centres(decoded: &Decoded, region: Region, g: Geometry) -> Vec<f64>
     decoded
         .spans
         .iter()
-        .map(|&(t0, t1)| columns.to_image((STRIDE * (t0 + t1) + WINDOW) as f64 / 2.0))
+        .map(|&(t0, t1)| columns.to_image((STRIDE * (t0 + t1) + g.window) as f64 / 2.0))
         .collect()
 }
 
@@ -127,10 +127,15 @@ pub fn choose(regions: &[Region], readings: &[Decoded], g: Geometry) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::window::WINDOW;
 
     /// An unstretched model padding `pad` columns.
     fn pad(pad: usize) -> Geometry {
-        Geometry { stretch: 1.0, pad }
+        Geometry {
+            stretch: 1.0,
+            pad,
+            ..Geometry::default()
+        }
     }
 
     fn reading(spans: &[(usize, usize)], confidence: f32) -> Decoded {
@@ -167,8 +172,21 @@ mod tests {
         let stretched = Geometry {
             stretch: 2.0,
             pad: 0,
+            ..Geometry::default()
         };
         assert_eq!(digit_centres(&d, r, stretched), vec![16.5, 24.5]);
+        // A reader with residual blocks: windows 16 px wider, padded 8 columns more, so every
+        // step is centred where it was.
+        let wide = Geometry {
+            stretch: 1.0,
+            pad: 20,
+            window: WINDOW + 16,
+        };
+        assert_eq!(
+            digit_centres(&d, r, wide),
+            digit_centres(&d, r, pad(12)),
+            "same centres"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Geometry {
     pub stretch: f32,
     /// Zero columns the model adds on each side of the strip before its windows.
     pub pad: usize,
+    /// Width of the model's windows in pixels ([`crate::read::window::WINDOW`] unless the
+    /// reader has residual blocks); their stride is [`crate::read::window::STRIDE`].
+    pub window: usize,
 }
 
 impl Default for Geometry {
@@ -53,6 +56,7 @@ impl Default for Geometry {
         Geometry {
             stretch: 1.0,
             pad: 0,
+            window: crate::read::window::WINDOW,
         }
     }
 }
@@ -591,6 +595,7 @@ mod tests {
         let g = Geometry {
             stretch: 1.5,
             pad: 12,
+            ..Geometry::default()
         };
         let c = StripColumns::new(r, g);
         assert!((c.to_image(12.0) - 10.0).abs() < 1e-9);
@@ -602,7 +607,8 @@ mod tests {
                 r,
                 Geometry {
                     stretch: 1.0,
-                    pad: 0
+                    pad: 0,
+                    window: crate::read::window::WINDOW,
                 }
             )
         );

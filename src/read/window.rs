@@ -5,21 +5,36 @@
 
 /// Window width in pixels: the receptive field of the conv stack.
 pub const WINDOW: usize = 26;
+/// The widest window a reader may have (its metadata is refused beyond): [`WINDOW`] grown by
+/// residual blocks, with room to spare.
+pub const MAX_WINDOW: usize = 256;
 /// Window stride in pixels: the product of the poolings' strides.
 pub const STRIDE: usize = 4;
 
 /// Number of windows (time steps) in a strip `width` pixels wide; 0 when narrower than a window.
 pub fn num_steps(width: usize) -> usize {
-    if width < WINDOW {
+    steps_of(width, WINDOW)
+}
+
+/// Number of windows `window` pixels wide, cut every [`STRIDE`] pixels, in a strip `width`
+/// pixels wide (a reader with residual blocks has a wider window than [`WINDOW`]:
+/// [`crate::engine::crnn::ModelConfig::window`]).
+pub fn steps_of(width: usize, window: usize) -> usize {
+    if width < window {
         0
     } else {
-        (width - WINDOW) / STRIDE + 1
+        (width - window) / STRIDE + 1
     }
 }
 
 /// Pixel columns `[start, end)` seen by step `t`.
 pub fn window_span(t: usize) -> (usize, usize) {
-    (t * STRIDE, t * STRIDE + WINDOW)
+    window_span_of(t, WINDOW)
+}
+
+/// Pixel columns `[start, end)` seen by step `t` of windows `window` pixels wide.
+pub fn window_span_of(t: usize, window: usize) -> (usize, usize) {
+    (t * STRIDE, t * STRIDE + window)
 }
 
 /// Cut window `t` out of a `[c, h, width]` strip.
@@ -27,14 +42,26 @@ pub fn window_span(t: usize) -> (usize, usize) {
 /// # Shapes
 /// Returns `[c, h, WINDOW]`.
 pub fn cut_window(strip: &[f32], c: usize, h: usize, width: usize, t: usize) -> Vec<f32> {
-    let (x0, _) = window_span(t);
-    assert!(
-        x0 + WINDOW <= width,
-        "window {t} is outside a strip {width} wide"
-    );
-    let mut out = Vec::with_capacity(c * h * WINDOW);
+    cut_window_of(strip, c, h, width, t, WINDOW)
+}
+
+/// Cut window `t` of windows `window` pixels wide out of a `[c, h, width]` strip.
+///
+/// # Shapes
+/// Returns `[c, h, window]`.
+pub fn cut_window_of(
+    strip: &[f32],
+    c: usize,
+    h: usize,
+    width: usize,
+    t: usize,
+    window: usize,
+) -> Vec<f32> {
+    let (x0, x1) = window_span_of(t, window);
+    assert!(x1 <= width, "window {t} is outside a strip {width} wide");
+    let mut out = Vec::with_capacity(c * h * window);
     for row in 0..c * h {
-        out.extend_from_slice(&strip[row * width + x0..][..WINDOW]);
+        out.extend_from_slice(&strip[row * width + x0..][..window]);
     }
     out
 }

@@ -529,7 +529,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                     })?;
                     eprintln!("widened to channels {c:?}, hidden {h} (same function)");
                 }
+                if m.config.blocks != cfg.model.blocks {
+                    let (have, want) = (m.config.blocks, cfg.model.blocks);
+                    m = m.deepened(want, cfg.seed).ok_or_else(|| {
+                        Error::Config(format!(
+                            "{} has residual blocks {have:?}; --blocks {},{} would remove some",
+                            p.display(),
+                            want[0],
+                            want[1]
+                        ))
+                    })?;
+                    m.config.pad = cfg.model.pad;
+                    eprintln!("residual blocks {have:?} -> {want:?} (same function)");
+                }
                 if cfg.revive {
+                    if m.config.blocks != [0, 0] {
+                        return Err(Error::Config(
+                            "--revive is for readers without residual blocks".into(),
+                        ));
+                    }
                     let probe = &train_recs[..train_recs.len().min(500)];
                     let (strips, _) = labelled_strips(probe, Protocol::Crop, m.config.stretch);
                     let dead = dead_channels(&m, &strips);
