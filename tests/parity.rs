@@ -433,3 +433,48 @@ fn read_py_decodes_profiles_at_the_metadata_threshold() {
         assert_ne!(ours, default, "a threshold of 0.2 changed no reading");
     }
 }
+
+/// `onnx/read.py` reads a reader with residual blocks (a wider window, `housenum.window`, and
+/// more padding) as `housenum read` does, under `search` (which maps time steps back to image
+/// columns through the window) and `locate`: the shipped reader with two blocks added and their
+/// gates opened a little, on the samples and, with SVHN, 40 training photos. Skipped like the
+/// tests above without onnxruntime.
+#[test]
+fn read_py_reads_a_residual_reader_as_housenum_read() {
+    if !common::python_has("onnxruntime, numpy, PIL", "HOUSENUM_REQUIRE_ORT") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("residual.onnx");
+    let deep = with_gates(shipped().remove(0).deepened([0, 2], 3).unwrap(), 0.05);
+    assert_eq!(deep.config.window(), 26 + 32);
+    std::fs::write(&model, housenum::export::to_onnx_bytes(&deep, &[])).unwrap();
+    let mut paths: Vec<std::path::PathBuf> =
+        common::samples().into_iter().map(|(p, _)| p).collect();
+    if let Some(svhn) = common::svhn() {
+        paths.extend((1..=40).map(|i| svhn.join(format!("train/{i}.png"))));
+    }
+    let stdout = |cmd: &mut std::process::Command| {
+        let out = cmd.args(&paths).output().unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 4)),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for protocol in ["search", "locate"] {
+        let ours = stdout(
+            std::process::Command::new(common::bin())
+                .args(["read", "--protocol", protocol, "--model"])
+                .arg(&model),
+        );
+        let theirs = stdout(
+            std::process::Command::new("python3")
+                .arg(common::root().join("onnx/read.py"))
+                .args(["--protocol", protocol, "--model"])
+                .arg(&model),
+        );
+        assert_eq!(ours, theirs, "{protocol}: housenum read vs onnx/read.py");
+    }
+}
