@@ -398,21 +398,9 @@ fn read_py_decodes_profiles_at_the_metadata_threshold() {
     )
     .unwrap();
     std::fs::write(&loc, bytes).unwrap();
-    let mut paths: Vec<std::path::PathBuf> =
-        common::samples().into_iter().map(|(p, _)| p).collect();
     let svhn = common::svhn();
-    if let Some(svhn) = &svhn {
-        paths.extend((1..=40).map(|i| svhn.join(format!("train/{i}.png"))));
-    }
-    let stdout = |cmd: &mut std::process::Command| {
-        let out = cmd.args(&paths).output().unwrap();
-        assert!(
-            matches!(out.status.code(), Some(0 | 4)),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let paths = samples_and_training_photos();
+    let stdout = |cmd: &mut std::process::Command| stdout_on(cmd, &paths);
     let ours = stdout(
         std::process::Command::new(common::bin())
             .args(["read", "--localiser"])
@@ -449,20 +437,8 @@ fn read_py_reads_a_residual_reader_as_housenum_read() {
     let deep = with_gates(shipped().remove(0).deepened([0, 2], 3).unwrap(), 0.05);
     assert_eq!(deep.config.window(), 26 + 32);
     std::fs::write(&model, housenum::export::to_onnx_bytes(&deep, &[])).unwrap();
-    let mut paths: Vec<std::path::PathBuf> =
-        common::samples().into_iter().map(|(p, _)| p).collect();
-    if let Some(svhn) = common::svhn() {
-        paths.extend((1..=40).map(|i| svhn.join(format!("train/{i}.png"))));
-    }
-    let stdout = |cmd: &mut std::process::Command| {
-        let out = cmd.args(&paths).output().unwrap();
-        assert!(
-            matches!(out.status.code(), Some(0 | 4)),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let paths = samples_and_training_photos();
+    let stdout = |cmd: &mut std::process::Command| stdout_on(cmd, &paths);
     for protocol in ["search", "locate"] {
         let ours = stdout(
             std::process::Command::new(common::bin())
@@ -477,4 +453,26 @@ fn read_py_reads_a_residual_reader_as_housenum_read() {
         );
         assert_eq!(ours, theirs, "{protocol}: housenum read vs onnx/read.py");
     }
+}
+
+/// The sample photos and, with SVHN, its first 40 training photos.
+fn samples_and_training_photos() -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<std::path::PathBuf> =
+        common::samples().into_iter().map(|(p, _)| p).collect();
+    if let Some(svhn) = common::svhn() {
+        paths.extend((1..=40).map(|i| svhn.join(format!("train/{i}.png"))));
+    }
+    paths
+}
+
+/// What `cmd` prints reading `paths`, after checking that it exits 0 (all read) or 4 (some
+/// photo holds no number).
+fn stdout_on(cmd: &mut std::process::Command, paths: &[std::path::PathBuf]) -> String {
+    let out = cmd.args(paths).output().unwrap();
+    assert!(
+        matches!(out.status.code(), Some(0 | 4)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

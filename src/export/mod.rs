@@ -130,21 +130,9 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> ValueInfoProto {
 }
 
 /// The nodes and initialisers of a stack of valid convolutions, each followed by ReLU, the first
-/// `pools` of them also by a 2×2 max-pooling; `params[i]` is conv `i`'s (weight, bias). Returns
-/// the name of the stack's output.
+/// `pools` of them also by a 2×2 max-pooling; `params[i]` is conv `i`'s (weight, bias), named
+/// `conv{first + i}` (and `pool{first + i}`). Returns the name of the stack's output.
 fn conv_stack(
-    convs: &[ConvShape],
-    params: &[(&[f32], &[f32])],
-    pools: usize,
-    input: &str,
-    nodes: &mut Vec<NodeProto>,
-    inits: &mut Vec<TensorProto>,
-) -> String {
-    conv_stack_from(1, convs, params, pools, input, nodes, inits)
-}
-
-/// [`conv_stack`] with its convolutions numbered from `first` (`conv{first}`, `pool{first}`, …).
-fn conv_stack_from(
     first: usize,
     convs: &[ConvShape],
     params: &[(&[f32], &[f32])],
@@ -221,11 +209,11 @@ pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
         .collect();
     let convs = cfg.convs();
     let (n, i) = (&mut nodes, &mut inits);
-    prev = conv_stack_from(1, &convs[..1], &params[..1], 1, &prev, n, i);
+    prev = conv_stack(1, &convs[..1], &params[..1], 1, &prev, n, i);
     prev = residual_blocks(model, 0, &prev, n, i);
-    prev = conv_stack_from(2, &convs[1..2], &params[1..2], 1, &prev, n, i);
+    prev = conv_stack(2, &convs[1..2], &params[1..2], 1, &prev, n, i);
     prev = residual_blocks(model, 1, &prev, n, i);
-    prev = conv_stack_from(3, &convs[2..], &params[2..], 0, &prev, n, i);
+    prev = conv_stack(3, &convs[2..], &params[2..], 0, &prev, n, i);
     // [N, C, 1, T] → [T, N, C]
     inits.push(tensor_i64("squeeze_axes", &[2]));
     nodes.push(node(
@@ -727,6 +715,7 @@ pub fn localiser_to_onnx(loc: &Localiser, metadata: &[(&str, String)]) -> ModelP
         .map(|i| (loc.param(2 * i), loc.param(2 * i + 1)))
         .collect();
     let prev = conv_stack(
+        1,
         &cfg.convs(),
         &params,
         3,
@@ -913,6 +902,7 @@ pub fn detector_to_onnx(det: &Detector, metadata: &[(&str, String)]) -> ModelPro
         .map(|i| (det.param(2 * i), det.param(2 * i + 1)))
         .collect();
     let prev = conv_stack(
+        1,
         &cfg.convs(),
         &params,
         3,
