@@ -604,8 +604,6 @@ impl Crnn {
             let gate = self.param(k + 4)[0];
             grad[self.param_range(k + 4).start] +=
                 dy.iter().zip(&cache.b).map(|(d, b)| d * b).sum::<f32>();
-            let mut dx = vec![0f32; planes * h * w];
-            layers::uncrop_cols_into(&dy, w, BLOCK_CROP, &mut dx);
             let db: Vec<f32> = dy.iter().map(|d| d * gate).collect();
             let (gw, gb) = split_two(grad, self.param_range(k + 2), self.param_range(k + 3));
             let dap = layers::conv_backward(
@@ -637,8 +635,9 @@ impl Crnn {
                 true,
             )
             .expect("dx requested");
-            let branch = layers::crop_rows(&dxp, planes, h, w, 1);
-            dx.iter_mut().zip(&branch).for_each(|(a, b)| *a += b);
+            // The branch's input gradient, plus the skip's (dy into the kept columns).
+            let mut dx = layers::crop_rows(&dxp, planes, h, w, 1);
+            layers::uncrop_cols_into(&dy, w, BLOCK_CROP, &mut dx);
             dy = dx;
         }
         dy
