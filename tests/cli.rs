@@ -1205,6 +1205,60 @@ fn synth_photos(dir: &std::path::Path, count: usize, seed: u64) -> std::path::Pa
     photos
 }
 
+/// `synth --backgrounds` takes its backgrounds from the training split only, and with
+/// `--fold I/K` only from the photos that fold's run trains on.
+#[test]
+fn synth_backgrounds_leave_out_validation_and_the_held_out_fold() {
+    use housenum::data::svhn::{is_validation_name, Fold};
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 40, 12);
+    let names: Vec<String> = (1..=40).map(|i| format!("{i}.png")).collect();
+    let outside_val = |n: &&String| !is_validation_name(n, 0.1);
+    let in_fold = |f: &str, n: &String| f.parse::<Fold>().unwrap().contains(n, 0.1);
+    let cases: [(&[&str], usize); 3] = [
+        (&[], names.iter().filter(outside_val).count()),
+        (
+            &["--fold", "1/3"],
+            names
+                .iter()
+                .filter(outside_val)
+                .filter(|n| !in_fold("1/3", n))
+                .count(),
+        ),
+        (
+            &["--fold", "3/3"],
+            names
+                .iter()
+                .filter(outside_val)
+                .filter(|n| !in_fold("3/3", n))
+                .count(),
+        ),
+    ];
+    for (extra, want) in cases {
+        let out = dir.path().join("s").display().to_string();
+        let bg = photos.display().to_string();
+        let mut args = vec![
+            "synth",
+            "--out",
+            &out,
+            "--count",
+            "2",
+            "--backgrounds",
+            &bg,
+            "--json",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let (code, stdout, err) = run(&args, None);
+        assert_eq!(code, 0, "{extra:?}: {err}");
+        let j: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(j["background_photos"], want, "{extra:?}");
+        assert!(want > 0 && want < 40, "{extra:?}: {want}");
+    }
+    let (code, _, err) = run(&["synth", "--count", "1", "--fold", "1/3"], None);
+    assert_eq!(code, 2, "--fold without --backgrounds: {err}");
+}
+
 /// `synth --fonts` draws from every font, the training fonts, or only the held-out families.
 #[test]
 fn synth_fonts_choose_the_font_set() {

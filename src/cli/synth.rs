@@ -42,6 +42,10 @@ pub struct SynthArgs {
     /// Validation fraction of the backgrounds folder to leave out (same hash as `train`).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
+    /// Take backgrounds only from the photos a `--fold I/K` run trains on (the other folds), so
+    /// that synthetic numbers added to a fold's training never show its held-out photos.
+    #[arg(long, requires = "backgrounds")]
+    pub fold: Option<svhn::Fold>,
     /// Instead of writing files, generate `--count` training strips (32 px high) in memory and
     /// report images per second.
     #[arg(long)]
@@ -74,10 +78,10 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
     if a.min_len == 0 || a.max_len < a.min_len {
         bail!("--min-len must be >= 1 and <= --max-len");
     }
-    let backgrounds = match &a.backgrounds {
+    let (backgrounds, background_photos) = match &a.backgrounds {
         Some(dir) => {
             let set = SvhnSet::open(dir).with_context(|| format!("reading {}", dir.display()))?;
-            let (train, _) = svhn::split_by_name(&set.records, a.val_fraction);
+            let (train, _) = svhn::split_held_out(&set.records, a.val_fraction, a.fold);
             let b = synth::load_backgrounds(&train);
             eprintln!(
                 "backgrounds: {} patches from {} training-split photos of {}",
@@ -85,9 +89,9 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
                 train.len(),
                 dir.display()
             );
-            b
+            (b, train.len())
         }
-        None => Vec::new(),
+        None => (Vec::new(), 0),
     };
     let config = SynthConfig {
         min_len: a.min_len,
@@ -177,7 +181,7 @@ pub fn run(a: SynthArgs) -> Result<ExitCode> {
         println!(
             "{}",
             serde_json::json!({"out": out, "images": a.count, "seed": a.seed, "seconds": secs,
-                "digit_struct": mat, "fonts": gen.num_fonts()})
+                "digit_struct": mat, "fonts": gen.num_fonts(), "background_photos": background_photos})
         );
     } else {
         println!(
