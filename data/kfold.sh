@@ -10,6 +10,8 @@
 #   reader:    `housenum train --fold I/K ARGS`, exported, measured with `eval --protocol crop`
 #   localiser: `housenum train-localiser --fold I/K ARGS`, exported coarse to fine (`--refine`),
 #              measured with `eval --protocol locate` (what `read` does) and the shipped reader
+#   `{i}` in a training argument becomes the fold's index (e.g. `--extra synth/{i}`, a folder
+#   made for that fold by `housenum synth --backgrounds DIR --fold {i}/K`).
 #   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`; a `--val-fraction` other than 0.1
 #   goes to both sides); EVAL_TAG=name measures trained folds again under other eval args.
 # Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training).
@@ -30,15 +32,16 @@ B="${HOUSENUM:-${CARGO_TARGET_DIR:-target}/release/housenum}"  # HOUSENUM=path o
 mkdir -p "$out"
 for i in $(seq 1 "$k"); do
   d="$out/fold-$i"
+  fold_args=("${train_args[@]//\{i\}/$i}")
   case "$kind" in
     reader)
       model="$d/housenum.onnx"
-      [ -f "$model" ] || { "$B" train --data "$svhn" --out "$d" --fold "$i/$k" -q "${train_args[@]}"
+      [ -f "$model" ] || { "$B" train --data "$svhn" --out "$d" --fold "$i/$k" -q "${fold_args[@]}"
         "$B" export --checkpoint "$d/last.safetensors" --out "$model"; }
       models=(--model "$model"); protocol=crop ;;
     localiser)
       model="$d/refined.onnx"
-      [ -f "$model" ] || { "$B" train-localiser --data "$svhn" --out "$d" --fold "$i/$k" --quiet "${train_args[@]}"
+      [ -f "$model" ] || { "$B" train-localiser --data "$svhn" --out "$d" --fold "$i/$k" --quiet "${fold_args[@]}"
         "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$model"; }
       models=(--localiser "$model"); protocol=locate ;;
     *) echo "kind must be reader or localiser, not $kind" >&2; exit 2 ;;

@@ -1044,7 +1044,7 @@ fn kfold_trains_each_fold_and_joins_the_outcomes() {
                 "--channels",
                 "4,4,8,8",
                 "--hidden",
-                "8",
+                "{i}",
                 "--",
                 "--views",
                 "1",
@@ -1073,6 +1073,14 @@ fn kfold_trains_each_fold_and_joins_the_outcomes() {
         .collect();
     let unique: std::collections::HashSet<&str> = names.iter().copied().collect();
     assert_eq!(unique.len(), names.len(), "a photo in two folds");
+    // `{i}` in a training argument is the fold's index: fold I trained with I hidden units.
+    for i in 1..=2 {
+        let ck = housenum::train::checkpoint::Checkpoint::load(
+            &out.join(format!("fold-{i}/last.safetensors")),
+        )
+        .unwrap();
+        assert_eq!(ck.model.config.hidden, i, "fold {i}");
+    }
     let (code, json, _) = common::run(
         &[
             "eval",
