@@ -1260,6 +1260,79 @@ fn synth_backgrounds_leave_out_validation_and_the_held_out_fold() {
     assert_eq!(code, 2, "--fold without --backgrounds: {err}");
 }
 
+/// `train-detector --fold I/K --extra DIR`: the photos of the other folds and every extra image
+/// are trained on, the fold is held out, and the canvases come only from the photos.
+#[cfg(feature = "train")]
+#[test]
+fn detector_training_holds_out_its_fold_and_adds_the_extra_images() {
+    use housenum::data::svhn::{is_validation_name, Fold};
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 30, 21);
+    let extra = dir.path().join("extra");
+    let (code, _, err) = run(
+        &[
+            "synth",
+            "--out",
+            extra.to_str().unwrap(),
+            "--count",
+            "7",
+            "--seed",
+            "3",
+            "-q",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let names: Vec<String> = (1..=30).map(|i| format!("{i}.png")).collect();
+    // (training photos, held out) of a split at validation share 0.2, by fold or not.
+    let split = |fold: Option<&str>| {
+        let fold = fold.map(|f| f.parse::<Fold>().unwrap());
+        let outside: Vec<&String> = names
+            .iter()
+            .filter(|n| !is_validation_name(n, 0.2))
+            .collect();
+        match fold {
+            Some(f) => {
+                let held = outside.iter().filter(|n| f.contains(n, 0.2)).count();
+                (outside.len() - held, held)
+            }
+            None => (outside.len(), names.len() - outside.len()),
+        }
+    };
+    let e = extra.display().to_string();
+    let cases: [(&[&str], (usize, usize), usize); 3] = [
+        (&[], split(None), 0),
+        (&["--fold", "2/3"], split(Some("2/3")), 0),
+        (&["--fold", "1/3", "--extra", &e], split(Some("1/3")), 7),
+    ];
+    for (i, (args, (train, held), extras)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("det{i}")).display().to_string();
+        let p = photos.display().to_string();
+        let mut all = vec![
+            "train-detector",
+            "--data",
+            &p,
+            "--out",
+            &out,
+            "--epochs",
+            "1",
+            "--channels",
+            "2,2,2,2,2",
+            "--cells",
+            "4",
+            "--quiet",
+        ];
+        all.extend_from_slice(args);
+        let (code, _, err) = run(&all, None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let want = format!("{train} training photos (");
+        assert!(err.contains(&want), "{args:?}: want {want}: {err}");
+        let want = format!("{extras} extra images, {held} held out");
+        assert!(err.contains(&want), "{args:?}: want {want}: {err}");
+        assert!(train > 0 && held > 0, "{args:?}");
+    }
+}
+
 /// `synth --fonts` draws from every font, the training fonts, or only the held-out families.
 #[test]
 fn synth_fonts_choose_the_font_set() {

@@ -680,6 +680,8 @@ fn detector_training_resumes_is_reproducible_and_exports_what_tract_reads() {
         anywhere: 0.25,
         quiet: true,
         stop_after: Some(stop_after),
+        fold: None,
+        extra: Vec::new(),
     };
     let (a, b, c) = (
         tempfile::tempdir().unwrap(),

@@ -33,6 +33,15 @@ pub struct TrainDetectorArgs {
     /// Use at most this many training photos.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// K-fold cross-validation: train on the other folds of the photos outside the validation
+    /// split and hold fold I out (`I/K`, e.g. `2/5`); `eval --split fold --fold I/K --detector`
+    /// measures it (`data/kfold.sh detector`).
+    #[arg(long, value_name = "I/K")]
+    pub fold: Option<housenum::data::svhn::Fold>,
+    /// Also train on every image of this official-layout folder (e.g. `housenum synth
+    /// --backgrounds` output: printed numbers in real surroundings); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub extra: Vec<PathBuf>,
     /// Output channels of the five convolutions.
     #[arg(long, value_delimiter = ',', default_values_t = [8, 16, 32, 64, 64])]
     pub channels: Vec<usize>,
@@ -84,6 +93,8 @@ pub fn run(a: TrainDetectorArgs) -> Result<ExitCode> {
         anywhere: a.anywhere.clamp(0.0, 1.0),
         quiet: a.quiet,
         stop_after: a.stop_after,
+        fold: a.fold,
+        extra: a.extra.clone(),
     };
     let history = train_detector(&cfg)
         .with_context(|| format!("training the detector on {}", a.data.display()))?;

@@ -15,7 +15,7 @@ use image::Rgb32FImage;
 use rayon::prelude::*;
 
 use crate::data::framing::zoom_out;
-use crate::data::svhn::{split_by_name, Record, SvhnSet};
+use crate::data::svhn::{split_held_out, Fold, Record, SvhnSet};
 use crate::data::synth::background_patches;
 use crate::engine::detector::{cell_bce, Detector, DetectorConfig, PAD, STRIDE};
 use crate::error::{Error, Result};
@@ -60,12 +60,21 @@ pub struct DetTrainConfig {
     /// resumes).
     #[serde(default)]
     pub stop_after: Option<usize>,
+    /// K-fold cross-validation: train on the other folds of the photos outside the validation
+    /// split and hold this one out ([`Fold::split`]).
+    #[serde(default)]
+    pub fold: Option<Fold>,
+    /// More official-layout folders (e.g. `housenum synth` output) whose every image is
+    /// trained on too; the canvases of zoomed-out crops still come only from `data`'s training
+    /// photos, and the held-out crops only from `data`.
+    #[serde(default)]
+    pub extra: Vec<PathBuf>,
 }
 
 impl DetTrainConfig {
     /// The options a resumed run must share with the run it continues.
     pub fn options(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut o = serde_json::json!({
             "batch_size": self.batch_size,
             "lr": self.lr,
             "clip_norm": self.clip_norm,
@@ -75,7 +84,31 @@ impl DetTrainConfig {
             "cells": self.cells,
             "heights": self.heights,
             "anywhere": self.anywhere,
-        })
+        });
+        // Only where set, so that checkpoints written before these options still resume.
+        if let Some(fold) = self.fold {
+            o["fold"] = serde_json::json!(fold.to_string());
+        }
+        if !self.extra.is_empty() {
+            o["extra"] = serde_json::json!(self.extra);
+        }
+        o
+    }
+
+    /// The records of a run: `data`'s training photos (its split by `val_fraction`, or
+    /// `fold`, cut to `limit`), every record of the `extra` folders, and `data`'s held-out
+    /// photos.
+    pub fn records(&self) -> Result<(Vec<Record>, Vec<Record>, Vec<Record>)> {
+        let set = SvhnSet::open(&self.data)?;
+        let (mut train, held_out) = split_held_out(&set.records, self.val_fraction, self.fold);
+        if let Some(l) = self.limit {
+            train.truncate(l);
+        }
+        let mut extra = Vec::new();
+        for dir in &self.extra {
+            extra.extend(SvhnSet::open(dir)?.records);
+        }
+        Ok((train, extra, held_out))
     }
 }
 
@@ -357,12 +390,13 @@ pub fn train_detector(cfg: &DetTrainConfig) -> Result<Vec<DetEpoch>> {
         )));
     }
     let side = STRIDE * cfg.cells + 2 * PAD;
-    let set = SvhnSet::open(&cfg.data)?;
-    let (mut train_recs, val_recs) = split_by_name(&set.records, cfg.val_fraction);
-    if let Some(l) = cfg.limit {
-        train_recs.truncate(l);
-    }
-    let (items, errors) = load_items(&train_recs, cfg.quiet);
+    let (train_recs, extra_recs, val_recs) = cfg.records()?;
+    let (mut items, mut errors) = load_items(&train_recs, cfg.quiet);
+    // The photos of `data` come first; the `extra` folders' images give no canvases.
+    let real = items.len();
+    let (more, more_errors) = load_items(&extra_recs, cfg.quiet);
+    items.extend(more);
+    errors.extend(more_errors);
     let (val_items, _) = load_items(&val_recs, true);
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
@@ -379,12 +413,13 @@ pub fn train_detector(cfg: &DetTrainConfig) -> Result<Vec<DetEpoch>> {
             .flat_map_iter(|it| background_patches(&it.image, &it.boxes))
             .collect()
     };
-    let backgrounds = patches(&items);
+    let backgrounds = patches(&items[..real]);
     let val_backgrounds = patches(&val_items);
     eprintln!(
-        "detector data: {} training photos ({} background patches), {} held out",
-        items.len(),
+        "detector data: {} training photos ({} background patches), {} extra images, {} held out",
+        real,
         backgrounds.len(),
+        items.len() - real,
         val_items.len()
     );
     let val: Vec<(Vec<f32>, Vec<f32>, bool)> = val_items
@@ -514,6 +549,8 @@ mod tests {
             anywhere,
             quiet: true,
             stop_after: None,
+            fold: None,
+            extra: Vec::new(),
         }
     }
 
