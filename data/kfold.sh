@@ -6,10 +6,13 @@
 # recipes are compared photo by photo over all 1,827 with `data/paired.py A/outcomes.tsv
 # B/outcomes.tsv` (one photo is 0.05 points). Validation stays for reporting.
 #
-# Usage: data/kfold.sh reader|localiser OUT K [TRAINING ARGS...] [-- EVAL ARGS...]
+# Usage: data/kfold.sh reader|localiser|detector OUT K [TRAINING ARGS...] [-- EVAL ARGS...]
 #   reader:    `housenum train --fold I/K ARGS`, exported, measured with `eval --protocol crop`
 #   localiser: `housenum train-localiser --fold I/K ARGS`, exported coarse to fine (`--refine`),
 #              measured with `eval --protocol locate` (what `read` does) and the shipped reader
+#   detector:  `housenum train-detector --fold I/K --val-fraction 0.1 ARGS` (the folds' share,
+#              unless ARGS set one), measured with `eval --protocol locate --detector` (the
+#              second look's detector; the shipped reader, localiser and verifier)
 #   `{i}` in a training argument becomes the fold's index (e.g. `--extra synth/{i}`, a folder
 #   made for that fold by `housenum synth --backgrounds DIR --fold {i}/K`).
 #   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`; a `--val-fraction` other than 0.1
@@ -18,7 +21,8 @@
 # A fold whose model exists is not trained again, and training resumes from its last
 # checkpoint, so a stopped run is continued by running this again.
 # Prints each fold's accuracy and the mean ± standard deviation over folds.
-# Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~13 min a fold).
+# Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~13 min a fold, its
+# detector ~20 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=$1; out=$2; k=$3; shift 3
@@ -44,7 +48,14 @@ for i in $(seq 1 "$k"); do
       [ -f "$model" ] || { "$B" train-localiser --data "$svhn" --out "$d" --fold "$i/$k" --quiet "${fold_args[@]}"
         "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$model"; }
       models=(--localiser "$model"); protocol=locate ;;
-    *) echo "kind must be reader or localiser, not $kind" >&2; exit 2 ;;
+    detector)
+      model="$d/detector.onnx"
+      share=(--val-fraction 0.1)
+      for a in "${fold_args[@]}"; do [ "$a" = "--val-fraction" ] && share=(); done
+      [ -f "$model" ] || "$B" train-detector --data "$svhn" --out "$d" --fold "$i/$k" --quiet \
+        "${share[@]}" "${fold_args[@]}" --export "$model"
+      models=(--detector "$model"); protocol=locate ;;
+    *) echo "kind must be reader, localiser or detector, not $kind" >&2; exit 2 ;;
   esac
   "$B" eval "$svhn" --split fold --fold "$i/$k" --protocol "$protocol" "${models[@]}" -q --json \
     --outcomes "$d/$tag.outcomes.tsv" "${eval_args[@]}" > "$d/$tag.json"

@@ -1117,6 +1117,55 @@ fn kfold_trains_each_fold_and_joins_the_outcomes() {
     );
 }
 
+/// `data/kfold.sh detector`: each fold's detector trained with its fold held out at the folds'
+/// validation share, measured under `locate` with it as the second look's detector.
+#[cfg(feature = "train")]
+#[test]
+fn kfold_trains_a_detector_for_each_fold() {
+    if !common::python_has("csv, json, statistics", "HOUSENUM_REQUIRE_ORT") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 24, 7);
+    let out = dir.path().join("kfold");
+    let run = std::process::Command::new("bash")
+        .arg(common::root().join("data/kfold.sh"))
+        .args(["detector", out.to_str().unwrap(), "2", "--epochs", "1"])
+        .args([
+            "--channels",
+            "2,2,2,2,2",
+            "--cells",
+            "4",
+            "--",
+            "--views",
+            "1",
+        ])
+        .env("SVHN", &photos)
+        .env("HOUSENUM", common::bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(text.contains("over 2 folds"), "{text}");
+    let rows = std::fs::read_to_string(out.join("outcomes.tsv")).unwrap();
+    let outside = (1..=24)
+        .filter(|i| !housenum::data::svhn::is_validation_name(&format!("{i}.png"), 0.1))
+        .count();
+    assert_eq!(rows.lines().count() - 1, outside, "{rows}");
+    for i in 1..=2 {
+        let d = out.join(format!("fold-{i}"));
+        assert!(d.join("detector.onnx").is_file(), "fold {i}");
+        let ck = housenum::train::detector::DetCheckpoint::load(&d.join("detector.safetensors"))
+            .unwrap();
+        assert_eq!(ck.options["fold"], format!("{i}/2"), "fold {i}");
+        assert_eq!(ck.options["val_fraction"], 0.1, "fold {i}");
+    }
+}
+
 /// A model option given a directory fails naming it, each cause said once.
 #[test]
 fn model_options_given_a_directory_name_it_once() {
