@@ -13,8 +13,9 @@
 #   detector:  `housenum train-detector --fold I/K --val-fraction 0.1 ARGS` (the folds' share,
 #              unless ARGS set one), measured with `eval --protocol locate --detector` (the
 #              second look's detector; the shipped reader, localiser and verifier)
-#   `{i}` in a training argument becomes the fold's index (e.g. `--extra synth/{i}`, a folder
-#   made for that fold by `housenum synth --backgrounds DIR --fold {i}/K`).
+#   `{i}` in an argument becomes the fold's index (e.g. `--extra synth/{i}`, a folder made for
+#   that fold by `housenum synth --backgrounds DIR --fold {i}/K`; in EVAL ARGS, `--localiser
+#   loc/fold-{i}/refined.onnx`, the localiser that never saw the fold).
 #   EVAL ARGS are added to every eval (e.g. `--zoom-out 4`; a `--val-fraction` other than 0.1
 #   goes to both sides); EVAL_TAG=name measures trained folds again under other eval args.
 # Env: SVHN (default ../shared/svhn/train); HOUSENUM, the binary (a release build with training).
@@ -37,6 +38,7 @@ mkdir -p "$out"
 for i in $(seq 1 "$k"); do
   d="$out/fold-$i"
   fold_args=("${train_args[@]//\{i\}/$i}")
+  fold_eval=("${eval_args[@]//\{i\}/$i}")
   case "$kind" in
     reader)
       model="$d/housenum.onnx"
@@ -58,7 +60,7 @@ for i in $(seq 1 "$k"); do
     *) echo "kind must be reader, localiser or detector, not $kind" >&2; exit 2 ;;
   esac
   "$B" eval "$svhn" --split fold --fold "$i/$k" --protocol "$protocol" "${models[@]}" -q --json \
-    --outcomes "$d/$tag.outcomes.tsv" "${eval_args[@]}" > "$d/$tag.json"
+    --outcomes "$d/$tag.outcomes.tsv" "${fold_eval[@]}" > "$d/$tag.json"
 done
 python3 - "$out" "$k" "$tag" <<'EOF'
 import csv, json, statistics, sys
