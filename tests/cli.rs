@@ -1025,42 +1025,60 @@ fn eval_folds_share_out_the_photos_outside_validation() {
     }
 }
 
+/// For the `data/kfold.sh` tests (None where python3 lacks what it joins with): a folder of 24
+/// synthetic photos in the official layout, and where the folds go.
+#[cfg(feature = "train")]
+fn kfold_setup() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)> {
+    if !common::python_has("csv, json, statistics", "HOUSENUM_REQUIRE_ORT") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 24, 7);
+    let out = dir.path().join("kfold");
+    Some((dir, photos, out))
+}
+
+/// `bash data/kfold.sh KIND OUT 2 --epochs 1 ARGS` over the photos with this build: its standard output, and that
+/// with its standard error (the training log); fails the test if it fails.
+#[cfg(feature = "train")]
+fn kfold_sh(
+    photos: &std::path::Path,
+    kind: &str,
+    out: &std::path::Path,
+    args: &[&str],
+) -> (String, String) {
+    let o = std::process::Command::new("bash")
+        .arg(common::root().join("data/kfold.sh"))
+        .args([kind, out.to_str().unwrap(), "2", "--epochs", "1"])
+        .args(args)
+        .env("SVHN", photos)
+        .env("HOUSENUM", common::bin())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let log = format!("{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{args:?}: {log}");
+    (text, log)
+}
+
 /// `data/kfold.sh`: K readers, each measured on the fold it never saw, their outcomes joined
 /// into one row per photo outside validation.
 #[cfg(feature = "train")]
 #[test]
 fn kfold_trains_each_fold_and_joins_the_outcomes() {
-    if !common::python_has("csv, json, statistics", "HOUSENUM_REQUIRE_ORT") {
+    let Some((_dir, photos, out)) = kfold_setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let photos = synth_photos(dir.path(), 24, 7);
-    let out = dir.path().join("kfold");
-    let run = || {
-        std::process::Command::new("bash")
-            .arg(common::root().join("data/kfold.sh"))
-            .args(["reader", out.to_str().unwrap(), "2", "--epochs", "1"])
-            .args([
-                "--channels",
-                "4,4,8,8",
-                "--hidden",
-                "{i}",
-                "--",
-                "--views",
-                "1",
-            ])
-            .env("SVHN", &photos)
-            .env("HOUSENUM", common::bin())
-            .output()
-            .unwrap()
     };
-    let first = run();
-    let text = String::from_utf8_lossy(&first.stdout).to_string();
-    assert!(
-        first.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let args = [
+        "--channels",
+        "4,4,8,8",
+        "--hidden",
+        "{i}",
+        "--",
+        "--views",
+        "1",
+    ];
+    let (text, first_log) = kfold_sh(&photos, "reader", &out, &args);
     assert!(
         text.contains("fold 1/2") && text.contains("over 2 folds"),
         "{text}"
@@ -1101,15 +1119,8 @@ fn kfold_trains_each_fold_and_joins_the_outcomes() {
         24
     );
     // Run again: every fold's model exists, nothing is trained, the same outcomes are joined.
-    let first_log = format!("{text}{}", String::from_utf8_lossy(&first.stderr));
     assert!(first_log.contains("epoch"), "{first_log}");
-    let again = run();
-    assert!(again.status.success());
-    let again_log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&again.stdout),
-        String::from_utf8_lossy(&again.stderr)
-    );
+    let (_, again_log) = kfold_sh(&photos, "reader", &out, &args);
     assert!(!again_log.contains("epoch"), "{again_log}");
     assert_eq!(
         std::fs::read_to_string(out.join("outcomes.tsv")).unwrap(),
@@ -1123,36 +1134,22 @@ fn kfold_trains_each_fold_and_joins_the_outcomes() {
 #[cfg(feature = "train")]
 #[test]
 fn kfold_trains_a_detector_for_each_fold() {
-    if !common::python_has("csv, json, statistics", "HOUSENUM_REQUIRE_ORT") {
+    let Some((_dir, photos, out)) = kfold_setup() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let photos = synth_photos(dir.path(), 24, 7);
-    let out = dir.path().join("kfold");
-    let run = std::process::Command::new("bash")
-        .arg(common::root().join("data/kfold.sh"))
-        .args(["detector", out.to_str().unwrap(), "2", "--epochs", "1"])
-        .args([
-            "--channels",
-            "2,2,2,2,2",
-            "--cells",
-            "4",
-            "--",
-            "--views",
-            "1",
-        ])
-        // `{i}` in an eval argument is the fold's index too: fold I measures I photos.
-        .args(["--limit", "{i}"])
-        .env("SVHN", &photos)
-        .env("HOUSENUM", common::bin())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&run.stdout).to_string();
-    assert!(
-        run.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    };
+    // `{i}` in an eval argument is the fold's index too: fold I measures I photos.
+    let args = [
+        "--channels",
+        "2,2,2,2,2",
+        "--cells",
+        "4",
+        "--",
+        "--views",
+        "1",
+        "--limit",
+        "{i}",
+    ];
+    let (text, _) = kfold_sh(&photos, "detector", &out, &args);
     assert!(text.contains("over 2 folds"), "{text}");
     let rows = std::fs::read_to_string(out.join("outcomes.tsv")).unwrap();
     assert_eq!(rows.lines().count() - 1, 1 + 2, "{rows}");
