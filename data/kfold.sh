@@ -53,7 +53,7 @@ for i in $(seq 1 "$k"); do
     detector)
       model="$d/detector.onnx"
       share=(--val-fraction 0.1)
-      for a in "${fold_args[@]}"; do [ "$a" = "--val-fraction" ] && share=(); done
+      [[ " ${fold_args[*]} " == *" --val-fraction"[\ =]* ]] && share=()
       [ -f "$model" ] || "$B" train-detector --data "$svhn" --out "$d" --fold "$i/$k" --quiet \
         "${share[@]}" "${fold_args[@]}" --export "$model"
       models=(--detector "$model"); protocol=locate ;;

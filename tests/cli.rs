@@ -1038,8 +1038,9 @@ fn kfold_setup() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::Pa
     Some((dir, photos, out))
 }
 
-/// `bash data/kfold.sh KIND OUT 2 --epochs 1 ARGS` over the photos with this build: its standard output, and that
-/// with its standard error (the training log); fails the test if it fails.
+/// `bash data/kfold.sh KIND OUT 2 --epochs 1 ARGS` over the photos with this build: its
+/// standard output, and that with its standard error (the training log); fails the test if it
+/// fails.
 #[cfg(feature = "train")]
 fn kfold_sh(
     photos: &std::path::Path,
