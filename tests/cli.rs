@@ -892,8 +892,25 @@ fn read_candidates_lists_what_the_detectors_look_read() {
     let listed = parse(&listed);
     assert_eq!(listed.len(), paths.len());
     for (p, l) in plain.iter().zip(&listed) {
-        for key in ["path", "digits", "confidence", "region"] {
+        for key in ["path", "digits", "confidence", "region", "spans"] {
             assert_eq!(p[key], l[key], "{key}: the answer is unchanged");
+        }
+        let spans = p["spans"].as_array().unwrap();
+        let digits = p["digits"].as_str().unwrap();
+        assert_eq!(spans.len(), digits.len(), "{p}: one span a digit");
+        let region: Vec<f64> = serde_json::from_value(p["region"].clone()).unwrap();
+        let mut left = f64::NEG_INFINITY;
+        for (s, ch) in spans.iter().zip(digits.chars()) {
+            assert_eq!(s["digit"].as_u64(), ch.to_digit(10).map(u64::from), "{p}");
+            let c = s["confidence"].as_f64().unwrap();
+            assert!(c > 0.0 && c <= 1.0, "{s}");
+            let x: Vec<f64> = ["x0", "x1", "y0", "y1"]
+                .iter()
+                .map(|k| s[*k].as_f64().unwrap())
+                .collect();
+            assert!(x[0] < x[1] && x[0] >= left, "{p}: spans left to right");
+            assert_eq!([x[2], x[3]], [region[1], region[3]], "{p}: the rows read");
+            left = x[0];
         }
         let cands = l["candidates"].as_array().unwrap();
         assert!(cands.len() <= 5, "{l}");

@@ -14,7 +14,8 @@ use housenum::{Decoded, Protocol, Reader};
 use rayon::prelude::*;
 
 /// Read the house number in each image: one line per image, `IMAGE<TAB>DIGITS<TAB>CONFIDENCE`
-/// (`--region` adds the region read; `--json` gives `path`, `digits`, `confidence`, `region`).
+/// (`--region` adds the region read; `--json` gives `path`, `digits`, `confidence`, `region`,
+/// and `spans`: where each digit was read).
 ///
 /// A photo in which the reader finds no number prints `no number` (`--json`: `"number": false`,
 /// empty `digits`), with the confidence that there is none.
@@ -39,7 +40,10 @@ pub struct ReadArgs {
     /// run resumes: images already in FILE are skipped, so nothing is lost or written twice.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Print one JSON object per image (`path`, `digits`, `confidence`, or `error`).
+    /// Print one JSON object per image: `path`, `digits`, `confidence`, `region` (the framing
+    /// read, pixels `x0, y0, x1, y1`) and `spans` (one per digit: `digit`, its `confidence`, and
+    /// the image columns `x0`–`x1` and rows `y0`–`y1` of the windows that emitted it, as
+    /// `--explain` draws them); or `path` and `error`.
     #[arg(long)]
     pub json: bool,
     /// With `--json` (implied): also give the `first` answer (the localiser's box in the whole
@@ -378,7 +382,16 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                     let r = [region.x0, region.y0, region.x1, region.y1];
                     if json {
                         let digits = if none { String::new() } else { digits.clone() };
-                        let mut v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r});
+                        let spans: Vec<serde_json::Value> = if abstain {
+                            Vec::new()
+                        } else {
+                            let px = |v: f32| (f64::from(v) * 10.0).round() / 10.0;
+                            explain::digit_spans(&d, region, reader.geometry())
+                                .iter()
+                                .map(|s| serde_json::json!({"digit": s.digit, "confidence": s.confidence, "x0": px(s.x0), "x1": px(s.x1), "y0": px(s.y0), "y1": px(s.y1)}))
+                                .collect()
+                        };
+                        let mut v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r, "spans": spans});
                         if let Some(look) = &look {
                             let (first, candidates) = candidates_json(look);
                             v["size"] = serde_json::json!([img.width(), img.height()]);
