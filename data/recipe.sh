@@ -16,7 +16,7 @@
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
 # Needs a release build with training: cargo build --release --features train.
 # Time on 2 cores: the reader's steps ~1 h 14 min alone (v21: 10 min); the localiser 18 min (with other work beside it);
-# the detector 22 min (16 s an epoch alone),
+# the detector 22 min (16 s an epoch alone; its 800 synthetic numbers 2 s),
 # and run again its localiser/refined.onnx is onnx/localiser.onnx byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,10 +61,14 @@ train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-widt
   --init "$runs/v6/last.safetensors" --recombine 0.3 "${p3[@]}"
 # The detector of `read`'s second look: a fully convolutional network marking the 8 x 8 cells
 # that lie on a number, trained on crops of the training photos framed up to 8x looser with the
-# number 8-48 px high (train-detector's defaults; the development split held out).
+# number 8-48 px high (train-detector's defaults; the development split held out), and of 800
+# synthetic numbers in the training fonts on those photos' digit-free parts (`--extra`).
+syn="$runs/detector_synth"
+[ -f "$syn/digitStruct.mat" ] || "$B" synth --out "$syn" --fonts training --count 800 --max-len 6 --seed 11 \
+  --backgrounds "$svhn/train" --val-fraction 0.2
 det="$runs/detector"
 [ -f "$det/detector.onnx" ] || "$B" train-detector --data "$svhn/train" --out "$det" --epochs 80 --seed 1 \
-  --quiet --export "$det/detector.onnx"
+  --extra "$syn" --quiet --export "$det/detector.onnx"
 echo "localiser: $loc, detector: $det/detector.onnx (copy to onnx/ and rebuild to ship them)"
 # Calibration under locate with its seven framings, what `read` does, with the localisers just trained.
 calibrate() { [ -f "$runs/$1/calibrated.onnx" ] || "$B" calibrate "$svhn/train" --model "$runs/$1/housenum.onnx" \

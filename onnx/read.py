@@ -430,9 +430,9 @@ def locate_around(img, loc_sess, bounds):
 
 
 # src/read/verify.rs: the look's verifier.
-VERIFY_ANSWER_WEIGHTS = [0.4092, 0.2413, 0.1912, -1.0513, 0.1091]
-VERIFY_CANDIDATE_WEIGHTS = [0.6006, 0.4299, -1.1547, 0.3301, 0.8681, -0.3450, 0.0988, 0.0091,
-                            0.2293, -0.1876, -0.1091]
+VERIFY_ANSWER_WEIGHTS = [0.4312, 0.3010, 0.2405, -1.0551, 0.0313]
+VERIFY_CANDIDATE_WEIGHTS = [0.6416, 0.3925, -1.1367, 0.3034, 0.9441, -0.3578, 0.1343, -0.1293,
+                            0.1648, -0.1662, -0.0313]
 VERIFY_PHONE_PIXELS = np.float32(2_000_000.0)
 
 

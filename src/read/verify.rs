@@ -29,10 +29,12 @@ pub struct Weights {
 }
 
 /// The shipped weights, as `data/verifier_recipe.sh` prints them.
+// A fitted weight happens to round to log10(2); it is not that constant.
+#[allow(clippy::approx_constant)]
 pub const WEIGHTS: Weights = Weights {
-    answer: [0.4092, 0.2413, 0.1912, -1.0513, 0.1091],
+    answer: [0.4312, 0.3010, 0.2405, -1.0551, 0.0313],
     candidate: [
-        0.6006, 0.4299, -1.1547, 0.3301, 0.8681, -0.3450, 0.0988, 0.0091, 0.2293, -0.1876, -0.1091,
+        0.6416, 0.3925, -1.1367, 0.3034, 0.9441, -0.3578, 0.1343, -0.1293, 0.1648, -0.1662, -0.0313,
     ],
 };
 
