@@ -385,10 +385,9 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                         let spans: Vec<serde_json::Value> = if abstain {
                             Vec::new()
                         } else {
-                            let px = |v: f32| (f64::from(v) * 10.0).round() / 10.0;
                             explain::digit_spans(&d, region, reader.geometry())
                                 .iter()
-                                .map(|s| serde_json::json!({"digit": s.digit, "confidence": s.confidence, "x0": px(s.x0), "x1": px(s.x1), "y0": px(s.y0), "y1": px(s.y1)}))
+                                .map(|s| serde_json::json!({"digit": s.digit, "confidence": s.confidence, "x0": tenth(s.x0), "x1": tenth(s.x1), "y0": tenth(s.y0), "y1": tenth(s.y1)}))
                                 .collect()
                         };
                         let mut v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r, "spans": spans});
@@ -549,10 +548,15 @@ fn read_chunk(
     reader.read_prepared_images_listed(prepared, protocol, list)
 }
 
+/// A pixel coordinate for JSON, to a tenth of a pixel (rounded in f64, so it prints short).
+fn tenth(v: f32) -> f64 {
+    (f64::from(v) * 10.0).round() / 10.0
+}
+
 /// `--candidates`' fields: the first answer, and the list of each candidate of `look` as a
 /// JSON object, in the detector's order.
 fn candidates_json(look: &Look) -> (serde_json::Value, serde_json::Value) {
-    let rect = |(l, t, r, b): (f32, f32, f32, f32)| [l, t, r, b].map(|v| (v * 10.0).round() / 10.0);
+    let rect = |(l, t, r, b): (f32, f32, f32, f32)| [l, t, r, b].map(tenth);
     let region = |r: Region| [r.x0, r.y0, r.x1, r.y1];
     let candidates = look
         .candidates
