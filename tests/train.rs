@@ -32,6 +32,67 @@ fn training_resumes_from_its_checkpoint() {
 }
 
 #[test]
+fn online_training_learns_the_teachers_sure_readings_and_resumes_with_its_teacher() {
+    // The shipped reader as the start: its moving average reads most unlabelled photos surely,
+    // so some are trained on; the teacher is saved each epoch and taken up again on resuming.
+    let Some(svhn) = common::svhn() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let listing = out.path().join("unlabelled.tsv");
+    let mut rows = String::new();
+    for i in 0..48 {
+        // Digits and confidence are ignored; every row counts, `no number` too.
+        let path = svhn.join("unlabeled").join(format!("{i:06}.png"));
+        let reading = if i % 2 == 0 {
+            "no number\t0.1"
+        } else {
+            "7\t0.99"
+        };
+        rows += &format!("{}\t{reading}\n", path.display());
+    }
+    std::fs::write(&listing, rows).unwrap();
+    let mut cfg = housenum::train::reader::TrainConfig {
+        data: svhn.join("train"),
+        out: out.path().join("run"),
+        epochs: 1,
+        limit: Some(32),
+        lr: 1e-4,
+        init: Some(common::root().join("onnx/housenum.onnx")),
+        online: Some(listing),
+        online_threshold: 0.5,
+        model: housenum::engine::crnn::ModelConfig {
+            pad: 12,
+            stretch: 1.4,
+            ..Default::default()
+        },
+        quiet: true,
+        ..Default::default()
+    };
+    let first = housenum::train::reader::train(&cfg).unwrap();
+    let (seen, kept) = first.history[0].online.unwrap();
+    assert_eq!(seen, 48);
+    assert!(kept > 0 && kept <= 48, "kept {kept}");
+    // 32 labelled + the kept ones, in batches of 32.
+    assert_eq!(first.step as usize, (32 + kept).div_ceil(32));
+    let run = out.path().join("run");
+    let model = Checkpoint::load(&run.join("last.safetensors"))
+        .unwrap()
+        .model;
+    let teacher = Checkpoint::load(&run.join("teacher.safetensors")).unwrap();
+    assert_eq!(teacher.state.epoch, 1);
+    assert_ne!(
+        teacher.model.params, model.params,
+        "the average lags the model"
+    );
+    cfg.epochs = 2;
+    let second = housenum::train::reader::train(&cfg).unwrap();
+    assert_eq!(second.history.len(), 2);
+    assert_eq!(second.history[1].online.unwrap().0, 48);
+    let teacher2 = Checkpoint::load(&run.join("teacher.safetensors")).unwrap();
+    assert_eq!(teacher2.state.epoch, 2);
+    assert_ne!(teacher2.model.params, teacher.model.params);
+}
+
+#[test]
 fn the_same_seed_trains_the_same_weights() {
     // Reproducible from its seed: two runs of one configuration (padding, stretch and
     // recombination included) end with identical weights; another seed does not.

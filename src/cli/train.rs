@@ -85,6 +85,19 @@ pub struct TrainArgs {
     /// Keep only pseudo labels at least this confident (choose it on validation).
     #[arg(long, default_value_t = 0.9)]
     pub pseudo_min_confidence: f32,
+    /// Also train online on unlabelled images: a `housenum read --region` listing, e.g. of
+    /// ../shared/svhn/unlabeled (its images and regions are used; its readings are not). A
+    /// moving average of the model (the teacher, saved as `teacher.safetensors`) reads each
+    /// region unaugmented when it comes up; the model learns the sure readings from augmented
+    /// views, so the labels improve as the model does.
+    #[arg(long)]
+    pub online: Option<PathBuf>,
+    /// With `--online`: the teacher's confidence needed to train on its reading.
+    #[arg(long, default_value_t = 0.9, value_parser = parse_share)]
+    pub online_threshold: f32,
+    /// With `--online`: the teacher's decay per step (ema = d · ema + (1 − d) · model).
+    #[arg(long, default_value_t = 0.999, value_parser = parse_share)]
+    pub ema_decay: f32,
     /// Share of training samples replaced by new numbers recombined from real training digits.
     #[arg(long, default_value_t = 0.0)]
     pub recombine: f32,
@@ -174,6 +187,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         dropout: a.dropout,
         pseudo: a.pseudo,
         pseudo_min_confidence: a.pseudo_min_confidence,
+        online: a.online,
+        online_threshold: a.online_threshold,
+        ema_decay: a.ema_decay,
         recombine_prob: a.recombine,
         recombine_max_len: a.recombine_max_len,
         synth_prob: a.synth,

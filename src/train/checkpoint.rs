@@ -42,6 +42,10 @@ pub struct EpochLog {
     pub val_full: f64,
     /// Wall seconds of this epoch.
     pub seconds: f64,
+    /// Online runs: unlabelled images the teacher read this epoch, and how many of them it was
+    /// sure enough of to train on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<(usize, usize)>,
 }
 
 /// What a checkpoint holds.

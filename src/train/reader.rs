@@ -57,6 +57,19 @@ pub struct TrainConfig {
     pub pseudo: Option<PathBuf>,
     /// Keep only pseudo labels at least this confident.
     pub pseudo_min_confidence: f32,
+    /// Unlabelled images read online: a `housenum read --region` listing whose image paths and
+    /// regions are used (its digits and confidences are not). An exponential moving average of
+    /// the model (the teacher) reads each image's region, unaugmented, when the image comes up
+    /// in training; when it is at least `online_threshold` sure, the model learns that reading
+    /// from an augmented view of the region, as it learns a labelled photo.
+    #[serde(default)]
+    pub online: Option<PathBuf>,
+    /// The teacher's confidence (the reading's probability) needed to train on its reading.
+    #[serde(default = "default_online_threshold")]
+    pub online_threshold: f32,
+    /// Decay of the teacher's moving average per optimiser step (`ema = d · ema + (1 − d) · model`).
+    #[serde(default = "default_ema_decay")]
+    pub ema_decay: f32,
     /// Share of training samples replaced by recombined numbers (real digits, new sequences).
     pub recombine_prob: f32,
     /// Longest recombined number used in training.
@@ -103,6 +116,9 @@ impl Default for TrainConfig {
             dropout: 0.0,
             pseudo: None,
             pseudo_min_confidence: 0.9,
+            online: None,
+            online_threshold: default_online_threshold(),
+            ema_decay: default_ema_decay(),
             recombine_prob: 0.0,
             recombine_max_len: 6,
             synth_prob: 0.0,
@@ -131,6 +147,15 @@ pub fn sequence_accuracy(model: &Crnn, strips: &[Strip], truths: &[Vec<u8>]) -> 
 
 /// Greedy-decoded digits for each strip, in input order (training-side engine).
 pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
+    decode_strips(model, strips)
+        .into_iter()
+        .map(|d| d.digits)
+        .collect()
+}
+
+/// Greedy readings of each strip, in input order, with their probability (training-side engine;
+/// uncalibrated: `confidence` is `exp(log_prob)`).
+pub fn decode_strips(model: &Crnn, strips: &[Strip]) -> Vec<crate::read::ctc::Decoded> {
     let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, s) in strips.iter().enumerate() {
         by_width.entry(s.width).or_default().push(i);
@@ -139,7 +164,7 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
         .into_iter()
         .flat_map(|(w, idx)| idx.chunks(16).map(|c| (w, c.to_vec())).collect::<Vec<_>>())
         .collect();
-    let decoded: Vec<(usize, Vec<u8>)> = groups
+    let decoded: Vec<(usize, crate::read::ctc::Decoded)> = groups
         .par_iter()
         .flat_map_iter(|(w, idx)| {
             let x: Vec<f32> = idx
@@ -150,20 +175,17 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
             let t = model.config.steps(*w);
             idx.iter()
                 .enumerate()
-                .map(|(b, &i)| {
-                    (
-                        i,
-                        crate::read::ctc::greedy_decode(&lp, t, idx.len(), b).digits,
-                    )
-                })
+                .map(|(b, &i)| (i, crate::read::ctc::greedy_decode(&lp, t, idx.len(), b)))
                 .collect::<Vec<_>>()
         })
         .collect();
-    let mut out = vec![Vec::new(); strips.len()];
+    let mut out: Vec<Option<crate::read::ctc::Decoded>> = vec![None; strips.len()];
     for (i, d) in decoded {
-        out[i] = d;
+        out[i] = Some(d);
     }
-    out
+    out.into_iter()
+        .map(|d| d.expect("every strip is decoded"))
+        .collect()
 }
 
 /// Load training samples; `regions[i]`, when given, crops record `i`'s image to that region
@@ -211,10 +233,15 @@ fn load_samples(
 /// listing says; `None` = the whole image).
 pub type PseudoLabel = (PathBuf, Vec<u8>, Option<Region>);
 
-/// Read a `housenum read` listing (`IMAGE<TAB>DIGITS<TAB>CONFIDENCE`, or with `--region` a
-/// fourth column `X0,Y0,X1,Y1`) and keep the rows at least `min_conf` confident with a
-/// non-empty reading.
-pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>> {
+/// An unlabelled image and the region of it to read (`None` = the whole image).
+pub type Unlabelled = (PathBuf, Option<Region>);
+
+/// One row of a `housenum read` listing: image, digits, confidence, region.
+type ListingRow = (PathBuf, Vec<u8>, f32, Option<Region>);
+
+/// Parse a `housenum read` listing (`IMAGE<TAB>DIGITS<TAB>CONFIDENCE`, or with `--region` a
+/// fourth column `X0,Y0,X1,Y1`); `no number` reads as no digits.
+fn read_listing(path: &Path) -> Result<Vec<ListingRow>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -253,11 +280,29 @@ pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>
                 i + 1
             )));
         };
-        if conf >= min_conf && !digits.is_empty() {
-            out.push((PathBuf::from(f[0]), digits, region));
-        }
+        out.push((PathBuf::from(f[0]), digits, conf, region));
     }
     Ok(out)
+}
+
+/// Read a `housenum read` listing (`IMAGE<TAB>DIGITS<TAB>CONFIDENCE`, or with `--region` a
+/// fourth column `X0,Y0,X1,Y1`) and keep the rows at least `min_conf` confident with a
+/// non-empty reading.
+pub fn read_pseudo_labels(path: &Path, min_conf: f32) -> Result<Vec<PseudoLabel>> {
+    Ok(read_listing(path)?
+        .into_iter()
+        .filter(|(_, digits, conf, _)| *conf >= min_conf && !digits.is_empty())
+        .map(|(p, digits, _, region)| (p, digits, region))
+        .collect())
+}
+
+/// The images of a `housenum read` listing with the region each was read from (`None` = the
+/// whole image), every row whatever it read: the unlabelled photos of online training.
+pub fn read_unlabelled(path: &Path) -> Result<Vec<Unlabelled>> {
+    Ok(read_listing(path)?
+        .into_iter()
+        .map(|(p, _, _, region)| (p, region))
+        .collect())
 }
 
 /// Channels of conv1..conv4 whose ReLU output is 0 at every position of every strip.
@@ -378,6 +423,27 @@ fn default_synth_max_len() -> usize {
     8
 }
 
+fn default_online_threshold() -> f32 {
+    0.9
+}
+
+fn default_ema_decay() -> f32 {
+    0.999
+}
+
+/// Path of the teacher (the moving average of the weights) of an online run inside its output
+/// folder; a weights-only checkpoint written with `last.safetensors`.
+pub fn teacher_checkpoint(out: &Path) -> PathBuf {
+    out.join("teacher.safetensors")
+}
+
+/// Move the moving average `ema` towards `params`: `ema ← decay · ema + (1 − decay) · params`.
+pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f32) {
+    for (e, &p) in ema.iter_mut().zip(params) {
+        *e = decay * *e + (1.0 - decay) * p;
+    }
+}
+
 /// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
 pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let _flush = crate::engine::layers::FlushSubnormals::new();
@@ -432,6 +498,32 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             perr.len()
         );
         samples.extend(pseudo);
+    }
+    // Samples from `n_labelled` on are unlabelled: the teacher reads them when they come up.
+    let n_labelled = samples.len();
+    if let Some(p) = &cfg.online {
+        let rows = read_unlabelled(p)?;
+        let regions: Vec<Option<Region>> = rows.iter().map(|r| r.1).collect();
+        let recs: Vec<crate::data::svhn::Record> = rows
+            .into_iter()
+            .map(|(path, _)| crate::data::svhn::Record {
+                name: path.display().to_string(),
+                path,
+                digits: Vec::new(),
+                boxes: Vec::new(),
+                image_size: None,
+            })
+            .collect();
+        let (unlabelled, uerr) = load_samples(&recs, &regions, cfg.quiet);
+        eprintln!(
+            "online: {} unlabelled images from {}, read by the moving average of the model (decay {}) when they come up, trained on at confidence >= {}; {} unreadable",
+            unlabelled.len(),
+            p.display(),
+            cfg.ema_decay,
+            cfg.online_threshold,
+            uerr.len()
+        );
+        samples.extend(unlabelled);
     }
     for e in errors.iter().take(5) {
         eprintln!("skipped: {e}");
@@ -593,6 +685,37 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let (vf, vft) = labelled_strips(&val_recs, Protocol::Full, stretch);
     let steps_per_epoch = samples.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = steps_per_epoch * cfg.epochs as u64;
+    // Online: the teacher, and what it reads: each unlabelled region as `read` would see it.
+    let mut teacher: Option<Crnn> = match &cfg.online {
+        None => None,
+        Some(_) => {
+            let path = teacher_checkpoint(&cfg.out);
+            let saved = if path.exists() && state.epoch > 0 {
+                let t = Checkpoint::load(&path)?;
+                if t.state.epoch == state.epoch && t.model.num_params() == model.num_params() {
+                    Some(t.model)
+                } else {
+                    eprintln!(
+                        "warning: {} is from epoch {}, not {}: the teacher starts again from the model",
+                        path.display(),
+                        t.state.epoch,
+                        state.epoch
+                    );
+                    None
+                }
+            } else {
+                None
+            };
+            Some(saved.unwrap_or_else(|| model.clone()))
+        }
+    };
+    let teacher_strips: Vec<Strip> = samples[n_labelled..]
+        .par_iter()
+        .map(|s| {
+            let (w, h) = s.image.dimensions();
+            read::strip_from_region(&s.image, Region::full(w, h), stretch)
+        })
+        .collect();
 
     for epoch in state.epoch..cfg.epochs {
         let started = Instant::now();
@@ -600,10 +723,29 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         Rng::derive(cfg.seed, epoch as u64).shuffle(&mut order);
         let pb = crate::progress::bar(steps_per_epoch, &format!("epoch {}", epoch + 1), cfg.quiet);
         let (mut loss_sum, mut loss_n, mut skipped) = (0f64, 0usize, 0usize);
+        let (mut online_seen, mut online_kept) = (0usize, 0usize);
         // Pools of 16 batches: generated in parallel, sorted by width so batches pad little.
-        for (pool_i, pool) in order.chunks(cfg.batch_size * 16).enumerate() {
+        let chunk = cfg.batch_size * 16;
+        for (pool_i, pool) in order.chunks(chunk).enumerate() {
+            // The teacher's readings of this pool's unlabelled images, the sure ones kept.
+            let mut online_labels: std::collections::HashMap<usize, Vec<u8>> = Default::default();
+            if let Some(t) = &teacher {
+                let idx: Vec<usize> = pool.iter().copied().filter(|&i| i >= n_labelled).collect();
+                let strips: Vec<Strip> = idx
+                    .iter()
+                    .map(|&i| teacher_strips[i - n_labelled].clone())
+                    .collect();
+                for (i, d) in idx.into_iter().zip(decode_strips(t, &strips)) {
+                    if d.confidence >= cfg.online_threshold && !d.digits.is_empty() {
+                        online_labels.insert(i, d.digits);
+                    }
+                }
+                online_seen += strips.len();
+                online_kept += online_labels.len();
+            }
             let mut strips: Vec<(Strip, Vec<u8>)> = pool
                 .par_iter()
+                .filter(|&&i| i < n_labelled || online_labels.contains_key(&i))
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
                     if let Some(g) = synth.as_ref().filter(|_| rng.chance(cfg.synth_prob)) {
@@ -622,15 +764,20 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                         );
                     }
                     let s = &samples[i];
+                    let digits = match online_labels.get(&i) {
+                        Some(d) => d.clone(),
+                        None => s.digits.clone(),
+                    };
                     (
                         augment::augment(&s.image, &s.boxes, &cfg.augment, stretch, &mut rng),
-                        s.digits.clone(),
+                        digits,
                     )
                 })
                 .collect();
             strips.sort_by_key(|(s, _)| s.width);
             let mut prng = Rng::derive(cfg.seed ^ 0xbad, (epoch as u64) << 32 | pool_i as u64);
-            for batch in strips.chunks(cfg.batch_size) {
+            let n_batches = strips.len().div_ceil(cfg.batch_size).max(1);
+            for (b, batch) in strips.chunks(cfg.batch_size).enumerate() {
                 let (s, targets): (Vec<Strip>, Vec<Vec<u8>>) = batch.iter().cloned().unzip();
                 let (x, w) = augment::pad_batch(&s, &mut prng);
                 let (loss, mut grad, used) = loss_and_grad_dropout(
@@ -642,7 +789,16 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                     cfg.dropout,
                     cfg.seed ^ state.step,
                 );
-                let lr = lr_at(cfg.lr, state.step, total_steps);
+                // Online runs skip the images the teacher is unsure of, so the schedule follows
+                // the share of the epoch's images gone through instead of the step count.
+                let at = if teacher.is_some() {
+                    let done = pool_i * chunk + (b + 1) * pool.len() / n_batches;
+                    epoch as u64 * steps_per_epoch
+                        + (done as u64 * steps_per_epoch) / samples.len() as u64
+                } else {
+                    state.step
+                };
+                let lr = lr_at(cfg.lr, at, total_steps);
                 if apply_step(
                     &mut model.params,
                     &mut adam,
@@ -654,6 +810,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 ) {
                     loss_sum += loss as f64;
                     loss_n += 1;
+                    if let Some(t) = teacher.as_mut() {
+                        ema_update(&mut t.params, &model.params, cfg.ema_decay);
+                    }
                 } else {
                     skipped += 1;
                     eprintln!(
@@ -680,6 +839,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             val_crop,
             val_full,
             seconds: secs,
+            online: teacher.is_some().then_some((online_seen, online_kept)),
         };
         eprintln!(
             "epoch {:>3}/{}  loss {:.4}  val seq acc crop {:.2}%  full {:.2}%  {:.0}s ({:.0} img/s)",
@@ -691,7 +851,24 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             secs,
             samples.len() as f64 / secs
         );
+        if teacher.is_some() {
+            eprintln!(
+                "online: the teacher read {online_kept} of {online_seen} unlabelled images at >= {}",
+                cfg.online_threshold
+            );
+        }
         state.history.push(log);
+        if let Some(t) = &teacher {
+            // Written before `last.safetensors`: a kill between the two leaves a teacher one
+            // epoch ahead, which resuming notices (and restarts the teacher from the model).
+            Checkpoint {
+                model: t.clone(),
+                adam_m: Vec::new(),
+                adam_v: Vec::new(),
+                state: state.clone(),
+            }
+            .save(&teacher_checkpoint(&cfg.out))?;
+        }
         let ck = Checkpoint {
             model: model.clone(),
             adam_m: adam.m.clone(),
@@ -738,6 +915,46 @@ mod tests {
             std::fs::write(&p, text).unwrap();
             let got = read_pseudo_labels(&p, 0.5).map_err(|_| ());
             assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn unlabelled_listings_keep_every_row_with_its_region() {
+        let r = |x0, y0, x1, y1| Some(Region { x0, y0, x1, y1 });
+        // (listing, Ok(images and regions) or Err): readings and confidences do not matter.
+        let cases: [(&str, std::result::Result<Vec<Unlabelled>, ()>); 4] = [
+            (
+                "a.png\t42\t0.1\nb.png\tno number\t0.99\t3,4,50,60\n",
+                Ok(vec![
+                    ("a.png".into(), None),
+                    ("b.png".into(), r(3, 4, 50, 60)),
+                ]),
+            ),
+            ("", Ok(vec![])),
+            ("a.png\t42\n", Err(())),
+            ("a.png\t42\t0.9\t5,5,3,3\n", Err(())),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (i, (text, want)) in cases.into_iter().enumerate() {
+            let p = dir.path().join(format!("{i}.tsv"));
+            std::fs::write(&p, text).unwrap();
+            assert_eq!(read_unlabelled(&p).map_err(|_| ()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_moving_average_moves_by_one_minus_the_decay() {
+        // (average, weights, decay, average after)
+        type Case = (&'static [f32], &'static [f32], f32, &'static [f32]);
+        let cases: [Case; 3] = [
+            (&[0.0, 1.0], &[1.0, 1.0], 0.75, &[0.25, 1.0]),
+            (&[2.0], &[-2.0], 0.5, &[0.0]),
+            (&[3.0], &[5.0], 1.0, &[3.0]),
+        ];
+        for (ema, params, decay, want) in cases {
+            let mut e = ema.to_vec();
+            ema_update(&mut e, params, decay);
+            assert_eq!(e, want, "{ema:?} {params:?} {decay}");
         }
     }
 }
