@@ -89,7 +89,8 @@ pub struct TrainArgs {
     /// ../shared/svhn/unlabeled (its images and regions are used; its readings are not). A
     /// moving average of the model (the teacher, saved as `teacher.safetensors`) reads each
     /// region unaugmented when it comes up; the model learns the sure readings from augmented
-    /// views, so the labels improve as the model does.
+    /// views, so the labels change as the model does. Measured on SVHN it read worse than one
+    /// offline round of `--pseudo` from the same model (docs/experiments.md).
     #[arg(long)]
     pub online: Option<PathBuf>,
     /// With `--online`: the teacher's confidence needed to train on its reading.
