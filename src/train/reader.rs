@@ -147,7 +147,8 @@ pub fn sequence_accuracy(model: &Crnn, strips: &[Strip], truths: &[Vec<u8>]) -> 
 
 /// Greedy-decoded digits for each strip, in input order (training-side engine).
 pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
-    decode_strips(model, strips)
+    let refs: Vec<&Strip> = strips.iter().collect();
+    decode_strips(model, &refs)
         .into_iter()
         .map(|d| d.digits)
         .collect()
@@ -155,7 +156,7 @@ pub fn predict_strips(model: &Crnn, strips: &[Strip]) -> Vec<Vec<u8>> {
 
 /// Greedy readings of each strip, in input order, with their probability (training-side engine;
 /// uncalibrated: `confidence` is `exp(log_prob)`).
-pub fn decode_strips(model: &Crnn, strips: &[Strip]) -> Vec<crate::read::ctc::Decoded> {
+pub fn decode_strips(model: &Crnn, strips: &[&Strip]) -> Vec<crate::read::ctc::Decoded> {
     let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for (i, s) in strips.iter().enumerate() {
         by_width.entry(s.width).or_default().push(i);
@@ -227,6 +228,22 @@ fn load_samples(
         }
     }
     (ok, errors)
+}
+
+/// Load the images of listing rows (image, digits, region), each cut to its region; no boxes.
+fn load_listed(rows: Vec<PseudoLabel>, quiet: bool) -> (Vec<Sample>, Vec<String>) {
+    let regions: Vec<Option<Region>> = rows.iter().map(|r| r.2).collect();
+    let recs: Vec<crate::data::svhn::Record> = rows
+        .into_iter()
+        .map(|(path, digits, _)| crate::data::svhn::Record {
+            name: path.display().to_string(),
+            path,
+            digits,
+            boxes: Vec::new(),
+            image_size: None,
+        })
+        .collect();
+    load_samples(&recs, &regions, quiet)
 }
 
 /// A pseudo label: the image, the digits read, and the region they were read from (when the
@@ -478,18 +495,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let (mut samples, errors) = load_samples(&train_recs, &[], cfg.quiet);
     if let Some(p) = &cfg.pseudo {
         let rows = read_pseudo_labels(p, cfg.pseudo_min_confidence)?;
-        let regions: Vec<Option<Region>> = rows.iter().map(|r| r.2).collect();
-        let recs: Vec<crate::data::svhn::Record> = rows
-            .into_iter()
-            .map(|(path, digits, _)| crate::data::svhn::Record {
-                name: path.display().to_string(),
-                path,
-                digits,
-                boxes: Vec::new(),
-                image_size: None,
-            })
-            .collect();
-        let (pseudo, perr) = load_samples(&recs, &regions, cfg.quiet);
+        let (pseudo, perr) = load_listed(rows, cfg.quiet);
         eprintln!(
             "pseudo labels: {} images from {} (confidence >= {}), {} unreadable",
             pseudo.len(),
@@ -503,18 +509,8 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let n_labelled = samples.len();
     if let Some(p) = &cfg.online {
         let rows = read_unlabelled(p)?;
-        let regions: Vec<Option<Region>> = rows.iter().map(|r| r.1).collect();
-        let recs: Vec<crate::data::svhn::Record> = rows
-            .into_iter()
-            .map(|(path, _)| crate::data::svhn::Record {
-                name: path.display().to_string(),
-                path,
-                digits: Vec::new(),
-                boxes: Vec::new(),
-                image_size: None,
-            })
-            .collect();
-        let (unlabelled, uerr) = load_samples(&recs, &regions, cfg.quiet);
+        let rows = rows.into_iter().map(|(path, r)| (path, Vec::new(), r));
+        let (unlabelled, uerr) = load_listed(rows.collect(), cfg.quiet);
         eprintln!(
             "online: {} unlabelled images from {}, read by the moving average of the model (decay {}) when they come up, trained on at confidence >= {}; {} unreadable",
             unlabelled.len(),
@@ -731,9 +727,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             let mut online_labels: std::collections::HashMap<usize, Vec<u8>> = Default::default();
             if let Some(t) = &teacher {
                 let idx: Vec<usize> = pool.iter().copied().filter(|&i| i >= n_labelled).collect();
-                let strips: Vec<Strip> = idx
+                let strips: Vec<&Strip> = idx
                     .iter()
-                    .map(|&i| teacher_strips[i - n_labelled].clone())
+                    .map(|&i| &teacher_strips[i - n_labelled])
                     .collect();
                 for (i, d) in idx.into_iter().zip(decode_strips(t, &strips)) {
                     if d.confidence >= cfg.online_threshold && !d.digits.is_empty() {
