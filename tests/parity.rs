@@ -40,22 +40,52 @@ fn with_gates(mut model: Crnn, gate: f32) -> Crnn {
     model
 }
 
+/// `model` with its normalisations' scales, shifts and running statistics drawn away from the
+/// identity (a fresh model's are 1, 0, 0, 1), so that folding them at export does something.
+fn with_drawn_norms(mut model: Crnn, seed: u64) -> Crnn {
+    let mut rng = Rng::new(seed);
+    for (idx, (name, _)) in model.config.param_specs().iter().enumerate() {
+        if !name.starts_with("bn") {
+            continue;
+        }
+        let positive = name.ends_with(".weight") || name.ends_with(".running_var");
+        let r = model.param_range(idx);
+        for v in &mut model.params[r] {
+            *v = if positive {
+                rng.uniform(0.5, 2.0)
+            } else {
+                rng.uniform(-0.5, 0.5)
+            };
+        }
+    }
+    model
+}
+
 #[test]
 fn random_model_exported_runs_the_same_in_tract() {
     // Unpadded and padded (the Pad node and the `housenum.pad` metadata), with the stretch
     // carried in the `housenum.stretch` metadata.
     // With residual blocks (Conv padded in height, Slice, Add; the gates multiplied into the
     // convolutions), and the window in the `housenum.window` metadata.
-    for (pad, stretch, blocks) in [(0, 1.0, [0, 0]), (12, 1.4, [0, 0]), (32, 1.4, [1, 2])] {
+    // With batch normalisation, folded into the convolutions: tract against the engine's
+    // inference (running statistics).
+    for (pad, stretch, blocks, norm) in [
+        (0, 1.0, [0, 0], false),
+        (12, 1.4, [0, 0], false),
+        (32, 1.4, [1, 2], false),
+        (12, 1.4, [0, 0], true),
+        (32, 1.4, [1, 2], true),
+    ] {
         let cfg = ModelConfig {
             channels: [8, 12, 16, 20],
             hidden: 10,
             pad,
             stretch,
             blocks,
+            norm,
             ..ModelConfig::default()
         };
-        let model = with_gates(Crnn::new(cfg.clone(), 42), 0.8);
+        let model = with_drawn_norms(with_gates(Crnn::new(cfg.clone(), 42), 0.8), 3);
         let bytes = housenum::export::to_onnx_bytes(&model, &[]);
         let reader = Reader::from_bytes(&bytes, std::path::Path::new("<test>")).unwrap();
         assert_eq!(reader.geometry(), cfg.geometry());
@@ -68,7 +98,7 @@ fn random_model_exported_runs_the_same_in_tract() {
             let d = max_diff(&got, &want);
             assert!(
                 d < TOL,
-                "pad {pad} blocks {blocks:?} n {n} w {w}: max |Δ| {d}"
+                "pad {pad} blocks {blocks:?} norm {norm} n {n} w {w}: max |Δ| {d}"
             );
         }
     }

@@ -342,6 +342,96 @@ fn blocks_deepen_an_init_model_and_are_never_removed() {
 }
 
 #[test]
+fn normalised_training_keeps_running_statistics_and_exports_them_folded() {
+    // `--norm`: the checkpoint carries each normalisation's scale, shift and running statistics,
+    // moved by training; the exported graph has no trace of them (the config it carries says
+    // so) and reads; a run that resumes keeps them; `--norm` on a model trained without it and
+    // `--revive` of a normalised model are refused naming the file.
+    let Some(svhn) = common::svhn() else { return };
+    let model = |norm: bool| housenum::engine::crnn::ModelConfig {
+        channels: [8, 8, 16, 16],
+        hidden: 16,
+        pad: 4,
+        norm,
+        ..Default::default()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let base = housenum::train::reader::TrainConfig {
+        data: svhn.join("train"),
+        out: out.path().to_path_buf(),
+        epochs: 1,
+        limit: Some(48),
+        model: model(true),
+        quiet: true,
+        ..Default::default()
+    };
+    housenum::train::reader::train(&base).unwrap();
+    let ck = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    assert!(ck.model.config.norm);
+    for (name, start) in [("bn1.running_mean", 0.0), ("bn4.running_var", 1.0)] {
+        let v = ck.model.param_by_name(name).expect(name);
+        assert!(v.iter().any(|&x| x != start), "{name} never moved: {v:?}");
+    }
+    let bytes = housenum::export::to_onnx_bytes(&ck.model, &[]);
+    let back = housenum::export::crnn_from_onnx(
+        &housenum::export::with_metadata(
+            &bytes,
+            housenum::export::CONFIG_KEY,
+            &serde_json::to_string(&ck.model.config).unwrap(),
+        )
+        .unwrap(),
+        std::path::Path::new("n.onnx"),
+    )
+    .unwrap();
+    assert!(
+        !back.config.norm,
+        "the graph holds the normalisations folded"
+    );
+    assert_eq!(back.params, ck.model.folded().params);
+    let reader = housenum::Reader::from_bytes(&bytes, std::path::Path::new("n.onnx")).unwrap();
+    let (path, _) = &common::samples()[0];
+    reader.read_file(path).unwrap();
+    let resumed = housenum::train::reader::TrainConfig {
+        epochs: 2,
+        ..base.clone()
+    };
+    housenum::train::reader::train(&resumed).unwrap();
+    let again = Checkpoint::load(&out.path().join("last.safetensors")).unwrap();
+    assert_eq!(again.state.epoch, 2);
+    assert_ne!(
+        again.model.param_by_name("bn2.running_mean"),
+        ck.model.param_by_name("bn2.running_mean")
+    );
+    let plain = tempfile::tempdir().unwrap();
+    housenum::train::reader::train(&housenum::train::reader::TrainConfig {
+        out: plain.path().to_path_buf(),
+        model: model(false),
+        ..base.clone()
+    })
+    .unwrap();
+    for (init, norm, revive, says) in [
+        (plain.path(), true, false, "--norm"),
+        (out.path(), true, true, "--revive"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = housenum::train::reader::TrainConfig {
+            out: dir.path().to_path_buf(),
+            init: Some(init.join("last.safetensors")),
+            model: model(norm),
+            revive,
+            ..base.clone()
+        };
+        let e = housenum::train::reader::train(&cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{e}");
+        if says == "--norm" {
+            assert!(e.contains("last.safetensors"), "{e}");
+        }
+    }
+}
+
+#[test]
 fn bench_times_a_checkpoint_flushing_and_keeping_subnormals() {
     // `housenum bench --checkpoint` starts from a checkpoint's weights and Adam moments (here
     // a small model whose first moments are subnormal, as a dead channel's become) and reports

@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// what they need beyond `--pad`).
     #[arg(long, value_delimiter = ',', default_values_t = [0, 0])]
     pub blocks: Vec<usize>,
+    /// Batch normalisation after each convolution (`train --norm`).
+    #[arg(long)]
+    pub norm: bool,
     /// Start from this training checkpoint (`last.safetensors`: weights and Adam moments)
     /// instead of fresh weights; its architecture replaces `--channels`/`--hidden`.
     #[arg(long)]
@@ -74,6 +77,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
                 channels: [a.channels[0], a.channels[1], a.channels[2], a.channels[3]],
                 hidden: a.hidden,
                 blocks: [a.blocks[0], a.blocks[1]],
+                norm: a.norm,
                 ..ModelConfig::default()
             };
             config.pad = a.pad + config.extra_pad();

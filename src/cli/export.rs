@@ -67,7 +67,14 @@ pub fn run(a: ExportArgs) -> Result<ExitCode> {
         })
     };
     let meta = [
-        (housenum::export::CONFIG_KEY, json_of(&|c| Ok(serde_json::to_string(&c.model.config)?))?),
+        (housenum::export::CONFIG_KEY, json_of(&|c| {
+            // As exported: any normalisation is folded into the convolutions.
+            let config = housenum::engine::crnn::ModelConfig {
+                norm: false,
+                ..c.model.config.clone()
+            };
+            Ok(serde_json::to_string(&config)?)
+        })?),
         ("housenum.epochs", json_of(&|c| Ok(c.state.epoch.to_string()))?),
         ("housenum.preprocessing", "RGB/255; crop or full image; antialiased triangle resize to height 32 and width round(w*32*stretch/h) (stretch: housenum.stretch); (x-mean)/max(std,0.01) over the strip; zero-pad to width >= 32 (centred)".to_string()),
         ("housenum.decoding", if one {

@@ -71,6 +71,11 @@ pub struct TrainArgs {
     /// initial model keeping what it computes.
     #[arg(long, value_delimiter = ',', default_values_t = [0, 0])]
     pub blocks: Vec<usize>,
+    /// Batch normalisation after each convolution, before its ReLU: statistics of each group of
+    /// 4 strips in training, running averages at inference, multiplied into the convolutions at
+    /// export (the ONNX graph is unchanged). From scratch, or `--init` a model trained with it.
+    #[arg(long)]
+    pub norm: bool,
     /// Horizontal stretch of the strips (resized to `round(w · 32 · stretch / h)` columns),
     /// so that each digit spans more windows; kept in the exported model's metadata.
     #[arg(long, default_value_t = 1.0, value_parser = parse_stretch)]
@@ -180,6 +185,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
                 pad: a.pad,
                 stretch: a.stretch,
                 blocks: [a.blocks[0], a.blocks[1]],
+                norm: a.norm,
                 ..ModelConfig::default()
             };
             m.pad += m.extra_pad();

@@ -46,6 +46,14 @@ pub struct ModelConfig {
     /// ([`ModelConfig::window`]); the stride stays 4.
     #[serde(default)]
     pub blocks: [usize; 2],
+    /// Batch normalisation after each of the four convolutions, before its ReLU (off in models
+    /// trained before it existed). Training normalises every channel by its statistics over the
+    /// conv group's strips ([`CONV_GROUP`]: a ghost batch) and keeps running averages of them;
+    /// inference uses the running averages, an affine map per channel, so the window property
+    /// holds and [`Crnn::folded`] multiplies it into the convolution (the ONNX graph is the
+    /// same as without it).
+    #[serde(default)]
+    pub norm: bool,
 }
 
 /// Columns a residual block drops on each side of its input (one per valid 3-wide convolution).
@@ -65,6 +73,7 @@ impl Default for ModelConfig {
             pad: 0,
             stretch: 1.0,
             blocks: [0, 0],
+            norm: false,
         }
     }
 }
@@ -194,7 +203,19 @@ impl ModelConfig {
                 v.push((format!("{}.gate", block_name(stage, j)), vec![1]));
             }
         }
+        if self.norm {
+            for (i, &c) in self.channels.iter().enumerate() {
+                for what in NORM_PARAMS {
+                    v.push((format!("bn{}.{what}", i + 1), vec![c]));
+                }
+            }
+        }
         v
+    }
+    /// Index in [`ModelConfig::param_specs`] of the normalisation of conv`layer + 1` (then its
+    /// weight, bias, running mean, running variance: [`NORM_PARAMS`]).
+    fn norm_param(&self, layer: usize) -> usize {
+        self.block_param(1, self.blocks[1]) + NORM_PARAMS.len() * layer
     }
     /// Index in [`ModelConfig::param_specs`] of the first parameter of block `j` of `stage`
     /// (then conv_a weight, conv_a bias, conv_b weight, conv_b bias, gate).
@@ -223,6 +244,12 @@ pub fn block_name(stage: usize, j: usize) -> String {
 
 // Indices into `param_specs`.
 const BLOCK_PARAMS: usize = 5;
+/// The parameters of one batch normalisation, in storage order (PyTorch's names): the scale,
+/// the shift, and the running mean and variance (updated by [`Crnn::update_running`], never by
+/// the gradient, which is zero for them).
+pub const NORM_PARAMS: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
+/// Momentum of the running statistics (PyTorch's default).
+pub const NORM_MOMENTUM: f32 = 0.1;
 const CONV_W: [usize; 4] = [0, 2, 4, 6];
 const CONV_B: [usize; 4] = [1, 3, 5, 7];
 const LSTM0: usize = 8;
@@ -246,6 +273,8 @@ struct ConvCache {
     dims: [(usize, usize); 4],
     /// The residual blocks of each stage, in order.
     blocks: [Vec<BlockCache>; 2],
+    /// The batch normalisations of conv1..conv4 (training with [`ModelConfig::norm`] only).
+    norms: [Option<layers::NormCache>; 4],
 }
 
 /// What a residual block keeps for its backward pass (channel-major).
@@ -259,6 +288,80 @@ struct BlockCache {
     a: Vec<f32>,
     /// Output of the second convolution before the gate `[c, m, h, w − 4]`.
     b: Vec<f32>,
+}
+
+/// One layer's statistics over a batch, kept as sums so that conv groups and batch chunks add up.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LayerStats {
+    /// Values per channel seen.
+    pub count: f64,
+    /// Their sum per channel.
+    pub sum: Vec<f64>,
+    /// The sum of their squares per channel.
+    pub sum_sq: Vec<f64>,
+}
+
+impl LayerStats {
+    /// Add `n` values per channel of mean `mean` and (biased) variance `var`.
+    pub fn add(&mut self, mean: &[f32], var: &[f32], n: usize) {
+        if self.sum.is_empty() {
+            self.sum = vec![0.0; mean.len()];
+            self.sum_sq = vec![0.0; mean.len()];
+        }
+        let n64 = n as f64;
+        self.count += n64;
+        for c in 0..mean.len() {
+            let (m, v) = (mean[c] as f64, var[c] as f64);
+            self.sum[c] += m * n64;
+            self.sum_sq[c] += (v + m * m) * n64;
+        }
+    }
+
+    /// Add another batch's sums.
+    pub fn merge(&mut self, other: &LayerStats) {
+        if self.sum.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        self.count += other.count;
+        add_f64(&mut self.sum, &other.sum);
+        add_f64(&mut self.sum_sq, &other.sum_sq);
+    }
+
+    /// The mean and the unbiased variance per channel.
+    pub fn mean_var(&self) -> (Vec<f32>, Vec<f32>) {
+        let n = self.count.max(1.0);
+        let bessel = n / (n - 1.0).max(1.0);
+        self.sum
+            .iter()
+            .zip(&self.sum_sq)
+            .map(|(s, q)| {
+                let m = s / n;
+                (m as f32, ((q / n - m * m).max(0.0) * bessel) as f32)
+            })
+            .unzip()
+    }
+}
+
+fn add_f64(dst: &mut [f64], src: &[f64]) {
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+}
+
+/// The statistics of a training batch at the four normalisations ([`ModelConfig::norm`]), for
+/// [`Crnn::update_running`]; empty for a model without them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NormStats {
+    /// conv1..conv4.
+    pub layers: [LayerStats; 4],
+}
+
+impl NormStats {
+    /// Add another batch's statistics.
+    pub fn merge(&mut self, other: &NormStats) {
+        for (a, b) in self.layers.iter_mut().zip(&other.layers) {
+            a.merge(b);
+        }
+    }
 }
 
 /// The forward pass of a batch, with what its backward pass needs.
@@ -283,6 +386,21 @@ pub struct Forward {
     masks: Option<(Vec<f32>, Vec<f32>)>,
 }
 
+impl Forward {
+    /// The statistics the normalisations saw in this (training) pass, every conv group's.
+    pub fn norm_stats(&self) -> NormStats {
+        let mut stats = NormStats::default();
+        for cache in &self.convs {
+            for (st, norm) in stats.layers.iter_mut().zip(&cache.norms) {
+                if let Some(nc) = norm {
+                    st.add(&nc.mean, &nc.var, nc.xhat.len() / nc.mean.len());
+                }
+            }
+        }
+        stats
+    }
+}
+
 impl Crnn {
     /// A freshly initialised model: He-uniform convolutions, PyTorch-style uniform LSTM and head,
     /// and the LSTM forget-gate bias set to +1 so that early training keeps memory.
@@ -295,7 +413,11 @@ impl Crnn {
             let len: usize = shape.iter().product();
             let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
             let conv = name.starts_with("conv") || name.starts_with("res");
-            if conv && name.ends_with("weight") {
+            if name.starts_with("bn") {
+                // Scale and variance 1, shift and mean 0: the identity on normalised values.
+                let one = name.ends_with(".weight") || name.ends_with(".running_var");
+                params.extend(std::iter::repeat_n(if one { 1.0 } else { 0.0 }, len));
+            } else if conv && name.ends_with("weight") {
                 let b = (6.0 / fan_in as f32).sqrt();
                 params.extend((0..len).map(|_| rng.uniform(-b, b)));
             } else if conv || name == "fc.bias" {
@@ -345,12 +467,13 @@ impl Crnn {
     /// new ones (zero weights from new inputs), new units start as in [`Crnn::new`] with `seed`
     /// (forget-gate bias +1), and every weight *out of* a new unit is zero, so the output is
     /// the old model's until training moves them. `None` when a size would shrink, or the model
-    /// has residual blocks.
+    /// has residual blocks or normalisation.
     pub fn widened(&self, channels: [usize; 4], hidden: usize, seed: u64) -> Option<Crnn> {
         let old = &self.config;
         if hidden < old.hidden
             || channels.iter().zip(&old.channels).any(|(n, o)| n < o)
             || old.blocks != [0, 0]
+            || old.norm
         {
             return None;
         }
@@ -449,7 +572,7 @@ impl Crnn {
     /// `x`: `[3, height, w]` (before [`ModelConfig::pad`]) → four vectors of `channels[k]`.
     pub fn channel_peaks(&self, x: &[f32], w: usize) -> [Vec<f32>; 4] {
         let (x, w) = self.config.pad_input(x, w);
-        let cache = self.conv_forward(&x, 1, w);
+        let cache = self.conv_forward(&x, 1, w, false);
         std::array::from_fn(|k| {
             let c = self.config.channels[k];
             let per = cache.acts[k].len() / c;
@@ -468,13 +591,15 @@ impl Crnn {
     /// Indices past a layer's width are ignored.
     ///
     /// # Panics
-    /// When the model has residual blocks (a block reads conv1's or conv2's channels too).
+    /// When the model has residual blocks (a block reads conv1's or conv2's channels too) or
+    /// normalisation (a channel's scale and shift decide whether it fires).
     pub fn revived(&self, dead: &[Vec<usize>; 4], seed: u64) -> Crnn {
         assert_eq!(
             self.config.blocks,
             [0, 0],
             "reviving channels of a model with residual blocks"
         );
+        assert!(!self.config.norm, "reviving channels of a normalised model");
         let fresh = Crnn::new(self.config.clone(), seed);
         let mut out = self.clone();
         let s = self.config.convs();
@@ -512,35 +637,134 @@ impl Crnn {
         o..o + l
     }
 
-    /// The conv stack on a batch of strips, every layer one GEMM over the whole batch.
+    /// The conv stack on a batch of strips, every layer one GEMM over the whole batch; with
+    /// [`ModelConfig::norm`], normalised by the batch's statistics when `train`, by the running
+    /// ones otherwise.
     ///
     /// # Shapes
     /// `x`: `[m, 3, height, w]` → cache whose `acts[3]` is `[c4, m, num_steps(w)]` (one column
     /// per window).
-    fn conv_forward(&self, x: &[f32], m: usize, w: usize) -> ConvCache {
+    fn conv_forward(&self, x: &[f32], m: usize, w: usize, train: bool) -> ConvCache {
         let s = self.config.convs();
         let h0 = self.config.height;
         // [m, 3, h, w] → [3, m, h, w].
         let xc = layers::to_channel_major(x, m, 3, h0 * w);
-        let p = |i: usize| (self.param(CONV_W[i]), self.param(CONV_B[i]));
         let mut dims = [(h0, w); 4];
-        let (a1, c1) = layers::conv_relu(&xc, s[0], m, h0, w, p(0).0, p(0).1);
+        let (a1, c1, n1) = self.conv_layer(0, &xc, m, (h0, w), train);
         let (p1, i1) = layers::maxpool2(&a1, s[0].co * m, h0 - 2, w - 2);
         let (b1, x2, d2) = self.blocks_forward(0, p1, m, ((h0 - 2) / 2, (w - 2) / 2));
         dims[1] = d2;
-        let (a2, c2) = layers::conv_relu(&x2, s[1], m, d2.0, d2.1, p(1).0, p(1).1);
+        let (a2, c2, n2) = self.conv_layer(1, &x2, m, d2, train);
         let (p2, i2) = layers::maxpool2(&a2, s[1].co * m, d2.0 - 2, d2.1 - 2);
         let (b2, x3, d3) = self.blocks_forward(1, p2, m, ((d2.0 - 2) / 2, (d2.1 - 2) / 2));
         dims[2] = d3;
-        let (a3, c3) = layers::conv_relu(&x3, s[2], m, d3.0, d3.1, p(2).0, p(2).1);
+        let (a3, c3, n3) = self.conv_layer(2, &x3, m, d3, train);
         dims[3] = (d3.0 - 2, d3.1 - 2);
-        let (a4, c4) = layers::conv_relu(&a3, s[3], m, dims[3].0, dims[3].1, p(3).0, p(3).1);
+        let (a4, c4, n4) = self.conv_layer(3, &a3, m, dims[3], train);
         ConvCache {
             acts: [a1, a2, a3, a4],
             cols: [c1, c2, c3, c4],
             pool_idx: [i1, i2],
             dims,
             blocks: [b1, b2],
+            norms: [n1, n2, n3, n4],
+        }
+    }
+
+    /// conv`layer + 1`, its normalisation (with [`ModelConfig::norm`]) and its ReLU.
+    ///
+    /// # Shapes
+    /// `x`: `[ci, m, h, w]` with `dims` = `(h, w)` → (post-ReLU `[co, m, ho, wo]`, im2col
+    /// matrix, the normalisation's cache when training a normalised model).
+    fn conv_layer(
+        &self,
+        layer: usize,
+        x: &[f32],
+        m: usize,
+        dims: (usize, usize),
+        train: bool,
+    ) -> (Vec<f32>, Vec<f32>, Option<layers::NormCache>) {
+        let s = self.config.convs()[layer];
+        let (wt, b) = (self.param(CONV_W[layer]), self.param(CONV_B[layer]));
+        if !self.config.norm {
+            let (y, cols) = layers::conv_relu(x, s, m, dims.0, dims.1, wt, b);
+            return (y, cols, None);
+        }
+        let (mut y, cols) = layers::conv(x, s, m, dims.0, dims.1, wt, b);
+        let k = self.config.norm_param(layer);
+        let (gamma, beta) = (self.param(k), self.param(k + 1));
+        let cache = if train {
+            Some(layers::batch_norm(&mut y, s.co, gamma, beta))
+        } else {
+            let (scale, shift) =
+                layers::norm_affine(gamma, beta, self.param(k + 2), self.param(k + 3));
+            let n = y.len() / s.co;
+            for (c, yc) in y.chunks_exact_mut(n).enumerate() {
+                yc.iter_mut().for_each(|v| *v = *v * scale[c] + shift[c]);
+            }
+            None
+        };
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+        (y, cols, cache)
+    }
+
+    /// This model with its normalisations multiplied into the convolutions before them
+    /// ([`ModelConfig::norm`] off): conv`k`'s weights scaled by `γ / sqrt(running var + ε)` per
+    /// output channel, its bias `(b − running mean) · that + β`. It computes what this model
+    /// computes at inference; a model without normalisation is returned as is.
+    pub fn folded(&self) -> Crnn {
+        if !self.config.norm {
+            return self.clone();
+        }
+        let config = ModelConfig {
+            norm: false,
+            ..self.config.clone()
+        };
+        let mut out = Crnn::new(config.clone(), 0);
+        for (idx, (name, _)) in config.param_specs().iter().enumerate() {
+            let r = out.param_range(idx);
+            out.params[r].copy_from_slice(self.param_by_name(name).expect("same names"));
+        }
+        for layer in 0..4 {
+            let k = self.config.norm_param(layer);
+            let (scale, shift) = layers::norm_affine(
+                self.param(k),
+                self.param(k + 1),
+                self.param(k + 2),
+                self.param(k + 3),
+            );
+            let wr = out.param_range(CONV_W[layer]);
+            let per = wr.len() / scale.len();
+            for (row, s) in out.params[wr].chunks_exact_mut(per).zip(&scale) {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
+            let br = out.param_range(CONV_B[layer]);
+            for ((b, s), t) in out.params[br].iter_mut().zip(&scale).zip(&shift) {
+                *b = *b * s + t;
+            }
+        }
+        out
+    }
+
+    /// Move the running statistics of the normalisations towards a batch's:
+    /// `running ← (1 − momentum) · running + momentum · batch` (the variance unbiased, as
+    /// PyTorch keeps it). Nothing happens without [`ModelConfig::norm`].
+    pub fn update_running(&mut self, stats: &NormStats, momentum: f32) {
+        if !self.config.norm {
+            return;
+        }
+        for (layer, st) in stats.layers.iter().enumerate() {
+            if st.count == 0.0 {
+                continue;
+            }
+            let k = self.config.norm_param(layer);
+            let (mean, var) = st.mean_var();
+            for (idx, batch) in [(k + 2, mean), (k + 3, var)] {
+                let r = self.param_range(idx);
+                for (p, b) in self.params[r].iter_mut().zip(batch) {
+                    *p = (1.0 - momentum) * *p + momentum * b;
+                }
+            }
         }
     }
 
@@ -648,27 +872,40 @@ impl Crnn {
     /// # Shapes
     /// `x`: `[3, height, w]` with `w ≥ WINDOW` → `[c4, num_steps(w)]`.
     pub fn embed(&self, x: &[f32], w: usize) -> Vec<f32> {
-        let [.., a4] = self.conv_forward(x, 1, w).acts;
+        let [.., a4] = self.conv_forward(x, 1, w, false).acts;
         a4
     }
 
-    /// Forward pass of a batch of strips of equal width.
+    /// Forward pass of a batch of strips of equal width, as at inference (normalisation by the
+    /// running statistics).
     ///
     /// # Shapes
     /// `x`: `[n, 3, height, w]` with `w ≥ WINDOW` → [`Forward`] with `log_probs`
     /// `[t, n, NUM_CLASSES]`, `t = config.steps(w)`.
     pub fn forward(&self, x: &[f32], n: usize, w: usize) -> Forward {
-        self.forward_dropout(x, n, w, None)
+        self.forward_mode(x, n, w, None, false)
     }
 
-    /// [`Crnn::forward`] with training-time dropout of rate `p` on the window embeddings and on
-    /// the LSTM outputs (inverted dropout: inference needs no change), masks drawn from `rng`.
+    /// [`Crnn::forward`] as in training: normalisation by the statistics of each conv group
+    /// ([`ModelConfig::norm`]), and dropout of rate `p` on the window embeddings and on the
+    /// LSTM outputs (inverted dropout: inference needs no change), masks drawn from `rng`.
     pub fn forward_dropout(
         &self,
         x: &[f32],
         n: usize,
         w: usize,
         dropout: Option<(f32, &mut Rng)>,
+    ) -> Forward {
+        self.forward_mode(x, n, w, dropout, true)
+    }
+
+    fn forward_mode(
+        &self,
+        x: &[f32],
+        n: usize,
+        w: usize,
+        dropout: Option<(f32, &mut Rng)>,
+        train: bool,
     ) -> Forward {
         let cfg = &self.config;
         assert_eq!(
@@ -684,7 +921,7 @@ impl Crnn {
             .step_by(CONV_GROUP)
             .map(|g0| {
                 let m = CONV_GROUP.min(n - g0);
-                self.conv_forward(&x[g0 * per..][..m * per], m, w)
+                self.conv_forward(&x[g0 * per..][..m * per], m, w, train)
             })
             .collect();
         // [c4, m, t] per group → [t, n, c4].
@@ -873,20 +1110,47 @@ impl Crnn {
                     self.param_range(CONV_W[layer]),
                     self.param_range(CONV_B[layer]),
                 );
-                let (gw, gb) = split_two(&mut grad, wr, br);
-                let dx = layers::conv_relu_backward(
-                    &mut dy,
-                    &cache.acts[layer],
-                    &cache.cols[layer],
-                    s[layer],
-                    m,
-                    hi,
-                    wi,
-                    self.param(CONV_W[layer]),
-                    gw,
-                    gb,
-                    layer > 0,
-                );
+                let dx = if cfg.norm {
+                    let nc = cache.norms[layer]
+                        .as_ref()
+                        .expect("the backward pass of a normalised model needs a training forward");
+                    for (d, v) in dy.iter_mut().zip(&cache.acts[layer]) {
+                        *d = if *v > 0.0 { *d } else { 0.0 };
+                    }
+                    let k = cfg.norm_param(layer);
+                    let (mut dg, mut db) = (vec![0f32; s[layer].co], vec![0f32; s[layer].co]);
+                    layers::batch_norm_backward(&mut dy, nc, self.param(k), &mut dg, &mut db);
+                    add_into(&mut grad[self.param_range(k)], &dg);
+                    add_into(&mut grad[self.param_range(k + 1)], &db);
+                    let (gw, gb) = split_two(&mut grad, wr, br);
+                    layers::conv_backward(
+                        &dy,
+                        &cache.cols[layer],
+                        s[layer],
+                        m,
+                        hi,
+                        wi,
+                        self.param(CONV_W[layer]),
+                        gw,
+                        gb,
+                        layer > 0,
+                    )
+                } else {
+                    let (gw, gb) = split_two(&mut grad, wr, br);
+                    layers::conv_relu_backward(
+                        &mut dy,
+                        &cache.acts[layer],
+                        &cache.cols[layer],
+                        s[layer],
+                        m,
+                        hi,
+                        wi,
+                        self.param(CONV_W[layer]),
+                        gw,
+                        gb,
+                        layer > 0,
+                    )
+                };
                 let Some(dx) = dx else { break };
                 dy = match layer {
                     1 | 2 => {
@@ -959,11 +1223,26 @@ pub fn loss_and_grad_dropout(
     p: f32,
     seed: u64,
 ) -> (f32, Vec<f32>, usize) {
+    let (loss, grad, used, _) = loss_grad_stats(model, x, n, w, targets, p, seed);
+    (loss, grad, used)
+}
+
+/// [`loss_and_grad_dropout`] and the batch's statistics at the normalisations
+/// ([`ModelConfig::norm`]; empty without), for [`Crnn::update_running`] after the step.
+pub fn loss_grad_stats(
+    model: &Crnn,
+    x: &[f32],
+    n: usize,
+    w: usize,
+    targets: &[Vec<u8>],
+    p: f32,
+    seed: u64,
+) -> (f32, Vec<f32>, usize, NormStats) {
     let per = 3 * model.config.height * w;
     let chunk = n.div_ceil(BATCH_PARTS).max(1);
     // First pass per chunk: forward + per-sample CTC; the normalisation needs the count of
     // usable samples, so gradients are scaled after the reduction.
-    let parts: Vec<(f32, Vec<f32>, usize)> = (0..n)
+    let parts: Vec<(f32, Vec<f32>, usize, NormStats)> = (0..n)
         .step_by(chunk)
         .collect::<Vec<_>>()
         .into_par_iter()
@@ -1000,23 +1279,25 @@ pub fn loss_and_grad_dropout(
                 }
             }
             let grad = model.backward(&fwd, &dlogits);
-            (loss, grad, used)
+            (loss, grad, used, fwd.norm_stats())
         })
         .collect();
     let mut total = 0f32;
     let mut used = 0;
     let mut grad = vec![0f32; model.params.len()];
-    for (l, g, u) in parts {
+    let mut stats = NormStats::default();
+    for (l, g, u, st) in parts {
         total += l;
         used += u;
         add_into(&mut grad, &g);
+        stats.merge(&st);
     }
     if used == 0 {
-        return (0.0, grad, 0);
+        return (0.0, grad, 0, stats);
     }
     let inv = 1.0 / used as f32;
     grad.iter_mut().for_each(|g| *g *= inv);
-    (total * inv, grad, used)
+    (total * inv, grad, used, stats)
 }
 
 /// Log-probabilities of a batch of equal-width strips, computed in parallel per sample.
@@ -1041,6 +1322,7 @@ mod tests {
             pad: 0,
             stretch: 1.0,
             blocks: [0, 0],
+            norm: false,
         };
         Crnn::new(cfg, 3)
     }
@@ -1053,6 +1335,35 @@ mod tests {
             if name.ends_with(".gate") {
                 let r = m.param_range(idx);
                 m.params[r].fill(gate);
+            }
+        }
+        m
+    }
+
+    /// `tiny_res` with batch normalisation; with `drawn`, its scales, shifts and running
+    /// statistics are drawn away from the identity, so that inference's affine map does
+    /// something (otherwise they start as [`Crnn::new`] starts them).
+    fn tiny_norm(blocks: [usize; 2], pad: usize, drawn: bool) -> Crnn {
+        let base = tiny_res(blocks, pad, 0.6);
+        let mut m = Crnn::new(
+            ModelConfig {
+                norm: true,
+                ..base.config.clone()
+            },
+            0,
+        );
+        let mut rng = Rng::new(21);
+        for (idx, (name, _)) in m.config.param_specs().iter().enumerate() {
+            let r = m.param_range(idx);
+            match base.param_by_name(name) {
+                Some(src) => m.params[r].copy_from_slice(src),
+                None if !drawn => {}
+                None if name.ends_with("running_var") || name.ends_with(".weight") => m.params[r]
+                    .iter_mut()
+                    .for_each(|v| *v = rng.uniform(0.5, 2.0)),
+                None => m.params[r]
+                    .iter_mut()
+                    .for_each(|v| *v = rng.uniform(-0.5, 0.5)),
             }
         }
         m
@@ -1180,6 +1491,8 @@ mod tests {
             (tiny_res([1, 0], 0, 0.7), WINDOW + 8),
             (tiny_res([0, 2], 0, 0.7), WINDOW + 32),
             (tiny_res([2, 1], 0, -0.4), WINDOW + 32),
+            (tiny_norm([0, 0], 0, true), WINDOW),
+            (tiny_norm([1, 1], 0, true), WINDOW + 24),
         ];
         for (m, window) in cases {
             assert_eq!(m.config.window(), window, "{:?}", m.config.blocks);
@@ -1294,14 +1607,22 @@ mod tests {
         // Without and with dropout (the same seed gives the same masks on every evaluation),
         // without and with padding.
         // Residual blocks (gates non-zero) in both stages, with and without dropout.
-        for (p_drop, pad, blocks) in [
-            (0.0, 0, [0, 0]),
-            (0.3, 0, [0, 0]),
-            (0.0, 6, [0, 0]),
-            (0.0, 0, [1, 1]),
-            (0.3, 0, [2, 1]),
+        // Batch normalisation (training: the batch's statistics), alone and with blocks.
+        for (p_drop, pad, blocks, norm) in [
+            (0.0, 0, [0, 0], false),
+            (0.3, 0, [0, 0], false),
+            (0.0, 6, [0, 0], false),
+            (0.0, 0, [1, 1], false),
+            (0.3, 0, [2, 1], false),
+            (0.0, 0, [0, 0], true),
+            (0.0, 6, [0, 0], true),
+            (0.3, 0, [0, 1], true),
         ] {
-            let m = tiny_res(blocks, pad, 0.6);
+            let m = if norm {
+                tiny_norm(blocks, pad, false)
+            } else {
+                tiny_res(blocks, pad, 0.6)
+            };
             let (n, w) = (2, 42);
             let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
             let targets = vec![vec![1, 2], vec![7]];
@@ -1316,17 +1637,35 @@ mod tests {
                     let p = r.start + rng.below(r.len());
                     // Padding puts whole regions at exactly 0 next to real values (ReLU and
                     // max-pool kinks), where a large step crosses a kink: smaller step.
-                    let eps = if m.config.pad > 0 { 1e-3f32 } else { 1e-2f32 };
-                    let mut plus = m.clone();
-                    plus.params[p] += eps;
-                    let mut minus = m.clone();
-                    minus.params[p] -= eps;
-                    let num = (f(&plus).0 - f(&minus).0) / (2.0 * eps);
+                    // Normalisation couples every position of a channel (a step moves many of
+                    // them, and a channel of small variance curves the loss sharply): the
+                    // difference quotients of three steps, the analytic gradient must match one
+                    // (it matched the smallest in every case looked at; a wrong term misses all).
+                    let steps: &[f32] = match (m.config.pad > 0, norm) {
+                        (_, true) => &[3e-3, 1e-3, 3e-4],
+                        (true, false) => &[1e-3],
+                        (false, false) => &[1e-2],
+                    };
+                    let quotient = |eps: f32| {
+                        let mut plus = m.clone();
+                        plus.params[p] += eps;
+                        let mut minus = m.clone();
+                        minus.params[p] -= eps;
+                        (f(&plus).0 - f(&minus).0) / (2.0 * eps)
+                    };
+                    let nums: Vec<f32> = steps.iter().map(|&e| quotient(e)).collect();
                     let ana = grad[p];
+                    let off =
+                        |num: f32| (num - ana).abs() - (2e-3 + 5e-2 * num.abs().max(ana.abs()));
+                    let num = nums
+                        .iter()
+                        .copied()
+                        .min_by(|a, b| off(*a).total_cmp(&off(*b)))
+                        .unwrap();
                     let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
                     assert!(
                         (num - ana).abs() <= tol,
-                        "dropout {p_drop} pad {pad} blocks {blocks:?}, {name}[{}]: numeric {num} analytic {ana}",
+                        "dropout {p_drop} pad {pad} blocks {blocks:?} norm {norm}, {name}[{}]: numeric {num} analytic {ana}",
                         p - r.start
                     );
                 }
@@ -1374,8 +1713,116 @@ mod tests {
     }
 
     #[test]
+    fn folding_the_normalisation_keeps_the_function() {
+        // Inference normalises by the running statistics, an affine map per channel; folded into
+        // the convolutions it computes the same, with the parameters of a model without it.
+        for (blocks, pad) in [([0, 0], 0), ([0, 0], 12), ([1, 2], 3)] {
+            let m = tiny_norm(blocks, pad, true);
+            let f = m.folded();
+            assert!(!f.config.norm);
+            assert_eq!(
+                f.config.param_specs().len(),
+                m.config.param_specs().len() - 16
+            );
+            for w in [32, 57] {
+                let x: Vec<f32> = strip(w, 3).into_iter().chain(strip(w, 4)).collect();
+                let diff = max_abs_diff(&log_probs(&m, &x, 2, w), &log_probs(&f, &x, 2, w));
+                assert!(
+                    diff < 1e-4,
+                    "{blocks:?} pad {pad} w {w}: max |Δ log p| {diff}"
+                );
+            }
+        }
+        let plain = tiny();
+        assert_eq!(plain.folded(), plain);
+    }
+
+    #[test]
+    fn statistics_of_groups_add_up_to_the_batchs() {
+        // (values of each group: n, mean, biased variance) → the union's mean and unbiased
+        // variance, computed directly.
+        let groups: [&[f32]; 4] = [
+            &[1.0, 2.0, 3.0],
+            &[4.0],
+            &[-2.0, 0.5],
+            &[10.0, 10.0, 10.0, 9.0],
+        ];
+        for take in 1..=groups.len() {
+            let (mut a, mut b) = (LayerStats::default(), LayerStats::default());
+            for (k, g) in groups[..take].iter().enumerate() {
+                let n = g.len() as f32;
+                let mean = g.iter().sum::<f32>() / n;
+                let var = g.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+                let target = if k % 2 == 0 { &mut a } else { &mut b };
+                target.add(&[mean], &[var], g.len());
+            }
+            a.merge(&b);
+            let all: Vec<f32> = groups[..take].concat();
+            let n = all.len() as f32;
+            let mean = all.iter().sum::<f32>() / n;
+            let var = all.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / (n - 1.0).max(1.0);
+            let (m, v) = a.mean_var();
+            assert!(
+                (m[0] - mean).abs() < 1e-5,
+                "{take} groups: mean {} vs {mean}",
+                m[0]
+            );
+            assert!(
+                (v[0] - var).abs() < 1e-4,
+                "{take} groups: var {} vs {var}",
+                v[0]
+            );
+        }
+    }
+
+    #[test]
+    fn running_statistics_move_by_the_momentum_and_settle_on_the_batchs() {
+        // One update moves each running value by `momentum` of the way to the batch's; updated
+        // again and again on one batch, inference normalises it as training does (up to the
+        // unbiased variance), and a model without normalisation is left alone.
+        let mut m = tiny_norm([0, 0], 12, true);
+        let (n, w) = (CONV_GROUP, 120);
+        let x: Vec<f32> = (0..n).flat_map(|i| strip(w, 70 + i as u64)).collect();
+        let stats = m.forward_dropout(&x, n, w, None).norm_stats();
+        assert!(stats.layers.iter().all(|l| l.count > 0.0));
+        let k = m.config.norm_param(2);
+        let before = m.param(k + 2).to_vec();
+        m.update_running(&stats, 0.25);
+        let (mean, _) = stats.layers[2].mean_var();
+        for c in 0..before.len() {
+            let want = 0.75 * before[c] + 0.25 * mean[c];
+            assert!((m.param(k + 2)[c] - want).abs() < 1e-5);
+        }
+        for _ in 0..200 {
+            m.update_running(&stats, NORM_MOMENTUM);
+        }
+        for (layer, st) in stats.layers.iter().enumerate() {
+            let k = m.config.norm_param(layer);
+            let (mean, var) = st.mean_var();
+            assert!(
+                max_abs_diff(m.param(k + 2), &mean) < 1e-4,
+                "conv{}",
+                layer + 1
+            );
+            assert!(max_abs_diff(m.param(k + 3), &var) < 1e-3 * (1.0 + var[0]));
+        }
+        let train = m.forward_dropout(&x, n, w, None).log_probs;
+        let infer = log_probs(&m, &x, n, w);
+        let diff = max_abs_diff(&train, &infer);
+        assert!(diff < 0.05, "inference vs training on the batch: {diff}");
+        let mut plain = tiny();
+        plain.update_running(&stats, 0.5);
+        assert_eq!(plain, tiny());
+    }
+
+    #[test]
     fn the_gradient_does_not_depend_on_the_thread_count() {
-        let m = tiny();
+        for m in [tiny(), tiny_norm([0, 0], 0, true)] {
+            thread_count_check(&m);
+        }
+    }
+
+    fn thread_count_check(m: &Crnn) {
         let (n, w) = (7, 40);
         let x: Vec<f32> = (0..n).flat_map(|i| strip(w, 50 + i as u64)).collect();
         let targets: Vec<Vec<u8>> = (0..n).map(|i| vec![(i % 10) as u8, 1]).collect();
@@ -1384,7 +1831,7 @@ mod tests {
                 .num_threads(threads)
                 .build()
                 .unwrap()
-                .install(|| loss_and_grad_dropout(&m, &x, n, w, &targets, 0.2, 9))
+                .install(|| loss_and_grad_dropout(m, &x, n, w, &targets, 0.2, 9))
         };
         let one = run(1);
         for threads in [2, 3, 4] {

@@ -513,6 +513,104 @@ pub fn sum_f32(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
+/// Batch normalisation's epsilon (PyTorch's default), added to the variance.
+pub const NORM_EPS: f32 = 1e-5;
+
+/// What a batch normalisation in training keeps for its backward pass and for the running
+/// statistics.
+#[derive(Debug, Clone)]
+pub struct NormCache {
+    /// The normalised values `(z − mean) / sqrt(var + ε)`, `[c, n]`.
+    pub xhat: Vec<f32>,
+    /// `1 / sqrt(var + ε)` per channel.
+    pub inv_std: Vec<f32>,
+    /// The batch's mean per channel.
+    pub mean: Vec<f32>,
+    /// The batch's (biased) variance per channel.
+    pub var: Vec<f32>,
+}
+
+/// Batch normalisation in training: every channel normalised by its own mean and variance over
+/// the batch, then scaled by `gamma` and shifted by `beta`, in place.
+///
+/// # Shapes
+/// `z`: `[c, n]` (a channel's `n` values contiguous, as the channel-major activations are),
+/// `gamma`, `beta`: `[c]`.
+pub fn batch_norm(z: &mut [f32], c: usize, gamma: &[f32], beta: &[f32]) -> NormCache {
+    let n = z.len() / c;
+    let mut cache = NormCache {
+        xhat: vec![0f32; z.len()],
+        inv_std: vec![0f32; c],
+        mean: vec![0f32; c],
+        var: vec![0f32; c],
+    };
+    for (ch, (zc, xc)) in z
+        .chunks_exact_mut(n)
+        .zip(cache.xhat.chunks_exact_mut(n))
+        .enumerate()
+    {
+        let mean = sum_f32(zc) / n as f32;
+        xc.iter_mut()
+            .zip(zc.iter())
+            .for_each(|(x, v)| *x = v - mean);
+        let var = xc.iter().map(|d| d * d).sum::<f32>() / n as f32;
+        let inv = 1.0 / (var + NORM_EPS).sqrt();
+        for (x, v) in xc.iter_mut().zip(zc.iter_mut()) {
+            *x *= inv;
+            *v = gamma[ch] * *x + beta[ch];
+        }
+        (cache.mean[ch], cache.var[ch], cache.inv_std[ch]) = (mean, var, inv);
+    }
+    cache
+}
+
+/// Backward of [`batch_norm`]: `dy` (the gradient of its output, `[c, n]`) becomes the gradient
+/// of its input in place; the gradients of `gamma` and `beta` are accumulated.
+pub fn batch_norm_backward(
+    dy: &mut [f32],
+    cache: &NormCache,
+    gamma: &[f32],
+    dgamma: &mut [f32],
+    dbeta: &mut [f32],
+) {
+    let c = gamma.len();
+    let n = dy.len() / c;
+    for (ch, (d, xc)) in dy
+        .chunks_exact_mut(n)
+        .zip(cache.xhat.chunks_exact(n))
+        .enumerate()
+    {
+        let sum_d = sum_f32(d);
+        let sum_dx: f32 = d.iter().zip(xc).map(|(a, b)| a * b).sum();
+        dgamma[ch] += sum_dx;
+        dbeta[ch] += sum_d;
+        let k = gamma[ch] * cache.inv_std[ch] / n as f32;
+        for (v, x) in d.iter_mut().zip(xc) {
+            *v = k * (n as f32 * *v - sum_d - x * sum_dx);
+        }
+    }
+}
+
+/// The affine map a batch normalisation becomes at inference: `y = scale · z + shift` per
+/// channel, from its running statistics.
+///
+/// # Shapes
+/// `gamma`, `beta`, `mean`, `var`: `[c]` → (`scale` `[c]`, `shift` `[c]`).
+pub fn norm_affine(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(g, v)| g / (v + NORM_EPS).sqrt())
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((b, m), s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
 /// 2×2 max-pooling, stride 2, floor mode (trailing odd row/column dropped).
 ///
 /// # Shapes
@@ -738,6 +836,88 @@ pub fn log_softmax_rows(x: &mut [f32], k: usize) {
 mod tests {
     use super::*;
     use rayon::prelude::*;
+
+    #[test]
+    fn batch_norm_normalises_and_its_backward_matches_finite_differences() {
+        // A smooth scalar of the output, L = Σ r · y (r fixed), differentiated numerically in
+        // f64-safe steps against the analytic input, scale and shift gradients; channels of a
+        // few values and of many, scales of either sign.
+        let mut rng = crate::rng::Rng::new(4);
+        for (c, n) in [(1, 3), (2, 17), (3, 200)] {
+            let z: Vec<f32> = (0..c * n).map(|_| 2.0 * rng.normal() + 1.0).collect();
+            let gamma: Vec<f32> = (0..c)
+                .map(|k| if k % 2 == 0 { 1.5 } else { -0.7 })
+                .collect();
+            let beta: Vec<f32> = (0..c).map(|k| 0.3 * k as f32).collect();
+            let r: Vec<f32> = (0..c * n).map(|_| rng.normal()).collect();
+            let loss = |z: &[f32], gamma: &[f32], beta: &[f32]| -> f32 {
+                let mut y = z.to_vec();
+                batch_norm(&mut y, c, gamma, beta);
+                y.iter().zip(&r).map(|(a, b)| a * b).sum()
+            };
+            let mut y = z.clone();
+            let cache = batch_norm(&mut y, c, &gamma, &beta);
+            for (k, yc) in y.chunks(n).enumerate() {
+                let mean = yc.iter().sum::<f32>() / n as f32;
+                let var = yc.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+                assert!((mean - beta[k]).abs() < 1e-4, "c {c} n {n}: mean {mean}");
+                let want = gamma[k] * gamma[k] * cache.var[k] / (cache.var[k] + NORM_EPS);
+                assert!(
+                    (var - want).abs() < 1e-3 * want,
+                    "c {c} n {n}: var {var} vs {want}"
+                );
+            }
+            let mut dz = r.clone();
+            let (mut dg, mut db) = (vec![0f32; c], vec![0f32; c]);
+            batch_norm_backward(&mut dz, &cache, &gamma, &mut dg, &mut db);
+            let eps = 1e-2f32;
+            let num = |f: &dyn Fn(f32) -> f32| (f(eps) - f(-eps)) / (2.0 * eps);
+            let close = |a: f32, b: f32| (a - b).abs() <= 2e-3 + 1e-2 * a.abs().max(b.abs());
+            for i in (0..c * n).step_by(7) {
+                let d = num(&|e| {
+                    let mut zz = z.clone();
+                    zz[i] += e;
+                    loss(&zz, &gamma, &beta)
+                });
+                assert!(
+                    close(d, dz[i]),
+                    "c {c} n {n} dz[{i}]: numeric {d} analytic {}",
+                    dz[i]
+                );
+            }
+            for k in 0..c {
+                let d = num(&|e| {
+                    let mut g = gamma.clone();
+                    g[k] += e;
+                    loss(&z, &g, &beta)
+                });
+                assert!(close(d, dg[k]), "c {c} n {n} dgamma[{k}]: {d} vs {}", dg[k]);
+                let d = num(&|e| {
+                    let mut b = beta.clone();
+                    b[k] += e;
+                    loss(&z, &gamma, &b)
+                });
+                assert!(close(d, db[k]), "c {c} n {n} dbeta[{k}]: {d} vs {}", db[k]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_inference_affine_map_is_the_normalisation_by_given_statistics() {
+        // (γ, β, mean, var, z) → γ (z − mean) / sqrt(var + ε) + β.
+        for (g, b, m, v, z) in [
+            (1.0, 0.0, 0.0, 1.0, 2.0),
+            (2.0, 0.5, 1.0, 4.0, 3.0),
+            (-1.0, 0.0, -2.0, 0.25, 0.0),
+        ] {
+            let (scale, shift) = norm_affine(&[g], &[b], &[m], &[v]);
+            let want = g * (z - m) / (v + NORM_EPS).sqrt() + b;
+            assert!(
+                (scale[0] * z + shift[0] - want).abs() < 1e-5,
+                "{g} {b} {m} {v} {z}"
+            );
+        }
+    }
 
     /// Half the smallest normal `f32`, computed at run time on the calling thread.
     fn halved() -> f32 {

@@ -182,6 +182,10 @@ fn conv_stack(
 
 /// The model as an ONNX `ModelProto`. `metadata` is written into `metadata_props`.
 pub fn to_onnx(model: &Crnn, metadata: &[(&str, String)]) -> ModelProto {
+    // Batch normalisation at inference is an affine map per channel: multiplied into the
+    // convolutions, the graph is the one of a model without it.
+    let folded = model.config.norm.then(|| model.folded());
+    let model = folded.as_ref().unwrap_or(model);
     let cfg = &model.config;
     let mut nodes = Vec::new();
     let mut inits = Vec::new();
@@ -456,6 +460,8 @@ pub fn crnn_from_onnx(bytes: &[u8], source: &std::path::Path) -> crate::Result<C
     })?;
     let mut config: ModelConfig =
         serde_json::from_str(&json).map_err(|e| err(format!("{CONFIG_KEY}: {e}")))?;
+    // The graph holds any normalisation multiplied into the convolutions ([`to_onnx`]).
+    config.norm = false;
     if let Some(p) = meta(PAD_KEY) {
         config.pad = p.parse().map_err(|e| err(format!("{PAD_KEY}: {e}")))?;
     }
@@ -1000,6 +1006,7 @@ mod tests {
                 pad,
                 stretch,
                 blocks,
+                norm: false,
             };
             let mut m = Crnn::new(config.clone(), 3);
             // Distinct values everywhere, so a swapped block or transposition shows.

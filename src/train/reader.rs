@@ -11,7 +11,9 @@ use rayon::prelude::*;
 use crate::data::recombine;
 use crate::data::svhn::{split_held_out, Fold, SvhnSet};
 use crate::data::synth::FontSet;
-use crate::engine::crnn::{loss_and_grad_dropout, Crnn, ModelConfig};
+use crate::engine::crnn::{
+    loss_and_grad_dropout, loss_grad_stats, Crnn, ModelConfig, NORM_MOMENTUM,
+};
 use crate::error::{Error, Result};
 use crate::read::ctc::NO_NUMBER;
 use crate::read::DigitBox;
@@ -605,11 +607,17 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 m.config.pad = cfg.model.pad;
                 m.config.stretch = cfg.model.stretch;
                 eprintln!("initial weights from {}", p.display());
+                if cfg.model.norm && !m.config.norm {
+                    return Err(Error::Config(format!(
+                        "--norm needs a model trained with it; {} was trained without",
+                        p.display()
+                    )));
+                }
                 if cfg.widen {
                     let (c, h) = (cfg.model.channels, cfg.model.hidden);
                     m = m.widened(c, h, cfg.seed).ok_or_else(|| {
                         Error::Config(format!(
-                            "cannot widen {} (channels {:?}, hidden {}) to channels {c:?}, hidden {h}: a size would shrink",
+                            "cannot widen {} (channels {:?}, hidden {}) to channels {c:?}, hidden {h}: a size would shrink, or it has residual blocks or normalisation",
                             p.display(),
                             m.config.channels,
                             m.config.hidden
@@ -631,9 +639,10 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                     eprintln!("residual blocks {have:?} -> {want:?} (same function)");
                 }
                 if cfg.revive {
-                    if m.config.blocks != [0, 0] {
+                    if m.config.blocks != [0, 0] || m.config.norm {
                         return Err(Error::Config(
-                            "--revive is for readers without residual blocks".into(),
+                            "--revive is for readers without residual blocks or normalisation"
+                                .into(),
                         ));
                     }
                     let probe = &train_recs[..train_recs.len().min(500)];
@@ -776,7 +785,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             for (b, batch) in strips.chunks(cfg.batch_size).enumerate() {
                 let (s, targets): (Vec<Strip>, Vec<Vec<u8>>) = batch.iter().cloned().unzip();
                 let (x, w) = augment::pad_batch(&s, &mut prng);
-                let (loss, mut grad, used) = loss_and_grad_dropout(
+                let (loss, mut grad, used, stats) = loss_grad_stats(
                     &model,
                     &x,
                     s.len(),
@@ -804,6 +813,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                     cfg.clip_norm,
                     lr,
                 ) {
+                    model.update_running(&stats, NORM_MOMENTUM);
                     loss_sum += loss as f64;
                     loss_n += 1;
                     if let Some(t) = teacher.as_mut() {
