@@ -12,7 +12,8 @@
 # confidence >= 0.9, each on its region) instead of its whole-image readings.
 # SEED=K seeds every reader step with K; V3_EPOCHS=N sets v3's epochs (default 300). NORM=1 trains
 # every reader step with batch normalisation (`train --norm`; Rule N: +2.0 and +2.3 points at v1's
-# step on two seeds; the full recipe with it not yet measured).
+# step on two seeds, Rule NH: +0.33 once the pool's labels are beside the photos; the full recipe
+# with it not measured).
 # Every step is skipped when its output exists and every training run resumes from its last
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
