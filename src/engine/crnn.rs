@@ -1110,47 +1110,33 @@ impl Crnn {
                     self.param_range(CONV_W[layer]),
                     self.param_range(CONV_B[layer]),
                 );
-                let dx = if cfg.norm {
+                // The ReLU, then the normalisation's backward (with `norm`), then the conv's.
+                for (d, v) in dy.iter_mut().zip(&cache.acts[layer]) {
+                    *d = if *v > 0.0 { *d } else { 0.0 };
+                }
+                if cfg.norm {
                     let nc = cache.norms[layer]
                         .as_ref()
                         .expect("the backward pass of a normalised model needs a training forward");
-                    for (d, v) in dy.iter_mut().zip(&cache.acts[layer]) {
-                        *d = if *v > 0.0 { *d } else { 0.0 };
-                    }
                     let k = cfg.norm_param(layer);
                     let (mut dg, mut db) = (vec![0f32; s[layer].co], vec![0f32; s[layer].co]);
                     layers::batch_norm_backward(&mut dy, nc, self.param(k), &mut dg, &mut db);
                     add_into(&mut grad[self.param_range(k)], &dg);
                     add_into(&mut grad[self.param_range(k + 1)], &db);
-                    let (gw, gb) = split_two(&mut grad, wr, br);
-                    layers::conv_backward(
-                        &dy,
-                        &cache.cols[layer],
-                        s[layer],
-                        m,
-                        hi,
-                        wi,
-                        self.param(CONV_W[layer]),
-                        gw,
-                        gb,
-                        layer > 0,
-                    )
-                } else {
-                    let (gw, gb) = split_two(&mut grad, wr, br);
-                    layers::conv_relu_backward(
-                        &mut dy,
-                        &cache.acts[layer],
-                        &cache.cols[layer],
-                        s[layer],
-                        m,
-                        hi,
-                        wi,
-                        self.param(CONV_W[layer]),
-                        gw,
-                        gb,
-                        layer > 0,
-                    )
-                };
+                }
+                let (gw, gb) = split_two(&mut grad, wr, br);
+                let dx = layers::conv_backward(
+                    &dy,
+                    &cache.cols[layer],
+                    s[layer],
+                    m,
+                    hi,
+                    wi,
+                    self.param(CONV_W[layer]),
+                    gw,
+                    gb,
+                    layer > 0,
+                );
                 let Some(dx) = dx else { break };
                 dy = match layer {
                     1 | 2 => {
