@@ -324,8 +324,8 @@ impl LayerStats {
             return;
         }
         self.count += other.count;
-        add_f64(&mut self.sum, &other.sum);
-        add_f64(&mut self.sum_sq, &other.sum_sq);
+        add_into(&mut self.sum, &other.sum);
+        add_into(&mut self.sum_sq, &other.sum_sq);
     }
 
     /// The mean and the unbiased variance per channel.
@@ -341,10 +341,6 @@ impl LayerStats {
             })
             .unzip()
     }
-}
-
-fn add_f64(dst: &mut [f64], src: &[f64]) {
-    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
 }
 
 /// The statistics of a training batch at the four normalisations ([`ModelConfig::norm`]), for
@@ -720,11 +716,14 @@ impl Crnn {
             norm: false,
             ..self.config.clone()
         };
-        let mut out = Crnn::new(config.clone(), 0);
-        for (idx, (name, _)) in config.param_specs().iter().enumerate() {
-            let r = out.param_range(idx);
-            out.params[r].copy_from_slice(self.param_by_name(name).expect("same names"));
-        }
+        // Every parameter of the unnormalised model, under the same names.
+        let params = config
+            .param_specs()
+            .iter()
+            .flat_map(|(name, _)| self.param_by_name(name).expect("same names"))
+            .copied()
+            .collect();
+        let mut out = Crnn::from_params(config, params).expect("sizes follow the specs");
         for layer in 0..4 {
             let k = self.config.norm_param(layer);
             let (scale, shift) = layers::norm_affine(
@@ -1157,9 +1156,9 @@ impl Crnn {
     }
 }
 
-fn add_into(dst: &mut [f32], src: &[f32]) {
+fn add_into<T: Copy + std::ops::AddAssign>(dst: &mut [T], src: &[T]) {
     for (d, s) in dst.iter_mut().zip(src) {
-        *d += s;
+        *d += *s;
     }
 }
 
