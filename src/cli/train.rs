@@ -106,6 +106,17 @@ pub struct TrainArgs {
     /// With `--online`: the teacher's decay per step (ema = d · ema + (1 − d) · model).
     #[arg(long, default_value_t = 0.999, value_parser = parse_share)]
     pub ema_decay: f32,
+    /// Also train on unlabelled images taught a fixed teacher's posteriors (distillation): a
+    /// `housenum read --region` listing, e.g. of ../shared/svhn/unlabeled (its images and
+    /// regions are used; its readings are not). Each region, augmented as any sample, is trained
+    /// towards `--teacher`'s log-probabilities of that very strip, step by step (KL divergence),
+    /// whatever the teacher reads in it.
+    #[arg(long, requires = "teacher", conflicts_with = "online")]
+    pub distil: Option<PathBuf>,
+    /// With `--distil`: the teacher, a checkpoint or a reader exported to ONNX giving the same
+    /// steps as the model for every strip (the same `--pad` and `--blocks`).
+    #[arg(long, requires = "distil")]
+    pub teacher: Option<PathBuf>,
     /// Share of training samples replaced by new numbers recombined from real training digits.
     #[arg(long, default_value_t = 0.0)]
     pub recombine: f32,
@@ -199,6 +210,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         online: a.online,
         online_threshold: a.online_threshold,
         ema_decay: a.ema_decay,
+        distil: a.distil,
+        teacher: a.teacher,
         recombine_prob: a.recombine,
         recombine_max_len: a.recombine_max_len,
         synth_prob: a.synth,

@@ -1223,9 +1223,42 @@ pub fn loss_grad_stats(
     p: f32,
     seed: u64,
 ) -> (f32, Vec<f32>, usize, NormStats) {
+    let targets: Vec<Target> = targets.iter().map(|d| Target::Digits(d)).collect();
+    loss_grad_targets(model, x, n, w, &targets, p, seed)
+}
+
+/// What one strip of a batch is trained towards.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Its digits, by CTC.
+    Digits(&'a [u8]),
+    /// A teacher's log-probabilities of this very strip, `[t, NUM_CLASSES]` (the same steps as
+    /// the model's): `Σ_t KL(q_t ‖ p_t)` divided, as CTC's loss by the label's length, by the
+    /// digits of the teacher's greedy reading (at least 1)
+    /// ([`crate::engine::ctc_loss::distillation_loss_grad`]).
+    Soft(&'a [f32]),
+}
+
+/// [`loss_grad_stats`] with each strip's [`Target`]: digits (CTC) or a teacher's posteriors
+/// (distillation), mixed freely in one batch; the mean is over the strips used (every soft one,
+/// and the digits that have an alignment).
+///
+/// # Shapes
+/// `x`: `[n, 3, height, w]`; `targets`: `n`, a soft one `[t, NUM_CLASSES]` with `t =
+/// model.config.steps(w)`. Returns `(mean loss, gradient [num_params], samples used, statistics)`.
+pub fn loss_grad_targets(
+    model: &Crnn,
+    x: &[f32],
+    n: usize,
+    w: usize,
+    targets: &[Target],
+    p: f32,
+    seed: u64,
+) -> (f32, Vec<f32>, usize, NormStats) {
+    assert_eq!(targets.len(), n, "one target per strip");
     let per = 3 * model.config.height * w;
     let chunk = n.div_ceil(BATCH_PARTS).max(1);
-    // First pass per chunk: forward + per-sample CTC; the normalisation needs the count of
+    // First pass per chunk: forward + per-sample loss; the normalisation needs the count of
     // usable samples, so gradients are scaled after the reduction.
     let parts: Vec<(f32, Vec<f32>, usize, NormStats)> = (0..n)
         .step_by(chunk)
@@ -1241,18 +1274,29 @@ pub fn loss_grad_stats(
             let mut loss = 0f32;
             let mut used = 0;
             for b in 0..m {
-                let labels: Vec<usize> = targets[start + b]
-                    .iter()
-                    .map(|&d| crate::alphabet::class_of_digit(d))
-                    .collect();
                 let mut lp = vec![0f32; t * NUM_CLASSES];
                 for tt in 0..t {
                     lp[tt * NUM_CLASSES..][..NUM_CLASSES].copy_from_slice(
                         &fwd.log_probs[(tt * m + b) * NUM_CLASSES..][..NUM_CLASSES],
                     );
                 }
-                if let Some((l, g)) = crate::engine::ctc_loss::ctc_loss_grad(&lp, t, &labels) {
-                    let scale = 1.0 / labels.len().max(1) as f32;
+                let scaled = match targets[start + b] {
+                    Target::Digits(digits) => {
+                        let labels: Vec<usize> = digits
+                            .iter()
+                            .map(|&d| crate::alphabet::class_of_digit(d))
+                            .collect();
+                        crate::engine::ctc_loss::ctc_loss_grad(&lp, t, &labels)
+                            .map(|lg| (lg, labels.len()))
+                    }
+                    Target::Soft(q) => {
+                        assert_eq!(q.len(), t * NUM_CLASSES, "a soft target must be [t, 11]");
+                        let lg = crate::engine::ctc_loss::distillation_loss_grad(&lp, q, t);
+                        Some((lg, crate::engine::ctc_loss::greedy_length(q)))
+                    }
+                };
+                if let Some(((l, g), len)) = scaled {
+                    let scale = 1.0 / len.max(1) as f32;
                     loss += l * scale;
                     used += 1;
                     for tt in 0..t {
@@ -1593,15 +1637,19 @@ mod tests {
         // without and with padding.
         // Residual blocks (gates non-zero) in both stages, with and without dropout.
         // Batch normalisation (training: the batch's statistics), alone and with blocks.
-        for (p_drop, pad, blocks, norm) in [
-            (0.0, 0, [0, 0], false),
-            (0.3, 0, [0, 0], false),
-            (0.0, 6, [0, 0], false),
-            (0.0, 0, [1, 1], false),
-            (0.3, 0, [2, 1], false),
-            (0.0, 0, [0, 0], true),
-            (0.0, 6, [0, 0], true),
-            (0.3, 0, [0, 1], true),
+        // Soft: the second strip is taught a teacher's posteriors instead of its digits.
+        for (p_drop, pad, blocks, norm, soft) in [
+            (0.0, 0, [0, 0], false, false),
+            (0.3, 0, [0, 0], false, false),
+            (0.0, 6, [0, 0], false, false),
+            (0.0, 0, [1, 1], false, false),
+            (0.3, 0, [2, 1], false, false),
+            (0.0, 0, [0, 0], true, false),
+            (0.0, 6, [0, 0], true, false),
+            (0.3, 0, [0, 1], true, false),
+            (0.0, 0, [0, 0], false, true),
+            (0.3, 6, [0, 0], false, true),
+            (0.0, 0, [0, 1], true, true),
         ] {
             let m = if norm {
                 tiny_norm(blocks, pad, false)
@@ -1610,8 +1658,23 @@ mod tests {
             };
             let (n, w) = (2, 42);
             let x: Vec<f32> = strip(w, 5).into_iter().chain(strip(w, 6)).collect();
-            let targets = vec![vec![1, 2], vec![7]];
-            let f = |model: &Crnn| loss_and_grad_dropout(model, &x, n, w, &targets, p_drop, 17);
+            let mut qrng = Rng::new(31);
+            let mut q: Vec<f32> = (0..m.config.steps(w) * NUM_CLASSES)
+                .map(|_| qrng.uniform(-3.0, 3.0))
+                .collect();
+            crate::engine::layers::log_softmax_rows(&mut q, NUM_CLASSES);
+            let targets = [
+                Target::Digits(&[1, 2]),
+                if soft {
+                    Target::Soft(&q)
+                } else {
+                    Target::Digits(&[7])
+                },
+            ];
+            let f = |model: &Crnn| {
+                let (l, g, u, _) = loss_grad_targets(model, &x, n, w, &targets, p_drop, 17);
+                (l, g, u)
+            };
             let (_, grad, used) = f(&m);
             assert_eq!(used, 2);
             let mut rng = Rng::new(9);
@@ -1650,7 +1713,7 @@ mod tests {
                     let tol = 2e-3 + 5e-2 * num.abs().max(ana.abs());
                     assert!(
                         (num - ana).abs() <= tol,
-                        "dropout {p_drop} pad {pad} blocks {blocks:?} norm {norm}, {name}[{}]: numeric {num} analytic {ana}",
+                        "dropout {p_drop} pad {pad} blocks {blocks:?} norm {norm} soft {soft}, {name}[{}]: numeric {num} analytic {ana}",
                         p - r.start
                     );
                 }

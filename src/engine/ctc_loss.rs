@@ -56,6 +56,52 @@ pub fn ctc_loss_grad(log_probs: &[f32], t: usize, labels: &[usize]) -> Option<(f
     Some((-log_p, grad))
 }
 
+/// Distillation towards a teacher's posteriors of the same strip (the same steps): the loss
+/// `Σ_t KL(q_t ‖ p_t)`, `q` the teacher's and `p` the student's distributions over the classes,
+/// and its gradient with respect to the student's *logits*, `p − q`: CTC's gradient with the
+/// teacher's posteriors in place of the occupancy of the label's alignments.
+///
+/// # Shapes
+/// `student`, `teacher`: `[t, NUM_CLASSES]` log-softmax outputs. Returns `(loss, grad [t,
+/// NUM_CLASSES])`.
+pub fn distillation_loss_grad(student: &[f32], teacher: &[f32], t: usize) -> (f32, Vec<f32>) {
+    let c = NUM_CLASSES;
+    assert_eq!(student.len(), t * c, "student must be [t, NUM_CLASSES]");
+    assert_eq!(teacher.len(), t * c, "teacher must be [t, NUM_CLASSES]");
+    let mut loss = 0f32;
+    let grad = student
+        .iter()
+        .zip(teacher)
+        .map(|(&lp, &lq)| {
+            let q = lq.exp();
+            // q · (log q − log p), 0 where q is 0 (its limit).
+            if q > 0.0 {
+                loss += q * (lq - lp);
+            }
+            lp.exp() - q
+        })
+        .collect();
+    (loss, grad)
+}
+
+/// Digits in the greedy reading of `log_probs` `[t, NUM_CLASSES]` (the most likely class at each
+/// step, repeats merged, blanks dropped): the length a distillation target is scaled by, as a
+/// CTC target is by its label's length.
+pub fn greedy_length(log_probs: &[f32]) -> usize {
+    let mut prev = BLANK;
+    let mut n = 0;
+    for row in log_probs.chunks_exact(NUM_CLASSES) {
+        let k = (0..NUM_CLASSES)
+            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+            .expect("classes");
+        if k != BLANK && k != prev {
+            n += 1;
+        }
+        prev = k;
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +177,73 @@ mod tests {
         // Gradient w.r.t. logits sums to zero on every step.
         for row in grad.chunks(NUM_CLASSES) {
             assert!(row.iter().sum::<f32>().abs() < 1e-5);
+        }
+    }
+
+    /// Random logits `[t, NUM_CLASSES]` from a small LCG.
+    fn logits(t: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..t * NUM_CLASSES)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    #[test]
+    fn distillation_gradient_matches_finite_differences_and_vanishes_at_the_teacher() {
+        let log_softmax = |mut v: Vec<f32>| {
+            crate::engine::layers::log_softmax_rows(&mut v, NUM_CLASSES);
+            v
+        };
+        // (steps, student's seed and scale, teacher's seed and scale): flat and peaked
+        // distributions on either side, one step and several.
+        for (t, ss, sk, ts, tk) in [
+            (1, 1, 1.0, 2, 1.0),
+            (5, 3, 0.5, 4, 6.0),
+            (4, 5, 4.0, 6, 0.2),
+            (7, 7, 2.0, 8, 2.0),
+        ] {
+            let z = logits(t, ss, sk);
+            let q = log_softmax(logits(t, ts, tk));
+            let (loss, grad) = distillation_loss_grad(&log_softmax(z.clone()), &q, t);
+            assert!(loss >= 0.0, "KL is never negative: {loss}");
+            for (i, &g) in grad.iter().enumerate() {
+                let eps = 1e-2;
+                let at = |d: f32| {
+                    let mut v = z.clone();
+                    v[i] += d;
+                    distillation_loss_grad(&log_softmax(v), &q, t).0
+                };
+                let num = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (num - g).abs() < 2e-3,
+                    "t {t} [{i}]: numeric {num} analytic {g}"
+                );
+            }
+            // Taught its own posteriors, the student has nothing to learn.
+            let p = log_softmax(z);
+            let (loss, grad) = distillation_loss_grad(&p, &p, t);
+            assert!(loss.abs() < 1e-6, "{loss}");
+            assert!(grad.iter().all(|g| g.abs() < 1e-6));
+        }
+    }
+
+    #[test]
+    fn greedy_length_counts_digits_of_the_best_path() {
+        // Best classes per step -> digits (repeats merged, blanks dropped).
+        let cases: [(&[usize], usize); 5] = [
+            (&[0, 0, 0], 0),
+            (&[0, 2, 2, 0, 3, 0], 2),
+            (&[2, 0, 2], 2),
+            (&[4, 4, 4, 4], 1),
+            (&[1, 2, 3, 4, 5, 6, 7], 7),
+        ];
+        for (path, want) in cases {
+            assert_eq!(greedy_length(&peaked(path, 0.9)), want, "{path:?}");
         }
     }
 }

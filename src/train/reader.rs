@@ -12,7 +12,7 @@ use crate::data::recombine;
 use crate::data::svhn::{split_held_out, Fold, SvhnSet};
 use crate::data::synth::FontSet;
 use crate::engine::crnn::{
-    loss_and_grad_dropout, loss_grad_stats, Crnn, ModelConfig, NORM_MOMENTUM,
+    loss_and_grad_dropout, loss_grad_targets, Crnn, ModelConfig, Target, NORM_MOMENTUM,
 };
 use crate::error::{Error, Result};
 use crate::read::ctc::NO_NUMBER;
@@ -72,6 +72,17 @@ pub struct TrainConfig {
     /// Decay of the teacher's moving average per optimiser step (`ema = d · ema + (1 − d) · model`).
     #[serde(default = "default_ema_decay")]
     pub ema_decay: f32,
+    /// Unlabelled images taught by a fixed teacher's posteriors (distillation): a `housenum read
+    /// --region` listing whose image paths and regions are used (its digits and confidences are
+    /// not). Each region, augmented as any sample, is trained towards [`TrainConfig::teacher`]'s
+    /// log-probabilities of that very strip every time it comes up ([`Target::Soft`]), whatever
+    /// the teacher reads in it.
+    #[serde(default)]
+    pub distil: Option<PathBuf>,
+    /// The teacher of [`TrainConfig::distil`]: a checkpoint or a reader exported to ONNX. It
+    /// must give the model's steps for every strip width (the same padding and window).
+    #[serde(default)]
+    pub teacher: Option<PathBuf>,
     /// Share of training samples replaced by recombined numbers (real digits, new sequences).
     pub recombine_prob: f32,
     /// Longest recombined number used in training.
@@ -121,6 +132,8 @@ impl Default for TrainConfig {
             online: None,
             online_threshold: default_online_threshold(),
             ema_decay: default_ema_decay(),
+            distil: None,
+            teacher: None,
             recombine_prob: 0.0,
             recombine_max_len: 6,
             synth_prob: 0.0,
@@ -463,6 +476,83 @@ pub fn ema_update(ema: &mut [f32], params: &[f32], decay: f32) {
     }
 }
 
+/// A reader from a checkpoint, or from a reader exported to ONNX (its weights are exact).
+fn load_reader(p: &Path) -> Result<Crnn> {
+    if p.extension().is_some_and(|e| e == "onnx") {
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+        crate::export::crnn_from_onnx(&bytes, p)
+    } else {
+        Ok(Checkpoint::load(p)?.model)
+    }
+}
+
+/// The teacher of a distillation run, refused unless it gives `student`'s steps for every strip
+/// (its posteriors are the target step by step).
+pub fn distillation_teacher(path: &Path, student: &ModelConfig) -> Result<Crnn> {
+    let t = load_reader(path)?;
+    let widths = 1..=crate::read::MAX_WIDTH;
+    if t.config.height != student.height
+        || widths
+            .clone()
+            .any(|w| t.config.steps(w) != student.steps(w))
+    {
+        let w = widths
+            .clone()
+            .find(|&w| t.config.steps(w) != student.steps(w))
+            .unwrap_or(100);
+        return Err(Error::Config(format!(
+            "{}: the teacher gives {} steps for a strip {w} px wide (height {}), the model {} (height {}); distillation needs the same steps: the same padding and window (--pad, --blocks)",
+            path.display(),
+            t.config.steps(w),
+            t.config.height,
+            student.steps(w),
+            student.height
+        )));
+    }
+    if t.config.stretch != student.stretch {
+        eprintln!(
+            "warning: {} was trained on strips stretched {}, the model's are stretched {}",
+            path.display(),
+            t.config.stretch,
+            student.stretch
+        );
+    }
+    Ok(t)
+}
+
+/// The teacher's log-probabilities of the batch's strips without digits, in order, each
+/// `[t, NUM_CLASSES]`.
+///
+/// # Shapes
+/// `x`: `[n, 3, height, w]` with `n = digits.len()`; returns one `[t, NUM_CLASSES]` per `None`.
+fn teacher_posteriors(
+    teacher: &Crnn,
+    x: &[f32],
+    w: usize,
+    digits: &[Option<Vec<u8>>],
+) -> Vec<Vec<f32>> {
+    let per = x.len() / digits.len().max(1);
+    let soft: Vec<usize> = (0..digits.len()).filter(|&b| digits[b].is_none()).collect();
+    if soft.is_empty() {
+        return Vec::new();
+    }
+    let xs: Vec<f32> = soft
+        .iter()
+        .flat_map(|&b| x[b * per..][..per].iter().copied())
+        .collect();
+    let m = soft.len();
+    let lp = teacher.forward(&xs, m, w).log_probs;
+    let c = crate::alphabet::NUM_CLASSES;
+    let t = lp.len() / (m * c);
+    (0..m)
+        .map(|b| {
+            (0..t)
+                .flat_map(|tt| lp[(tt * m + b) * c..][..c].iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
 /// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
 pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     let _flush = crate::engine::layers::FlushSubnormals::new();
@@ -477,6 +567,22 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             cfg.model.stretch,
             read::STRETCH_RANGE
         )));
+    }
+    match (&cfg.distil, &cfg.teacher, &cfg.online) {
+        (Some(_), None, _) => return Err(Error::Config("distillation needs a teacher".into())),
+        (None, Some(t), _) => {
+            return Err(Error::Config(format!(
+                "{}: a teacher is for distillation, which needs a listing of unlabelled images",
+                t.display()
+            )))
+        }
+        (Some(_), Some(_), Some(_)) => {
+            return Err(Error::Config(
+                "online labels and distillation both teach the unlabelled images: choose one"
+                    .into(),
+            ))
+        }
+        _ => {}
     }
     let (mut train_recs, val_recs) = split_held_out(&set.records, cfg.val_fraction, cfg.fold);
     if let Some(l) = cfg.limit {
@@ -509,18 +615,36 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     }
     // Samples from `n_labelled` on are unlabelled: the teacher reads them when they come up.
     let n_labelled = samples.len();
-    if let Some(p) = &cfg.online {
+    if let Some(p) = cfg.online.as_ref().or(cfg.distil.as_ref()) {
         let rows = read_unlabelled(p)?;
         let rows = rows.into_iter().map(|(path, r)| (path, Vec::new(), r));
         let (unlabelled, uerr) = load_listed(rows.collect(), cfg.quiet);
-        eprintln!(
-            "online: {} unlabelled images from {}, read by the moving average of the model (decay {}) when they come up, trained on at confidence >= {}; {} unreadable",
-            unlabelled.len(),
-            p.display(),
-            cfg.ema_decay,
-            cfg.online_threshold,
-            uerr.len()
-        );
+        match &cfg.teacher {
+            None => eprintln!(
+                "online: {} unlabelled images from {}, read by the moving average of the model (decay {}) when they come up, trained on at confidence >= {}; {} unreadable",
+                unlabelled.len(),
+                p.display(),
+                cfg.ema_decay,
+                cfg.online_threshold,
+                uerr.len()
+            ),
+            Some(t) => eprintln!(
+                "distillation: {} unlabelled images from {}, each strip taught {}'s posteriors of it; {} unreadable",
+                unlabelled.len(),
+                p.display(),
+                t.display(),
+                uerr.len()
+            ),
+        }
+        for e in uerr.iter().take(5) {
+            eprintln!("skipped: {e}");
+        }
+        if unlabelled.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no readable unlabelled image (paths are relative to the current folder)",
+                p.display()
+            )));
+        }
         samples.extend(unlabelled);
     }
     for e in errors.iter().take(5) {
@@ -596,13 +720,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     } else {
         let model = match &cfg.init {
             Some(p) => {
-                // A checkpoint, or a reader exported to ONNX (its weights are exact).
-                let mut m = if p.extension().is_some_and(|e| e == "onnx") {
-                    let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-                    crate::export::crnn_from_onnx(&bytes, p)?
-                } else {
-                    Checkpoint::load(p)?.model
-                };
+                let mut m = load_reader(p)?;
                 // Padding and stretch have no weights: the run's own settings apply.
                 m.config.pad = cfg.model.pad;
                 m.config.stretch = cfg.model.stretch;
@@ -714,13 +832,23 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             Some(saved.unwrap_or_else(|| model.clone()))
         }
     };
-    let teacher_strips: Vec<Strip> = samples[n_labelled..]
+    let online_from = if teacher.is_some() {
+        n_labelled
+    } else {
+        samples.len()
+    };
+    let teacher_strips: Vec<Strip> = samples[online_from..]
         .par_iter()
         .map(|s| {
             let (w, h) = s.image.dimensions();
             read::strip_from_region(&s.image, Region::full(w, h), stretch)
         })
         .collect();
+    // Distillation: the fixed teacher, whose posteriors of each unlabelled strip are its target.
+    let distiller = match &cfg.teacher {
+        None => None,
+        Some(p) => Some(distillation_teacher(p, &model.config)?),
+    };
 
     for epoch in state.epoch..cfg.epochs {
         let started = Instant::now();
@@ -729,6 +857,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
         let pb = crate::progress::bar(steps_per_epoch, &format!("epoch {}", epoch + 1), cfg.quiet);
         let (mut loss_sum, mut loss_n, mut skipped) = (0f64, 0usize, 0usize);
         let (mut online_seen, mut online_kept) = (0usize, 0usize);
+        let mut distilled = 0usize;
         // Pools of 16 batches: generated in parallel, sorted by width so batches pad little.
         let chunk = cfg.batch_size * 16;
         for (pool_i, pool) in order.chunks(chunk).enumerate() {
@@ -748,16 +877,19 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 online_seen += strips.len();
                 online_kept += online_labels.len();
             }
-            let mut strips: Vec<(Strip, Vec<u8>)> = pool
+            // A strip with no digits (`None`) is taught the distillation teacher's posteriors.
+            let mut strips: Vec<(Strip, Option<Vec<u8>>)> = pool
                 .par_iter()
-                .filter(|&&i| i < n_labelled || online_labels.contains_key(&i))
+                .filter(|&&i| {
+                    i < n_labelled || distiller.is_some() || online_labels.contains_key(&i)
+                })
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
                     if let Some(g) = synth.as_ref().filter(|_| rng.chance(cfg.synth_prob)) {
                         let s = g.render(&mut rng);
                         return (
                             augment::augment(&s.image, &s.boxes, &cfg.augment, stretch, &mut rng),
-                            s.digits,
+                            Some(s.digits),
                         );
                     }
                     if !digit_pool.is_empty() && rng.chance(cfg.recombine_prob) {
@@ -765,13 +897,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                         let (img, boxes, digits) = recombine::compose(&digit_pool, len, &mut rng);
                         return (
                             augment::augment(&img, &boxes, &cfg.augment, stretch, &mut rng),
-                            digits,
+                            Some(digits),
                         );
                     }
                     let s = &samples[i];
                     let digits = match online_labels.get(&i) {
-                        Some(d) => d.clone(),
-                        None => s.digits.clone(),
+                        Some(d) => Some(d.clone()),
+                        None if distiller.is_some() && i >= n_labelled => None,
+                        None => Some(s.digits.clone()),
                     };
                     (
                         augment::augment(&s.image, &s.boxes, &cfg.augment, stretch, &mut rng),
@@ -783,9 +916,22 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             let mut prng = Rng::derive(cfg.seed ^ 0xbad, (epoch as u64) << 32 | pool_i as u64);
             let n_batches = strips.len().div_ceil(cfg.batch_size).max(1);
             for (b, batch) in strips.chunks(cfg.batch_size).enumerate() {
-                let (s, targets): (Vec<Strip>, Vec<Vec<u8>>) = batch.iter().cloned().unzip();
+                let (s, digits): (Vec<Strip>, Vec<Option<Vec<u8>>>) = batch.iter().cloned().unzip();
                 let (x, w) = augment::pad_batch(&s, &mut prng);
-                let (loss, mut grad, used, stats) = loss_grad_stats(
+                let soft = match &distiller {
+                    Some(t) => teacher_posteriors(t, &x, w, &digits),
+                    None => Vec::new(),
+                };
+                distilled += soft.len();
+                let mut soft_iter = soft.iter();
+                let targets: Vec<Target> = digits
+                    .iter()
+                    .map(|d| match d {
+                        Some(d) => Target::Digits(d),
+                        None => Target::Soft(soft_iter.next().expect("one per soft strip")),
+                    })
+                    .collect();
+                let (loss, mut grad, used, stats) = loss_grad_targets(
                     &model,
                     &x,
                     s.len(),
@@ -862,6 +1008,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 "online: the teacher read {online_kept} of {online_seen} unlabelled images at >= {}",
                 cfg.online_threshold
             );
+        }
+        if distiller.is_some() {
+            eprintln!("distillation: {distilled} strips taught the teacher's posteriors");
         }
         state.history.push(log);
         if let Some(t) = &teacher {
