@@ -490,16 +490,12 @@ fn load_reader(p: &Path) -> Result<Crnn> {
 /// (its posteriors are the target step by step).
 pub fn distillation_teacher(path: &Path, student: &ModelConfig) -> Result<Crnn> {
     let t = load_reader(path)?;
-    let widths = 1..=crate::read::MAX_WIDTH;
-    if t.config.height != student.height
-        || widths
-            .clone()
-            .any(|w| t.config.steps(w) != student.steps(w))
-    {
-        let w = widths
-            .clone()
-            .find(|&w| t.config.steps(w) != student.steps(w))
-            .unwrap_or(100);
+    let other = |w: &usize| t.config.steps(*w) != student.steps(*w);
+    let mismatch = match t.config.height == student.height {
+        true => (1..=crate::read::MAX_WIDTH).find(other),
+        false => Some(100),
+    };
+    if let Some(w) = mismatch {
         return Err(Error::Config(format!(
             "{}: the teacher gives {} steps for a strip {w} px wide (height {}), the model {} (height {}); distillation needs the same steps: the same padding and window (--pad, --blocks)",
             path.display(),
