@@ -197,10 +197,13 @@ def tiles(w, h):
             for j in range(3) for i in range(3)]
 
 
-# src/read/reader.rs SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA, SECOND_LOOK_VOTES.
+# src/read/reader.rs SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA, SECOND_LOOK_VOTES,
+# LOOK_UNSURE_BELOW, LOOK_UNSURE_PIXELS, LOOK_ALWAYS_PIXELS.
 SECOND_LOOK_BELOW = 0.98
 SECOND_LOOK_MAX_AREA = 0.04
 SECOND_LOOK_VOTES = 2
+LOOK_UNSURE_BELOW = 0.7
+LOOK_UNSURE_PIXELS = 24_149
 LOOK_ALWAYS_PIXELS = 2_000_000
 
 
@@ -285,13 +288,16 @@ def read_box(sess, img, box, views, stretch, cal, early_exit):
 def looks_again(region, confidence, w, h, below, look_area, detector):
     """src/read/reader.rs wants_second_look: an answer (its region, calibrated confidence) in a
     w x h photo looks again when its confidence is below `below` (None: never) and its region
-    covers less than `look_area` of the photo, or, with the detector, when the photo has at least
-    LOOK_ALWAYS_PIXELS."""
+    covers less than `look_area` of the photo, or, with the detector, when its confidence is
+    below LOOK_UNSURE_BELOW (or `below`, if lower) in a photo of at least LOOK_UNSURE_PIXELS,
+    or when the photo has at least LOOK_ALWAYS_PIXELS."""
     if below is None:
         return False
     unsure = (np.float32(confidence) < np.float32(below)
               and (region[2] - region[0]) * (region[3] - region[1]) < look_area * w * h)
-    return unsure or (detector and w * h >= LOOK_ALWAYS_PIXELS)
+    loose = (np.float32(confidence) < np.float32(min(below, LOOK_UNSURE_BELOW))
+             and w * h >= LOOK_UNSURE_PIXELS)
+    return unsure or (detector and (loose or w * h >= LOOK_ALWAYS_PIXELS))
 
 
 def second_look(sess, loc_sess, img, answer, views, stretch, cal, early_exit):
@@ -430,9 +436,9 @@ def locate_around(img, loc_sess, bounds):
 
 
 # src/read/verify.rs: the look's verifier.
-VERIFY_ANSWER_WEIGHTS = [0.4312, 0.3010, 0.2405, -1.0551, 0.0313]
-VERIFY_CANDIDATE_WEIGHTS = [0.6416, 0.3925, -1.1367, 0.3034, 0.9441, -0.3578, 0.1343, -0.1293,
-                            0.1648, -0.1662, -0.0313]
+VERIFY_ANSWER_WEIGHTS = [0.4111, 0.3502, 0.3175, -1.0973, 0.1482]
+VERIFY_CANDIDATE_WEIGHTS = [0.6110, 0.3597, -1.1987, 0.2870, 1.0073, -0.3498, 0.1831, -0.1487,
+                            0.1915, -0.1740, -0.1482]
 VERIFY_PHONE_PIXELS = np.float32(2_000_000.0)
 
 

@@ -43,6 +43,16 @@ pub const SECOND_LOOK_BELOW: f32 = 0.98;
 /// quarter of its speed on SVHN's photos (docs/experiments.md, "A detector of our own").
 pub const SECOND_LOOK_MAX_AREA: f64 = 0.04;
 
+/// An answer less sure than this (or than [`Reader::second_look_below`], if lower) in a photo of
+/// at least [`LOOK_UNSURE_PIXELS`] gets the detector's second look whatever its region's size: in
+/// photos framed looser than SVHN's, an unsure answer's large region is often not the number
+/// (docs/experiments.md, "Looking again wherever unsure": +1.1 points at 4× over 1,628 photos).
+pub const LOOK_UNSURE_BELOW: f32 = 0.7;
+
+/// [`LOOK_UNSURE_BELOW`]'s photos: larger than 9 in 10 of SVHN's training photos (their median
+/// is 4,846 pixels), so that `read DIR` of SVHN-sized photos keeps its speed.
+pub const LOOK_UNSURE_PIXELS: f64 = 24_149.0;
+
 /// Photos of at least this many pixels (phone photos; SVHN's are a few hundred pixels a side)
 /// always get the detector's second look, however sure the first answer: the localiser's
 /// first look sees their number a few pixels high (docs/experiments.md, "A detector of our
@@ -792,7 +802,9 @@ impl Reader {
 
     /// Under `locate`, the [`Reader::second_look`] when `answer`'s confidence is below
     /// [`Reader::second_look_below`] and its region covers less than [`SECOND_LOOK_MAX_AREA`]
-    /// of the photo; otherwise `answer`.
+    /// of the photo; with the detector, also when it is below [`LOOK_UNSURE_BELOW`] in a photo
+    /// of [`LOOK_UNSURE_PIXELS`], and in every photo of [`LOOK_ALWAYS_PIXELS`]; otherwise
+    /// `answer`.
     pub fn maybe_second_look(
         &self,
         img: &image::Rgb32FImage,
@@ -814,12 +826,16 @@ impl Reader {
         (region, d): &(Region, Decoded),
     ) -> bool {
         let pixels = img.width() as f64 * img.height() as f64;
-        self.second_look.is_some_and(|below| {
-            protocol == Protocol::Locate
-                && ((d.confidence < below
-                    && (region.width() as f64 * region.height() as f64) < self.look_area * pixels)
-                    || (self.look_with == LookWith::Detector && pixels >= LOOK_ALWAYS_PIXELS))
-        })
+        let area = region.width() as f64 * region.height() as f64;
+        protocol == Protocol::Locate
+            && looks_again(
+                d.confidence,
+                area,
+                pixels,
+                self.second_look,
+                self.look_area,
+                self.look_with == LookWith::Detector,
+            )
     }
 
     /// Look again for the number, for a photo whose `locate` reading `answer` is unsure: the
@@ -1127,6 +1143,28 @@ fn stacked(strips: &[&Strip], idx: &[usize]) -> Vec<f32> {
         .collect()
 }
 
+/// The second look's trigger: an answer `confidence` sure whose region covers `area` pixels of a
+/// photo of `pixels` looks again when it is below `below` (`None`: never) and `area` is under
+/// `look_area · pixels`; with the detector, also when it is below [`LOOK_UNSURE_BELOW`] (or `below`, if
+/// lower) in a photo of at least [`LOOK_UNSURE_PIXELS`], and always in a photo of at least
+/// [`LOOK_ALWAYS_PIXELS`].
+pub fn looks_again(
+    confidence: f32,
+    area: f64,
+    pixels: f64,
+    below: Option<f32>,
+    look_area: f64,
+    detector: bool,
+) -> bool {
+    below.is_some_and(|below| {
+        (confidence < below && area < look_area * pixels)
+            || (detector
+                && confidence < below.min(LOOK_UNSURE_BELOW)
+                && pixels >= LOOK_UNSURE_PIXELS)
+            || (detector && pixels >= LOOK_ALWAYS_PIXELS)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1203,6 +1241,38 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_second_look_runs_where_the_answer_is_unsure_or_the_photo_large() {
+        let (below, area) = (Some(SECOND_LOOK_BELOW), SECOND_LOOK_MAX_AREA);
+        let svhn = 5_000.0; // pixels of a median SVHN photo
+        let loose = LOOK_UNSURE_PIXELS; // a photo framed looser than SVHN's
+        let phone = 12e6;
+        // (confidence, region's share of the photo, photo's pixels, `--second-look`, detector,
+        // looks)
+        let cases = [
+            (0.99, 0.01, svhn, below, true, false),
+            (0.97, 0.01, svhn, below, true, true),
+            (0.97, 0.5, svhn, below, true, false),
+            (0.5, 0.5, svhn, below, true, false),
+            (0.69, 0.5, loose, below, true, true),
+            (0.71, 0.5, loose, below, true, false),
+            (0.69, 0.5, loose - 1.0, below, true, false),
+            (0.69, 0.5, loose, below, false, false),
+            (0.69, 0.5, loose, Some(0.6), true, false),
+            (0.59, 0.5, loose, Some(0.6), true, true),
+            (0.99, 0.5, phone, below, true, true),
+            (0.99, 0.5, phone, below, false, false),
+            (0.1, 0.01, phone, None, true, false),
+        ];
+        for (conf, share, pixels, below, detector, want) in cases {
+            assert_eq!(
+                looks_again(conf, share * pixels, pixels, below, area, detector),
+                want,
+                "confidence {conf}, share {share}, {pixels} px, below {below:?}, detector {detector}"
+            );
         }
     }
 }
