@@ -1145,9 +1145,9 @@ fn stacked(strips: &[&Strip], idx: &[usize]) -> Vec<f32> {
 
 /// The second look's trigger: an answer `confidence` sure whose region covers `area` pixels of a
 /// photo of `pixels` looks again when it is below `below` (`None`: never) and `area` is under
-/// `look_area · pixels`; with the detector, also when it is below [`LOOK_UNSURE_BELOW`] (or `below`, if
-/// lower) in a photo of at least [`LOOK_UNSURE_PIXELS`], and always in a photo of at least
-/// [`LOOK_ALWAYS_PIXELS`].
+/// `look_area · pixels`; with the detector, also when it is below [`LOOK_UNSURE_BELOW`] (or
+/// `below`, if lower) in a photo of at least [`LOOK_UNSURE_PIXELS`], and always in a photo of at
+/// least [`LOOK_ALWAYS_PIXELS`].
 pub fn looks_again(
     confidence: f32,
     area: f64,
