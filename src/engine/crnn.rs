@@ -1274,12 +1274,7 @@ pub fn loss_grad_targets(
             let mut loss = 0f32;
             let mut used = 0;
             for b in 0..m {
-                let mut lp = vec![0f32; t * NUM_CLASSES];
-                for tt in 0..t {
-                    lp[tt * NUM_CLASSES..][..NUM_CLASSES].copy_from_slice(
-                        &fwd.log_probs[(tt * m + b) * NUM_CLASSES..][..NUM_CLASSES],
-                    );
-                }
+                let lp = sample_log_probs(&fwd.log_probs, m, b);
                 let scaled = match targets[start + b] {
                     Target::Digits(digits) => {
                         let labels: Vec<usize> = digits
@@ -1327,6 +1322,18 @@ pub fn loss_grad_targets(
     let inv = 1.0 / used as f32;
     grad.iter_mut().for_each(|g| *g *= inv);
     (total * inv, grad, used, stats)
+}
+
+/// Strip `b`'s log-probabilities out of a batch's.
+///
+/// # Shapes
+/// `log_probs`: `[t, n, NUM_CLASSES]` → `[t, NUM_CLASSES]`.
+pub fn sample_log_probs(log_probs: &[f32], n: usize, b: usize) -> Vec<f32> {
+    log_probs
+        .chunks_exact(n * NUM_CLASSES)
+        .flat_map(|step| &step[b * NUM_CLASSES..][..NUM_CLASSES])
+        .copied()
+        .collect()
 }
 
 /// Log-probabilities of a batch of equal-width strips, computed in parallel per sample.

@@ -12,7 +12,8 @@ use crate::data::recombine;
 use crate::data::svhn::{split_held_out, Fold, SvhnSet};
 use crate::data::synth::FontSet;
 use crate::engine::crnn::{
-    loss_and_grad_dropout, loss_grad_targets, Crnn, ModelConfig, Target, NORM_MOMENTUM,
+    loss_and_grad_dropout, loss_grad_targets, sample_log_probs, Crnn, ModelConfig, Target,
+    NORM_MOMENTUM,
 };
 use crate::error::{Error, Result};
 use crate::read::ctc::NO_NUMBER;
@@ -538,15 +539,7 @@ fn teacher_posteriors(
         .collect();
     let m = soft.len();
     let lp = teacher.forward(&xs, m, w).log_probs;
-    let c = crate::alphabet::NUM_CLASSES;
-    let t = lp.len() / (m * c);
-    (0..m)
-        .map(|b| {
-            (0..t)
-                .flat_map(|tt| lp[(tt * m + b) * c..][..c].iter().copied())
-                .collect()
-        })
-        .collect()
+    (0..m).map(|b| sample_log_probs(&lp, m, b)).collect()
 }
 
 /// Run (or resume) training as configured. Progress goes to stderr; one line per epoch.
@@ -828,18 +821,16 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             Some(saved.unwrap_or_else(|| model.clone()))
         }
     };
-    let online_from = if teacher.is_some() {
-        n_labelled
-    } else {
-        samples.len()
+    let teacher_strips: Vec<Strip> = match teacher {
+        Some(_) => samples[n_labelled..]
+            .par_iter()
+            .map(|s| {
+                let (w, h) = s.image.dimensions();
+                read::strip_from_region(&s.image, Region::full(w, h), stretch)
+            })
+            .collect(),
+        None => Vec::new(),
     };
-    let teacher_strips: Vec<Strip> = samples[online_from..]
-        .par_iter()
-        .map(|s| {
-            let (w, h) = s.image.dimensions();
-            read::strip_from_region(&s.image, Region::full(w, h), stretch)
-        })
-        .collect();
     // Distillation: the fixed teacher, whose posteriors of each unlabelled strip are its target.
     let distiller = match &cfg.teacher {
         None => None,
