@@ -758,6 +758,83 @@ fn eval_saves_the_framed_photos_it_read() {
         );
         assert!(b[2] <= w as f32 && b[3] <= h as f32, "{line}");
     }
+    assert_official_layout(&framed);
+}
+
+/// `dir`, written by `eval --save-framed`, is an official-layout folder: its `digitStruct.mat`
+/// lists every image of `labels.tsv` with the same digits, its boxes' union is the box there,
+/// and `eval` reads it.
+fn assert_official_layout(dir: &std::path::Path) {
+    let labels = std::fs::read_to_string(dir.join("labels.tsv")).unwrap();
+    let set = housenum::data::svhn::SvhnSet::open(dir).unwrap();
+    assert_eq!(set.records.len(), labels.lines().count());
+    for (line, r) in labels.lines().zip(&set.records) {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f[0], r.name, "{line}");
+        assert_eq!(
+            f[1],
+            housenum::alphabet::digits_to_string(&r.digits),
+            "{line}"
+        );
+        let b: Vec<f32> = f[2].split(',').map(|v| v.parse().unwrap()).collect();
+        let (l, t, rr, bb) = housenum::read::boxes_union(&r.boxes);
+        for (x, y) in b.iter().zip([l, t, rr, bb]) {
+            assert!((x - y).abs() < 1e-3, "{line}: {:?}", (l, t, rr, bb));
+        }
+    }
+    let d = dir.display().to_string();
+    let (code, _, err) = run(&["eval", &d, "--split", "all", "-q"], None);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `eval --recombine … --save-framed DIR` writes the numbers it made (stacked or side by side,
+/// framed looser or not) as an official-layout folder; `--save-framed` with nothing to frame is
+/// refused rather than ignored.
+#[test]
+fn eval_saves_the_numbers_it_recombined() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 12, 9);
+    let p = photos.display().to_string();
+    for (name, extra, tall) in [
+        ("rows", &[][..], false),
+        ("stacked", &["--stacked"][..], true),
+        ("stacked-2x", &["--stacked", "--zoom-out", "2"][..], true),
+    ] {
+        let framed = dir.path().join(name);
+        let f = framed.display().to_string();
+        let mut args = vec![
+            "eval",
+            &p,
+            "--split",
+            "all",
+            "--recombine",
+            "2-3",
+            "--count",
+            "5",
+            "--save-framed",
+            &f,
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert_official_layout(&framed);
+        let set = housenum::data::svhn::SvhnSet::open(&framed).unwrap();
+        assert_eq!(set.records.len(), 5, "{name}");
+        for r in &set.records {
+            assert!((2..=3).contains(&r.digits.len()), "{name}: {r:?}");
+            let (l, t, rr, b) = housenum::read::boxes_union(&r.boxes);
+            assert_eq!(
+                b - t > rr - l,
+                tall,
+                "{name}: {r:?} is a column only when stacked"
+            );
+        }
+    }
+    let f = dir.path().join("nothing").display().to_string();
+    let (code, _, err) = run(&["eval", &p, "--save-framed", &f, "-q"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("--save-framed needs"), "{err}");
 }
 
 /// `strips` writes exactly the strips the reader makes (the full protocol: one per photo; the

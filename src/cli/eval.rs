@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use housenum::data::recombine::{compose, compose_stacked, cut_digits};
-use housenum::data::svhn::Record;
 use housenum::data::svhn::{is_validation_name, Fold, SvhnSet};
+use housenum::data::svhn::{DigitStructEntry, Record};
 use housenum::eval::{evaluate, evaluate_images, LabelledImage};
 use housenum::rng::Rng;
 use housenum::Protocol;
@@ -86,9 +86,11 @@ pub struct EvalArgs {
     /// number. Sequence accuracy is then the share of such photos that `read` says hold none.
     #[arg(long, conflicts_with = "recombine")]
     pub no_number: bool,
-    /// With `--zoom-out`/`--phone`: also write each framed photo to DIR as `NAME` (PNG) and
-    /// `DIR/labels.tsv` (name, digits, the digits' box `left,top,right,bottom`), so that another
-    /// tool can be measured on exactly these photos.
+    /// With `--zoom-out`, `--phone`, `--no-number` or `--recombine`: also write each framed
+    /// photo or made number to DIR as `NAME` (PNG), with `DIR/labels.tsv` (name, digits, the
+    /// digits' box `left,top,right,bottom`) and, unless `--no-number`, `DIR/digitStruct.mat`:
+    /// an official-layout folder, so that another tool can be measured, or a model trained, on
+    /// exactly these images.
     #[arg(long, value_name = "DIR")]
     pub save_framed: Option<PathBuf>,
     /// With `--recombine`: stack each number's digits vertically, one above the next.
@@ -144,6 +146,14 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         a.fold.is_none() || a.split == Split::Fold,
         "--fold needs --split fold"
     );
+    anyhow::ensure!(
+        a.save_framed.is_none()
+            || a.zoom_out.is_some()
+            || a.phone
+            || a.no_number
+            || a.recombine.is_some(),
+        "--save-framed needs --zoom-out, --phone, --no-number or --recombine"
+    );
     let mut reader = a.models.reader()?;
     a.look.apply(&mut reader)?;
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
@@ -187,11 +197,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             };
             let r = reframed(&reader, &records, framing, protocol, save, &pb)?;
             if let Some(dir) = &a.save_framed {
-                let mut lines = saved.into_inner().expect("labels lock");
-                lines.sort();
-                let file = dir.join("labels.tsv");
-                std::fs::write(&file, lines.concat())
-                    .with_context(|| format!("writing {}", file.display()))?;
+                let mut entries = saved.into_inner().expect("labels lock");
+                entries.sort_by(|x, y| x.0.cmp(&y.0));
+                write_saved(dir, &entries)?;
             }
             pb.finish_and_clear();
             r
@@ -206,6 +214,19 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             in_memory = recombined(&records, range, a.count, a.seed, a.stacked)?;
             if let Some(k) = a.zoom_out {
                 zoom_out_all(&records, &mut in_memory, k, a.seed);
+            }
+            if let Some(dir) = &a.save_framed {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                let entries = in_memory
+                    .par_iter()
+                    .map(|l| {
+                        let name = format!("{}.png", l.name);
+                        save_framed(dir, &name, &l.image)?;
+                        Ok((name, l.digits.clone(), l.boxes.clone()))
+                    })
+                    .collect::<housenum::Result<Vec<DigitStructEntry>>>()?;
+                write_saved(dir, &entries)?;
             }
             let pb = housenum::progress::bar(in_memory.len() as u64, "eval", a.quiet);
             let r = evaluate_images(&reader, &in_memory, protocol, &pb)?;
@@ -309,7 +330,7 @@ fn reframed(
         seed,
     }: Framing,
     protocol: Protocol,
-    save: Option<(&std::path::Path, &std::sync::Mutex<Vec<String>>)>,
+    save: Option<(&std::path::Path, &std::sync::Mutex<Vec<DigitStructEntry>>)>,
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
     use housenum::data::framing::{background, phone_factors, phone_size, zoom_out};
@@ -354,23 +375,15 @@ fn reframed(
         } else {
             (img, boxes)
         };
-        if let Some((dir, lines)) = save {
-            let file = dir.join(&r.name);
-            image::DynamicImage::ImageRgb32F(img.clone())
-                .to_rgb8()
-                .save(&file)
-                .map_err(|e| housenum::Error::Io {
-                    path: file.clone(),
-                    source: std::io::Error::other(e),
-                })?;
-            let line = if boxes.is_empty() {
-                format!("{}\t\t\n", r.name)
+        if let Some((dir, entries)) = save {
+            save_framed(dir, &r.name, &img)?;
+            let digits = if boxes.is_empty() {
+                Vec::new()
             } else {
-                let (l, t, rr, b) = housenum::read::boxes_union(&boxes);
-                let digits: String = r.digits.iter().map(|d| char::from(b'0' + d)).collect();
-                format!("{}\t{digits}\t{l},{t},{rr},{b}\n", r.name)
+                r.digits.clone()
             };
-            lines.lock().expect("labels lock").push(line);
+            let entry = (r.name.clone(), digits, boxes.clone());
+            entries.lock().expect("labels lock").push(entry);
         }
         Ok((img, boxes))
     };
@@ -378,6 +391,49 @@ fn reframed(
     Ok(housenum::eval::evaluate_generated(
         reader, &truths, make, protocol, chunk, pb,
     )?)
+}
+
+/// Writes `img` to `dir/name` as an 8-bit PNG.
+fn save_framed(
+    dir: &std::path::Path,
+    name: &str,
+    img: &image::Rgb32FImage,
+) -> housenum::Result<()> {
+    let file = dir.join(name);
+    image::DynamicImage::ImageRgb32F(img.clone())
+        .to_rgb8()
+        .save(&file)
+        .map_err(|e| housenum::Error::Io {
+            path: file.clone(),
+            source: std::io::Error::other(e),
+        })
+}
+
+/// The labels of the images [`save_framed`] wrote to `dir`: `labels.tsv` (name, digits, the
+/// union of the digit boxes as `left,top,right,bottom`; the name alone for no number) and, when
+/// every image holds a number, `digitStruct.mat`, so that the folder is in the official layout
+/// (`eval`, `train-detector --extra` read it).
+fn write_saved(dir: &std::path::Path, entries: &[DigitStructEntry]) -> Result<()> {
+    let text: String = entries
+        .iter()
+        .map(|(name, digits, boxes)| {
+            if boxes.is_empty() {
+                format!("{name}\t\t\n")
+            } else {
+                let (l, t, r, b) = housenum::read::boxes_union(boxes);
+                let digits = housenum::alphabet::digits_to_string(digits);
+                format!("{name}\t{digits}\t{l},{t},{r},{b}\n")
+            }
+        })
+        .collect();
+    let file = dir.join("labels.tsv");
+    std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+    if entries.iter().all(|(_, digits, _)| !digits.is_empty()) {
+        let mat = dir.join("digitStruct.mat");
+        housenum::data::svhn::write_digit_struct(&mat, entries)
+            .with_context(|| format!("writing {}", mat.display()))?;
+    }
+    Ok(())
 }
 
 /// How `eval --zoom-out`/`--phone` frames each photo: `k` times looser, phone-sized with
