@@ -6,8 +6,11 @@
 # recipes are compared photo by photo over all 1,827 with `data/paired.py A/outcomes.tsv
 # B/outcomes.tsv` (one photo is 0.05 points). Validation stays for reporting.
 #
-# Usage: data/kfold.sh reader|localiser|detector OUT K [TRAINING ARGS...] [-- EVAL ARGS...]
+# Usage: data/kfold.sh reader|recipe|localiser|detector OUT K [TRAINING ARGS...] [-- EVAL ARGS...]
 #   reader:    `housenum train --fold I/K ARGS`, exported, measured with `eval --protocol crop`
+#   recipe:    the shipped reader's whole recipe (`FOLD=I/K data/recipe.sh`: v1 ... v21, each step
+#              holding the fold out; env such as SEED or NORM passes through; no TRAINING ARGS),
+#              v21 measured with `eval --protocol crop`: the baseline a new reader must beat
 #   localiser: `housenum train-localiser --fold I/K ARGS`, exported coarse to fine (`--refine`),
 #              measured with `eval --protocol locate` (what `read` does) and the shipped reader
 #   detector:  `housenum train-detector --fold I/K --val-fraction 0.1 ARGS` (the folds' share,
@@ -23,7 +26,7 @@
 # checkpoint, so a stopped run is continued by running this again.
 # Prints each fold's accuracy and the mean ± standard deviation over folds.
 # Cost on 2 cores: K times one training run (a localiser of data/recipe.sh: ~13 min a fold, its
-# detector ~20 min).
+# detector ~20 min; the reader's recipe at K = 2 about an hour a fold).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=$1; out=$2; k=$3; shift 3
@@ -45,6 +48,11 @@ for i in $(seq 1 "$k"); do
       [ -f "$model" ] || { "$B" train --data "$svhn" --out "$d" --fold "$i/$k" -q "${fold_args[@]}"
         "$B" export --checkpoint "$d/last.safetensors" --out "$model"; }
       models=(--model "$model"); protocol=crop ;;
+    recipe)
+      [ ${#fold_args[@]} -eq 0 ] || { echo "recipe takes no training arguments" >&2; exit 2; }
+      model="$d/v21/housenum.onnx"
+      [ -f "$model" ] || FOLD="$i/$k" HOUSENUM="$B" data/recipe.sh "$(dirname "$svhn")" "$d"
+      models=(--model "$model"); protocol=crop ;;
     localiser)
       model="$d/refined.onnx"
       [ -f "$model" ] || { "$B" train-localiser --data "$svhn" --out "$d" --fold "$i/$k" --quiet "${fold_args[@]}"
@@ -57,7 +65,7 @@ for i in $(seq 1 "$k"); do
       [ -f "$model" ] || "$B" train-detector --data "$svhn" --out "$d" --fold "$i/$k" --quiet \
         "${share[@]}" "${fold_args[@]}" --export "$model"
       models=(--detector "$model"); protocol=locate ;;
-    *) echo "kind must be reader, localiser or detector, not $kind" >&2; exit 2 ;;
+    *) echo "kind must be reader, recipe, localiser or detector, not $kind" >&2; exit 2 ;;
   esac
   "$B" eval "$svhn" --split fold --fold "$i/$k" --protocol "$protocol" "${models[@]}" -q --json \
     --outcomes "$d/$tag.outcomes.tsv" "${fold_eval[@]}" > "$d/$tag.json"

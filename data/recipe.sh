@@ -14,6 +14,9 @@
 # every reader step with batch normalisation (`train --norm`; Rule N: +2.0 and +2.3 points at v1's
 # step on two seeds, Rule NH: +0.33 once the pool's labels are beside the photos; the full recipe
 # with it not measured).
+# FOLD=I/K trains the reader's steps alone, each holding fold I of K out (`train --fold`), v21's
+# pseudo labels from v10 uncalibrated (the same labels: they are filtered on the best path's
+# probability), and stops after v21: `data/kfold.sh recipe` measures it on the held-out fold.
 # Every step is skipped when its output exists and every training run resumes from its last
 # checkpoint, so a stopped run is continued by running this again.
 # Usage: data/recipe.sh [SVHN_DIR] [RUNS_DIR]   (defaults ../shared/svhn, runs)
@@ -24,13 +27,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 svhn="${1:-../shared/svhn}"; runs="${2:-runs}"
-B="${CARGO_TARGET_DIR:-target}/release/housenum"
+B="${HOUSENUM:-${CARGO_TARGET_DIR:-target}/release/housenum}"  # HOUSENUM=path overrides
 mkdir -p "$runs"
 seed="${SEED:-1}"  # the readers' seed (the localisers keep seeds 1-4)
 v3_epochs="${V3_EPOCHS:-300}"  # v3's schedule
 norm=(); [ "${NORM:-0}" = 1 ] && norm=(--norm)
+fold=(); [ -n "${FOLD:-}" ] && fold=(--fold "$FOLD")
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
-  "$B" train --data "$svhn/train" --out "$runs/$out" --seed "$seed" -q "${norm[@]}" "$@"
+  "$B" train --data "$svhn/train" --out "$runs/$out" --seed "$seed" -q "${norm[@]}" "${fold[@]}" "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
 pseudo() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$runs/$1/housenum.onnx" "$svhn/unlabeled" > "$runs/$2" || true; }
 
@@ -46,11 +50,12 @@ train v3 --epochs "$v3_epochs" --dropout 0.1 --channels 48,96,192,192 --hidden 1
 # (`--zoom-out`), a development split (the next 10 % by name hash) held out besides validation;
 # exported to be read coarse to fine (`--refine`: a second pass around the first box).
 d="$runs/localiser"
-[ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 80 --val-fraction 0.2 \
+[ -n "${FOLD:-}" ] && [ "${LOCATED:-0}" = 1 ] && { echo "FOLD and LOCATED=1 do not go together" >&2; exit 2; }
+[ -n "${FOLD:-}" ] || [ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 80 --val-fraction 0.2 \
   --recombine 0.1 --bins 32x16 --input 64x128 --zoom-out 0.5 --zoom-out-max 6 --seed 1 --quiet \
   --export "$d/localiser.onnx"
 loc="$d/refined.onnx"
-[ -f "$loc" ] || "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$loc"
+[ -n "${FOLD:-}" ] || [ -f "$loc" ] || "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$loc"
 if [ "${LOCATED:-0}" = 1 ]; then
   [ -s "$runs/pseudo_v3r.tsv" ] || "$B" read --region --localiser "$loc" \
     --model "$runs/v3/housenum.onnx" "$svhn/unlabeled" > "$runs/pseudo_v3r.tsv" || true
@@ -63,6 +68,16 @@ train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.saf
   "${p3[@]}"
 train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v6/last.safetensors" --recombine 0.3 "${p3[@]}"
+pseudo_from() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$1" "$svhn/unlabeled" > "$runs/$2" || true; }
+v21() { train v21 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
+  --init "$runs/v10/last.safetensors" --recombine 0.3 --synth 0.3 \
+  --pseudo "$runs/pseudo_v10.tsv" --pseudo-min-confidence 0.5; }
+if [ -n "${FOLD:-}" ]; then
+  pseudo_from "$runs/v10/housenum.onnx" pseudo_v10.tsv
+  v21
+  echo "model: $runs/v21/housenum.onnx (fold $FOLD held out)"
+  exit 0
+fi
 # The detector of `read`'s second look: a fully convolutional network marking the 8 x 8 cells
 # that lie on a number, trained on crops of the training photos framed up to 8x looser with the
 # number 8-48 px high (train-detector's defaults; the development split held out), and of 800
@@ -81,11 +96,8 @@ calibrate v10
 # v21: v10 fine-tuned 30 epochs more with 30 % synthetic numbers in the training fonts (the
 # held-out families never drawn; benches/styles.sh measures them), on v10's own readings of the
 # unlabelled pool. The shipped reader.
-pseudo_from() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$1" "$svhn/unlabeled" > "$runs/$2" || true; }
 pseudo_from "$runs/v10/calibrated.onnx" pseudo_v10.tsv
-train v21 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
-  --init "$runs/v10/last.safetensors" --recombine 0.3 --synth 0.3 \
-  --pseudo "$runs/pseudo_v10.tsv" --pseudo-min-confidence 0.5
+v21
 calibrate v21
 echo "model: $runs/v21/calibrated.onnx (copy to onnx/housenum.onnx and rebuild to ship it)"
 
