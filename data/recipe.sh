@@ -36,7 +36,8 @@ fold=(); [ -n "${FOLD:-}" ] && fold=(--fold "$FOLD")
 train() { out=$1; shift; [ -f "$runs/$out/housenum.onnx" ] && return 0
   "$B" train --data "$svhn/train" --out "$runs/$out" --seed "$seed" -q "${norm[@]}" "${fold[@]}" "$@"
   "$B" export --checkpoint "$runs/$out/last.safetensors" --out "$runs/$out/housenum.onnx"; }
-pseudo() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$runs/$1/housenum.onnx" "$svhn/unlabeled" > "$runs/$2" || true; }
+pseudo_from() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$1" "$svhn/unlabeled" > "$runs/$2" || true; }
+pseudo() { pseudo_from "$runs/$1/housenum.onnx" "$2"; }
 
 train v1 --epochs 400
 pseudo v1 pseudo_v1.tsv
@@ -68,7 +69,6 @@ train v6 --epochs 80 --lr 0.001 --dropout 0.1 --pad 12 --init "$runs/v3/last.saf
   "${p3[@]}"
 train v10 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v6/last.safetensors" --recombine 0.3 "${p3[@]}"
-pseudo_from() { [ -s "$runs/$2" ] || "$B" read --protocol full --path-confidence --model "$1" "$svhn/unlabeled" > "$runs/$2" || true; }
 v21() { train v21 --epochs 30 --lr 0.001 --dropout 0.1 --pad 12 --stretch 1.4 --max-width 224 \
   --init "$runs/v10/last.safetensors" --recombine 0.3 --synth 0.3 \
   --pseudo "$runs/pseudo_v10.tsv" --pseudo-min-confidence 0.5; }
