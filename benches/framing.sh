@@ -3,7 +3,8 @@
 # loses against the labelled box (crop) as photos are framed looser. Each photo is read as it
 # is, pasted into canvases 2x and 4x its size made of other photos' digit-free parts
 # (`eval --zoom-out K`), and scaled to a phone's 4,000 px width after a 4x zoom-out
-# (`--zoom-out 4 --phone`). Prints one row per framing: crop, locate, and their gap in points;
+# (`--zoom-out 4 --phone`), and cut at the digits' box as people crop a photo (`--tight 0`).
+# Prints one row per framing: crop, locate, and their gap in points;
 # then, for canvases of the same framings holding no number (`--no-number`), the share `read`
 # says holds none.
 # Usage: benches/framing.sh [SVHN_DIR] [SPLIT] [EXTRA EVAL ARGS...]
@@ -16,9 +17,10 @@ bin="${CARGO_TARGET_DIR:-target}/release/housenum"
 acc() { "$bin" eval "$data" --split "$split" --json -q "$@" \
   | python3 -c 'import json,sys; print("%.2f" % (100 * json.load(sys.stdin)["sequence_accuracy"]))'; }
 printf '%-22s %8s %8s %8s\n' framing crop locate gap
-for f in "as is" "2x" "4x" "phone (4x, 4000 px)"; do
+for f in "as is" "2x" "4x" "phone (4x, 4000 px)" "cut at the digits"; do
   case "$f" in
-    "as is") z=() ;; 2x) z=(--zoom-out 2) ;; 4x) z=(--zoom-out 4) ;; *) z=(--zoom-out 4 --phone) ;;
+    "as is") z=() ;; 2x) z=(--zoom-out 2) ;; 4x) z=(--zoom-out 4) ;; phone*) z=(--zoom-out 4 --phone) ;;
+    *) z=(--tight 0) ;;
   esac
   c=$(acc --protocol crop "${z[@]}" "$@"); l=$(acc --protocol locate "${z[@]}" "$@")
   printf '%-22s %7s%% %7s%% %8s\n' "$f" "$c" "$l" "$(python3 -c "print(f'{$l - $c:+.2f}')")"

@@ -4,7 +4,7 @@
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
        [--protocol locate|search|full] [--views 1-7] [--early-exit P|off]
        [--second-look P|off] [--look-with detector|tiles] [--look-area SHARE]
-       [--detector onnx/detector.onnx] IMG...
+       [--detector onnx/detector.onnx] [--margin on|off] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 An ensemble (output log_probs [M, T, N, 11], `housenum export` with several checkpoints) is read
 like more framings: every member's reading is scored under every member (see `member_log_probs`).
@@ -172,10 +172,16 @@ def locate_within(img, loc_sess, region):
     with `housenum.localiser.refine` = AxB (coarse to fine), found again within that box grown
     A x B in the photo, unless that context covers REFINE_SKIP of both sides of the photo."""
     meta = loc_sess.get_modelmeta().custom_metadata_map
-    h, w = img.shape[:2]
     first = locate_in(img, loc_sess, region)
     if "housenum.localiser.refine" not in meta:
         return first
+    return refined(img, loc_sess, first, meta)
+
+
+def refined(img, loc_sess, first, meta):
+    """src/read/locate.rs locate_refined: the box `first` found again within it grown A x B
+    (`housenum.localiser.refine`), unless that context covers REFINE_SKIP of both sides."""
+    h, w = img.shape[:2]
     cx, cy = (float(np.float32(v)) for v in meta["housenum.localiser.refine"].split("x"))
     ctx = expand_region(first, cx, cy, w, h)
     if (np.float32(ctx[2] - ctx[0]) >= REFINE_SKIP * np.float32(w)
@@ -184,10 +190,76 @@ def locate_within(img, loc_sess, region):
     return locate_in(img, loc_sess, ctx)
 
 
-def locate_box(img, loc_sess):
-    """The localiser's box in the whole photo (src/read/locate.rs locate)."""
+# src/read/locate.rs MARGIN: where the localiser's first box spans FILLS_WIDTH of the photo's
+# width, it looks again at the photo framed in a margin of these fractions of its width and height
+# on each side, filled with its border's mean colour.
+MARGIN = (0.125, 0.05)
+FILLS_WIDTH = np.float32(0.35)
+
+
+def fills_width(box, w):
+    """src/read/locate.rs fills_width (float32)."""
+    return np.float32(box[2] - box[0]) >= FILLS_WIDTH * np.float32(w)
+
+
+def border_mean(img):
+    """src/read/strip.rs border_mean: the mean colour of the first and last rows and columns."""
     h, w = img.shape[:2]
-    return locate_within(img, loc_sess, (0, 0, w, h))
+    ring = np.zeros((h, w), dtype=bool)
+    ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = True
+    return np.float32(img[ring].mean(axis=0))
+
+
+def locate_in_margin(img, loc_sess, margin):
+    """src/read/locate.rs locate_in_margin: the localiser's box in the photo framed in
+    `margin` (fractions of its width and height on each side), clamped to the photo. The canvas
+    is resized as PIL would resize it, without being made: its margin adds fill x the weights
+    that fall on it."""
+    meta = loc_sess.get_modelmeta().custom_metadata_map
+    lh, lw = (int(v) for v in meta["housenum.localiser"].split("x"))
+    f = np.float32
+    h, w = img.shape[:2]
+    # f32 products rounded half away from zero, as Rust's f32::round.
+    mx = int(math.floor(float(f(w) * f(margin[0])) + 0.5))
+    my = int(math.floor(float(f(h) * f(margin[1])) + 0.5))
+    fill = border_mean(img).astype(np.float64)
+    wy, wx = triangle_weights(h + 2 * my, lh), triangle_weights(w + 2 * mx, lw)
+    wyi, wxi = wy[:, my:my + h], wx[:, mx:mx + w]
+    rest = np.outer(wy.sum(1), wx.sum(1)) - np.outer(wyi.sum(1), wxi.sum(1))
+    x = np.stack([wyi @ img[:, :, c] @ wxi.T + fill[c] * rest for c in range(3)])
+    x = x.astype(np.float32).astype(np.float64)
+    x = ((x - x.mean()) / max(x.std(), 0.01))[None].astype(np.float32)
+    if "housenum.localiser.bins" in meta:
+        bx = int(meta["housenum.localiser.bins"].split("x")[0])
+        p = loc_sess.run(["profile"], {"image": x})[0][0]
+        th = np.float32(meta.get("housenum.localiser.threshold", "0.5"))
+        (x0, x1), (y0, y1) = profile_span(p[:bx], th), profile_span(p[bx:], th)
+    else:
+        b = loc_sess.run(["box"], {"image": x})[0][0]
+        x0, y0, x1, y1 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
+    cw, ch = f(w + 2 * mx), f(h + 2 * my)
+    l = min(max(f(f(x0 * cw) - f(mx)), f(0.0)), f(w))
+    t = min(max(f(f(y0 * ch) - f(my)), f(0.0)), f(h))
+    r = min(max(f(f(x1 * cw) - f(mx)), l), f(w))
+    b = min(max(f(f(y1 * ch) - f(my)), t), f(h))
+    return (l, t, r, b)
+
+
+def locate_box(img, loc_sess, margin=None):
+    """The localiser's box in the whole photo (src/read/locate.rs locate_with): one pass on the
+    photo; when its box spans FILLS_WIDTH of the photo's width, the pass on the photo framed in
+    `margin` (None: never) gives the box instead; then, coarse to fine, again within that box grown as
+    `housenum.localiser.refine` says."""
+    h, w = img.shape[:2]
+    if margin is None:
+        return locate_within(img, loc_sess, (0, 0, w, h))
+    first = locate_in(img, loc_sess, (0, 0, w, h))
+    if fills_width(first, w):
+        first = locate_in_margin(img, loc_sess, margin)
+    meta = loc_sess.get_modelmeta().custom_metadata_map
+    if "housenum.localiser.refine" not in meta:
+        return first
+    return refined(img, loc_sess, first, meta)
 
 
 def tiles(w, h):
@@ -761,6 +833,9 @@ def main():
     ap.add_argument("--look-area", type=float, default=SECOND_LOOK_MAX_AREA,
                     help="the second look runs only for regions under this share of the photo")
     ap.add_argument("--detector", default=os.path.join(here, "detector.onnx"))
+    ap.add_argument("--margin", choices=["on", "off"], default="off",
+                    help="where the localiser's box fills 35 %% of the photo's width, look again "
+                         "with the photo in a margin of its border's colour (as `housenum read --margin`)")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     early_exit = None if args.early_exit == "off" else float(np.float32(args.early_exit))
@@ -785,7 +860,7 @@ def main():
             img = load(path)
             h, w = img.shape[:2]
             if loc_sess is not None:
-                box = locate_box(img, loc_sess)
+                box = locate_box(img, loc_sess, MARGIN if args.margin == "on" else None)
             else:
                 regs = regions(w, h, args.protocol == "search")
                 strips = [to_strip(img[y0:y1, x0:x1], stretch) for x0, y0, x1, y1 in regs]

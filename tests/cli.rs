@@ -837,6 +837,61 @@ fn eval_saves_the_numbers_it_recombined() {
     assert!(err.contains("--save-framed needs"), "{err}");
 }
 
+/// `eval --tight M` cuts every photo at its digits' box grown by M (saved in the official
+/// layout, each label's box inside its photo, within M of the photo's edges), and takes no
+/// other framing.
+#[test]
+fn eval_cuts_photos_at_the_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = synth_photos(dir.path(), 6, 4);
+    let p = photos.display().to_string();
+    let originals = housenum::data::svhn::SvhnSet::open(&photos).unwrap();
+    for margin in ["0", "0.25"] {
+        let cut = dir.path().join(format!("cut-{margin}"));
+        let c = cut.display().to_string();
+        let args = [
+            "eval",
+            &p,
+            "--split",
+            "all",
+            "--tight",
+            margin,
+            "--save-framed",
+            &c,
+            "-q",
+        ];
+        let (code, _, err) = run(&args, None);
+        assert_eq!(code, 0, "--tight {margin}: {err}");
+        assert_official_layout(&cut);
+        let set = housenum::data::svhn::SvhnSet::open(&cut).unwrap();
+        assert_eq!(set.records.len(), originals.records.len());
+        let m: f32 = margin.parse().unwrap();
+        for (r, o) in set.records.iter().zip(&originals.records) {
+            assert_eq!((&r.name, &r.digits), (&o.name, &o.digits));
+            let (w, h) = image::image_dimensions(&r.path).unwrap();
+            let (l, t, rr, b) = housenum::read::boxes_union(&r.boxes);
+            let (bw, bh) = (rr - l, b - t);
+            let case = format!(
+                "--tight {margin}, {}: {w}x{h}, box {:?}",
+                r.name,
+                (l, t, rr, b)
+            );
+            assert!(
+                l >= 0.0 && t >= 0.0 && rr <= w as f32 && b <= h as f32,
+                "{case}"
+            );
+            assert!(l <= m * bw + 1.0 && w as f32 - rr <= m * bw + 1.0, "{case}");
+            assert!(t <= m * bh + 1.0 && h as f32 - b <= m * bh + 1.0, "{case}");
+        }
+    }
+    let (code, _, err) = run(&["eval", &p, "--tight", "0", "--zoom-out", "2", "-q"], None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--tight") && err.contains("--zoom-out"),
+        "{err}"
+    );
+}
+
 /// `strips` writes exactly the strips the reader makes (the full protocol: one per photo; the
 /// locate protocol: seven framings each), and `bench-strips` times them through the plan that
 /// `read` uses, whose per-operator profile shows the max-pool rewrite in place; piped into a

@@ -452,6 +452,56 @@ fn read_py_decodes_profiles_at_the_metadata_threshold() {
     }
 }
 
+/// `onnx/read.py --margin on` reads as `housenum read --margin on`: on the samples, and on the
+/// samples and (with SVHN) 40 training photos cut at their digits' box (`eval --tight 0
+/// --save-framed`), where the look in the margin changes some readings. Skipped like the tests
+/// above without onnxruntime.
+#[test]
+fn read_py_looks_in_the_margin_as_housenum_read() {
+    if !common::python_has("onnxruntime, numpy, PIL", "HOUSENUM_REQUIRE_ORT") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = samples_and_training_photos();
+    if let Some(svhn) = common::svhn() {
+        let cut = dir.path().join("cut");
+        let out = std::process::Command::new(common::bin())
+            .arg("eval")
+            .arg(svhn.join("train"))
+            .args([
+                "--split",
+                "all",
+                "--limit",
+                "40",
+                "--tight",
+                "0",
+                "-q",
+                "--save-framed",
+            ])
+            .arg(&cut)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        paths.extend((1..=40).map(|i| cut.join(format!("{i}.png"))));
+    }
+    let stdout = |cmd: &mut std::process::Command| stdout_on(cmd, &paths);
+    let ours = stdout(std::process::Command::new(common::bin()).args(["read", "--margin", "on"]));
+    let theirs = stdout(
+        std::process::Command::new("python3")
+            .arg(common::root().join("onnx/read.py"))
+            .args(["--margin", "on"]),
+    );
+    assert_eq!(ours, theirs, "housenum read vs onnx/read.py, --margin on");
+    if common::svhn().is_some() {
+        let without = stdout(std::process::Command::new(common::bin()).arg("read"));
+        assert_ne!(ours, without, "the margin changed no reading");
+    }
+}
+
 /// `onnx/read.py` reads a reader with residual blocks (a wider window, `housenum.window`, and
 /// more padding) as `housenum read` does, under `search` (which maps time steps back to image
 /// columns through the window) and `locate`: the shipped reader with two blocks added and their

@@ -86,7 +86,13 @@ pub struct EvalArgs {
     /// number. Sequence accuracy is then the share of such photos that `read` says hold none.
     #[arg(long, conflicts_with = "recombine")]
     pub no_number: bool,
-    /// With `--zoom-out`, `--phone`, `--no-number` or `--recombine`: also write each framed
+    /// Cut every photo to its number, as people crop a photo to what they want read: the
+    /// digits' box grown by MARGIN times its width and height on each side (0: at the digits'
+    /// edges), the boxes moved along.
+    #[arg(long, value_name = "MARGIN", value_parser = parse_margin,
+          conflicts_with_all = ["recombine", "zoom_out", "phone", "no_number"])]
+    pub tight: Option<f32>,
+    /// With `--zoom-out`, `--phone`, `--no-number`, `--tight` or `--recombine`: also write each framed
     /// photo or made number to DIR as `NAME` (PNG), with `DIR/labels.tsv` (name, digits, the
     /// digits' box `left,top,right,bottom`) and, unless `--no-number`, `DIR/digitStruct.mat`:
     /// an official-layout folder, so that another tool can be measured, or a model trained, on
@@ -151,8 +157,9 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             || a.zoom_out.is_some()
             || a.phone
             || a.no_number
+            || a.tight.is_some()
             || a.recombine.is_some(),
-        "--save-framed needs --zoom-out, --phone, --no-number or --recombine"
+        "--save-framed needs --zoom-out, --phone, --no-number, --tight or --recombine"
     );
     let mut reader = a.models.reader()?;
     a.look.apply(&mut reader)?;
@@ -180,7 +187,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let protocol = Protocol::from(a.protocol);
     let mut in_memory: Vec<LabelledImage> = Vec::new();
     let report = match &a.recombine {
-        None if a.zoom_out.is_some() || a.phone || a.no_number => {
+        None if a.zoom_out.is_some() || a.phone || a.no_number || a.tight.is_some() => {
             let pb = housenum::progress::bar(records.len() as u64, "eval", a.quiet);
             let k = a.zoom_out.unwrap_or(1.0);
             if let Some(dir) = &a.save_framed {
@@ -193,6 +200,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 k,
                 phone: a.phone,
                 no_number: a.no_number,
+                tight: a.tight,
                 seed: a.seed,
             };
             let r = reframed(&reader, &records, framing, protocol, save, &pb)?;
@@ -311,6 +319,13 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn parse_margin(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(m) if (0.0..=4.0).contains(&m) => Ok(m),
+        _ => Err(format!("expected a margin from 0 to 4, got {s:?}")),
+    }
+}
+
 fn parse_zoom(s: &str) -> std::result::Result<f32, String> {
     match s.parse::<f32>() {
         Ok(k) if (1.0..=64.0).contains(&k) => Ok(k),
@@ -319,7 +334,8 @@ fn parse_zoom(s: &str) -> std::result::Result<f32, String> {
 }
 
 /// `records` framed `k` times looser (and scaled to phone size with `phone`), each canvas
-/// filled with digit-free patches of up to 16 other photos; made and read a chunk at a time.
+/// filled with digit-free patches of up to 16 other photos, or cut to the number (`tight`);
+/// made and read a chunk at a time.
 fn reframed(
     reader: &housenum::Reader,
     records: &[Record],
@@ -327,14 +343,18 @@ fn reframed(
         k,
         phone,
         no_number,
+        tight,
         seed,
     }: Framing,
     protocol: Protocol,
     save: Option<(&std::path::Path, &std::sync::Mutex<Vec<DigitStructEntry>>)>,
     pb: &indicatif::ProgressBar,
 ) -> Result<housenum::eval::EvalReport> {
-    use housenum::data::framing::{background, phone_factors, phone_size, zoom_out};
-    let patches = digit_free_parts(records);
+    use housenum::data::framing::{background, cropped_close, phone_factors, phone_size, zoom_out};
+    let patches = match tight {
+        Some(_) => vec![Vec::new(); records.len()],
+        None => digit_free_parts(records),
+    };
     let truths: Vec<(String, Vec<u8>)> = records
         .iter()
         .map(|r| {
@@ -360,7 +380,9 @@ fn reframed(
         } else {
             (k, k)
         };
-        let (img, boxes) = if no_number {
+        let (img, boxes) = if let Some(margin) = tight {
+            cropped_close(&img, &r.boxes, margin)
+        } else if no_number {
             let (w, h) = img.dimensions();
             let (cw, ch) = (
                 ((w as f32 * factors.0).round() as u32).max(w),
@@ -436,13 +458,15 @@ fn write_saved(dir: &std::path::Path, entries: &[DigitStructEntry]) -> Result<()
     Ok(())
 }
 
-/// How `eval --zoom-out`/`--phone` frames each photo: `k` times looser, phone-sized with
-/// `phone`, only the canvas with `no_number`, the canvases drawn from `seed`.
+/// How `eval --zoom-out`/`--phone`/`--tight` frames each photo: `k` times looser, phone-sized
+/// with `phone`, only the canvas with `no_number`, cut to the number grown by `tight`, the
+/// canvases drawn from `seed`.
 #[derive(Clone, Copy, Debug)]
 struct Framing {
     k: f32,
     phone: bool,
     no_number: bool,
+    tight: Option<f32>,
     seed: u64,
 }
 

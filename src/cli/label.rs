@@ -137,7 +137,7 @@ fn label_chunk(
         .par_iter()
         .map(|path| {
             let img = read::load_image(path)?;
-            let rect = locator.locate(&img)?;
+            let rect = locator.locate_with(&img, reader.margin())?;
             Ok((rect, reader.framed_strips(&img, rect)))
         })
         .collect();

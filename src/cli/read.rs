@@ -125,6 +125,22 @@ pub struct ModelArgs {
     /// confidence is below P; those read as with all framings. `off` reads every framing.
     #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
     pub early_exit: Option<EarlyExit>,
+    /// Under `locate`, where the localiser's box spans 35 % of the photo's width or more, it
+    /// looks again at the photo framed in a margin of its border's mean colour (an eighth of its
+    /// width on each side, a twentieth of its height), so that a number filling a photo cropped
+    /// close keeps its edge digits (docs/experiments.md, "Photos cropped close to the number":
+    /// measured, not the default).
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = parse_on_off,
+          action = clap::ArgAction::Set)]
+    pub margin: bool,
+}
+
+fn parse_on_off(s: &str) -> std::result::Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off; got {s:?}")),
+    }
 }
 
 /// `--second-look`, for `read` and `eval`.
@@ -209,6 +225,9 @@ impl ModelArgs {
             Some(EarlyExit::Off) => reader.set_early_exit(None),
             Some(EarlyExit::At(p)) => reader.set_early_exit(Some(p)),
             None => {}
+        }
+        if self.margin {
+            reader.set_margin(Some(housenum::read::locate::MARGIN));
         }
         Ok(reader)
     }

@@ -77,6 +77,10 @@ pub struct TrainLocaliserArgs {
     /// Draw a zoom-out's width and height factors independently (canvases of every aspect).
     #[arg(long)]
     pub zoom_out_independent: bool,
+    /// Share of photos cut close to the number, as people crop a photo to what they want read:
+    /// each side between the number's edge and a quarter of its size beyond it.
+    #[arg(long, default_value_t = 0.0)]
+    pub zoom_in: f32,
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
     pub input: (usize, usize),
@@ -147,6 +151,7 @@ pub fn run(a: TrainLocaliserArgs) -> Result<ExitCode> {
         zoom_out_prob: a.zoom_out.clamp(0.0, 1.0),
         zoom_out_max: a.zoom_out_max.clamp(1.0, 16.0),
         zoom_out_independent: a.zoom_out_independent,
+        zoom_in_prob: a.zoom_in.clamp(0.0, 1.0),
         stacked_prob: a.stacked,
         empty_prob: a.empty,
         teachers: a.teachers.clone(),

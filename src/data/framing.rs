@@ -8,7 +8,10 @@
 //! - [`phone_size`] scales a photo up to a phone camera's width (4,000 px), the number with it;
 //!   [`phone_factors`] gives the zoom-out that frames a photo like a landscape phone photo (4:3).
 //!
-//! Both move the digit boxes along, so `crop` reads the same number wherever it went and is
+//! - [`cropped_close`] cuts a photo to its number, as people crop a photo to what they want
+//!   read (`eval --tight M`).
+//!
+//! All move the digit boxes along, so `crop` reads the same number wherever it went and is
 //! the reference `read`'s default is compared with. Every picture is a function of its seed.
 
 use image::imageops::{self, FilterType};
@@ -115,9 +118,86 @@ pub fn phone_size(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Vec<Di
     (scaled, moved)
 }
 
+/// `img` cut to its number: the union of the digit `boxes` grown by `margin` times its width
+/// and height on each side (0: at the digits' edges), rounded outwards to whole pixels and
+/// clamped to the photo. Returns the cut and the boxes moved into it. A photo without boxes is
+/// returned whole.
+///
+/// # Panics
+/// When `margin` is negative.
+pub fn cropped_close(
+    img: &Rgb32FImage,
+    boxes: &[DigitBox],
+    margin: f32,
+) -> (Rgb32FImage, Vec<DigitBox>) {
+    assert!(margin >= 0.0, "margin {margin} below 0");
+    if boxes.is_empty() {
+        return (img.clone(), Vec::new());
+    }
+    let (w, h) = img.dimensions();
+    let (l, t, r, b) = boxes_union(boxes);
+    let (mx, my) = ((r - l) * margin, (b - t) * margin);
+    let x0 = ((l - mx).floor().max(0.0) as u32).min(w - 1);
+    let y0 = ((t - my).floor().max(0.0) as u32).min(h - 1);
+    let x1 = ((r + mx).ceil().max(0.0) as u32).clamp(x0 + 1, w);
+    let y1 = ((b + my).ceil().max(0.0) as u32).clamp(y0 + 1, h);
+    let cut = imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+    let moved = boxes
+        .iter()
+        .map(|b| b.scaled((1.0, 1.0), (-(x0 as f32), -(y0 as f32))))
+        .collect();
+    (cut, moved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cropped_close_cuts_at_the_grown_number_table() {
+        // A 100 x 50 photo whose pixel (x, y) has red x / 100 and green y / 50; two digits.
+        let img = Rgb32FImage::from_fn(100, 50, |x, y| {
+            image::Rgb([x as f32 / 100.0, y as f32 / 50.0, 0.5])
+        });
+        let boxes = [
+            DigitBox {
+                left: 30.0,
+                top: 10.0,
+                width: 10.0,
+                height: 20.0,
+            },
+            DigitBox {
+                left: 40.5,
+                top: 12.0,
+                width: 9.0,
+                height: 20.0,
+            },
+        ];
+        // margin → the cut's (x0, y0, width, height) in the photo.
+        let cases = [
+            (0.0f32, (30, 10, 20, 22)),
+            (0.1, (28, 7, 24, 28)),
+            (0.5, (20, 0, 40, 43)),
+            (5.0, (0, 0, 100, 50)),
+        ];
+        for (margin, (x0, y0, w, h)) in cases {
+            let (cut, moved) = cropped_close(&img, &boxes, margin);
+            assert_eq!(cut.dimensions(), (w, h), "margin {margin}");
+            assert_eq!(
+                cut.get_pixel(0, 0),
+                img.get_pixel(x0, y0),
+                "margin {margin}"
+            );
+            for (b, m) in boxes.iter().zip(&moved) {
+                assert_eq!(
+                    (m.left, m.top, m.width, m.height),
+                    (b.left - x0 as f32, b.top - y0 as f32, b.width, b.height),
+                    "margin {margin}"
+                );
+            }
+        }
+        assert_eq!(cropped_close(&img, &[], 0.2).0.dimensions(), (100, 50));
+    }
 
     fn photo(w: u32, h: u32, shade: f32) -> Rgb32FImage {
         Rgb32FImage::from_pixel(w, h, image::Rgb([shade; 3]))

@@ -106,6 +106,35 @@ pub const REFINE_CONTEXT: (f32, f32) = (3.5, 1.4);
 /// of the photo's width and height.
 pub const REFINE_SKIP: f32 = 0.9;
 
+/// The margin around the photo of the localiser's look again when its first box spans
+/// [`FILLS_WIDTH`] of the photo ([`Locator::locate_with`], `read --margin on`), as fractions of
+/// the photo's width and height on each side: the photo framed 1.25 times as wide and 1.1 times
+/// as high. A number that fills a photo cropped close is then cut less often (docs/experiments.md,
+/// "Photos cropped close to the number": measured, not the default).
+pub const MARGIN: (f32, f32) = (0.125, 0.05);
+
+/// A first box spanning at least this share of the photo's width makes the localiser look again
+/// in a [`MARGIN`] ([`Locator::locate_with`]): the number fills the photo's width as in a photo
+/// cropped close (SVHN's numbers span a median 29 %; on development a box this wide is a
+/// quarter of the photos as they are, nine in ten of those cut at the digits, no canvas without
+/// a number).
+pub const FILLS_WIDTH: f32 = 0.35;
+
+/// Whether `rect` (`(left, top, right, bottom)` pixels) spans at least [`FILLS_WIDTH`] of a
+/// photo `w` pixels wide.
+pub fn fills_width(rect: (f32, f32, f32, f32), w: u32) -> bool {
+    rect.2 - rect.0 >= FILLS_WIDTH * w as f32
+}
+
+/// `margin` (fractions of the width and height, [`MARGIN`]) in whole pixels of a `w × h` photo:
+/// each rounded half away from zero.
+pub fn margin_pixels(w: u32, h: u32, margin: (f32, f32)) -> (u32, u32) {
+    (
+        (w as f32 * margin.0).round() as u32,
+        (h as f32 * margin.1).round() as u32,
+    )
+}
+
 /// A loaded localiser.
 pub struct Locator {
     source: PathBuf,
@@ -249,11 +278,26 @@ impl Locator {
     /// The number's predicted box in `img`, as `(left, top, right, bottom)` pixels: one pass
     /// over the whole photo, then, for a localiser whose metadata asks for it
     /// ([`Locator::refine`]), a second pass on the context around that box
-    /// ([`Locator::locate_refined`]).
+    /// ([`Locator::locate_refined`]). What `housenum read` does.
     pub fn locate(&self, img: &Rgb32FImage) -> Result<(f32, f32, f32, f32)> {
+        self.locate_with(img, None)
+    }
+
+    /// [`Locator::locate`], and with `margin` (fractions of the photo's width and height on
+    /// each side, e.g. [`MARGIN`]) a look again at the photo framed in it when the first box
+    /// spans [`FILLS_WIDTH`] of the photo (`read --margin on`).
+    pub fn locate_with(
+        &self,
+        img: &Rgb32FImage,
+        margin: Option<(f32, f32)>,
+    ) -> Result<(f32, f32, f32, f32)> {
+        let first = match margin {
+            Some(m) => self.locate_first(img, m)?,
+            None => self.locate_once(img)?,
+        };
         match self.refine {
-            Some(context) => self.locate_refined(img, context),
-            None => self.locate_once(img),
+            Some(context) => self.locate_refined(img, first, context),
+            None => Ok(first),
         }
     }
 
@@ -261,6 +305,47 @@ impl Locator {
     pub fn locate_once(&self, img: &Rgb32FImage) -> Result<(f32, f32, f32, f32)> {
         let (w, h) = img.dimensions();
         self.locate_in(img, Region::full(w, h))
+    }
+
+    /// One pass over the whole photo; when its box spans [`FILLS_WIDTH`] of the photo's width
+    /// (as in a photo cropped close, where that box tends to cut an edge digit), a pass over the
+    /// photo framed in `margin` ([`Locator::locate_in_margin`]) gives the box instead.
+    fn locate_first(&self, img: &Rgb32FImage, margin: (f32, f32)) -> Result<(f32, f32, f32, f32)> {
+        let first = self.locate_once(img)?;
+        if fills_width(first, img.width()) {
+            self.locate_in_margin(img, margin)
+        } else {
+            Ok(first)
+        }
+    }
+
+    /// The number's predicted box in the whole photo framed in a margin of `margin` (fractions
+    /// of its width and height on each side, [`margin_pixels`]) filled with the mean colour of
+    /// its border ([`read::border_mean`]), as `(left, top, right, bottom)` pixels of `img`
+    /// (clamped to it). The localiser learnt numbers with background around them (SVHN's
+    /// framing, and looser); in a photo cropped close, the number touches the photo's edges and
+    /// the box alone would cut its edge digits.
+    pub fn locate_in_margin(
+        &self,
+        img: &Rgb32FImage,
+        margin: (f32, f32),
+    ) -> Result<(f32, f32, f32, f32)> {
+        let (w, h) = img.dimensions();
+        let (mx, my) = margin_pixels(w, h, margin);
+        let fill = read::border_mean(img);
+        let mut x = read::resize_in_margin(img, (mx, my), fill, self.width, self.height);
+        read::normalize(&mut x);
+        let b = decode(self.bins, self.threshold, &self.run(&x)?);
+        let (cw, ch) = ((w + 2 * mx) as f32, (h + 2 * my) as f32);
+        let (mx, my, w, h) = (mx as f32, my as f32, w as f32, h as f32);
+        let x0 = (b[0] * cw - mx).clamp(0.0, w);
+        let y0 = (b[1] * ch - my).clamp(0.0, h);
+        Ok((
+            x0,
+            y0,
+            (b[2] * cw - mx).clamp(x0, w),
+            (b[3] * ch - my).clamp(y0, h),
+        ))
     }
 
     /// The band threshold its profiles are decoded at ([`profile_span`]).
@@ -285,39 +370,17 @@ impl Locator {
         Ok((x0 + b[0] * w, y0 + b[1] * h, x0 + b[2] * w, y0 + b[3] * h))
     }
 
-    /// Coarse to fine: [`Locator::locate_once`] on the whole photo, then again on `context`
-    /// (multiples of the first box's width and height, e.g. [`REFINE_CONTEXT`]) around that
-    /// box, where a number that is small in the photo appears at the size the localiser was
-    /// trained on. Photos already framed like that (the context covers [`REFINE_SKIP`] of both
-    /// sides) keep the first box.
+    /// Coarse to fine: the box `first` found in the photo, found again on `context`
+    /// (multiples of its width and height, e.g. [`REFINE_CONTEXT`]) around it, where a number
+    /// that is small in the photo appears at the size the localiser was trained on. Photos
+    /// already framed like that (the context covers [`REFINE_SKIP`] of both sides) keep
+    /// `first`.
     pub fn locate_refined(
         &self,
         img: &Rgb32FImage,
+        first: (f32, f32, f32, f32),
         context: (f32, f32),
     ) -> Result<(f32, f32, f32, f32)> {
-        let (w, h) = img.dimensions();
-        self.locate_refined_in(img, Region::full(w, h), context)
-    }
-
-    /// [`Locator::locate_refined`] with the first pass on `region` of the photo instead of all
-    /// of it: the second pass looks at the context in the photo, reaching outside `region`
-    /// (skipped only when that context covers [`REFINE_SKIP`] of the photo), so that a number
-    /// the region cuts is seen whole. One pass for a localiser without [`Locator::refine`].
-    /// What the second look ([`crate::Reader::second_look`]) runs on each tile.
-    pub fn locate_within(&self, img: &Rgb32FImage, region: Region) -> Result<(f32, f32, f32, f32)> {
-        match self.refine {
-            Some(context) => self.locate_refined_in(img, region, context),
-            None => self.locate_in(img, region),
-        }
-    }
-
-    fn locate_refined_in(
-        &self,
-        img: &Rgb32FImage,
-        region: Region,
-        context: (f32, f32),
-    ) -> Result<(f32, f32, f32, f32)> {
-        let first = self.locate_in(img, region)?;
         let (w, h) = img.dimensions();
         let context = read::expand_region(first, context.0, context.1, (w, h));
         if context.width() as f32 >= REFINE_SKIP * w as f32
@@ -326,6 +389,20 @@ impl Locator {
             return Ok(first);
         }
         self.locate_in(img, context)
+    }
+
+    /// [`Locator::locate`] with the first pass on `region` of the photo instead of all of it
+    /// (no margin): the second pass looks at the context in the photo, reaching outside
+    /// `region` (skipped only when that context covers [`REFINE_SKIP`] of the photo), so that a
+    /// number the region cuts is seen whole. One pass for a localiser without
+    /// [`Locator::refine`]. What the second look ([`crate::Reader::second_look`]) runs on each
+    /// tile.
+    pub fn locate_within(&self, img: &Rgb32FImage, region: Region) -> Result<(f32, f32, f32, f32)> {
+        let first = self.locate_in(img, region)?;
+        match self.refine {
+            Some(context) => self.locate_refined(img, first, context),
+            None => Ok(first),
+        }
     }
 
     /// The number's box near `bounds` (`(left, top, right, bottom)` pixels, e.g. a detector's

@@ -161,6 +161,9 @@ pub struct Reader {
     second_look: Option<f32>,
     /// Members of the model: 1, or an ensemble's `M` ([`crate::export::ensemble_to_onnx`]).
     members: usize,
+    /// The margin of the localiser's look again when its first box fills the photo's width
+    /// ([`Locator::locate_with`]); `None`: no such look.
+    margin: Option<(f32, f32)>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -259,6 +262,7 @@ impl Reader {
             early_exit: Some(framings::EARLY_EXIT),
             second_look: Some(SECOND_LOOK_BELOW),
             members: 1,
+            margin: None,
         };
         // Build the plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan()?;
@@ -337,6 +341,19 @@ impl Reader {
     /// [`SECOND_LOOK_BELOW`] unless set.
     pub fn set_second_look(&mut self, below: Option<f32>) {
         self.second_look = below;
+    }
+
+    /// Under `locate`, where the localiser's first box fills the photo's width
+    /// ([`read::locate::fills_width`]), it looks again at the photo framed in `margin`
+    /// (fractions of its width and height on each side, [`Locator::locate_with`]); `None`
+    /// (unless set): never.
+    pub fn set_margin(&mut self, margin: Option<(f32, f32)>) {
+        self.margin = margin;
+    }
+
+    /// The margin of the localiser's look again ([`Reader::set_margin`]).
+    pub fn margin(&self) -> Option<(f32, f32)> {
+        self.margin
     }
 
     /// Where the second look looks ([`LOOK_WITH`] unless set).
@@ -719,7 +736,7 @@ impl Reader {
         boxes: &[DigitBox],
     ) -> Result<Vec<(Region, Strip)>> {
         let rect = match protocol {
-            Protocol::Locate => self.locator()?.locate(img)?,
+            Protocol::Locate => self.locator()?.locate_with(img, self.margin)?,
             Protocol::Crop if !boxes.is_empty() => read::boxes_union(boxes),
             _ => {
                 let stretch = self.geometry.stretch;

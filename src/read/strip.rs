@@ -116,11 +116,34 @@ pub fn triangle_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f32>
 /// # Shapes
 /// Returns `[3, out_h, out_w]` channel-major values in the image's range.
 pub fn resize_region(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usize) -> Vec<f32> {
-    let rows = resize_rows(img, region, out_w, out_h);
-    let mut out = vec![0f32; 3 * out_h * out_w];
+    channel_major(&resize_rows(img, region, out_w, out_h))
+}
+
+/// [`resize_rows_in_margin`] channel-major: the whole photo framed in a margin of `margin`
+/// pixels on each side, filled with `fill`, resized to `out_w × out_h`.
+///
+/// # Shapes
+/// Returns `[3, out_h, out_w]` channel-major values in the image's range.
+pub fn resize_in_margin(
+    img: &Rgb32FImage,
+    margin: (u32, u32),
+    fill: [f32; 3],
+    out_w: usize,
+    out_h: usize,
+) -> Vec<f32> {
+    channel_major(&resize_rows_in_margin(img, margin, fill, out_w, out_h))
+}
+
+/// Interleaved pixels to channel-major planes.
+///
+/// # Shapes
+/// `rows`: `[n, 3]` → `[3, n]`.
+fn channel_major(rows: &[f32]) -> Vec<f32> {
+    let n = rows.len() / 3;
+    let mut out = vec![0f32; rows.len()];
     for (i, px) in rows.chunks_exact(3).enumerate() {
         for (c, &v) in px.iter().enumerate() {
-            out[c * out_h * out_w + i] = v;
+            out[c * n + i] = v;
         }
     }
     out
@@ -133,14 +156,8 @@ pub fn resize_region(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usi
 pub fn resize_rows(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usize) -> Vec<f32> {
     let (rw, rh) = (region.width() as usize, region.height() as usize);
     let wx = triangle_weights(rw, out_w);
-    let wy = triangle_weights(rh, out_h);
     let src = img.as_raw();
     let stride = img.width() as usize * 3;
-    // Rows are independent in each pass: large regions (a phone photo resized for the
-    // localiser or a detector level) are spread over rayon's threads, small ones stay on one
-    // (`with_min_len` keeps ~64 k multiply-adds per task). The sums are the same either way.
-    let min_rows = |row_work: usize| (1 << 16) / row_work.max(1) + 1;
-    let taps = |w: &[(usize, Vec<f32>)]| w.iter().map(|(_, ws)| ws.len()).sum::<usize>();
     // Horizontal pass: [rh, out_w, 3].
     let mut tmp = vec![0f32; rh * out_w * 3];
     tmp.par_chunks_mut(out_w * 3)
@@ -159,7 +176,72 @@ pub fn resize_rows(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usize
                 dst[ox * 3..][..3].copy_from_slice(&acc);
             }
         });
-    // Vertical pass: [out_h, out_w, 3].
+    vertical_pass(&tmp, rh, out_w, out_h)
+}
+
+/// [`resize_rows`] of the whole of `img` framed in a margin of `margin = (mx, my)` pixels on
+/// each side, filled with `fill`: the canvas `(w + 2·mx) × (h + 2·my)` resized, without making
+/// it (a phone photo's canvas would take hundreds of megabytes).
+///
+/// # Shapes
+/// Returns `[out_h, out_w, 3]`.
+pub fn resize_rows_in_margin(
+    img: &Rgb32FImage,
+    margin: (u32, u32),
+    fill: [f32; 3],
+    out_w: usize,
+    out_h: usize,
+) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (mx, my) = (margin.0 as usize, margin.1 as usize);
+    let (cw, ch) = (w + 2 * mx, h + 2 * my);
+    let wx = triangle_weights(cw, out_w);
+    let src = img.as_raw();
+    // Horizontal pass: [ch, out_w, 3]; a canvas row outside the photo is `fill` throughout.
+    let mut tmp = vec![0f32; ch * out_w * 3];
+    tmp.par_chunks_mut(out_w * 3)
+        .with_min_len(min_rows(taps(&wx)))
+        .enumerate()
+        .for_each(|(y, dst)| {
+            let row = (my..my + h)
+                .contains(&y)
+                .then(|| &src[(y - my) * w * 3..][..w * 3]);
+            for (ox, (start, ws)) in wx.iter().enumerate() {
+                let mut acc = [0f32; 3];
+                for (k, &wt) in ws.iter().enumerate() {
+                    let x = start + k;
+                    let px = match row {
+                        Some(r) if (mx..mx + w).contains(&x) => &r[(x - mx) * 3..][..3],
+                        _ => &fill[..],
+                    };
+                    acc[0] += wt * px[0];
+                    acc[1] += wt * px[1];
+                    acc[2] += wt * px[2];
+                }
+                dst[ox * 3..][..3].copy_from_slice(&acc);
+            }
+        });
+    vertical_pass(&tmp, ch, out_w, out_h)
+}
+
+/// Rows per rayon task in the resizing passes: large images (a phone photo resized for the
+/// localiser or a detector level) are spread over rayon's threads, small ones stay on one (about
+/// 64 k multiply-adds per task). The sums are the same either way.
+fn min_rows(row_work: usize) -> usize {
+    (1 << 16) / row_work.max(1) + 1
+}
+
+/// Taps of all outputs of one axis's [`triangle_weights`].
+fn taps(w: &[(usize, Vec<f32>)]) -> usize {
+    w.iter().map(|(_, ws)| ws.len()).sum()
+}
+
+/// The vertical pass of the resizing functions: `tmp` rows resized to `out_h`.
+///
+/// # Shapes
+/// `tmp`: `[in_h, out_w, 3]` → `[out_h, out_w, 3]`.
+fn vertical_pass(tmp: &[f32], in_h: usize, out_w: usize, out_h: usize) -> Vec<f32> {
+    let wy = triangle_weights(in_h, out_h);
     let mut rows = vec![0f32; out_h * out_w * 3];
     rows.par_chunks_mut(out_w * 3)
         .with_min_len(min_rows(out_w * taps(&wy) / out_h.max(1)))
@@ -177,6 +259,32 @@ pub fn resize_rows(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usize
             }
         });
     rows
+}
+
+/// The mean colour of the photo's border: its first and last rows and columns, each pixel
+/// once (every pixel of a photo 1 or 2 pixels wide or high).
+pub fn border_mean(img: &Rgb32FImage) -> [f32; 3] {
+    let (w, h) = img.dimensions();
+    let mut sum = [0f64; 3];
+    let mut n = 0usize;
+    let mut add = |x: u32, y: u32| {
+        let p = img.get_pixel(x, y).0;
+        (0..3).for_each(|c| sum[c] += p[c] as f64);
+        n += 1;
+    };
+    for x in 0..w {
+        add(x, 0);
+        if h > 1 {
+            add(x, h - 1);
+        }
+    }
+    for y in 1..h.saturating_sub(1) {
+        add(0, y);
+        if w > 1 {
+            add(w - 1, y);
+        }
+    }
+    sum.map(|s| (s / n.max(1) as f64) as f32)
 }
 
 /// Output width for a region of `w × h` pixels scaled to [`HEIGHT`] and stretched
@@ -435,6 +543,66 @@ mod tests {
             let ink = rows.iter().any(|&(a, b)| y >= a && y < b) && x % 4 < 2 && x > 2 && x < w - 3;
             image::Rgb([if ink { 0.0 } else { 1.0 }; 3])
         })
+    }
+
+    /// `img` framed in `(mx, my)` pixels of `fill` on each side, made.
+    fn canvas(img: &Rgb32FImage, (mx, my): (u32, u32), fill: [f32; 3]) -> Rgb32FImage {
+        let (w, h) = img.dimensions();
+        Rgb32FImage::from_fn(w + 2 * mx, h + 2 * my, |x, y| {
+            if (mx..mx + w).contains(&x) && (my..my + h).contains(&y) {
+                *img.get_pixel(x - mx, y - my)
+            } else {
+                image::Rgb(fill)
+            }
+        })
+    }
+
+    #[test]
+    fn resizing_in_a_margin_is_resizing_the_canvas_table() {
+        let img = Rgb32FImage::from_fn(37, 13, |x, y| {
+            image::Rgb([x as f32 / 37.0, y as f32 / 13.0, ((x * y) % 5) as f32 / 4.0])
+        });
+        let fill = [0.2, 0.7, 0.4];
+        // (margin, output width × height): shrinking, enlarging, none.
+        let cases = [
+            ((0, 0), (16, 8)),
+            ((5, 1), (128, 64)),
+            ((5, 1), (11, 5)),
+            ((40, 9), (64, 32)),
+        ];
+        for (margin, (ow, oh)) in cases {
+            let c = canvas(&img, margin, fill);
+            let want = resize_region(&c, Region::full(c.width(), c.height()), ow, oh);
+            let got = resize_in_margin(&img, margin, fill, ow, oh);
+            let worst = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-6, "margin {margin:?} to {ow}x{oh}: {worst}");
+        }
+    }
+
+    #[test]
+    fn border_mean_table() {
+        // (width, height, the pixel values by x + 10 y) → the mean of the border's values.
+        let cases: [(u32, u32, f32); 4] = [
+            (1, 1, 0.0),
+            (3, 1, 1.0),
+            (1, 3, 10.0),
+            // 3 × 3: all but the centre (11): (0+1+2+10+12+20+21+22) / 8.
+            (3, 3, 11.0),
+        ];
+        for (w, h, want) in cases {
+            let img =
+                Rgb32FImage::from_fn(w, h, |x, y| image::Rgb([(x + 10 * y) as f32, 1.0, 0.0]));
+            assert_eq!(border_mean(&img), [want, 1.0, 0.0], "{w}x{h}");
+        }
+        let img = Rgb32FImage::from_fn(4, 4, |x, y| {
+            image::Rgb([if x == 0 || y == 3 { 1.0 } else { 0.0 }, 0.5, 0.0])
+        });
+        // 12 border pixels, 7 of them in the first column or the last row.
+        assert_eq!(border_mean(&img)[0], 7.0 / 12.0);
     }
 
     #[test]

@@ -101,6 +101,11 @@ pub struct LocTrainConfig {
     /// aspect) instead of one factor for both.
     #[serde(default)]
     pub zoom_out_independent: bool,
+    /// Share of samples cut close to the number, as people crop a photo to what they want
+    /// read: each side of the crop lies between the number's edge and [`ZOOM_IN_MARGIN`] of its
+    /// size beyond it ([`sample_close`]), so that a number filling the photo is boxed whole.
+    #[serde(default)]
+    pub zoom_in_prob: f32,
     /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
     /// a later call resumes): a run cut in parts, as a kill would cut it.
     #[serde(default)]
@@ -159,6 +164,9 @@ impl LocTrainConfig {
             if self.zoom_out_independent {
                 o["zoom_out_independent"] = serde_json::json!(true);
             }
+        }
+        if self.zoom_in_prob > 0.0 {
+            o["zoom_in_prob"] = serde_json::json!(self.zoom_in_prob);
         }
         if !self.teachers.is_empty() {
             o["teachers"] = serde_json::json!(self.teachers);
@@ -350,6 +358,38 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
         (t - y0 as f32) / ch,
         (r - x0 as f32) / cw,
         (b - y0 as f32) / ch,
+    ];
+    let (out, mirrored) = augmented_input(&item.image, region, cfg, rng);
+    if mirrored {
+        target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
+    }
+    (out, target)
+}
+
+/// The widest margin of a sample cut close ([`sample_close`]), as a share of the number's width
+/// and height on each side.
+pub const ZOOM_IN_MARGIN: f32 = 0.25;
+
+/// A training sample cut close to the number: each side of the crop between the number's edge
+/// and [`ZOOM_IN_MARGIN`] of its size beyond it (drawn for each side alone), within the photo.
+/// Returns (`[3, height, width]` input, `[4]` box fractions of the crop), like [`sample`].
+fn sample_close(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32; 4]) {
+    let (iw, ih) = item.image.dimensions();
+    let (l, t, r, b) = item.target;
+    let (l, t) = (l.clamp(0.0, iw as f32 - 1.0), t.clamp(0.0, ih as f32 - 1.0));
+    let (r, b) = (r.clamp(l + 1.0, iw as f32), b.clamp(t + 1.0, ih as f32));
+    let (mw, mh) = ((r - l) * ZOOM_IN_MARGIN, (b - t) * ZOOM_IN_MARGIN);
+    let x0 = (l - rng.f32() * mw).floor().max(0.0) as u32;
+    let y0 = (t - rng.f32() * mh).floor().max(0.0) as u32;
+    let x1 = ((r + rng.f32() * mw).ceil() as u32).clamp(x0 + 1, iw);
+    let y1 = ((b + rng.f32() * mh).ceil() as u32).clamp(y0 + 1, ih);
+    let region = Region { x0, y0, x1, y1 };
+    let (cw, ch) = (region.width() as f32, region.height() as f32);
+    let mut target = [
+        ((l - x0 as f32) / cw).clamp(0.0, 1.0),
+        ((t - y0 as f32) / ch).clamp(0.0, 1.0),
+        ((r - x0 as f32) / cw).clamp(0.0, 1.0),
+        ((b - y0 as f32) / ch).clamp(0.0, 1.0),
     ];
     let (out, mirrored) = augmented_input(&item.image, region, cfg, rng);
     if mirrored {
@@ -831,6 +871,10 @@ pub fn train_localiser(cfg: &LocTrainConfig) -> Result<Vec<LocEpoch>> {
                         let (x, t) = sample(&item, &cfg.model, &mut rng);
                         return (x, t, true);
                     }
+                    if cfg.zoom_in_prob > 0.0 && it.labelled && rng.chance(cfg.zoom_in_prob) {
+                        let (x, t) = sample_close(it, &cfg.model, &mut rng);
+                        return (x, t, true);
+                    }
                     if cfg.zoom_out_prob > 0.0
                         && it.labelled
                         && !backgrounds.is_empty()
@@ -966,6 +1010,43 @@ mod tests {
             if max == 1.0 {
                 assert!(b - t >= 0.8 * h as f32, "{case}");
             }
+        }
+    }
+
+    #[test]
+    fn samples_cut_close_keep_the_number_within_a_quarter_of_its_size() {
+        let cfg = LocaliserConfig::default();
+        // (photo size, number box) → over many draws, the target lies inside the crop, each
+        // side at most ZOOM_IN_MARGIN of the number's size (plus rounding) from the crop's
+        // edge, and some draws cut at the number's edge.
+        let cases = [
+            ((200u32, 100u32), (80.0f32, 30.0f32, 120.0f32, 70.0f32)),
+            ((60, 40), (0.0, 5.0, 60.0, 40.0)),
+            ((300, 90), (250.0, 10.0, 299.0, 80.0)),
+        ];
+        for (dims, target) in cases {
+            let item = Item {
+                image: Rgb32FImage::from_pixel(dims.0, dims.1, image::Rgb([0.5; 3])),
+                target,
+                digits: 2,
+                labelled: true,
+            };
+            let (nw, nh) = (target.2 - target.0, target.3 - target.1);
+            let mut tight = 0;
+            for seed in 0..64 {
+                let (x, t) = sample_close(&item, &cfg, &mut Rng::new(seed));
+                assert_eq!(x.len(), 3 * cfg.height * cfg.width);
+                let case = format!("{dims:?} {target:?} seed {seed}: {t:?}");
+                assert!(t.iter().all(|v| (0.0..=1.0).contains(v)), "{case}");
+                assert!(t[0] < t[2] && t[1] < t[3], "{case}");
+                // The crop's width in number widths: 1 to 1.5 (+2 px of rounding).
+                let crop_w = nw / (t[2] - t[0]);
+                let crop_h = nh / (t[3] - t[1]);
+                assert!(crop_w <= nw * (1.0 + 2.0 * ZOOM_IN_MARGIN) + 2.0, "{case}");
+                assert!(crop_h <= nh * (1.0 + 2.0 * ZOOM_IN_MARGIN) + 2.0, "{case}");
+                tight += usize::from(crop_w <= nw * 1.1 + 2.0);
+            }
+            assert!(tight > 0, "{dims:?}: no draw cut close to the number");
         }
     }
 
