@@ -152,15 +152,23 @@ def locate_in(img, loc_sess, region):
     x = resize_normalise(img[ry0:ry1, rx0:rx1], lh, lw)[None].astype(np.float32)
     f = np.float32
     ox, oy, fw, fh = f(rx0), f(ry0), f(rx1 - rx0), f(ry1 - ry0)
+    x0, y0, x1, y1 = localiser_box(loc_sess, x)
+    return (f(ox + f(x0 * fw)), f(oy + f(y0 * fh)), f(ox + f(x1 * fw)), f(oy + f(y1 * fh)))
+
+
+def localiser_box(loc_sess, x):
+    """src/read/locate.rs decode: the box (x0, y0, x1, y1), fractions of the input `x`
+    ([1, 3, H, W] float32): a box head's output, or (`housenum.localiser.bins` = BXxBY) the
+    column and row profiles decoded at `housenum.localiser.threshold` (1/2 when absent)."""
+    meta = loc_sess.get_modelmeta().custom_metadata_map
     if "housenum.localiser.bins" in meta:
         bx = int(meta["housenum.localiser.bins"].split("x")[0])
         p = loc_sess.run(["profile"], {"image": x})[0][0]
         th = np.float32(meta.get("housenum.localiser.threshold", "0.5"))
         (x0, x1), (y0, y1) = profile_span(p[:bx], th), profile_span(p[bx:], th)
-    else:
-        b = loc_sess.run(["box"], {"image": x})[0][0]
-        x0, y0, x1, y1 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
-    return (f(ox + f(x0 * fw)), f(oy + f(y0 * fh)), f(ox + f(x1 * fw)), f(oy + f(y1 * fh)))
+        return x0, y0, x1, y1
+    b = loc_sess.run(["box"], {"image": x})[0][0]
+    return min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
 
 
 # src/read/locate.rs REFINE_SKIP: a context covering this share of both sides keeps the first box.
@@ -229,14 +237,7 @@ def locate_in_margin(img, loc_sess, margin):
     x = np.stack([wyi @ img[:, :, c] @ wxi.T + fill[c] * rest for c in range(3)])
     x = x.astype(np.float32).astype(np.float64)
     x = ((x - x.mean()) / max(x.std(), 0.01))[None].astype(np.float32)
-    if "housenum.localiser.bins" in meta:
-        bx = int(meta["housenum.localiser.bins"].split("x")[0])
-        p = loc_sess.run(["profile"], {"image": x})[0][0]
-        th = np.float32(meta.get("housenum.localiser.threshold", "0.5"))
-        (x0, x1), (y0, y1) = profile_span(p[:bx], th), profile_span(p[bx:], th)
-    else:
-        b = loc_sess.run(["box"], {"image": x})[0][0]
-        x0, y0, x1, y1 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
+    x0, y0, x1, y1 = localiser_box(loc_sess, x)
     cw, ch = f(w + 2 * mx), f(h + 2 * my)
     l = min(max(f(f(x0 * cw) - f(mx)), f(0.0)), f(w))
     t = min(max(f(f(y0 * ch) - f(my)), f(0.0)), f(h))
