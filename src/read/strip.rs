@@ -119,21 +119,6 @@ pub fn resize_region(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usi
     channel_major(&resize_rows(img, region, out_w, out_h))
 }
 
-/// [`resize_rows_in_margin`] channel-major: the whole photo framed in a margin of `margin`
-/// pixels on each side, filled with `fill`, resized to `out_w × out_h`.
-///
-/// # Shapes
-/// Returns `[3, out_h, out_w]` channel-major values in the image's range.
-pub fn resize_in_margin(
-    img: &Rgb32FImage,
-    margin: (u32, u32),
-    fill: [f32; 3],
-    out_w: usize,
-    out_h: usize,
-) -> Vec<f32> {
-    channel_major(&resize_rows_in_margin(img, margin, fill, out_w, out_h))
-}
-
 /// Interleaved pixels to channel-major planes.
 ///
 /// # Shapes
@@ -179,13 +164,13 @@ pub fn resize_rows(img: &Rgb32FImage, region: Region, out_w: usize, out_h: usize
     vertical_pass(&tmp, rh, out_w, out_h)
 }
 
-/// [`resize_rows`] of the whole of `img` framed in a margin of `margin = (mx, my)` pixels on
-/// each side, filled with `fill`: the canvas `(w + 2·mx) × (h + 2·my)` resized, without making
-/// it (a phone photo's canvas would take hundreds of megabytes).
+/// [`resize_region`] of the whole of `img` framed in a margin of `margin = (mx, my)` pixels on
+/// each side, filled with `fill`: the canvas `(w + 2·mx) × (h + 2·my)` resized to `out_w ×
+/// out_h`, without making it (a phone photo's canvas would take hundreds of megabytes).
 ///
 /// # Shapes
-/// Returns `[out_h, out_w, 3]`.
-pub fn resize_rows_in_margin(
+/// Returns `[3, out_h, out_w]` channel-major values in the image's range.
+pub fn resize_in_margin(
     img: &Rgb32FImage,
     margin: (u32, u32),
     fill: [f32; 3],
@@ -221,7 +206,7 @@ pub fn resize_rows_in_margin(
                 dst[ox * 3..][..3].copy_from_slice(&acc);
             }
         });
-    vertical_pass(&tmp, ch, out_w, out_h)
+    channel_major(&vertical_pass(&tmp, ch, out_w, out_h))
 }
 
 /// Rows per rayon task in the resizing passes: large images (a phone photo resized for the
