@@ -17,7 +17,7 @@
 use image::imageops::{self, FilterType};
 use image::Rgb32FImage;
 
-use crate::read::{boxes_union, DigitBox};
+use crate::read::{boxes_union, expand_region, DigitBox};
 use crate::rng::Rng;
 
 /// The width [`phone_size`] scales photos to, pixels: a 12-megapixel phone photo's.
@@ -120,7 +120,7 @@ pub fn phone_size(img: &Rgb32FImage, boxes: &[DigitBox]) -> (Rgb32FImage, Vec<Di
 
 /// `img` cut to its number: the union of the digit `boxes` grown by `margin` times its width
 /// and height on each side (0: at the digits' edges), rounded outwards to whole pixels and
-/// clamped to the photo. Returns the cut and the boxes moved into it. A photo without boxes is
+/// clamped to the photo ([`expand_region`], as the `crop` protocol grows its box). Returns the cut and the boxes moved into it. A photo without boxes is
 /// returned whole.
 ///
 /// # Panics
@@ -134,14 +134,10 @@ pub fn cropped_close(
     if boxes.is_empty() {
         return (img.clone(), Vec::new());
     }
-    let (w, h) = img.dimensions();
-    let (l, t, r, b) = boxes_union(boxes);
-    let (mx, my) = ((r - l) * margin, (b - t) * margin);
-    let x0 = ((l - mx).floor().max(0.0) as u32).min(w - 1);
-    let y0 = ((t - my).floor().max(0.0) as u32).min(h - 1);
-    let x1 = ((r + mx).ceil().max(0.0) as u32).clamp(x0 + 1, w);
-    let y1 = ((b + my).ceil().max(0.0) as u32).clamp(y0 + 1, h);
-    let cut = imageops::crop_imm(img, x0, y0, x1 - x0, y1 - y0).to_image();
+    let grow = 1.0 + 2.0 * margin;
+    let r = expand_region(boxes_union(boxes), grow, grow, img.dimensions());
+    let (x0, y0) = (r.x0, r.y0);
+    let cut = imageops::crop_imm(img, x0, y0, r.width(), r.height()).to_image();
     let moved = boxes
         .iter()
         .map(|b| b.scaled((1.0, 1.0), (-(x0 as f32), -(y0 as f32))))

@@ -336,9 +336,7 @@ pub fn input_of(img: &Rgb32FImage, region: Region, cfg: &LocaliserConfig) -> Vec
 /// changed. Returns (`[3, height, width]` input, `[4]` box fractions of the crop).
 fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32; 4]) {
     let (iw, ih) = item.image.dimensions();
-    let (l, t, r, b) = item.target;
-    let (l, t) = (l.clamp(0.0, iw as f32 - 1.0), t.clamp(0.0, ih as f32 - 1.0));
-    let (r, b) = (r.clamp(l + 1.0, iw as f32), b.clamp(t + 1.0, ih as f32));
+    let (l, t, r, b) = number_box(item);
     // Each side: keep the image edge, or cut somewhere between it and the number.
     let mut side = |keep: f32, room: f32| -> f32 {
         if rng.chance(keep) {
@@ -351,19 +349,7 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
     let y0 = side(0.5, t).floor() as u32;
     let x1 = iw - side(0.3, iw as f32 - r).floor() as u32;
     let y1 = ih - side(0.5, ih as f32 - b).floor() as u32;
-    let region = Region { x0, y0, x1, y1 };
-    let (cw, ch) = (region.width() as f32, region.height() as f32);
-    let mut target = [
-        (l - x0 as f32) / cw,
-        (t - y0 as f32) / ch,
-        (r - x0 as f32) / cw,
-        (b - y0 as f32) / ch,
-    ];
-    let (out, mirrored) = augmented_input(&item.image, region, cfg, rng);
-    if mirrored {
-        target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
-    }
-    (out, target)
+    sample_in(item, (l, t, r, b), Region { x0, y0, x1, y1 }, cfg, rng)
 }
 
 /// The widest margin of a sample cut close ([`sample_close`]), as a share of the number's width
@@ -375,22 +361,40 @@ pub const ZOOM_IN_MARGIN: f32 = 0.25;
 /// Returns (`[3, height, width]` input, `[4]` box fractions of the crop), like [`sample`].
 fn sample_close(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32; 4]) {
     let (iw, ih) = item.image.dimensions();
-    let (l, t, r, b) = item.target;
-    let (l, t) = (l.clamp(0.0, iw as f32 - 1.0), t.clamp(0.0, ih as f32 - 1.0));
-    let (r, b) = (r.clamp(l + 1.0, iw as f32), b.clamp(t + 1.0, ih as f32));
+    let (l, t, r, b) = number_box(item);
     let (mw, mh) = ((r - l) * ZOOM_IN_MARGIN, (b - t) * ZOOM_IN_MARGIN);
     let x0 = (l - rng.f32() * mw).floor().max(0.0) as u32;
     let y0 = (t - rng.f32() * mh).floor().max(0.0) as u32;
     let x1 = ((r + rng.f32() * mw).ceil() as u32).clamp(x0 + 1, iw);
     let y1 = ((b + rng.f32() * mh).ceil() as u32).clamp(y0 + 1, ih);
-    let region = Region { x0, y0, x1, y1 };
+    sample_in(item, (l, t, r, b), Region { x0, y0, x1, y1 }, cfg, rng)
+}
+
+/// The item's number box `(l, t, r, b)` clamped into its photo, at least a pixel each way.
+fn number_box(item: &Item) -> (f32, f32, f32, f32) {
+    let (iw, ih) = item.image.dimensions();
+    let (l, t, r, b) = item.target;
+    let (l, t) = (l.clamp(0.0, iw as f32 - 1.0), t.clamp(0.0, ih as f32 - 1.0));
+    (
+        l,
+        t,
+        r.clamp(l + 1.0, iw as f32),
+        b.clamp(t + 1.0, ih as f32),
+    )
+}
+
+/// The sample of `region` (which holds the number `(l, t, r, b)`) of the item's photo:
+/// [`augmented_input`] and the number's box as fractions of the region, mirrored with it.
+fn sample_in(
+    item: &Item,
+    (l, t, r, b): (f32, f32, f32, f32),
+    region: Region,
+    cfg: &LocaliserConfig,
+    rng: &mut Rng,
+) -> (Vec<f32>, [f32; 4]) {
+    let (x0, y0) = (region.x0 as f32, region.y0 as f32);
     let (cw, ch) = (region.width() as f32, region.height() as f32);
-    let mut target = [
-        ((l - x0 as f32) / cw).clamp(0.0, 1.0),
-        ((t - y0 as f32) / ch).clamp(0.0, 1.0),
-        ((r - x0 as f32) / cw).clamp(0.0, 1.0),
-        ((b - y0 as f32) / ch).clamp(0.0, 1.0),
-    ];
+    let mut target = [(l - x0) / cw, (t - y0) / ch, (r - x0) / cw, (b - y0) / ch];
     let (out, mirrored) = augmented_input(&item.image, region, cfg, rng);
     if mirrored {
         target = [1.0 - target[2], target[1], 1.0 - target[0], target[3]];
