@@ -47,14 +47,15 @@ train v3 --epochs "$v3_epochs" --dropout 0.1 --channels 48,96,192,192 --hidden 1
   --pseudo "$runs/pseudo_v2.tsv" --pseudo-min-confidence 0.5
 # The localiser of the locate protocol (`read`'s default): one localiser predicting column and row
 # profiles over 32 x 16 bands (`--bins`) of the photo resized to 64 x 128, trained on the digit
-# boxes with 10 % recombined numbers of 1-10 digits and half the photos framed up to 6x looser
-# (`--zoom-out`), a development split (the next 10 % by name hash) held out besides validation;
-# exported to be read coarse to fine (`--refine`: a second pass around the first box).
+# boxes with 10 % recombined numbers of 1-10 digits, half the photos framed up to 6x looser
+# (`--zoom-out`) and a fifth cut close to the number (`--zoom-in`), a development split (the next
+# 10 % by name hash) held out besides validation; exported to be read coarse to fine (`--refine`:
+# a second pass around the first box).
 d="$runs/localiser"
 [ -n "${FOLD:-}" ] && [ "${LOCATED:-0}" = 1 ] && { echo "FOLD and LOCATED=1 do not go together" >&2; exit 2; }
 [ -n "${FOLD:-}" ] || [ -f "$d/localiser.onnx" ] || "$B" train-localiser --data "$svhn/train" --out "$d" --epochs 80 --val-fraction 0.2 \
-  --recombine 0.1 --bins 32x16 --input 64x128 --zoom-out 0.5 --zoom-out-max 6 --seed 1 --quiet \
-  --export "$d/localiser.onnx"
+  --recombine 0.1 --bins 32x16 --input 64x128 --zoom-out 0.5 --zoom-out-max 6 --zoom-in 0.2 --seed 1 \
+  --quiet --export "$d/localiser.onnx"
 loc="$d/refined.onnx"
 [ -n "${FOLD:-}" ] || [ -f "$loc" ] || "$B" export-localiser --checkpoint "$d/localiser.safetensors" --refine --out "$loc"
 if [ "${LOCATED:-0}" = 1 ]; then

@@ -4,7 +4,7 @@
 Usage: python3 onnx/read.py [--model onnx/housenum.onnx] [--localiser onnx/localiser.onnx]
        [--protocol locate|search|full] [--views 1-7] [--early-exit P|off]
        [--second-look P|off] [--look-with detector|tiles] [--look-area SHARE]
-       [--detector onnx/detector.onnx] [--margin on|off] IMG...
+       [--detector onnx/detector.onnx] [--margin on|off] [--no-number-below P|off] IMG...
 Prints IMG<TAB>DIGITS<TAB>CONFIDENCE per image (same format as `housenum read`).
 An ensemble (output log_probs [M, T, N, 11], `housenum export` with several checkpoints) is read
 like more framings: every member's reading is scored under every member (see `member_log_probs`).
@@ -596,6 +596,9 @@ def second_look_detected(sess, loc_sess, det_sess, img, answer, views, stretch, 
 
 
 # src/read/reader.rs STACKED_ASPECT, STACKED_MAX.
+# src/read/reader.rs NO_NUMBER_BELOW: under locate, a reading less sure is reported as no number
+# (with its own confidence).
+NO_NUMBER_BELOW = 0.12
 STACKED_ASPECT = np.float32(2.5)
 STACKED_MAX = 4
 
@@ -837,10 +840,15 @@ def main():
     ap.add_argument("--margin", choices=["on", "off"], default="off",
                     help="where the localiser's box fills 35 %% of the photo's width, look again "
                          "with the photo in a margin of its border's colour (as `housenum read --margin`)")
+    ap.add_argument("--no-number-below", default=str(NO_NUMBER_BELOW),
+                    help="under locate, report a reading less than P sure as no number "
+                         "(as `housenum read --no-number-below`); off gives every reading")
     ap.add_argument("images", nargs="+")
     args = ap.parse_args()
     early_exit = None if args.early_exit == "off" else float(np.float32(args.early_exit))
     second = None if args.second_look == "off" else float(np.float32(args.second_look))
+    no_number_below = (None if args.no_number_below == "off"
+                       else float(np.float32(args.no_number_below)))
     sess = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
     loc_sess = None
     if args.protocol == "locate":
@@ -882,6 +890,9 @@ def main():
                                          early_exit)
             answer = unstacked(sess, img, answer, stretch, cal)
             _, digits, log_p = answer
+            # src/read/ctc.rs Decoded::withhold: too unsure a reading is no number.
+            if no_number_below is not None and digits and calibrate(log_p, cal) < no_number_below:
+                digits = ""
         else:
             per_strip = [member_log_probs(sess, x) for x in strips]
             readings = [combine_members(members) for members in per_strip]

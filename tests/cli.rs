@@ -583,6 +583,43 @@ fn a_photo_without_a_number_says_so_in_text_json_and_exit_code() {
 }
 
 #[test]
+fn an_unsure_reading_is_withheld_as_no_number_under_locate_only() {
+    let (path, want) = &samples()[0];
+    let p = path.display().to_string();
+    // Every reading is less than 1 sure: withheld, with its own confidence.
+    let (code, out, err) = run(&["read", &p, "--no-number-below", "1"], None);
+    assert_eq!(code, 4, "{out}{err}");
+    let f: Vec<&str> = out.trim_end().split('\t').collect();
+    assert_eq!(&f[..2], &[p.as_str(), "no number"], "{out}");
+    let (_, given, _) = run(&["read", &p, "--no-number-below", "off"], None);
+    let g: Vec<&str> = given.trim_end().split('\t').collect();
+    assert_eq!((g[1], g[2]), (want.as_str(), f[2]), "{given}");
+    let (code, out, _) = run(&["read", "--json", &p, "--no-number-below", "1"], None);
+    assert_eq!(code, 4);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (
+            v["number"].as_bool(),
+            v["digits"].as_str(),
+            v["withheld"].as_str()
+        ),
+        (Some(false), Some(""), Some(want.as_str()))
+    );
+    assert_eq!(v["spans"].as_array().map(Vec::len), Some(0));
+    // The default threshold keeps a sure reading; `full` never withholds.
+    for args in [
+        vec!["read", &p],
+        vec!["read", &p, "--protocol", "full", "--no-number-below", "1"],
+    ] {
+        let (code, out, err) = run(&args, None);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert_eq!(out.split('\t').nth(1), Some(want.as_str()), "{args:?}");
+    }
+    let (code, _, err) = run(&["read", &p, "--no-number-below", "1.5"], None);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn a_killed_read_output_resumes_losing_and_doubling_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let photos = synth_photos(dir.path(), 160, 3);

@@ -296,10 +296,12 @@ fn a_box_filling_the_width_is_looked_for_again_in_a_margin_of_the_border_colour(
 
 #[test]
 fn photos_cropped_close_keep_their_edge_digits() {
-    // Validation photos cut at their digits' box, as people crop a photo to the number: without
-    // the look in a margin the localiser, which learnt numbers with background around them,
-    // cuts edge digits (docs/experiments.md, "Photos cropped close to the number"). A bound
-    // that only a lost margin fails.
+    // Validation photos cut at their digits' box, as people crop a photo to the number: a
+    // localiser that learnt only numbers with background around them cuts edge digits (60 of
+    // these 100 read), and the look in a margin gives them back; the shipped one learnt photos
+    // cut close too (`train-localiser --zoom-in`: 73 read, 76 with the margin; docs/
+    // experiments.md, "Photos cropped close to the number"). Bounds that a localiser without
+    // `--zoom-in`, or a margin that cuts digits, fails.
     let Some(svhn) = common::svhn() else { return };
     let set = housenum::data::svhn::SvhnSet::open(&svhn.join("train")).unwrap();
     let (_, val) = housenum::data::svhn::split_by_name(&set.records, 0.1);
@@ -328,7 +330,7 @@ fn photos_cropped_close_keep_their_edge_digits() {
     reader.set_margin(Some(housenum::read::locate::MARGIN));
     let with = right(&reader);
     assert!(
-        with >= without + 5,
+        without >= 68 && with >= without,
         "cropped close: {with} of 100 read with the margin, {without} without"
     );
 }
@@ -833,10 +835,10 @@ fn detector_training_resumes_is_reproducible_and_exports_what_tract_reads() {
 }
 
 /// On phone-size photos the detector always looks (`LOOK_ALWAYS_PIXELS`), and the verifier
-/// (`read::verify`) chooses a number it finds and reads even where the first look is sure
-/// there is no number; a bare wall still holds none.
+/// (`read::verify`) chooses a number it finds and reads even where the first look misses it;
+/// a bare wall still holds none.
 #[test]
-fn the_detectors_look_reads_phone_photos_whose_first_look_saw_no_number() {
+fn the_detectors_look_reads_phone_photos_whose_first_look_missed_the_number() {
     use housenum::{Protocol, Reader};
     // (plate, scale, where) → the number, or "" for the bare wall.
     let cases = [
@@ -849,10 +851,10 @@ fn the_detectors_look_reads_phone_photos_whose_first_look_saw_no_number() {
         let img = common::phone_photo(sample, at);
         reader.set_second_look(None);
         let (_, first) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
-        assert_eq!(
-            first.text(),
-            "",
-            "{sample:?}: the first look sees no number"
+        assert!(
+            first.text() != want || want.is_empty(),
+            "{sample:?}: the first look alone reads {}",
+            first.text()
         );
         reader.set_second_look(Some(housenum::read::reader::SECOND_LOOK_BELOW));
         let (region, got) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();

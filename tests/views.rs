@@ -38,6 +38,16 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
     early.set_second_look(None);
     reader.set_early_exit(None);
     reader.set_second_look(None);
+    // The framings' choice is checked before an unsure answer is withheld as no number; then
+    // `withholding`, which withholds (the default), must give that answer withheld.
+    let mut withholding = Reader::embedded().unwrap();
+    withholding.set_early_exit(None);
+    withholding.set_second_look(None);
+    let below = housenum::read::reader::NO_NUMBER_BELOW;
+    assert_eq!(withholding.no_number_below(), Some(below));
+    early.set_no_number_below(None);
+    reader.set_no_number_below(None);
+    let mut withheld = 0;
     let (mut exits, mut stays) = (0, 0);
     let locator = reader.locator().unwrap();
     let cal = reader.calibration();
@@ -82,6 +92,13 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
                 _ => Some((d, score(d))),
             });
         let (region, d) = reader.read_image(&img, Protocol::Locate, &[]).unwrap();
+        let (w_region, w) = withholding.read_image(&img, Protocol::Locate, &[]).unwrap();
+        assert_eq!(
+            (w_region, &w),
+            (region, &d.clone().withhold(below)),
+            "{path}"
+        );
+        withheld += usize::from(!w.withheld.is_empty());
         // With the early exit: the first framing's own reading where it is confident enough,
         // else exactly the reading of all seven.
         let (first_region, first) = {
@@ -120,6 +137,7 @@ fn locate_reads_seven_framings_and_answers_the_best_summed_reading() {
             "the region of the first framing that read it"
         );
     }
+    assert!(withheld > 0, "no answer was unsure enough to withhold");
     assert!(
         exits > 0 && stays > 0,
         "early exits {exits}, full reads {stays}"

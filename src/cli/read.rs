@@ -18,7 +18,9 @@ use rayon::prelude::*;
 /// and `spans`: where each digit was read).
 ///
 /// A photo in which the reader finds no number prints `no number` (`--json`: `"number": false`,
-/// empty `digits`), with the confidence that there is none.
+/// empty `digits`), with the confidence that there is none; so does one whose reading is less
+/// than `--no-number-below` sure, with that reading's confidence (`--json`: its digits as
+/// `withheld`).
 ///
 /// Exit codes: 0 every image was read; 1 at least one image could not be read (each failure is
 /// reported on stderr, naming the file, and the others are still read); 2 bad arguments or an
@@ -133,6 +135,11 @@ pub struct ModelArgs {
     #[arg(long, value_name = "on|off", default_value = "off", value_parser = parse_on_off,
           action = clap::ArgAction::Set)]
     pub margin: bool,
+    /// Under `locate`, report a reading less than P sure as no number (its digits are kept as
+    /// `withheld` in `--json`): 0.12 unless set; `off` gives every reading
+    /// (docs/experiments.md, "Photos cropped close to the number").
+    #[arg(long, value_name = "P|off", value_parser = parse_early_exit)]
+    pub no_number_below: Option<EarlyExit>,
 }
 
 fn parse_on_off(s: &str) -> std::result::Result<bool, String> {
@@ -228,6 +235,11 @@ impl ModelArgs {
         }
         if self.margin {
             reader.set_margin(Some(housenum::read::locate::MARGIN));
+        }
+        match self.no_number_below {
+            Some(EarlyExit::Off) => reader.set_no_number_below(None),
+            Some(EarlyExit::At(p)) => reader.set_no_number_below(Some(p)),
+            None => {}
         }
         Ok(reader)
     }
@@ -410,6 +422,11 @@ pub fn run(a: ReadArgs) -> Result<ExitCode> {
                                 .collect()
                         };
                         let mut v = serde_json::json!({"path": name, "digits": digits, "number": !none, "confidence": d.confidence, "region": r, "spans": spans});
+                        if !d.withheld.is_empty() {
+                            v["withheld"] = serde_json::json!(
+                                housenum::alphabet::digits_to_string(&d.withheld)
+                            );
+                        }
                         if let Some(look) = &look {
                             let (first, candidates) = candidates_json(look);
                             v["size"] = serde_json::json!([img.width(), img.height()]);

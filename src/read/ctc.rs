@@ -97,12 +97,28 @@ pub struct Decoded {
     pub spans: Vec<(usize, usize)>,
     /// For each digit, the highest probability its class reached over its span, in [0, 1].
     pub digit_confidences: Vec<f32>,
+    /// The digits of a reading withheld as too unsure ([`Decoded::withhold`]): `digits` is then
+    /// empty (no number) and `confidence` is still that reading's. Empty otherwise.
+    pub withheld: Vec<u8>,
 }
 
 impl Decoded {
     /// The digits as text.
     pub fn text(&self) -> String {
         crate::alphabet::digits_to_string(&self.digits)
+    }
+
+    /// This reading reported as no number when it is less than `below` sure: its digits move
+    /// to [`Decoded::withheld`] and its spans are dropped; the confidence, log-probability and
+    /// path probability stay the reading's, so that it still ranks as the unsure reading it was.
+    /// A reading of no number, or one at least `below` sure, is returned as it is.
+    pub fn withhold(mut self, below: f32) -> Decoded {
+        if !self.digits.is_empty() && self.confidence < below {
+            self.withheld = std::mem::take(&mut self.digits);
+            self.spans.clear();
+            self.digit_confidences.clear();
+        }
+        self
     }
 }
 
@@ -150,6 +166,7 @@ pub fn greedy_decode(log_probs: &[f32], t: usize, n: usize, b: usize) -> Decoded
         path_prob: log_conf.exp().clamp(0.0, 1.0) as f32,
         spans,
         digit_confidences,
+        withheld: Vec::new(),
     }
 }
 
@@ -188,6 +205,31 @@ mod tests {
             assert!((d.path_prob - expect_conf).abs() < 1e-4);
             // Other alignments of the same digits only add probability.
             assert!(d.confidence >= d.path_prob && d.log_prob <= 0.0, "{d:?}");
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn withhold_table() {
+        // (path, peak probability, threshold, digits kept, digits withheld)
+        let cases: Vec<(Vec<usize>, f32, f32, &str, &str)> = vec![
+            (vec![2, 0, 3], 0.9, 0.12, "12", ""),
+            (vec![2, 0, 3], 0.3, 0.12, "", "12"),
+            (vec![2, 0, 3], 0.3, 0.0, "12", ""),
+            (vec![0, 0, 0], 0.3, 0.12, "", ""),
+            (vec![0, 0, 0], 0.9, 1.0, "", ""),
+        ];
+        let mut failures = Vec::new();
+        for (path, p, below, kept, withheld) in &cases {
+            let d = greedy_decode(&peaked(path, *p), path.len(), 1, 0);
+            let w = d.clone().withhold(*below);
+            let got = (w.text(), crate::alphabet::digits_to_string(&w.withheld));
+            if got != (kept.to_string(), withheld.to_string()) {
+                failures.push(format!("{path:?} at {p} below {below}: got {got:?}"));
+            }
+            // The confidence and ranking stay the reading's; a withheld one has no spans.
+            assert_eq!((w.confidence, w.log_prob), (d.confidence, d.log_prob));
+            assert_eq!(w.spans.len(), w.digits.len());
         }
         assert!(failures.is_empty(), "{failures:?}");
     }

@@ -152,6 +152,7 @@ mod tests {
             path_prob: 0.4,
             spans: vec![(0, 0), (3, 4)],
             digit_confidences: vec![0.9, 0.8],
+            withheld: Vec::new(),
         };
         let region = |x0, y0, x1, y1| Region { x0, y0, x1, y1 };
         // (region, model pad, first digit's columns, second digit's columns)

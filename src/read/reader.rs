@@ -59,6 +59,13 @@ pub const LOOK_UNSURE_PIXELS: f64 = 24_149.0;
 /// own").
 pub const LOOK_ALWAYS_PIXELS: f64 = 2_000_000.0;
 
+/// Under `locate`, an answer less sure than this is reported as no number
+/// ([`Reader::set_no_number_below`], [`Decoded::withhold`]): half of the canvases without a
+/// number read as an unsure number, and right readings this unsure are rare. Chosen on the fold
+/// photos as the highest threshold that costs no set of SVHN's photos more than 0.25 points
+/// (docs/experiments.md, "Photos cropped close to the number", rule ZT).
+pub const NO_NUMBER_BELOW: f32 = 0.12;
+
 /// An answer's region at least this many times taller than wide may hold digits stacked one
 /// above the next: it is also read cut into bands laid side by side ([`Reader::unstacked`]).
 /// Chosen on the development split: a lone digit's region is up to about twice as tall as
@@ -164,6 +171,9 @@ pub struct Reader {
     /// The margin of the localiser's look again when its first box fills the photo's width
     /// ([`Locator::locate_with`]); `None`: no such look.
     margin: Option<(f32, f32)>,
+    /// Under `locate`, answers less sure than this are reported as no number
+    /// ([`Reader::set_no_number_below`]); `None`: never.
+    no_number_below: Option<f32>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -263,6 +273,7 @@ impl Reader {
             second_look: Some(SECOND_LOOK_BELOW),
             members: 1,
             margin: None,
+            no_number_below: Some(NO_NUMBER_BELOW),
         };
         // Build the plan now so that a wrong model fails here, naming the file.
         let plan = reader.plan()?;
@@ -349,6 +360,26 @@ impl Reader {
     /// (unless set): never.
     pub fn set_margin(&mut self, margin: Option<(f32, f32)>) {
         self.margin = margin;
+    }
+
+    /// Under `locate`, report an answer less sure than `below` as no number, its digits
+    /// [`Decoded::withheld`]; `None` never does. [`NO_NUMBER_BELOW`] unless set.
+    pub fn set_no_number_below(&mut self, below: Option<f32>) {
+        self.no_number_below = below;
+    }
+
+    /// The no-number threshold ([`Reader::set_no_number_below`]).
+    pub fn no_number_below(&self) -> Option<f32> {
+        self.no_number_below
+    }
+
+    /// `answer` as `protocol`'s final answer: under `locate`, withheld when less sure than
+    /// [`Reader::no_number_below`].
+    fn answered(&self, protocol: Protocol, (region, d): (Region, Decoded)) -> (Region, Decoded) {
+        match self.no_number_below {
+            Some(below) if protocol == Protocol::Locate => (region, d.withhold(below)),
+            _ => (region, d),
+        }
     }
 
     /// The margin of the localiser's look again ([`Reader::set_margin`]).
@@ -773,7 +804,7 @@ impl Reader {
             .read_best(&[cands.iter().map(|(r, s)| (*r, s)).collect()], protocol)?
             .remove(0);
         let answer = self.maybe_second_look(img, protocol, (cands[i].0, d))?;
-        self.unstacked(img, protocol, answer)
+        Ok(self.answered(protocol, self.unstacked(img, protocol, answer)?))
     }
 
     /// Under `crop` and `locate`, an answer whose region is at least [`STACKED_ASPECT`] times
@@ -1098,7 +1129,8 @@ impl Reader {
                     } else {
                         answer
                     };
-                    let (region, d) = self.unstacked(img.borrow(), protocol, answer)?;
+                    let (region, d) =
+                        self.answered(protocol, self.unstacked(img.borrow(), protocol, answer)?);
                     return Ok((img, region, d, None));
                 }
                 let candidates = self.look_candidates(img.borrow())?;
@@ -1112,7 +1144,10 @@ impl Reader {
                 } else {
                     (answer, None)
                 };
-                let (region, d) = self.unstacked(img.borrow(), protocol, (region, d))?;
+                let (region, d) = self.answered(
+                    protocol,
+                    self.unstacked(img.borrow(), protocol, (region, d))?,
+                );
                 let look = Look {
                     first,
                     candidates,

@@ -150,6 +150,7 @@ mod tests {
             path_prob: confidence,
             spans: spans.to_vec(),
             digit_confidences: vec![0.9; spans.len()],
+            withheld: Vec::new(),
         }
     }
 

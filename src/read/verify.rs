@@ -183,6 +183,7 @@ mod tests {
             path_prob: confidence,
             spans: Vec::new(),
             digit_confidences: Vec::new(),
+            withheld: Vec::new(),
         }
     }
 
