@@ -792,7 +792,8 @@ impl Reader {
     }
 
     /// Read a decoded image under a protocol: the reading and the region it came from (under
-    /// `locate`, with the [`Reader::second_look`] where the first is unsure).
+    /// `locate`, with the [`Reader::second_look`] where the first is unsure, and an answer less
+    /// sure than [`Reader::no_number_below`] withheld as no number).
     pub fn read_image(
         &self,
         img: &image::Rgb32FImage,
@@ -1088,8 +1089,8 @@ impl Reader {
     }
 
     /// Read images prepared elsewhere with their candidates, as [`Reader::read_prepared`], then
-    /// give the unsure ones under `locate` a [`Reader::second_look`]. What `read` and `eval`
-    /// run.
+    /// give the unsure ones under `locate` a [`Reader::second_look`] and withhold the answers
+    /// less sure than [`Reader::no_number_below`]. What `read` and `eval` run.
     /// `I` is the image, owned or borrowed.
     pub fn read_prepared_images<I>(
         &self,
