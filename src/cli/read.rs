@@ -175,10 +175,8 @@ pub struct LookArgs {
 impl LookArgs {
     /// Apply to `reader`.
     pub fn apply(&self, reader: &mut Reader) -> anyhow::Result<()> {
-        match self.second_look {
-            Some(EarlyExit::Off) => reader.set_second_look(None),
-            Some(EarlyExit::At(p)) => reader.set_second_look(Some(p)),
-            None => {}
+        if let Some(t) = self.second_look {
+            reader.set_second_look(t.threshold());
         }
         if let Some(with) = self.look_with {
             reader.set_look_with(with);
@@ -203,13 +201,23 @@ fn parse_look_with(s: &str) -> std::result::Result<LookWith, String> {
     }
 }
 
-/// `--early-exit`: a confidence threshold, or `off`.
+/// `--early-exit`, `--second-look`, `--no-number-below`: a confidence threshold, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum EarlyExit {
     /// Read every framing.
     Off,
     /// Stop after the first framing at this confidence or above.
     At(f32),
+}
+
+impl EarlyExit {
+    /// The threshold as the reader's setters take it: `None` for `off`.
+    fn threshold(self) -> Option<f32> {
+        match self {
+            EarlyExit::Off => None,
+            EarlyExit::At(p) => Some(p),
+        }
+    }
 }
 
 fn parse_early_exit(s: &str) -> std::result::Result<EarlyExit, String> {
@@ -228,18 +236,14 @@ impl ModelArgs {
     /// The reader these options choose (see [`load_reader`]).
     pub fn reader(&self) -> Result<Reader> {
         let mut reader = load_reader(self.model.as_deref(), self.localiser.as_deref(), self.views)?;
-        match self.early_exit {
-            Some(EarlyExit::Off) => reader.set_early_exit(None),
-            Some(EarlyExit::At(p)) => reader.set_early_exit(Some(p)),
-            None => {}
+        if let Some(t) = self.early_exit {
+            reader.set_early_exit(t.threshold());
         }
         if self.margin {
             reader.set_margin(Some(housenum::read::locate::MARGIN));
         }
-        match self.no_number_below {
-            Some(EarlyExit::Off) => reader.set_no_number_below(None),
-            Some(EarlyExit::At(p)) => reader.set_no_number_below(Some(p)),
-            None => {}
+        if let Some(t) = self.no_number_below {
+            reader.set_no_number_below(t.threshold());
         }
         Ok(reader)
     }
