@@ -2,7 +2,8 @@
 //! preprocessing serial vs rayon; per-window CNN (cut windows, run the CNN on each) vs one
 //! strided pass over the strip; CTC greedy decoding; tract inference batch 1 ×32 vs batch 32;
 //! one training step with all threads vs one thread; synthetic training strips (256 per
-//! iteration) serial vs rayon.
+//! iteration) serial vs rayon; the engine's conv2 GEMM in `f32` vs bfloat16 on AMX tiles (where
+//! the CPU has them, `train --bf16`).
 //!
 //! Run: `cargo bench --features train` (reports in target/criterion/).
 
@@ -114,6 +115,28 @@ fn training_step(c: &mut Criterion) {
     g.finish();
 }
 
+fn bf16_gemm(c: &mut Criterion) {
+    use housenum::engine::{amx, layers};
+    if !amx::available() {
+        eprintln!("gemm_conv2: no AMX bfloat16 tiles here, skipped");
+        return;
+    }
+    // conv2 of the shipped reader on a group of 4 strips 128 px wide: [96, 432] · [432, 3224].
+    let (m, k, n) = (96, 432, 4 * 13 * 62);
+    let mut r = Rng::new(4);
+    let a: Vec<f32> = (0..m * k).map(|_| r.normal()).collect();
+    let x: Vec<f32> = (0..k * n).map(|_| r.normal()).collect();
+    let mut y = vec![0f32; m * n];
+    let mut g = c.benchmark_group("gemm_conv2_96x432x3224");
+    g.bench_function("f32", |b| {
+        b.iter(|| layers::gemm(m, k, n, black_box(&a), false, &x, false, &mut y, 1.0))
+    });
+    g.bench_function("bf16_amx", |b| {
+        b.iter(|| amx::gemm_bf16(m, k, n, black_box(&a), false, &x, false, &mut y, 1.0))
+    });
+    g.finish();
+}
+
 fn synthesis(c: &mut Criterion) {
     use housenum::data::synth::{Synth, SynthConfig};
     use rayon::prelude::*;
@@ -150,6 +173,6 @@ fn synthesis(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = preprocessing, windows, decoding, inference, training_step, synthesis
+    targets = preprocessing, windows, decoding, inference, training_step, bf16_gemm, synthesis
 }
 criterion_main!(benches);

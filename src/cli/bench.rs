@@ -12,6 +12,7 @@ use housenum::train::optim::Adam;
 /// (`benches/torch_train.py` runs the same step and shapes). Each run is timed twice,
 /// alternately: flushing subnormal floats to zero, as training does, and keeping them (the
 /// reference); `--checkpoint` starts from a trained model and its Adam moments, where it matters.
+/// With `--bf16` the pair is bfloat16 on AMX tiles (`train --bf16`) against `f32`, both flushing.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Batch size.
@@ -46,6 +47,10 @@ pub struct BenchArgs {
     /// instead of fresh weights; its architecture replaces `--channels`/`--hidden`.
     #[arg(long)]
     pub checkpoint: Option<std::path::PathBuf>,
+    /// Time bfloat16 on AMX tiles (`train --bf16`) against `f32` instead of flushing subnormals
+    /// against keeping them.
+    #[arg(long)]
+    pub bf16: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +65,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         a.blocks.len() == 2,
         "--blocks takes two numbers (after the first and the second pooling), e.g. 1,2"
     );
+    if a.bf16 {
+        housenum::engine::layers::set_bf16(true).map_err(anyhow::Error::msg)?;
+    }
     let (model, adam) = match &a.checkpoint {
         Some(p) => {
             let ck = housenum::train::checkpoint::Checkpoint::load(p)
@@ -89,10 +97,32 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             (Crnn::new(config, 0), empty)
         }
     };
-    let (flushed, kept) =
-        housenum::train::reader::step_throughput(&model, &adam, a.batch, a.width, a.steps, a.runs);
+    let (flushed, kept) = housenum::train::reader::step_throughput(
+        &model, &adam, a.batch, a.width, a.steps, a.runs, a.bf16,
+    );
     let (f, k) = (median(&flushed), median(&kept));
-    if a.json {
+    if a.json && a.bf16 {
+        println!(
+            "{}",
+            serde_json::json!({"images_per_second_bf16": f, "runs_bf16": flushed,
+                "images_per_second_f32": k, "runs_f32": kept,
+                "ratio": f / k, "batch": a.batch, "width": a.width,
+                "threads": rayon::current_num_threads(), "parameters": model.num_params(),
+                "checkpoint": a.checkpoint})
+        );
+    } else if a.bf16 {
+        println!(
+            "training step, batch {} × 3×32×{}: bfloat16 {:.0} images/s, f32 {:.0} images/s \
+             (medians of {} runs, {} threads); ratio {:.2}",
+            a.batch,
+            a.width,
+            f,
+            k,
+            a.runs,
+            rayon::current_num_threads(),
+            f / k
+        );
+    } else if a.json {
         println!(
             "{}",
             serde_json::json!({"images_per_second": f, "runs": flushed,

@@ -112,6 +112,46 @@ pub fn gemm(
     }
 }
 
+/// Whether [`gemm_bulk`] runs in bfloat16 on AMX tiles ([`set_bf16`]).
+static BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Run the engine's bulk products (convolutions, their gradients, the LSTM's input projection
+/// and its gradients) in bfloat16 with `f32` accumulation on AMX tiles ([`super::amx`]), or in
+/// `f32` again. Process-wide. Errors (and changes nothing) when this machine cannot.
+pub fn set_bf16(on: bool) -> Result<(), &'static str> {
+    if on && !super::amx::available() {
+        return Err("bfloat16 training needs a CPU with AMX-BF16 (Intel Xeon, Sapphire Rapids or later) on Linux");
+    }
+    BF16.store(on, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether the bulk products run in bfloat16 ([`set_bf16`]).
+pub fn bf16() -> bool {
+    BF16.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// [`gemm`] for the engine's large products: in bfloat16 on AMX tiles when [`set_bf16`] is on
+/// (operands rounded, `f32` accumulation), otherwise exactly [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bulk(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    c: &mut [f32],
+    beta: f32,
+) {
+    if bf16() {
+        super::amx::gemm_bf16(m, k, n, a, ta, b, tb, c, beta);
+    } else {
+        gemm(m, k, n, a, ta, b, tb, c, beta);
+    }
+}
+
 /// `(offset, length)` of each parameter of `specs` (names and shapes, in storage order) inside
 /// one flat buffer, and the buffer's total length.
 pub fn param_offsets(specs: &[(String, Vec<usize>)]) -> (Vec<(usize, usize)>, usize) {
@@ -164,20 +204,17 @@ impl ConvShape {
 pub fn im2col(x: &[f32], s: ConvShape, m: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h + 1 - s.kh, w + 1 - s.kw);
     let plane = ho * wo;
-    let mut cols = vec![0f32; s.k() * m * plane];
-    let mut row = 0;
+    // Written once, in order (no zeroing first: these are the largest buffers of a step).
+    let mut cols = Vec::with_capacity(s.k() * m * plane);
     for c in 0..s.ci {
         for dy in 0..s.kh {
             for dx in 0..s.kw {
-                let dst_row = &mut cols[row * m * plane..][..m * plane];
                 for b in 0..m {
                     let src_plane = &x[(c * m + b) * h * w..][..h * w];
-                    let dst = &mut dst_row[b * plane..][..plane];
                     for y in 0..ho {
-                        dst[y * wo..][..wo].copy_from_slice(&src_plane[(y + dy) * w + dx..][..wo]);
+                        cols.extend_from_slice(&src_plane[(y + dy) * w + dx..][..wo]);
                     }
                 }
-                row += 1;
             }
         }
     }
@@ -245,11 +282,11 @@ pub fn conv(
 ) -> (Vec<f32>, Vec<f32>) {
     let n = m * (h + 1 - s.kh) * (w + 1 - s.kw);
     let cols = im2col(x, s, m, h, w);
-    let mut y = vec![0f32; s.co * n];
-    for (c, b) in bias.iter().enumerate() {
-        y[c * n..][..n].fill(*b);
+    let mut y = Vec::with_capacity(s.co * n);
+    for b in bias {
+        y.extend(std::iter::repeat_n(*b, n));
     }
-    gemm(s.co, s.k(), n, weight, false, &cols, false, &mut y, 1.0);
+    gemm_bulk(s.co, s.k(), n, weight, false, &cols, false, &mut y, 1.0);
     (y, cols)
 }
 
@@ -329,6 +366,11 @@ pub fn conv_relu_backward(
     conv_backward(dy, cols, s, m, h, w, weight, dweight, dbias, want_dx)
 }
 
+thread_local! {
+    /// [`conv_backward`]'s column gradients, reused from call to call on each thread.
+    static DCOLS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Backward of [`conv`] (no activation): from `dy` `[co, m, ho, wo]`, gradients accumulated into
 /// `dweight` `[co, ci·kh·kw]` and `dbias` `[co]`; returns `dx` `[ci, m, h, w]` when `want_dx`.
 #[allow(clippy::too_many_arguments)]
@@ -348,14 +390,31 @@ pub fn conv_backward(
     for (c, db) in dbias.iter_mut().enumerate() {
         *db += sum_f32(&dy[c * n..][..n]);
     }
-    gemm(s.co, n, s.k(), dy, false, cols, true, dweight, 1.0);
+    gemm_bulk(s.co, n, s.k(), dy, false, cols, true, dweight, 1.0);
     if !want_dx {
         return None;
     }
-    let mut dcols = vec![0f32; s.k() * n];
-    gemm(s.k(), s.co, n, weight, true, dy, false, &mut dcols, 0.0);
     let mut dx = vec![0f32; s.ci * m * h * w];
-    col2im(&dcols, s, m, h, w, &mut dx);
+    DCOLS.with(|buf| {
+        let mut dcols = buf.borrow_mut();
+        let len = s.k() * n;
+        if dcols.len() < len {
+            dcols.resize(len, 0.0);
+        }
+        // beta = 0: every element of the product is written; what the buffer held is not read.
+        gemm_bulk(
+            s.k(),
+            s.co,
+            n,
+            weight,
+            true,
+            dy,
+            false,
+            &mut dcols[..len],
+            0.0,
+        );
+        col2im(&dcols[..len], s, m, h, w, &mut dx);
+    });
     Some(dx)
 }
 
@@ -699,7 +758,7 @@ pub fn lstm_forward(
     for row in gates.chunks_exact_mut(g4) {
         row.copy_from_slice(bias);
     }
-    gemm(t * n, i, g4, x, false, w_ih, true, &mut gates, 1.0);
+    gemm_bulk(t * n, i, g4, x, false, w_ih, true, &mut gates, 1.0);
     let mut c = vec![0f32; t * n * hid];
     let mut h = vec![0f32; t * n * hid];
     let order: Vec<usize> = if reverse {
@@ -816,9 +875,9 @@ pub fn lstm_backward(
             *d += v;
         }
     }
-    gemm(g4, t * n, i, &dgates, true, x, false, dw_ih, 1.0);
+    gemm_bulk(g4, t * n, i, &dgates, true, x, false, dw_ih, 1.0);
     let mut dx = vec![0f32; t * n * i];
-    gemm(t * n, g4, i, &dgates, false, w_ih, false, &mut dx, 0.0);
+    gemm_bulk(t * n, g4, i, &dgates, false, w_ih, false, &mut dx, 0.0);
     dx
 }
 

@@ -387,8 +387,13 @@ fn labelled_strips(
 /// state `adam` (`m`/`v` empty for fresh moments), a batch of `batch` random strips
 /// `[3, 32, width]` with random 1–5-digit targets, forward + CTC + backward + clipping + Adam.
 /// Three warm-up steps, then `runs` timings of `steps` steps each, alternating between a copy
-/// that flushes subnormals (what [`train`] does, [`crate::engine::layers::FlushSubnormals`]) and one that
-/// keeps them. Returns images per second of each run: `(flushed, kept)`.
+/// that flushes subnormals (what [`train`] does, [`crate::engine::layers::FlushSubnormals`]) and
+/// one that keeps them, or with `bf16` between a copy in bfloat16 ([`crate::engine::amx`]) and
+/// one in `f32`, both flushing. Returns images per second of each run: `(flushed, kept)`, or
+/// `(bf16, f32)`. The process's bfloat16 switch is off when it returns.
+///
+/// # Panics
+/// With `bf16` on a machine without AMX bfloat16 tiles.
 pub fn step_throughput(
     model: &Crnn,
     adam: &Adam,
@@ -396,6 +401,7 @@ pub fn step_throughput(
     width: usize,
     steps: usize,
     runs: usize,
+    bf16: bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let n = model.num_params();
     let fresh = Adam {
@@ -422,8 +428,12 @@ pub fn step_throughput(
         apply_step(&mut model.params, adam, &mut grad, loss, used, 5.0, 1e-3);
     };
     let mut states = [(model.clone(), adam.clone()), (model.clone(), adam)];
+    let mode = |i: usize| {
+        crate::engine::layers::set_bf16(bf16 && i == 0).expect("AMX bfloat16 tiles");
+        (bf16 || i == 0).then(crate::engine::layers::FlushSubnormals::new)
+    };
     for (i, (m, a)) in states.iter_mut().enumerate() {
-        let _flush = (i == 0).then(crate::engine::layers::FlushSubnormals::new);
+        let _flush = mode(i);
         for _ in 0..3 {
             one(m, a);
         }
@@ -431,7 +441,7 @@ pub fn step_throughput(
     let (mut flushed, mut kept) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         for (i, (m, a)) in states.iter_mut().enumerate() {
-            let _flush = (i == 0).then(crate::engine::layers::FlushSubnormals::new);
+            let _flush = mode(i);
             let t0 = Instant::now();
             for _ in 0..steps {
                 one(m, a);
@@ -444,6 +454,7 @@ pub fn step_throughput(
             }
         }
     }
+    let _ = crate::engine::layers::set_bf16(false);
     (flushed, kept)
 }
 
