@@ -66,7 +66,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         "--blocks takes two numbers (after the first and the second pooling), e.g. 1,2"
     );
     if a.bf16 {
-        housenum::engine::layers::set_bf16(true).map_err(anyhow::Error::msg)?;
+        housenum::engine::layers::set_bf16(true)?;
     }
     let (model, adam) = match &a.checkpoint {
         Some(p) => {

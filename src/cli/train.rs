@@ -187,7 +187,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         "--blocks takes two numbers (after the first and the second pooling), e.g. 1,2"
     );
     if a.bf16 {
-        housenum::engine::layers::set_bf16(true).map_err(anyhow::Error::msg)?;
+        housenum::engine::layers::set_bf16(true)?;
     }
     let mut cfg = TrainConfig {
         data: a.data,

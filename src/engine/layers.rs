@@ -118,9 +118,12 @@ static BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(
 /// Run the engine's bulk products (convolutions, their gradients, the LSTM's input projection
 /// and its gradients) in bfloat16 with `f32` accumulation on AMX tiles ([`super::amx`]), or in
 /// `f32` again. Process-wide. Errors (and changes nothing) when this machine cannot.
-pub fn set_bf16(on: bool) -> Result<(), &'static str> {
+pub fn set_bf16(on: bool) -> crate::Result<()> {
     if on && !super::amx::available() {
-        return Err("bfloat16 training needs a CPU with AMX-BF16 (Intel Xeon, Sapphire Rapids or later) on Linux");
+        return Err(crate::Error::Config(
+            "bfloat16 training (--bf16) needs AMX-BF16 tiles: an Intel Xeon of the Sapphire Rapids generation or later, on Linux"
+                .into(),
+        ));
     }
     BF16.store(on, std::sync::atomic::Ordering::Relaxed);
     Ok(())
