@@ -101,46 +101,46 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         &model, &adam, a.batch, a.width, a.steps, a.runs, a.bf16,
     );
     let (f, k) = (median(&flushed), median(&kept));
-    if a.json && a.bf16 {
-        println!(
-            "{}",
-            serde_json::json!({"images_per_second_bf16": f, "runs_bf16": flushed,
-                "images_per_second_f32": k, "runs_f32": kept,
-                "ratio": f / k, "batch": a.batch, "width": a.width,
-                "threads": rayon::current_num_threads(), "parameters": model.num_params(),
-                "checkpoint": a.checkpoint})
-        );
-    } else if a.bf16 {
-        println!(
-            "training step, batch {} × 3×32×{}: bfloat16 {:.0} images/s, f32 {:.0} images/s \
-             (medians of {} runs, {} threads); ratio {:.2}",
-            a.batch,
-            a.width,
-            f,
-            k,
-            a.runs,
-            rayon::current_num_threads(),
-            f / k
-        );
-    } else if a.json {
-        println!(
-            "{}",
-            serde_json::json!({"images_per_second": f, "runs": flushed,
-                "images_per_second_subnormals_kept": k, "runs_subnormals_kept": kept,
-                "ratio": f / k, "batch": a.batch, "width": a.width,
-                "threads": rayon::current_num_threads(), "parameters": model.num_params(),
-                "checkpoint": a.checkpoint})
-        );
+    // The pair timed: bfloat16 against f32, or flushing subnormals against keeping them.
+    let (fast, slow) = if a.bf16 {
+        (
+            ("images_per_second_bf16", "runs_bf16"),
+            ("images_per_second_f32", "runs_f32"),
+        )
     } else {
+        (
+            ("images_per_second", "runs"),
+            ("images_per_second_subnormals_kept", "runs_subnormals_kept"),
+        )
+    };
+    if a.json {
+        let mut v = serde_json::json!({"ratio": f / k, "batch": a.batch, "width": a.width,
+            "threads": rayon::current_num_threads(), "parameters": model.num_params(),
+            "checkpoint": a.checkpoint});
+        v[fast.0] = f.into();
+        v[fast.1] = flushed.into();
+        v[slow.0] = k.into();
+        v[slow.1] = kept.into();
+        println!("{v}");
+    } else {
+        let (fast, slow) = if a.bf16 {
+            (
+                format!("bfloat16 {f:.0} images/s"),
+                format!("f32 {k:.0} images/s"),
+            )
+        } else {
+            (
+                format!("{f:.0} images/s"),
+                format!("keeping subnormals: {k:.0} images/s"),
+            )
+        };
         println!(
-            "training step, batch {} × 3×32×{}: {:.0} images/s (median of {} runs, {} threads); \
-             keeping subnormals: {:.0} images/s; ratio {:.2}",
+            "training step, batch {} × 3×32×{}: {fast} (median of {} runs, {} threads); {slow}; \
+             ratio {:.2}",
             a.batch,
             a.width,
-            f,
             a.runs,
             rayon::current_num_threads(),
-            k,
             f / k
         );
     }

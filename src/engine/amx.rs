@@ -423,6 +423,13 @@ mod tiles {
         b_block: usize,
         out: &mut [[f32; TILE_M * TILE_N]; 4],
     ) {
+        zero();
+        accumulate(a, b, kp, b_block);
+        store(out);
+    }
+
+    /// tmm0–3 = 0.
+    unsafe fn zero() {
         asm!(
             "tilezero tmm0",
             "tilezero tmm1",
@@ -430,8 +437,6 @@ mod tiles {
             "tilezero tmm3",
             options(nostack, nomem)
         );
-        accumulate(a, b, kp, b_block);
-        store(out);
     }
 
     /// tmm0–3 += the four tiles of `A[32 rows, kp] · B[kp, 32 columns]`.
@@ -496,13 +501,7 @@ mod tiles {
                 options(nostack, readonly),
             );
         } else {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
+            zero();
         }
         accumulate(a, b, kp, b_block);
         asm!(
