@@ -80,8 +80,9 @@ pub struct TrainArgs {
     pub norm: bool,
     /// Run the convolutions and the LSTM's input projection (and their gradients) in bfloat16
     /// with `f32` accumulation on AMX tiles (Intel Xeon, Sapphire Rapids or later, on Linux;
-    /// elsewhere an error): 1.2–1.5× a training step. Weights, optimiser and every other
-    /// operation stay `f32`; export and reading are unchanged. The recipe trains in `f32`.
+    /// elsewhere an error): a step 1.24–1.42× faster (`housenum bench --bf16`), the reader as
+    /// accurate (docs/experiments.md). Weights, optimiser and every other operation stay `f32`;
+    /// export and reading are unchanged. The recipe trains in `f32`.
     #[arg(long)]
     pub bf16: bool,
     /// Horizontal stretch of the strips (resized to `round(w · 32 · stretch / h)` columns),
