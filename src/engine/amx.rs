@@ -564,16 +564,12 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
-    /// `op(A) · op(B) + beta · C` in f64 over the bf16-rounded operands.
-    #[allow(clippy::too_many_arguments)]
+    /// `op(A) · op(B) + beta · C` in f64 over the bf16-rounded operands, `op_a(i, kk)` and
+    /// `op_b(kk, j)` giving their elements; `c` is `[m, n]`.
     fn reference(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        ta: bool,
-        b: &[f32],
-        tb: bool,
+        (m, k, n): (usize, usize, usize),
+        op_a: impl Fn(usize, usize) -> f32,
+        op_b: impl Fn(usize, usize) -> f32,
         c: &[f32],
         beta: f32,
     ) -> Vec<f64> {
@@ -581,12 +577,7 @@ mod tests {
         let mut out = vec![0f64; m * n];
         for i in 0..m {
             for j in 0..n {
-                let mut s = 0f64;
-                for kk in 0..k {
-                    let av = if ta { a[kk * m + i] } else { a[i * k + kk] };
-                    let bv = if tb { b[j * k + kk] } else { b[kk * n + j] };
-                    s += r(av) * r(bv);
-                }
+                let s: f64 = (0..k).map(|kk| r(op_a(i, kk)) * r(op_b(kk, j))).sum();
                 out[i * n + j] = s + beta as f64 * c[i * n + j] as f64;
             }
         }
@@ -607,6 +598,48 @@ mod tests {
             assert_eq!(from_bf16(to_bf16(x)), want, "{x}");
         }
         assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+    }
+
+    /// The vector conversions of the packing (both layouts of `B`) round exactly as [`to_bf16`]
+    /// does, ties included.
+    #[test]
+    fn packing_rounds_as_the_scalar_conversion() {
+        if !available() {
+            eprintln!("skipped: no AMX bfloat16 tiles on this machine");
+            return;
+        }
+        // Ties to even down and up, just above a tie, negatives, zero, large and small values.
+        let table = [
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            1.0 + 1.5 / 256.0,
+            -2.5 - 1.0 / 128.0,
+            0.0,
+            3.0e38,
+            1.0e-30,
+            -7.0,
+        ];
+        let (k, n) = (64, 32);
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| table[i % table.len()] * (1 + i % 3) as f32)
+            .collect();
+        let kp = k;
+        for tb in [false, true] {
+            let mut out = Vec::new();
+            // SAFETY: available() was checked above.
+            unsafe { pack_b(k, n, &b, tb, 2, kp, &mut out) };
+            let at = |kk: usize, j: usize| if tb { b[j * k + kk] } else { b[kk * n + j] };
+            for p in 0..k / 2 {
+                for j in 0..n {
+                    let got = out[(j / TILE_N) * (kp / 2 * TILE_N) + p * TILE_N + j % TILE_N];
+                    assert_eq!(
+                        got,
+                        pair(at(2 * p, j), at(2 * p + 1, j)),
+                        "tb {tb}, pair {p}, column {j}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -637,7 +670,9 @@ mod tests {
                 let c0: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
                 let mut c = c0.clone();
                 gemm_bf16(m, k, n, &a, ta, &b, tb, &mut c, beta);
-                let want = reference(m, k, n, &a, ta, &b, tb, &c0, beta);
+                let op_a = |i: usize, kk: usize| if ta { a[kk * m + i] } else { a[i * k + kk] };
+                let op_b = |kk: usize, j: usize| if tb { b[j * k + kk] } else { b[kk * n + j] };
+                let want = reference((m, k, n), op_a, op_b, &c0, beta);
                 for (i, (got, w)) in c.iter().zip(&want).enumerate() {
                     // f32 accumulation of exact bf16 products: error ~ k · 2⁻²⁴ · the terms.
                     let tol = 1e-5 * (k as f64).sqrt() * 8.0 + 1e-6 * w.abs();
