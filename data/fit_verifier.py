@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'onnx'))
 from read import (answer_features, candidate_features, looks_again,  # noqa: E402
                   verify_dot, SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA,  # verify.rs's features,
-                  VERIFY_ANSWER_WEIGHTS, VERIFY_CANDIDATE_WEIGHTS)  # the trigger, the weights
+                  VERIFY_ANSWER_WEIGHTS, VERIFY_CANDIDATE_WEIGHTS,  # the trigger, the weights,
+                  NO_NUMBER_BELOW)  # and what `read` reports as no number
 
 
 def example(p, truth):
@@ -45,6 +46,8 @@ def example(p, truth):
         'ya': float(first['digits'] == truth),
         'yc': np.array([float(o[2] == truth) for o in options]),
         'cands': [o[2] for o in options],
+        'first_conf': first['confidence'],
+        'cand_confs': [o[3] for o in options],
     }
 
 
@@ -92,15 +95,15 @@ def fit(exs, l2, iters, lr, none_weight=1.0):
 
 
 def chosen(w, e):
-    """verify::choose: the first answer unless an option scores higher (first among equals)."""
-    if not e['looked'] or not len(e['C']):
-        return e['first']
-    a = float(e['A'].astype(np.float32) @ w[:5])
-    best, answer = a, e['first']
-    for k, s in enumerate(e['C'].astype(np.float32) @ w[5:]):
-        if s > best:
-            best, answer = s, e['cands'][k]
-    return answer
+    """What `read` answers: verify::choose (the first answer unless an option scores higher,
+    first among equals), then no number when that answer is less than NO_NUMBER_BELOW sure."""
+    answer, conf = e['first'], e['first_conf']
+    if e['looked'] and len(e['C']):
+        best = float(e['A'].astype(np.float32) @ w[:5])
+        for k, s in enumerate(e['C'].astype(np.float32) @ w[5:]):
+            if s > best:
+                best, answer, conf = s, e['cands'][k], e['cand_confs'][k]
+    return '' if np.float32(conf) < np.float32(NO_NUMBER_BELOW) else answer
 
 
 def check(jsonl, tolerance):

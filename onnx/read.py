@@ -277,7 +277,7 @@ SECOND_LOOK_MAX_AREA = 0.04
 SECOND_LOOK_VOTES = 2
 LOOK_UNSURE_BELOW = 0.7
 LOOK_UNSURE_PIXELS = 24_149
-LOOK_ALWAYS_PIXELS = 2_000_000
+LOOK_ALWAYS_PIXELS = 250_000
 
 
 # src/read/framings.rs EARLY_EXIT: the other framings are read only when the first one's

@@ -137,6 +137,53 @@ fn boxes_lie_inside_the_image_and_lengths_respect_the_bounds() {
     }
 }
 
+/// Set as type (`typeset_prob`), a number's digits sit on one line and keep their font's side
+/// space, wider around a `1` in most fonts; SVHN's measured gaps do not depend on the digit.
+#[test]
+fn typeset_numbers_sit_on_one_line_and_keep_the_space_around_a_one() {
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    // (typeset share) → (largest spread of the digits' bottoms in px, how much wider the gaps
+    // beside a 1 are than the others, as a share of the height)
+    let measure = |typeset_prob: f32| {
+        let g = Synth::new(
+            SynthConfig {
+                typeset_prob,
+                min_len: 2,
+                max_len: 5,
+                max_digit_height: 40.0,
+                ..SynthConfig::clean()
+            },
+            vec![],
+        );
+        let (mut spread, mut beside_one, mut others) = (0f32, Vec::new(), Vec::new());
+        for i in 0..400u64 {
+            let s = g.render_nth(5, i);
+            let h = s.boxes.iter().map(|b| b.height).fold(0.0, f32::max);
+            let bottoms = s.boxes.iter().map(|b| b.bottom());
+            spread = spread
+                .max(bottoms.clone().fold(f32::MIN, f32::max) - bottoms.fold(f32::MAX, f32::min));
+            for (k, p) in s.boxes.windows(2).enumerate() {
+                let gap = (p[1].left - p[0].right()) / h;
+                let one = s.digits[k] == 1 || s.digits[k + 1] == 1;
+                if one { &mut beside_one } else { &mut others }.push(gap);
+            }
+        }
+        (spread, mean(&beside_one) - mean(&others))
+    };
+    let (typeset, svhn) = (measure(1.0), measure(0.0));
+    // Bottoms within the pixel rounding of the two boxes; SVHN's layout moves digits up and
+    // down by up to 12 % of the height.
+    assert!(
+        typeset.0 <= 2.0 && svhn.0 > 2.0,
+        "bottoms spread: typeset {typeset:?}, svhn {svhn:?}"
+    );
+    assert!(svhn.1.abs() <= 0.01, "svhn's gaps beside a 1: {svhn:?}");
+    assert!(
+        typeset.1 >= svhn.1 + 0.015,
+        "typeset's gaps beside a 1: {typeset:?}, svhn {svhn:?}"
+    );
+}
+
 #[test]
 fn training_strips_are_32_pixels_high_and_normalised() {
     let g = Synth::new(SynthConfig::default(), vec![]);

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::parse_share;
 use anyhow::{Context, Result};
 use clap::Args;
 use housenum::data::svhn::Fold;
@@ -137,6 +138,11 @@ pub struct TrainArgs {
     /// Longest synthetic number used in training.
     #[arg(long, default_value_t = 8)]
     pub synth_max_len: usize,
+    /// Share of the synthetic numbers set as type is set: digits on one baseline, each at its
+    /// font's advance (a `1` keeps the space its font gives it), as on printed plates; the
+    /// rest keep SVHN's measured gaps between digits.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share, requires = "synth")]
+    pub synth_typeset: f32,
     /// Start from the weights of this checkpoint (or `export --weights` file, or a reader
     /// exported to ONNX such as `onnx/housenum.onnx`, whose weights are exact) instead of random
     /// ones (fine-tuning); ignored when `--out` already holds a checkpoint to resume.
@@ -226,6 +232,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         recombine_max_len: a.recombine_max_len,
         synth_prob: a.synth,
         synth_max_len: a.synth_max_len,
+        synth_typeset: a.synth_typeset,
         init: a.init,
         widen: a.widen,
         revive: a.revive,
@@ -264,13 +271,5 @@ fn parse_stretch(s: &str) -> Result<f32, String> {
             range.start(),
             range.end()
         )),
-    }
-}
-
-/// `--loose`, `--lowres`, `--cutout`: a share in [0, 1].
-fn parse_share(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not a share between 0 and 1")),
     }
 }

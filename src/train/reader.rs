@@ -95,6 +95,11 @@ pub struct TrainConfig {
     /// Longest synthetic number.
     #[serde(default = "default_synth_max_len")]
     pub synth_max_len: usize,
+    /// Share of synthetic numbers set as type is set ([`SynthConfig::typeset_prob`]).
+    ///
+    /// [`SynthConfig::typeset_prob`]: crate::data::synth::SynthConfig::typeset_prob
+    #[serde(default)]
+    pub synth_typeset: f32,
     /// Start from these weights (a checkpoint or `export --weights` file) instead of random
     /// ones; the model configuration is the file's except `pad` (which has no weights and is
     /// this run's). Ignored when resuming.
@@ -139,6 +144,7 @@ impl Default for TrainConfig {
             recombine_max_len: 6,
             synth_prob: 0.0,
             synth_max_len: default_synth_max_len(),
+            synth_typeset: 0.0,
             init: None,
             widen: false,
             revive: false,
@@ -691,6 +697,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 max_digit_height: 30.0,
                 max_margin: 2.5,
                 fonts: FontSet::Training,
+                typeset_prob: cfg.synth_typeset,
                 ..Default::default()
             },
             backgrounds,
