@@ -234,10 +234,10 @@ pub struct SynthConfig {
     #[serde(default)]
     pub fonts: FontSet,
     /// Share of numbers set as type is set: the digits at one font size with their ink on one
-    /// line, each followed by its font's advance (so a `1` keeps the wide space around it that most fonts
-    /// give it, as on printed plates and shop-bought digits), with a tracking of −2 % to +25 %
-    /// of the height; the rest follow SVHN's measured gaps between ink boxes. At 0 no draw is
-    /// made, so older recipes make the same numbers.
+    /// line, each followed by its font's advance (so a `1` keeps the wide space around it that
+    /// most fonts give it, as on printed plates and shop-bought digits), with a tracking of
+    /// −2 % to +25 % of the height; the rest follow SVHN's measured gaps between ink boxes. At 0
+    /// no draw is made, so older recipes make the same numbers.
     #[serde(default)]
     pub typeset_prob: f32,
 }

@@ -53,12 +53,12 @@ pub const LOOK_UNSURE_BELOW: f32 = 0.7;
 /// is 4,846 pixels), so that `read DIR` of SVHN-sized photos keeps its speed.
 pub const LOOK_UNSURE_PIXELS: f64 = 24_149.0;
 
-/// Photos of at least this many pixels (a quarter megapixel: larger than 999 in 1,000 of SVHN's
-/// photos, whose median is 4,806 pixels, and smaller than a 640 × 480 photo) always get the detector's
-/// second look, however sure the first answer: in a photo framed as people take them, the
-/// localiser's one box often holds part of the number, read surely (docs/experiments.md,
-/// "Photos as people take them": +4.75 points on made-up house fronts, SVHN's own photos
-/// unchanged).
+/// Photos of at least this many pixels (a quarter megapixel: more than 999 in 1,000 of SVHN's
+/// photos, whose median is 4,806 pixels, and less than a 640 × 480 photo) always get the
+/// detector's second look, however sure the first answer: in a photo framed as people take
+/// them, the localiser's one box often holds part of the number, read surely
+/// (docs/experiments.md, "Photos as people take them": +4.75 points on made-up house fronts,
+/// SVHN's photos as they are unchanged).
 pub const LOOK_ALWAYS_PIXELS: f64 = 250_000.0;
 
 /// Under `locate`, an answer less sure than this is reported as no number
@@ -1305,9 +1305,9 @@ mod tests {
         let svhn = 5_000.0; // pixels of a median SVHN photo
         let loose = LOOK_UNSURE_PIXELS; // a photo framed looser than SVHN's
         let phone = 12e6;
-        let camera = 640.0 * 480.0; // a VGA photo
-                                    // (confidence, region's share of the photo, photo's pixels, `--second-look`, detector,
-                                    // looks)
+        let vga = 640.0 * 480.0;
+        // (confidence, region's share of the photo, photo's pixels, `--second-look`, detector,
+        // looks)
         let cases = [
             (0.99, 0.01, svhn, below, true, false),
             (0.97, 0.01, svhn, below, true, true),
@@ -1320,7 +1320,7 @@ mod tests {
             (0.69, 0.5, loose, Some(0.6), true, false),
             (0.59, 0.5, loose, Some(0.6), true, true),
             (0.99, 0.5, phone, below, true, true),
-            (0.99, 0.5, camera, below, true, true),
+            (0.99, 0.5, vga, below, true, true),
             (0.99, 0.5, LOOK_ALWAYS_PIXELS, below, true, true),
             (0.99, 0.5, LOOK_ALWAYS_PIXELS - 1.0, below, true, false),
             (0.99, 0.5, 375_804.0 / 2.0, below, true, false), // half SVHN's largest photo
