@@ -431,23 +431,21 @@ impl Synth {
             .map(|&(name, bytes)| {
                 let font = FontRef::try_from_slice(bytes).expect("embedded fonts parse (tested)");
                 let unit = font.height_unscaled();
-                let bounds = |d: usize| {
+                // Per digit: (ink width, ink height) and (left, right) side bearing.
+                let metrics: [_; 10] = std::array::from_fn(|d| {
                     let gid = font.glyph_id(char::from(b'0' + d as u8));
                     let b = font
                         .outline(gid)
                         .expect("every embedded font has digits")
                         .bounds;
-                    (gid, b)
-                };
-                let ink = std::array::from_fn(|d| {
-                    let (_, b) = bounds(d);
-                    (b.width().abs() / unit, b.height().abs() / unit)
-                });
-                let side = std::array::from_fn(|d| {
-                    let (gid, b) = bounds(d);
                     let advance = font.h_advance_unscaled(gid);
-                    (b.min.x.max(0.0) / unit, (advance - b.max.x).max(0.0) / unit)
+                    (
+                        (b.width().abs() / unit, b.height().abs() / unit),
+                        (b.min.x.max(0.0) / unit, (advance - b.max.x).max(0.0) / unit),
+                    )
                 });
+                let ink = metrics.map(|m| m.0);
+                let side = metrics.map(|m| m.1);
                 LoadedFont {
                     name,
                     font,
