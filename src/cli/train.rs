@@ -143,6 +143,11 @@ pub struct TrainArgs {
     /// rest keep SVHN's measured gaps between digits.
     #[arg(long, default_value_t = 0.0, value_parser = parse_share, requires = "synth")]
     pub synth_typeset: f32,
+    /// Share of samples replaced by a digit-free part of a training photo (the parts `synth`
+    /// paints on), cut at a random aspect, to be read as no digits: clutter the localiser may
+    /// box in a photo without a number.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub empty: f32,
     /// Start from the weights of this checkpoint (or `export --weights` file, or a reader
     /// exported to ONNX such as `onnx/housenum.onnx`, whose weights are exact) instead of random
     /// ones (fine-tuning); ignored when `--out` already holds a checkpoint to resume.
@@ -233,6 +238,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         synth_prob: a.synth,
         synth_max_len: a.synth_max_len,
         synth_typeset: a.synth_typeset,
+        empty_prob: a.empty,
         init: a.init,
         widen: a.widen,
         revive: a.revive,

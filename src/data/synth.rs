@@ -422,6 +422,11 @@ impl Warp {
 }
 
 impl Synth {
+    /// The real backgrounds it draws from (see [`background_patches`]).
+    pub fn backgrounds(&self) -> &[Rgb32FImage] {
+        &self.backgrounds
+    }
+
     /// A generator drawing backgrounds from `backgrounds` (see [`background_patches`]; may be
     /// empty: procedural backgrounds only).
     pub fn new(config: SynthConfig, backgrounds: Vec<Rgb32FImage>) -> Synth {

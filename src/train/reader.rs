@@ -100,6 +100,11 @@ pub struct TrainConfig {
     /// [`SynthConfig::typeset_prob`]: crate::data::synth::SynthConfig::typeset_prob
     #[serde(default)]
     pub synth_typeset: f32,
+    /// Share of training samples replaced by a digit-free part of a training-split photo
+    /// ([`crate::data::synth::load_backgrounds`]) cut at a random aspect ([`empty_cut`]), whose
+    /// target is no digits.
+    #[serde(default)]
+    pub empty_prob: f32,
     /// Start from these weights (a checkpoint or `export --weights` file) instead of random
     /// ones; the model configuration is the file's except `pad` (which has no weights and is
     /// this run's). Ignored when resuming.
@@ -145,6 +150,7 @@ impl Default for TrainConfig {
             synth_prob: 0.0,
             synth_max_len: default_synth_max_len(),
             synth_typeset: 0.0,
+            empty_prob: 0.0,
             init: None,
             widen: false,
             revive: false,
@@ -679,8 +685,26 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             cfg.recombine_max_len
         );
     }
+    let mut backgrounds = if cfg.synth_prob > 0.0 || cfg.empty_prob > 0.0 {
+        crate::data::synth::load_backgrounds(&train_recs)
+    } else {
+        Vec::new()
+    };
+    if cfg.empty_prob > 0.0 {
+        if backgrounds.is_empty() {
+            return Err(Error::Config(
+                "--empty: the training split has no digit-free part of 12 x 12 pixels or more"
+                    .into(),
+            ));
+        }
+        eprintln!(
+            "no number: {:.0} % of samples are digit-free parts of the training photos ({} patches)",
+            100.0 * cfg.empty_prob,
+            backgrounds.len()
+        );
+    }
     let synth = (cfg.synth_prob > 0.0).then(|| {
-        let backgrounds = crate::data::synth::load_backgrounds(&train_recs);
+        let backgrounds = std::mem::take(&mut backgrounds);
         eprintln!(
             "synthesis: {:.0} % of samples are synthetic numbers of 1-{} digits ({} fonts, the held-out families left out; {} background patches from the training split)",
             100.0 * cfg.synth_prob,
@@ -703,6 +727,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
             backgrounds,
         )
     });
+
+    // `--empty`'s patches: the synthesiser's when it runs (the same ones), else their own.
+    let empty_pool: &[Rgb32FImage] = synth.as_ref().map_or(&backgrounds, |g| g.backgrounds());
 
     let ck_path = last_checkpoint(&cfg.out);
     let (mut model, mut adam, mut state) = if ck_path.exists() {
@@ -890,6 +917,15 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
                 })
                 .map(|&i| {
                     let mut rng = Rng::derive(cfg.seed ^ 0x5eed, (epoch as u64) << 32 | i as u64);
+                    // At share 0 no draw is made, so older recipes make the same strips.
+                    if cfg.empty_prob > 0.0 && rng.chance(cfg.empty_prob) {
+                        let patch = &empty_pool[rng.below(empty_pool.len())];
+                        let cut = empty_cut(patch, &mut rng);
+                        return (
+                            augment::augment(&cut, &[], &cfg.augment, stretch, &mut rng),
+                            Some(Vec::new()),
+                        );
+                    }
                     if let Some(g) = synth.as_ref().filter(|_| rng.chance(cfg.synth_prob)) {
                         let s = g.render(&mut rng);
                         return (
@@ -1042,9 +1078,63 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainState> {
     Ok(state)
 }
 
+/// A sample holding no number ([`TrainConfig::empty_prob`]), cut from the digit-free `patch`:
+/// a window of it at a random place, its height 50–100 % of the patch's (at least 12 px where
+/// the patch has them), its width 0.6–3 times its height (at most the patch's).
+pub fn empty_cut(patch: &Rgb32FImage, rng: &mut Rng) -> Rgb32FImage {
+    let (pw, ph) = patch.dimensions();
+    let h = ((ph as f32 * rng.uniform(0.5, 1.0)).round() as u32).clamp(ph.min(12), ph);
+    let w = ((h as f32 * rng.uniform(0.6, 3.0)).round() as u32).clamp(1, pw);
+    let x = rng.below((pw - w + 1) as usize) as u32;
+    let y = rng.below((ph - h + 1) as usize) as u32;
+    image::imageops::crop_imm(patch, x, y, w, h).to_image()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_cuts_lie_inside_their_patch() {
+        // (patch width, height): every cut is inside it, at least 12 px high where it can be,
+        // 0.6-3 times as wide as high unless the patch is narrower.
+        let cases = [(12, 12), (13, 96), (300, 12), (500, 96), (40, 90)];
+        for (pw, ph) in cases {
+            let patch = Rgb32FImage::from_fn(pw, ph, |x, y| {
+                image::Rgb([x as f32 / pw as f32, y as f32 / ph as f32, 0.5])
+            });
+            let mut rng = Rng::new(7);
+            for _ in 0..200 {
+                let c = empty_cut(&patch, &mut rng);
+                let (w, h) = c.dimensions();
+                assert!(
+                    w >= 1 && w <= pw && h >= 12.min(ph) && h <= ph,
+                    "{pw}x{ph}: cut {w}x{h}"
+                );
+                assert!(h * 2 >= ph, "{pw}x{ph}: cut {w}x{h} under half the height");
+                if w < pw {
+                    assert!(
+                        w as f32 <= 3.0 * h as f32 + 0.5,
+                        "{pw}x{ph}: cut {w}x{h} too wide"
+                    );
+                    assert!(
+                        w as f32 >= 0.6 * h as f32 - 0.5,
+                        "{pw}x{ph}: cut {w}x{h} too narrow"
+                    );
+                }
+                // The cut is the patch's own pixels at some place.
+                let [fx, fy, _] = c.get_pixel(0, 0).0;
+                let (x0, y0) = (
+                    (fx * pw as f32).round() as u32,
+                    (fy * ph as f32).round() as u32,
+                );
+                assert_eq!(
+                    c.get_pixel(w - 1, h - 1),
+                    patch.get_pixel(x0 + w - 1, y0 + h - 1)
+                );
+            }
+        }
+    }
 
     #[test]
     fn pseudo_label_listings_table() {
