@@ -126,14 +126,14 @@ pub struct TrainArgs {
     #[arg(long, requires = "distil")]
     pub teacher: Option<PathBuf>,
     /// Share of training samples replaced by new numbers recombined from real training digits.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
     pub recombine: f32,
     /// Longest recombined number (training keeps sequences bounded; longer ones are read anyway).
     #[arg(long, default_value_t = 6)]
     pub recombine_max_len: usize,
     /// Share of samples replaced by synthetic numbers (fonts on real backgrounds, drawn on the
     /// fly; see `housenum synth`).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
     pub synth: f32,
     /// Longest synthetic number used in training.
     #[arg(long, default_value_t = 8)]

@@ -52,7 +52,7 @@ pub struct TrainDetectorArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [8.0, 48.0])]
     pub heights: Vec<f32>,
     /// Share of crops placed anywhere in the scene instead of around the number.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = 0.25, value_parser = crate::cli::parse_share)]
     pub anywhere: f32,
     /// Stop after this many epochs in all (the schedule still spans `--epochs`; run again to
     /// resume).

@@ -46,7 +46,7 @@ pub struct TrainLocaliserArgs {
     pub extra: Vec<PathBuf>,
     /// Share of samples replaced by numbers of 1 to `--recombine-max-len` real digits from the
     /// training split set side by side (teaches boxes for numbers longer than any real one).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::parse_share)]
     pub recombine: f32,
     /// Longest recombined number.
     #[arg(long, default_value_t = 10)]
@@ -54,12 +54,12 @@ pub struct TrainLocaliserArgs {
     /// Share of samples where a number of as many to `--recombine-max-len` real digits is
     /// pasted over the photo's own number (long numbers inside a real scene; the photo is
     /// widened when the number would not fit).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::parse_share)]
     pub paste: f32,
     /// Share of photos framed looser: placed in a canvas up to `--zoom-out-max` times their
     /// width and height, filled with digit-free parts of other training photos, so that the
     /// localiser learns numbers small in the frame.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::parse_share)]
     pub zoom_out: f32,
     /// Largest zoom-out factor (log-uniform from 1).
     #[arg(long, default_value_t = 6.0)]
@@ -67,19 +67,19 @@ pub struct TrainLocaliserArgs {
     /// Share of samples replaced by a column of 2–4 real digits stacked one above the next,
     /// in a canvas of digit-free parts of the photos up to `--zoom-out-max` times its height:
     /// the localiser learns to box the whole column, which `read` then reads row by row.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::parse_share)]
     pub stacked: f32,
     /// Share of samples replaced by a canvas of digit-free parts of the photos holding no
     /// number (a photo's size times up to `--zoom-out-max`), whose target is no band: the
     /// localiser learns that clutter is not a number. Needs `--bins`.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::parse_share)]
     pub empty: f32,
     /// Draw a zoom-out's width and height factors independently (canvases of every aspect).
     #[arg(long)]
     pub zoom_out_independent: bool,
     /// Share of photos cut close to the number, as people crop a photo to what they want read:
     /// each side between the number's edge and a quarter of its size beyond it.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::cli::parse_share)]
     pub zoom_in: f32,
     /// Input size `HEIGHTxWIDTH` the photo is resized to.
     #[arg(long, default_value = "48x96", value_parser = parse_size)]
