@@ -4,7 +4,8 @@
 # are framed as they are, 2x and 4x looser, at phone size, and 4x looser with no number
 # (`eval --save-framed`); `read --candidates` lists what the second look reads in each; then
 # data/fit_verifier.py fits the weights and prints them as verify.rs's constants.
-# Deterministic: the canvases come from --seed 1, the fit from fixed starting weights.
+# Deterministic: the canvases come from --seed 1, the fit from fixed starting weights; the canvases
+# keep the parts data/digit_parts.tsv lists (`--keep-digit-parts`), as when the shipped weights were fitted.
 # About 40 minutes on 2 cores. Started again, it reuses the listings already written.
 # Usage: data/verifier_recipe.sh [SVHN_DIR] [WORK_DIR]
 set -euo pipefail
@@ -18,7 +19,7 @@ for f in "as-is:--zoom-out 1" "2x:--zoom-out 2" "4x:--zoom-out 4" "phone:--zoom-
   name="${f%%:*}"; read -r -a opts <<< "${f#*:}"
   if [ ! -s "$work/$name.jsonl" ]; then
     rm -rf "${work:?}/$name"
-    "$bin" eval "$data" --split train --val-fraction 0.2 --protocol locate "${opts[@]}" --seed 1 \
+    "$bin" eval "$data" --split train --val-fraction 0.2 --protocol locate "${opts[@]}" --seed 1 --keep-digit-parts \
       --save-framed "$work/$name" --json -q > "$work/$name.eval.json"
     # Exit code 4: some photo holds no number (the no-number canvases all do).
     "$bin" read "$work/$name" --candidates --json > "$work/$name.jsonl.part" || [ $? -eq 4 ]

@@ -101,6 +101,29 @@ fn full_train_folder_agrees_with_the_label_table() {
 }
 
 #[test]
+fn listed_digit_parts_are_parts_the_benchmark_cuts() {
+    // Every row of data/digit_parts.tsv names a training photo of that size, and
+    // background_parts cuts a part on that side of its number: the list and the geometry agree.
+    use housenum::data::{framing::digit_parts, synth::background_parts};
+    let Some(svhn) = common::svhn() else { return };
+    let set = SvhnSet::open(&svhn.join("train")).unwrap();
+    for part in digit_parts() {
+        let r = set
+            .records
+            .iter()
+            .find(|r| r.name == part.name)
+            .unwrap_or_else(|| panic!("{} is not a training photo", part.name));
+        let img = housenum::read::load_image(&r.path).unwrap();
+        assert_eq!(img.dimensions(), part.size, "{}", part.name);
+        let sides: Vec<_> = background_parts(&img, &r.boxes)
+            .into_iter()
+            .map(|(side, _)| side)
+            .collect();
+        assert!(sides.contains(&part.side), "{part:?}: cut only {sides:?}");
+    }
+}
+
+#[test]
 fn broken_digit_struct_files_get_errors_naming_them() {
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.mat");

@@ -92,6 +92,12 @@ pub struct EvalArgs {
     #[arg(long, value_name = "MARGIN", value_parser = parse_margin,
           conflicts_with_all = ["recombine", "zoom_out", "phone", "no_number"])]
     pub tight: Option<f32>,
+    /// Also fill the canvases of `--zoom-out`, `--phone` and `--no-number` with the parts that
+    /// `data/digit_parts.tsv` lists as showing digits SVHN did not label (left out by default):
+    /// the canvases before that list, which `data/verifier_recipe.sh` fitted the shipped
+    /// verifier on.
+    #[arg(long)]
+    pub keep_digit_parts: bool,
     /// With `--zoom-out`, `--phone`, `--no-number`, `--tight` or `--recombine`: also write each framed
     /// photo or made number to DIR as `NAME` (PNG), with `DIR/labels.tsv` (name, digits, the
     /// digits' box `left,top,right,bottom`) and, unless `--no-number`, `DIR/digitStruct.mat`:
@@ -201,6 +207,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
                 phone: a.phone,
                 no_number: a.no_number,
                 tight: a.tight,
+                keep_digit_parts: a.keep_digit_parts,
                 seed: a.seed,
             };
             let r = reframed(&reader, &records, framing, protocol, save, &pb)?;
@@ -221,7 +228,7 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         Some(range) => {
             in_memory = recombined(&records, range, a.count, a.seed, a.stacked)?;
             if let Some(k) = a.zoom_out {
-                zoom_out_all(&records, &mut in_memory, k, a.seed);
+                zoom_out_all(&records, &mut in_memory, k, a.seed, a.keep_digit_parts);
             }
             if let Some(dir) = &a.save_framed {
                 std::fs::create_dir_all(dir)
@@ -345,6 +352,7 @@ fn reframed(
         no_number,
         tight,
         seed,
+        keep_digit_parts,
     }: Framing,
     protocol: Protocol,
     save: Option<(&std::path::Path, &std::sync::Mutex<Vec<DigitStructEntry>>)>,
@@ -353,7 +361,7 @@ fn reframed(
     use housenum::data::framing::{background, cropped_close, phone_factors, phone_size, zoom_out};
     let patches = match tight {
         Some(_) => vec![Vec::new(); records.len()],
-        None => digit_free_parts(records),
+        None => digit_free_parts(records, keep_digit_parts),
     };
     let truths: Vec<(String, Vec<u8>)> = records
         .iter()
@@ -468,16 +476,26 @@ struct Framing {
     no_number: bool,
     tight: Option<f32>,
     seed: u64,
+    keep_digit_parts: bool,
 }
 
 /// Each record's digit-free parts (none for a photo that does not decode): what the framing
-/// benchmark's canvases are made of.
-fn digit_free_parts(records: &[Record]) -> Vec<Vec<image::Rgb32FImage>> {
+/// benchmark's canvases are made of. Those `data/digit_parts.tsv` lists as showing digits are
+/// left out unless `keep_digit_parts`.
+fn digit_free_parts(records: &[Record], keep_digit_parts: bool) -> Vec<Vec<image::Rgb32FImage>> {
+    use housenum::data::{framing::shows_digits, synth::background_parts};
     records
         .par_iter()
         .map(|r| {
             housenum::read::load_image(&r.path)
-                .map(|img| housenum::data::synth::background_patches(&img, &r.boxes))
+                .map(|img| {
+                    let size = img.dimensions();
+                    background_parts(&img, &r.boxes)
+                        .into_iter()
+                        .filter(|&(side, _)| keep_digit_parts || !shows_digits(&r.name, size, side))
+                        .map(|(_, part)| part)
+                        .collect()
+                })
                 .unwrap_or_default()
         })
         .collect()
@@ -486,10 +504,18 @@ fn digit_free_parts(records: &[Record]) -> Vec<Vec<image::Rgb32FImage>> {
 /// Each of `images` placed in a canvas `k` times its size made of `records`' digit-free
 /// parts (`--recombine` with `--zoom-out`), its boxes moved along; image `i` draws from
 /// `seed`'s stream `i`.
-fn zoom_out_all(records: &[Record], images: &mut [LabelledImage], k: f32, seed: u64) {
+fn zoom_out_all(
+    records: &[Record],
+    images: &mut [LabelledImage],
+    k: f32,
+    seed: u64,
+    keep_digit_parts: bool,
+) {
     use housenum::data::framing::zoom_out;
-    let patches: Vec<image::Rgb32FImage> =
-        digit_free_parts(records).into_iter().flatten().collect();
+    let patches: Vec<image::Rgb32FImage> = digit_free_parts(records, keep_digit_parts)
+        .into_iter()
+        .flatten()
+        .collect();
     images.par_iter_mut().enumerate().for_each(|(i, l)| {
         let mut rng = Rng::derive(seed ^ 0x5a17, i as u64);
         let pool: Vec<&image::Rgb32FImage> = (0..16.min(patches.len()))

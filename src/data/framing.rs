@@ -13,12 +13,63 @@
 //!
 //! All move the digit boxes along, so `crop` reads the same number wherever it went and is
 //! the reference `read`'s default is compared with. Every picture is a function of its seed.
+//!
+//! The canvases are meant to hold no digits, but SVHN labels only the house's own number: a
+//! neighbour's number, or a digit cut by a tight label box, can lie in a part cut as digit-free.
+//! [`DIGIT_PARTS`] lists those found in SVHN's training photos, for the benchmark to leave out
+//! ([`shows_digits`]).
 
 use image::imageops::{self, FilterType};
 use image::Rgb32FImage;
 
+use crate::data::synth::Side;
 use crate::read::{boxes_union, expand_region, DigitBox};
 use crate::rng::Rng;
+
+/// `data/digit_parts.tsv`: parts of SVHN's training photos that
+/// [`background_parts`](crate::data::synth::background_parts) cuts as digit-free but that show
+/// digits (one row each: name, width, height, side, what `housenum read` read there; `#` starts
+/// a comment).
+pub static DIGIT_PARTS: &str = include_str!("../../data/digit_parts.tsv");
+
+/// One row of [`DIGIT_PARTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigitPart {
+    /// The photo's file name, e.g. `1289.png`.
+    pub name: &'static str,
+    /// The photo's width and height, so that another folder's `N.png` is not taken for it.
+    pub size: (u32, u32),
+    /// Where the part lies around the number.
+    pub side: Side,
+}
+
+/// The rows of [`DIGIT_PARTS`].
+///
+/// # Panics
+/// On a malformed row (the file is compiled in, and a test parses it).
+pub fn digit_parts() -> impl Iterator<Item = DigitPart> {
+    DIGIT_PARTS
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&'static str> = l.split('\t').collect();
+            let side = Side::ALL.into_iter().find(|s| f.get(3) == Some(&s.name()));
+            match (f.len(), f[1].parse(), f.get(2).map(|h| h.parse()), side) {
+                (5, Ok(w), Some(Ok(h)), Some(side)) => DigitPart {
+                    name: f[0],
+                    size: (w, h),
+                    side,
+                },
+                _ => panic!("data/digit_parts.tsv: malformed row {l:?}"),
+            }
+        })
+}
+
+/// Whether the part on `side` of the photo `name` of `size` (width, height) is listed in
+/// [`DIGIT_PARTS`] as showing digits.
+pub fn shows_digits(name: &str, size: (u32, u32), side: Side) -> bool {
+    digit_parts().any(|p| p.name == name && p.size == size && p.side == side)
+}
 
 /// The width [`phone_size`] scales photos to, pixels: a 12-megapixel phone photo's.
 pub const PHONE_WIDTH: u32 = 4_000;
@@ -148,6 +199,35 @@ pub fn cropped_close(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digit_parts_are_named_by_photo_size_and_side_table() {
+        let parts: Vec<DigitPart> = digit_parts().collect();
+        assert_eq!(parts.len(), 35);
+        for (i, p) in parts.iter().enumerate() {
+            assert!(
+                p.name.ends_with(".png") && p.size.0 > 0 && p.size.1 > 0,
+                "{p:?}"
+            );
+            assert!(!parts[..i].contains(p), "{p:?} listed twice");
+        }
+        // (name, size, side, listed): the neighbour's 260 left of 1289.png's 258.
+        let table = [
+            ("1289.png", (243, 109), Side::Left, true),
+            ("1289.png", (243, 109), Side::Right, false),
+            ("1289.png", (242, 109), Side::Left, false),
+            ("1289.jpg", (243, 109), Side::Left, false),
+            ("927.png", (213, 112), Side::Below, true),
+            ("1.png", (741, 350), Side::Left, false),
+        ];
+        for (name, size, side, listed) in table {
+            assert_eq!(
+                shows_digits(name, size, side),
+                listed,
+                "{name} {size:?} {side:?}"
+            );
+        }
+    }
 
     #[test]
     fn cropped_close_cuts_at_the_grown_number_table() {

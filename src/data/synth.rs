@@ -316,10 +316,46 @@ pub struct Synth {
     backgrounds: Vec<Rgb32FImage>,
 }
 
+/// Which side of the number a part of a photo lies on (see [`background_patches`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Left of the number, the photo's full height.
+    Left,
+    /// Right of it, the full height.
+    Right,
+    /// Above it, the full width.
+    Above,
+    /// Below it, the full width.
+    Below,
+}
+
+impl Side {
+    /// All four, in the order [`background_patches`] cuts them.
+    pub const ALL: [Side; 4] = [Side::Left, Side::Right, Side::Above, Side::Below];
+
+    /// `left`, `right`, `above` or `below`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Left => "left",
+            Side::Right => "right",
+            Side::Above => "above",
+            Side::Below => "below",
+        }
+    }
+}
+
 /// Digit-free parts of a labelled photo, usable as backgrounds: the strips left of, right of,
 /// above and below the digit union (grown by a quarter of the digit height), each at least
 /// 12 × 12 pixels.
 pub fn background_patches(img: &Rgb32FImage, boxes: &[DigitBox]) -> Vec<Rgb32FImage> {
+    background_parts(img, boxes)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+/// [`background_patches`], each with the side of the number it lies on.
+pub fn background_parts(img: &Rgb32FImage, boxes: &[DigitBox]) -> Vec<(Side, Rgb32FImage)> {
     if boxes.is_empty() {
         return Vec::new();
     }
@@ -337,10 +373,16 @@ pub fn background_patches(img: &Rgb32FImage, boxes: &[DigitBox]) -> Vec<Rgb32FIm
         (0, 0, w, t),
         (0, b, w, h.saturating_sub(b)),
     ];
-    rects
+    Side::ALL
         .iter()
-        .filter(|&&(_, _, rw, rh)| rw >= 12 && rh >= 12)
-        .map(|&(x, y, rw, rh)| image::imageops::crop_imm(img, x, y, rw, rh).to_image())
+        .zip(rects)
+        .filter(|&(_, (_, _, rw, rh))| rw >= 12 && rh >= 12)
+        .map(|(&side, (x, y, rw, rh))| {
+            (
+                side,
+                image::imageops::crop_imm(img, x, y, rw, rh).to_image(),
+            )
+        })
         .collect()
 }
 
