@@ -54,8 +54,9 @@ pub fn digit_parts() -> impl Iterator<Item = DigitPart> {
         .map(|l| {
             let f: Vec<&'static str> = l.split('\t').collect();
             let side = Side::ALL.into_iter().find(|s| f.get(3) == Some(&s.name()));
-            match (f.len(), f[1].parse(), f.get(2).map(|h| h.parse()), side) {
-                (5, Ok(w), Some(Ok(h)), Some(side)) => DigitPart {
+            let number = |k: usize| f.get(k).and_then(|v| v.parse::<u32>().ok());
+            match (f.len(), number(1), number(2), side) {
+                (5, Some(w), Some(h), Some(side)) => DigitPart {
                     name: f[0],
                     size: (w, h),
                     side,
