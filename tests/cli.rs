@@ -872,6 +872,9 @@ fn eval_saves_the_numbers_it_recombined() {
     let (code, _, err) = run(&["eval", &p, "--save-framed", &f, "-q"], None);
     assert_ne!(code, 0);
     assert!(err.contains("--save-framed needs"), "{err}");
+    let (code, _, err) = run(&["eval", &p, "--keep-digit-parts", "-q"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("--keep-digit-parts needs a canvas"), "{err}");
 }
 
 /// `eval --tight M` cuts every photo at its digits' box grown by M (saved in the official

@@ -167,6 +167,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
             || a.recombine.is_some(),
         "--save-framed needs --zoom-out, --phone, --no-number, --tight or --recombine"
     );
+    anyhow::ensure!(
+        !a.keep_digit_parts || a.zoom_out.is_some() || a.phone || a.no_number,
+        "--keep-digit-parts needs a canvas: --zoom-out, --phone or --no-number"
+    );
     let mut reader = a.models.reader()?;
     a.look.apply(&mut reader)?;
     let set = SvhnSet::open(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
