@@ -22,10 +22,12 @@ import argparse, json, os, sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'onnx'))
-from read import (answer_features, candidate_features, looks_again,  # noqa: E402
-                  verify_dot, SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA,  # verify.rs's features,
-                  VERIFY_ANSWER_WEIGHTS, VERIFY_CANDIDATE_WEIGHTS,  # the trigger, the weights,
-                  NO_NUMBER_BELOW)  # and what `read` reports as no number
+from read import (answer_features, candidate_features, shared_features,  # noqa: E402
+                  looks_again, verify_scores, SECOND_LOOK_BELOW,  # verify.rs's features, the
+                  SECOND_LOOK_MAX_AREA, NO_NUMBER_BELOW)  # trigger, what `read` calls no number
+import read  # noqa: E402  (its VERIFY_*_WEIGHTS: the shipped weights)
+
+NA, NC, NX = 5, 11, 5  # answer, candidate and shared features (verify.rs)
 
 
 def example(p, truth):
@@ -37,12 +39,16 @@ def example(p, truth):
                          SECOND_LOOK_BELOW, SECOND_LOOK_MAX_AREA, True)
     options = [(c['box'], c['score'], c['digits'], c['confidence'])
                for c in p['candidates'] if c['digits']]
+    shared = shared_features([(first['region'], first['digits'], first['confidence'])] +
+                             [(o[0], o[2], o[3]) for o in options])
     return {
+        'args': (options, first['region'], first['digits'], first['confidence'], p['size']),
         'looked': looked, 'truth': truth, 'first': first['digits'],
         'A': np.array(answer_features(first['region'], first['digits'], first['confidence'],
                                       p['size']), dtype=np.float64),
         'C': np.array(candidate_features(options, first['region'], first['digits'], p['size']),
-                      dtype=np.float64).reshape(-1, 11),
+                      dtype=np.float64).reshape(-1, NC),
+        'X': np.array(shared, dtype=np.float64),
         'ya': float(first['digits'] == truth),
         'yc': np.array([float(o[2] == truth) for o in options]),
         'cands': [o[2] for o in options],
@@ -67,43 +73,73 @@ def examples(framed_dir, jsonl):
     return out
 
 
+def design(e):
+    """One row per option of `e` (the first answer, then the candidates): [1 for the first
+    answer, its NA features (0 for candidates), the NC candidate features (0 for the answer),
+    the NX shared features]."""
+    x = np.zeros((1 + len(e['C']), 1 + NA + NC + NX))
+    x[0, 0] = 1.0
+    x[0, 1:1 + NA] = e['A']
+    x[1:, 1 + NA:1 + NA + NC] = e['C']
+    x[:, 1 + NA + NC:] = e['X']
+    return x
+
+
 def fit(exs, l2, iters, lr, none_weight=1.0):
-    """Softmax regression over each usable example's options; examples of photos holding no
-    number count `none_weight` each."""
-    na, nc = 5, 11
-    w = np.zeros(na + nc)
-    w[0] = w[na] = w[na + 1] = 1.0  # start from "confidence and score decide"
-    m, v = np.zeros_like(w), np.zeros_like(w)
+    """Softmax regression over each usable example's options, full batch; examples of photos
+    holding no number count `none_weight` each. Returns verify.rs's (answer, candidate, shared)
+    weights (the first answer's indicator folded into the answer's bias) and how many examples
+    there were."""
     usable = [e for e in exs if e['looked'] and len(e['C']) and e['ya'] + e['yc'].sum() > 0]
+    rows = [design(e) for e in usable]
+    x = np.vstack(rows)
+    y = np.concatenate([np.concatenate([[e['ya']], e['yc']]) for e in usable])
+    weight = np.array([none_weight if e['truth'] == '' else 1.0 for e in usable])
+    group = np.repeat(np.arange(len(usable)), [len(r) for r in rows])
+    starts = np.searchsorted(group, np.arange(len(usable)))
+    w = np.zeros(x.shape[1])
+    w[1] = w[1 + NA] = w[2 + NA] = 1.0  # start from "confidence and score decide"
+    m, v = np.zeros_like(w), np.zeros_like(w)
     for t in range(1, iters + 1):
-        g = np.zeros_like(w)
-        for e in usable:
-            s = np.concatenate([[e['A'] @ w[:na]], e['C'] @ w[na:]])
-            p = np.exp(s - s.max())
-            p /= p.sum()
-            y = np.concatenate([[e['ya']], e['yc']])
-            q = p * y
-            q /= q.sum()
-            d = (p - q) * (none_weight if e['truth'] == '' else 1.0)
-            g[:na] += d[0] * e['A']
-            g[na:] += d[1:] @ e['C']
-        g = g / sum(none_weight if e['truth'] == '' else 1.0 for e in usable) + l2 * w
+        s = x @ w
+        p = np.exp(s - np.maximum.reduceat(s, starts)[group])
+        p /= np.add.reduceat(p, starts)[group]
+        q = p * y
+        q /= np.add.reduceat(q, starts)[group]
+        g = x.T @ ((p - q) * weight[group] / weight.sum()) + l2 * w
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g * g
         w -= lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
-    return np.round(w, 4).astype(np.float32), len(usable)
+    answer = w[1:1 + NA].copy()
+    answer[NA - 1] += w[0]
+    r = lambda a: [float(z) for z in np.round(a, 4).astype(np.float32)]
+    return (r(answer), r(w[1 + NA:1 + NA + NC]), r(w[1 + NA + NC:])), len(usable)
 
 
-def chosen(w, e):
-    """What `read` answers: verify::choose (the first answer unless an option scores higher,
-    first among equals), then no number when that answer is less than NO_NUMBER_BELOW sure."""
+def chosen(weights, e):
+    """What `read` answers under `weights` = (answer, candidate, shared): verify::choose (the
+    first answer unless an option scores higher, first among equals), then no number when that
+    answer is less than NO_NUMBER_BELOW sure."""
     answer, conf = e['first'], e['first_conf']
     if e['looked'] and len(e['C']):
-        best = float(e['A'].astype(np.float32) @ w[:5])
-        for k, s in enumerate(e['C'].astype(np.float32) @ w[5:]):
+        best, scores = with_weights(weights, verify_scores, *e['args'])
+        for k, s in enumerate(scores):
             if s > best:
                 best, answer, conf = s, e['cands'][k], e['cand_confs'][k]
     return '' if np.float32(conf) < np.float32(NO_NUMBER_BELOW) else answer
+
+
+def with_weights(weights, fn, *args):
+    """fn(*args) with read.py's verifier weights set to `weights` = (answer, candidate,
+    shared)."""
+    saved = (read.VERIFY_ANSWER_WEIGHTS, read.VERIFY_CANDIDATE_WEIGHTS, read.VERIFY_SHARED_WEIGHTS)
+    (read.VERIFY_ANSWER_WEIGHTS, read.VERIFY_CANDIDATE_WEIGHTS,
+     read.VERIFY_SHARED_WEIGHTS) = weights
+    try:
+        return fn(*args)
+    finally:
+        (read.VERIFY_ANSWER_WEIGHTS, read.VERIFY_CANDIDATE_WEIGHTS,
+         read.VERIFY_SHARED_WEIGHTS) = saved
 
 
 def check(jsonl, tolerance):
@@ -118,14 +154,12 @@ def check(jsonl, tolerance):
             if 'error' in p:
                 continue
             first = p['first']
-            a = verify_dot(VERIFY_ANSWER_WEIGHTS, answer_features(
-                first['region'], first['digits'], first['confidence'], p['size']))
-            worst = max(worst, abs(float(a) - first['verifier']))
             numbers = [c for c in p['candidates'] if c['digits']]
             options = [(c['box'], c['score'], c['digits'], c['confidence']) for c in numbers]
-            for c, feats in zip(numbers, candidate_features(options, first['region'],
-                                                            first['digits'], p['size'])):
-                s = verify_dot(VERIFY_CANDIDATE_WEIGHTS, feats)
+            a, scores = verify_scores(options, first['region'], first['digits'],
+                                      first['confidence'], p['size'])
+            worst = max(worst, abs(float(a) - first['verifier']))
+            for c, s in zip(numbers, scores):
                 l, t, r, b = c['box']
                 if min(r - l, b - t) >= 20:
                     worst = max(worst, abs(float(s) - c['verifier']))
@@ -142,9 +176,9 @@ def main():
     ap.add_argument('--check', type=float, metavar='TOLERANCE',
                     help="instead of fitting, check that read.py's verifier scores every listed "
                          "option as the listing says, within TOLERANCE")
-    ap.add_argument('--l2', type=float, default=1e-2)
-    ap.add_argument('--iters', type=int, default=400)
-    ap.add_argument('--lr', type=float, default=0.1)
+    ap.add_argument('--l2', type=float, default=1e-3)
+    ap.add_argument('--iters', type=int, default=600)
+    ap.add_argument('--lr', type=float, default=0.03)
     ap.add_argument('--none-weight', type=float, default=0.5,
                     help='weight of photos holding no number (chosen on the development split)')
     a = ap.parse_args()
@@ -158,8 +192,9 @@ def main():
           f'no-number photos weighted {a.none_weight}')
     fmt = lambda ws: ', '.join(f'{x:.4f}' for x in ws)
     print('pub const WEIGHTS: Weights = Weights {')
-    print(f'    answer: [{fmt(w[:5])}],')
-    print(f'    candidate: [{fmt(w[5:])}],')
+    print(f'    answer: [{fmt(w[0])}],')
+    print(f'    candidate: [{fmt(w[1])}],')
+    print(f'    shared: [{fmt(w[2])}],')
     print('};')
     for name, es in sets:
         first = 100 * sum(e['first'] == e['truth'] for e in es) / len(es)

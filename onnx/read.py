@@ -509,9 +509,10 @@ def locate_around(img, loc_sess, bounds):
 
 
 # src/read/verify.rs: the look's verifier.
-VERIFY_ANSWER_WEIGHTS = [0.4111, 0.3502, 0.3175, -1.0973, 0.1482]
-VERIFY_CANDIDATE_WEIGHTS = [0.6110, 0.3597, -1.1987, 0.2870, 1.0073, -0.3498, 0.1831, -0.1487,
-                            0.1915, -0.1740, -0.1482]
+VERIFY_ANSWER_WEIGHTS = [0.2052, 0.7319, 0.2540, -1.9913, -0.1415]
+VERIFY_CANDIDATE_WEIGHTS = [0.3000, 0.3501, -1.0481, -0.2497, 1.1628, -0.3040, 0.4218, -0.0288,
+                            0.2767, -0.2765, 0.0707]
+VERIFY_SHARED_WEIGHTS = [0.4620, -0.4387, 0.5669, -0.0456, 0.5783]
 VERIFY_PHONE_PIXELS = np.float32(2_000_000.0)
 
 
@@ -557,6 +558,48 @@ def candidate_features(options, region, digits, size):
     return out
 
 
+def shared_features(options):
+    """src/read/verify.rs shared_features of options = [(rect, digits, confidence)], the first
+    answer (its region) then the candidates read as numbers: for each, logit of its confidence
+    less the highest among the options; part (another option reads a longer number holding this
+    one's digits, its box holding this box's centre); holds (the converse); the share of options
+    reading the same digits; its length less the longest option's."""
+    f = np.float32
+    lg = [logit(o[2]) for o in options]
+    top_lg = max(lg)
+    longest = max(len(o[1]) for o in options)
+    boxes = [tuple(f(v) for v in o[0]) for o in options]
+    centres = [((l + r) / f(2.0), (t + b) / f(2.0)) for l, t, r, b in boxes]
+
+    def holds_centre(j, k):
+        l, t, r, b = boxes[j]
+        return l <= centres[k][0] < r and t <= centres[k][1] < b
+
+    out = []
+    for k, (_, d, _) in enumerate(options):
+        part = any(j != k and d and len(o[1]) > len(d) and d in o[1] and holds_centre(j, k)
+                   for j, o in enumerate(options))
+        holds = any(j != k and o[1] and len(d) > len(o[1]) and o[1] in d and holds_centre(k, j)
+                    for j, o in enumerate(options))
+        same = sum(1 for o in options if o[1] == d) if d else 0
+        out.append([f(lg[k] - top_lg), f(part), f(holds), f(f(same) / f(len(options))),
+                    f(len(d) - longest)])
+    return out
+
+
+def verify_scores(options, region, digits, confidence, size):
+    """src/read/verify.rs scores: the first answer's score and each option's (options =
+    [(rect, score, digits, confidence)], the candidates read as numbers)."""
+    shared = shared_features([(region, digits, confidence)] +
+                             [(o[0], o[2], o[3]) for o in options])
+    first = np.float32(verify_dot(VERIFY_ANSWER_WEIGHTS, answer_features(
+        region, digits, confidence, size)) + verify_dot(VERIFY_SHARED_WEIGHTS, shared[0]))
+    cands = [np.float32(verify_dot(VERIFY_CANDIDATE_WEIGHTS, c) +
+                        verify_dot(VERIFY_SHARED_WEIGHTS, x))
+             for c, x in zip(candidate_features(options, region, digits, size), shared[1:])]
+    return first, cands
+
+
 def verify_dot(weights, features):
     """src/read/verify.rs dot, summed in f32 in order."""
     total = np.float32(0.0)
@@ -568,10 +611,9 @@ def verify_dot(weights, features):
 def verify_choose(options, region, digits, confidence, size):
     """src/read/verify.rs choose: None for the first answer, else the index of the option with
     the highest score if it beats the answer's (the first among equals)."""
-    best = verify_dot(VERIFY_ANSWER_WEIGHTS, answer_features(region, digits, confidence, size))
+    best, scores = verify_scores(options, region, digits, confidence, size)
     chosen = None
-    for k, feats in enumerate(candidate_features(options, region, digits, size)):
-        s = verify_dot(VERIFY_CANDIDATE_WEIGHTS, feats)
+    for k, s in enumerate(scores):
         if s > best:
             best, chosen = s, k
     return chosen

@@ -94,8 +94,8 @@ pub struct EvalArgs {
     pub tight: Option<f32>,
     /// Also fill the canvases of `--zoom-out`, `--phone` and `--no-number` with the parts that
     /// `data/digit_parts.tsv` lists as showing digits SVHN did not label (left out by default):
-    /// the canvases before that list, which `data/verifier_recipe.sh` fitted the shipped
-    /// verifier on.
+    /// the canvases before that list, on which the earlier measurements in docs/experiments.md
+    /// were made.
     #[arg(long)]
     pub keep_digit_parts: bool,
     /// With `--zoom-out`, `--phone`, `--no-number`, `--tight` or `--recombine`: also write each framed

@@ -4,10 +4,13 @@
 //! The options are the first answer (the localiser's box) and every candidate the look read as
 //! a number. Each option gets a score linear in a few features of it: the reader's confidence,
 //! the detector's score, the box's size in the photo, how many digits, whether other candidates
-//! read the same. The highest score answers. The weights were fitted by `data/fit_verifier.py`
-//! (a softmax over each photo's options, the right ones as targets) on the training split's
-//! photos framed 1×, 2× and 4× looser and at phone size, and on canvases holding no number
-//! (docs/experiments.md, "A learned verifier").
+//! read the same; and in features that compare it with the other options: its confidence
+//! against the most confident, whether a longer reading around it holds its digits, whether it
+//! holds a shorter one's. The highest score answers. The weights were fitted by
+//! `data/fit_verifier.py` (a softmax over each photo's options, the right ones as targets) on the
+//! training split's photos framed 1×, 2× and 4× looser and at phone size, on canvases holding no
+//! number, and on made-up house fronts in the training fonts (`data/verifier_recipe.sh`;
+//! docs/experiments.md, "A learned verifier" and "Options compared with each other").
 //!
 //! Every feature is computed here in `f32`, and `onnx/read.py` computes the same.
 
@@ -18,6 +21,9 @@ use super::region::Region;
 pub const ANSWER_FEATURES: usize = 5;
 /// How many features a candidate option has ([`candidate_features`]).
 pub const CANDIDATE_FEATURES: usize = 11;
+/// How many features every option has beside those, weighed alike for the first answer and
+/// the candidates ([`shared_features`]).
+pub const SHARED_FEATURES: usize = 5;
 
 /// The verifier's weights: an option's score is the dot product of its features with them.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,14 +32,17 @@ pub struct Weights {
     pub answer: [f32; ANSWER_FEATURES],
     /// Weights of [`candidate_features`], in their order.
     pub candidate: [f32; CANDIDATE_FEATURES],
+    /// Weights of [`shared_features`], in their order.
+    pub shared: [f32; SHARED_FEATURES],
 }
 
 /// The shipped weights, as `data/verifier_recipe.sh` prints them.
 pub const WEIGHTS: Weights = Weights {
-    answer: [0.4111, 0.3502, 0.3175, -1.0973, 0.1482],
+    answer: [0.2052, 0.7319, 0.2540, -1.9913, -0.1415],
     candidate: [
-        0.6110, 0.3597, -1.1987, 0.2870, 1.0073, -0.3498, 0.1831, -0.1487, 0.1915, -0.1740, -0.1482,
+        0.3000, 0.3501, -1.0481, -0.2497, 1.1628, -0.3040, 0.4218, -0.0288, 0.2767, -0.2765, 0.0707,
     ],
+    shared: [0.4620, -0.4387, 0.5669, -0.0456, 0.5783],
 };
 
 /// Photos of at least this many pixels are phone-size ([`answer_features`]' fourth feature).
@@ -134,6 +143,80 @@ pub fn candidate_features(
         .collect()
 }
 
+/// A box, `(left, top, right, bottom)` pixels.
+type Rect = (f32, f32, f32, f32);
+
+/// Whether `needle` (non-empty) occurs in `hay` as a run of digits.
+fn holds_digits(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The features every option has, the first answer `(region, reading)` first and then each of
+/// `options` (as [`candidate_features`]), weighed alike for all:
+///
+/// 0. logit of the reading's confidence less the highest such logit among the options;
+/// 1. *part*: 1 if another option reads a longer number that holds this reading's digits, and
+///    its box holds this box's centre;
+/// 2. *holds*: 1 if this box holds the centre of another option whose digits this reading
+///    holds (and are fewer);
+/// 3. the share of the options (this one included) that read the same digits, 0 for no number;
+/// 4. the reading's length less the longest option's.
+///
+/// A box holds a point as [`Region::contains`] does: `left ≤ x < right`, `top ≤ y < bottom`;
+/// the first answer's box is its region.
+pub fn shared_features(
+    options: &[Choice<'_>],
+    (region, d): (Region, &Decoded),
+) -> Vec<[f32; SHARED_FEATURES]> {
+    let first = (
+        (
+            region.x0 as f32,
+            region.y0 as f32,
+            region.x1 as f32,
+            region.y1 as f32,
+        ),
+        d,
+    );
+    let all: Vec<(Rect, &Decoded)> = std::iter::once(first)
+        .chain(options.iter().map(|o| (o.rect, o.reading)))
+        .collect();
+    let logits: Vec<f32> = all.iter().map(|o| logit(o.1.confidence)).collect();
+    let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let longest = all.iter().map(|o| o.1.digits.len()).max().unwrap_or(0);
+    let centre = |(l, t, r, b): Rect| ((l + r) / 2.0, (t + b) / 2.0);
+    let holds_point =
+        |(l, t, r, b): (f32, f32, f32, f32), (x, y): (f32, f32)| x >= l && x < r && y >= t && y < b;
+    all.iter()
+        .enumerate()
+        .map(|(k, &(rect, o))| {
+            let digits = &o.digits;
+            let others = || all.iter().enumerate().filter(move |&(j, _)| j != k);
+            let part = others().any(|(_, &(r, p))| {
+                p.digits.len() > digits.len()
+                    && holds_digits(&p.digits, digits)
+                    && holds_point(r, centre(rect))
+            });
+            let holds = others().any(|(_, &(r, p))| {
+                digits.len() > p.digits.len()
+                    && holds_digits(digits, &p.digits)
+                    && holds_point(rect, centre(r))
+            });
+            let same = if digits.is_empty() {
+                0
+            } else {
+                all.iter().filter(|p| p.1.digits == *digits).count()
+            };
+            [
+                logits[k] - top,
+                f32::from(part),
+                f32::from(holds),
+                same as f32 / all.len() as f32,
+                digits.len() as f32 - longest as f32,
+            ]
+        })
+        .collect()
+}
+
 /// The verifier's scores of a photo's options: the first answer's, then each option's.
 pub type Scores = (f32, Vec<f32>);
 
@@ -143,17 +226,19 @@ fn dot<const N: usize>(w: &[f32; N], f: &[f32; N]) -> f32 {
 }
 
 /// The verifier's scores under `weights`: the first answer's, then each option's
-/// ([`answer_features`] and [`candidate_features`]).
+/// ([`answer_features`] or [`candidate_features`], plus [`shared_features`]).
 pub fn scores(
     weights: &Weights,
     options: &[Choice<'_>],
     answer: (Region, &Decoded),
     size: (u32, u32),
 ) -> Scores {
-    let a = dot(&weights.answer, &answer_features(answer, size));
+    let shared = shared_features(options, answer);
+    let a = dot(&weights.answer, &answer_features(answer, size)) + dot(&weights.shared, &shared[0]);
     let c = candidate_features(options, answer, size)
         .iter()
-        .map(|f| dot(&weights.candidate, f))
+        .zip(&shared[1..])
+        .map(|(f, x)| dot(&weights.candidate, f) + dot(&weights.shared, x))
         .collect();
     (a, c)
 }
@@ -259,6 +344,73 @@ mod tests {
                 assert!((g - w).abs() < 1e-4, "{what}, feature {k}: {g} against {w}");
             }
         }
+    }
+
+    /// The shared features of a first answer `12` (0.5 sure, region (10, 10)–(30, 30)) and three
+    /// candidates: `12` beside it, `7` inside it, and `127` around both.
+    #[test]
+    fn shared_features_are_as_documented() {
+        let region = Region {
+            x0: 10,
+            y0: 10,
+            x1: 30,
+            y1: 30,
+        };
+        let first = reading(&[1, 2], 0.5);
+        let (a, b, c) = (
+            reading(&[1, 2], 0.8),
+            reading(&[7], 0.99),
+            reading(&[1, 2, 7], 0.6),
+        );
+        let options = [
+            Choice {
+                rect: (40.0, 40.0, 60.0, 50.0),
+                score: 0.9,
+                reading: &a,
+            },
+            Choice {
+                rect: (15.0, 15.0, 25.0, 25.0),
+                score: 0.6,
+                reading: &b,
+            },
+            Choice {
+                rect: (5.0, 5.0, 50.0, 35.0),
+                score: 0.5,
+                reading: &c,
+            },
+        ];
+        let top = 99f32.ln();
+        let got = shared_features(&options, (region, &first));
+        // (what, [confidence's logit less the top, part, holds, share reading the same, length
+        // less the longest])
+        let want: [(&str, [f32; SHARED_FEATURES]); 4] = [
+            ("the first answer: part of 127", [-top, 1.0, 0.0, 0.5, -1.0]),
+            (
+                "12 beside it: 127's box stops short of its centre",
+                [4f32.ln() - top, 0.0, 0.0, 0.5, -1.0],
+            ),
+            (
+                "7 inside it: the most confident, part of 127",
+                [0.0, 1.0, 0.0, 0.25, -2.0],
+            ),
+            (
+                "127 around them: holds the first answer and 7",
+                [1.5f32.ln() - top, 0.0, 1.0, 0.25, 0.0],
+            ),
+        ];
+        assert_eq!(got.len(), want.len());
+        for (g, (what, w)) in got.iter().zip(&want) {
+            for (k, (g, w)) in g.iter().zip(w).enumerate() {
+                assert!((g - w).abs() < 1e-4, "{what}, feature {k}: {g} against {w}");
+            }
+        }
+        let none = reading(&[], 0.9);
+        let alone = shared_features(&[], (region, &none));
+        assert_eq!(
+            alone,
+            vec![[0.0, 0.0, 0.0, 0.0, 0.0]],
+            "no number, no options"
+        );
     }
 
     /// Readings of the same digits vote; a phone-size photo and a first answer of no number
