@@ -272,30 +272,40 @@ mod tests {
         }
     }
 
+    /// The first answer's region in the tests' 100 × 100 photo.
+    const REGION: Region = Region {
+        x0: 10,
+        y0: 10,
+        x1: 30,
+        y1: 30,
+    };
+
+    /// An option beside [`REGION`], (40, 40)–(60, 50), detector score 0.9.
+    fn beside(reading: &Decoded) -> Choice<'_> {
+        Choice {
+            rect: (40.0, 40.0, 60.0, 50.0),
+            score: 0.9,
+            reading,
+        }
+    }
+
+    /// An option inside [`REGION`], (15, 15)–(25, 25), detector score 0.6.
+    fn inside(reading: &Decoded) -> Choice<'_> {
+        Choice {
+            rect: (15.0, 15.0, 25.0, 25.0),
+            score: 0.6,
+            reading,
+        }
+    }
+
     /// A 100 × 100 photo whose first answer read `12` at 0.5 in (10, 10)–(30, 30); two options:
     /// `12` beside it (the most confidence × score) and `7` inside its region.
     #[test]
     fn features_are_as_documented() {
-        let region = Region {
-            x0: 10,
-            y0: 10,
-            x1: 30,
-            y1: 30,
-        };
+        let region = REGION;
         let first = reading(&[1, 2], 0.5);
         let (a, b) = (reading(&[1, 2], 0.8), reading(&[7], 0.99));
-        let options = [
-            Choice {
-                rect: (40.0, 40.0, 60.0, 50.0),
-                score: 0.9,
-                reading: &a,
-            },
-            Choice {
-                rect: (15.0, 15.0, 25.0, 25.0),
-                score: 0.6,
-                reading: &b,
-            },
-        ];
+        let options = [beside(&a), inside(&b)];
         let ln = |x: f32| x.ln();
         let cases: [(&str, Vec<f32>, Vec<f32>); 3] = [
             (
@@ -350,12 +360,7 @@ mod tests {
     /// candidates: `12` beside it, `7` inside it, and `127` around both.
     #[test]
     fn shared_features_are_as_documented() {
-        let region = Region {
-            x0: 10,
-            y0: 10,
-            x1: 30,
-            y1: 30,
-        };
+        let region = REGION;
         let first = reading(&[1, 2], 0.5);
         let (a, b, c) = (
             reading(&[1, 2], 0.8),
@@ -363,16 +368,8 @@ mod tests {
             reading(&[1, 2, 7], 0.6),
         );
         let options = [
-            Choice {
-                rect: (40.0, 40.0, 60.0, 50.0),
-                score: 0.9,
-                reading: &a,
-            },
-            Choice {
-                rect: (15.0, 15.0, 25.0, 25.0),
-                score: 0.6,
-                reading: &b,
-            },
+            beside(&a),
+            inside(&b),
             Choice {
                 rect: (5.0, 5.0, 50.0, 35.0),
                 score: 0.5,
