@@ -7,7 +7,7 @@
 # Made-up house fronts (benches/scenes.py, seeds 11 and 12, 400 each, in the training fonts only)
 # are listed and fitted beside them. Deterministic: the canvases come from --seed 1 (without the
 # parts data/digit_parts.tsv lists), the scenes from their seeds, the fit from fixed starting
-# weights. About 55 minutes on 2 cores. Started again, it reuses the listings already written.
+# weights. About an hour on 2 cores. Started again, it reuses the listings already written.
 # Usage: data/verifier_recipe.sh [SVHN_DIR] [WORK_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
