@@ -103,7 +103,7 @@ pub struct LocTrainConfig {
     pub zoom_out_independent: bool,
     /// Share of samples cut close to the number, as people crop a photo to what they want
     /// read: each side of the crop lies between the number's edge and [`ZOOM_IN_MARGIN`] of its
-    /// size beyond it ([`sample_close`]), so that a number filling the photo is boxed whole.
+    /// size beyond it (`sample_close`), so that a number filling the photo is boxed whole.
     #[serde(default)]
     pub zoom_in_prob: f32,
     /// Stop after this many epochs in total (the learning-rate schedule still spans `epochs`;
@@ -352,7 +352,7 @@ fn sample(item: &Item, cfg: &LocaliserConfig, rng: &mut Rng) -> (Vec<f32>, [f32;
     sample_in(item, (l, t, r, b), Region { x0, y0, x1, y1 }, cfg, rng)
 }
 
-/// The widest margin of a sample cut close ([`sample_close`]), as a share of the number's width
+/// The widest margin of a sample cut close (`sample_close`), as a share of the number's width
 /// and height on each side.
 pub const ZOOM_IN_MARGIN: f32 = 0.25;
 
