@@ -25,7 +25,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from read import (answer_features, candidate_features, shared_features,  # noqa: E402
                   looks_again, verify_scores, SECOND_LOOK_BELOW,  # verify.rs's features, the
                   SECOND_LOOK_MAX_AREA, NO_NUMBER_BELOW)  # trigger, what `read` calls no number
-import read  # noqa: E402  (its VERIFY_*_WEIGHTS: the shipped weights)
 
 NA, NC, NX = 5, 11, 5  # answer, candidate and shared features (verify.rs)
 
@@ -122,24 +121,11 @@ def chosen(weights, e):
     answer is less than NO_NUMBER_BELOW sure."""
     answer, conf = e['first'], e['first_conf']
     if e['looked'] and len(e['C']):
-        best, scores = with_weights(weights, verify_scores, *e['args'])
+        best, scores = verify_scores(*e['args'], weights=weights)
         for k, s in enumerate(scores):
             if s > best:
                 best, answer, conf = s, e['cands'][k], e['cand_confs'][k]
     return '' if np.float32(conf) < np.float32(NO_NUMBER_BELOW) else answer
-
-
-def with_weights(weights, fn, *args):
-    """fn(*args) with read.py's verifier weights set to `weights` = (answer, candidate,
-    shared)."""
-    saved = (read.VERIFY_ANSWER_WEIGHTS, read.VERIFY_CANDIDATE_WEIGHTS, read.VERIFY_SHARED_WEIGHTS)
-    (read.VERIFY_ANSWER_WEIGHTS, read.VERIFY_CANDIDATE_WEIGHTS,
-     read.VERIFY_SHARED_WEIGHTS) = weights
-    try:
-        return fn(*args)
-    finally:
-        (read.VERIFY_ANSWER_WEIGHTS, read.VERIFY_CANDIDATE_WEIGHTS,
-         read.VERIFY_SHARED_WEIGHTS) = saved
 
 
 def check(jsonl, tolerance):

@@ -587,15 +587,17 @@ def shared_features(options):
     return out
 
 
-def verify_scores(options, region, digits, confidence, size):
+def verify_scores(options, region, digits, confidence, size, weights=None):
     """src/read/verify.rs scores: the first answer's score and each option's (options =
-    [(rect, score, digits, confidence)], the candidates read as numbers)."""
+    [(rect, score, digits, confidence)], the candidates read as numbers) under `weights` =
+    (answer, candidate, shared), the shipped ones by default."""
+    wa, wc, ws = weights or (VERIFY_ANSWER_WEIGHTS, VERIFY_CANDIDATE_WEIGHTS,
+                             VERIFY_SHARED_WEIGHTS)
     shared = shared_features([(region, digits, confidence)] +
                              [(o[0], o[2], o[3]) for o in options])
-    first = np.float32(verify_dot(VERIFY_ANSWER_WEIGHTS, answer_features(
-        region, digits, confidence, size)) + verify_dot(VERIFY_SHARED_WEIGHTS, shared[0]))
-    cands = [np.float32(verify_dot(VERIFY_CANDIDATE_WEIGHTS, c) +
-                        verify_dot(VERIFY_SHARED_WEIGHTS, x))
+    first = np.float32(verify_dot(wa, answer_features(region, digits, confidence, size)) +
+                       verify_dot(ws, shared[0]))
+    cands = [np.float32(verify_dot(wc, c) + verify_dot(ws, x))
              for c, x in zip(candidate_features(options, region, digits, size), shared[1:])]
     return first, cands
 

@@ -184,8 +184,7 @@ pub fn shared_features(
     let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let longest = all.iter().map(|o| o.1.digits.len()).max().unwrap_or(0);
     let centre = |(l, t, r, b): Rect| ((l + r) / 2.0, (t + b) / 2.0);
-    let holds_point =
-        |(l, t, r, b): (f32, f32, f32, f32), (x, y): (f32, f32)| x >= l && x < r && y >= t && y < b;
+    let holds_point = |(l, t, r, b): Rect, (x, y): (f32, f32)| x >= l && x < r && y >= t && y < b;
     all.iter()
         .enumerate()
         .map(|(k, &(rect, o))| {
